@@ -1,0 +1,441 @@
+//! Turning policy output into one decision, and the host's tier floor.
+//!
+//! The combination rule (DESIGN.md): any `deny` → deny; else any `require_approval` → require
+//! approval with the strictest requirements of all matching entries (max quorum, union of groups,
+//! any MFA, min ttl, max risk); else allow. A policy that failed — compile error, evaluation
+//! error, time-out, or an entry of the wrong shape — is a deny whose reason says so.
+
+use serde_json::Value;
+
+use crate::model::{ApprovalRequirements, Decision, Effect, Reason, Risk, Tier};
+
+/// Rule name used when policy evaluation itself failed.
+pub const RULE_POLICY_ERROR: &str = "airlock.policy_error";
+/// Rule name used when a `change` agent's allowed write is held for approval.
+pub const RULE_TIER_FLOOR: &str = "airlock.tier_floor";
+
+/// What the host read from the policy, before interpretation: the values of the rules
+/// `deny`, `require_approval` and `cost_usd` of package `airlock` (undefined rules are empty).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyOutput {
+    /// Elements of the `deny` set.
+    pub deny: Vec<Value>,
+    /// Elements of the `require_approval` set.
+    pub require_approval: Vec<Value>,
+    /// Value of `cost_usd`, if defined.
+    pub cost_usd: Option<Value>,
+}
+
+/// Settings the combiner needs from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDefaults {
+    /// Expiry used when no entry names `ttl_seconds`.
+    pub ttl_seconds: u64,
+}
+
+impl Default for ApprovalDefaults {
+    fn default() -> Self {
+        ApprovalDefaults { ttl_seconds: 3600 }
+    }
+}
+
+/// Combines a policy evaluation into a decision. `outcome` is `Err(message)` when evaluation
+/// failed; that is a deny.
+pub fn combine(
+    outcome: Result<PolicyOutput, String>,
+    defaults: &ApprovalDefaults,
+    policy_revision: &str,
+    eval_us: u64,
+) -> Decision {
+    let output = match outcome {
+        Ok(output) => output,
+        Err(msg) => return policy_failure(msg, policy_revision, eval_us),
+    };
+    match interpret(&output, defaults) {
+        Ok(mut decision) => {
+            decision.policy_revision = policy_revision.to_string();
+            decision.eval_us = eval_us;
+            decision
+        }
+        Err(msg) => policy_failure(msg, policy_revision, eval_us),
+    }
+}
+
+/// A deny caused by a broken or failing policy.
+pub fn policy_failure(msg: String, policy_revision: &str, eval_us: u64) -> Decision {
+    Decision {
+        effect: Effect::Deny,
+        reasons: vec![Reason::new(
+            RULE_POLICY_ERROR,
+            format!("policy failed, so the action is denied: {msg}"),
+        )],
+        risk: Risk::High,
+        approval: None,
+        cost_usd: None,
+        policy_revision: policy_revision.to_string(),
+        decided_by: "policy".into(),
+        eval_us,
+    }
+}
+
+struct Entry {
+    reason: Reason,
+    risk: Option<Risk>,
+    quorum: Option<u32>,
+    groups: Vec<String>,
+    mfa: bool,
+    ttl_seconds: Option<u64>,
+}
+
+fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decision, String> {
+    let denies = output
+        .deny
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_entry("deny", i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let approvals = output
+        .require_approval
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_entry("require_approval", i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cost_usd = match &output.cost_usd {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.is_finite() && f >= 0.0 => Some(f),
+            _ => {
+                return Err(format!(
+                    "`cost_usd` must be a non-negative number, got `{n}`"
+                ));
+            }
+        },
+        Some(other) => return Err(format!("`cost_usd` must be a number, got `{other}`")),
+    };
+
+    let max_risk = |entries: &[Entry], default: Risk| {
+        entries
+            .iter()
+            .filter_map(|e| e.risk)
+            .max()
+            .unwrap_or(default)
+            .max(default)
+    };
+    let mut decision = Decision {
+        effect: Effect::Allow,
+        reasons: Vec::new(),
+        risk: Risk::Low,
+        approval: None,
+        cost_usd,
+        policy_revision: String::new(),
+        decided_by: "policy".into(),
+        eval_us: 0,
+    };
+    if !denies.is_empty() {
+        decision.effect = Effect::Deny;
+        decision.risk = max_risk(&denies, Risk::High);
+        decision.reasons = denies.into_iter().map(|e| e.reason).collect();
+        // Approval reasons are context for a reader even when a deny wins.
+        decision
+            .reasons
+            .extend(approvals.into_iter().map(|e| e.reason));
+    } else if !approvals.is_empty() {
+        decision.effect = Effect::RequireApproval;
+        decision.risk = max_risk(&approvals, Risk::Medium);
+        let mut req = ApprovalRequirements {
+            quorum: 1,
+            groups: Vec::new(),
+            mfa: false,
+            ttl_seconds: defaults.ttl_seconds,
+        };
+        let mut ttl: Option<u64> = None;
+        for e in &approvals {
+            req.quorum = req.quorum.max(e.quorum.unwrap_or(1));
+            req.groups.extend(e.groups.iter().cloned());
+            req.mfa |= e.mfa;
+            if let Some(t) = e.ttl_seconds {
+                ttl = Some(ttl.map_or(t, |cur| cur.min(t)));
+            }
+        }
+        if let Some(t) = ttl {
+            req.ttl_seconds = t;
+        }
+        req.groups.sort();
+        req.groups.dedup();
+        decision.approval = Some(req);
+        decision.reasons = approvals.into_iter().map(|e| e.reason).collect();
+    }
+    Ok(decision)
+}
+
+fn parse_entry(set: &str, index: usize, value: &Value) -> Result<Entry, String> {
+    let at = || format!("`{set}` entry {}", index + 1);
+    let mut entry = Entry {
+        reason: Reason::new(set, ""),
+        risk: None,
+        quorum: None,
+        groups: Vec::new(),
+        mfa: false,
+        ttl_seconds: None,
+    };
+    let obj = match value {
+        // conftest-style `deny contains msg if …` with a plain message.
+        Value::String(s) => {
+            entry.reason.msg = s.clone();
+            return Ok(entry);
+        }
+        Value::Object(obj) => obj,
+        other => {
+            entry.reason.msg = crate::digest::canonical_json(other);
+            return Ok(entry);
+        }
+    };
+    if let Some(rule) = obj.get("rule") {
+        entry.reason.rule =
+            as_string(rule).ok_or_else(|| format!("{}: `rule` must be a string", at()))?;
+    }
+    match obj.get("msg").or_else(|| obj.get("message")) {
+        Some(msg) => {
+            entry.reason.msg =
+                as_string(msg).ok_or_else(|| format!("{}: `msg` must be a string", at()))?
+        }
+        None => entry.reason.msg = format!("rule {} matched", entry.reason.rule),
+    }
+    if let Some(risk) = obj.get("risk") {
+        let parsed = risk.as_str().and_then(Risk::parse);
+        entry.risk = Some(parsed.ok_or_else(|| {
+            format!(
+                "{}: `risk` must be one of low, medium, high, critical, got `{risk}`",
+                at()
+            )
+        })?);
+    }
+    if let Some(q) = obj.get("quorum") {
+        let n = q.as_u64().filter(|n| *n >= 1 && *n <= 100);
+        entry.quorum = Some(n.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+            format!(
+                "{}: `quorum` must be an integer from 1 to 100, got `{q}`",
+                at()
+            )
+        })?);
+    }
+    if let Some(groups) = obj.get("groups") {
+        let list = match groups {
+            Value::Array(items) => items.iter().map(as_string).collect::<Option<Vec<_>>>(),
+            Value::String(s) => Some(vec![s.clone()]),
+            _ => None,
+        };
+        entry.groups = list.ok_or_else(|| {
+            format!(
+                "{}: `groups` must be a list of strings, got `{groups}`",
+                at()
+            )
+        })?;
+    }
+    if let Some(mfa) = obj.get("mfa") {
+        entry.mfa = mfa
+            .as_bool()
+            .ok_or_else(|| format!("{}: `mfa` must be true or false, got `{mfa}`", at()))?;
+    }
+    if let Some(ttl) = obj.get("ttl_seconds") {
+        entry.ttl_seconds = Some(ttl.as_u64().filter(|t| *t >= 1).ok_or_else(|| {
+            format!(
+                "{}: `ttl_seconds` must be a positive integer, got `{ttl}`",
+                at()
+            )
+        })?);
+    }
+    Ok(entry)
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+/// Applies the host's tier floor (pipeline step 4): for a `change` agent, an action that policy
+/// allowed and that is not read-only still needs one human approval. Policy can't loosen it.
+pub fn apply_tier_floor(
+    mut decision: Decision,
+    tier: Tier,
+    read_only: bool,
+    defaults: &ApprovalDefaults,
+) -> Decision {
+    if tier == Tier::Change && !read_only && decision.effect == Effect::Allow {
+        decision.effect = Effect::RequireApproval;
+        decision.risk = decision.risk.max(Risk::Medium);
+        decision.decided_by = "tier".into();
+        decision.approval = Some(ApprovalRequirements {
+            quorum: 1,
+            groups: Vec::new(),
+            mfa: false,
+            ttl_seconds: defaults.ttl_seconds,
+        });
+        decision.reasons.push(Reason::new(
+            RULE_TIER_FLOOR,
+            "agents of tier `change` need a human approval for actions that are not read-only",
+        ));
+    }
+    decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn run(deny: Vec<Value>, approve: Vec<Value>) -> Decision {
+        combine(
+            Ok(PolicyOutput {
+                deny,
+                require_approval: approve,
+                cost_usd: None,
+            }),
+            &ApprovalDefaults::default(),
+            "rev",
+            1,
+        )
+    }
+
+    #[test]
+    fn empty_output_allows() {
+        let d = run(vec![], vec![]);
+        assert_eq!(d.effect, Effect::Allow);
+        assert_eq!(d.risk, Risk::Low);
+        assert!(d.reasons.is_empty());
+    }
+
+    #[test]
+    fn any_deny_wins_over_approval() {
+        let d = run(
+            vec![json!({"rule": "TF100", "msg": "no"})],
+            vec![json!({"rule": "A1", "msg": "ask"})],
+        );
+        assert_eq!(d.effect, Effect::Deny);
+        assert_eq!(d.reasons[0], Reason::new("TF100", "no"));
+        assert!(d.approval.is_none());
+    }
+
+    #[test]
+    fn strictest_requirements_win() {
+        let d = run(
+            vec![],
+            vec![
+                json!({"rule": "A", "msg": "a", "quorum": 2, "groups": ["sre"], "ttl_seconds": 600, "risk": "high"}),
+                json!({"rule": "B", "msg": "b", "quorum": 1, "groups": ["security", "sre"], "mfa": true, "ttl_seconds": 900}),
+            ],
+        );
+        assert_eq!(d.effect, Effect::RequireApproval);
+        assert_eq!(d.risk, Risk::High);
+        assert_eq!(
+            d.approval,
+            Some(ApprovalRequirements {
+                quorum: 2,
+                groups: vec!["security".into(), "sre".into()],
+                mfa: true,
+                ttl_seconds: 600
+            })
+        );
+    }
+
+    #[test]
+    fn conftest_style_strings_are_messages() {
+        let d = run(vec![json!("bucket must be encrypted")], vec![]);
+        assert_eq!(
+            d.reasons,
+            vec![Reason::new("deny", "bucket must be encrypted")]
+        );
+    }
+
+    #[test]
+    fn malformed_entries_fail_closed() {
+        let d = run(
+            vec![],
+            vec![json!({"rule": "A", "msg": "a", "quorum": "two"})],
+        );
+        assert_eq!(d.effect, Effect::Deny);
+        assert_eq!(d.reasons[0].rule, RULE_POLICY_ERROR);
+        assert!(d.reasons[0].msg.contains("quorum"), "{}", d.reasons[0].msg);
+    }
+
+    #[test]
+    fn evaluation_errors_fail_closed() {
+        let d = combine(
+            Err("execution exceeded time limit".into()),
+            &ApprovalDefaults::default(),
+            "rev",
+            5,
+        );
+        assert_eq!(d.effect, Effect::Deny);
+        assert!(d.reasons[0].msg.contains("time limit"));
+    }
+
+    #[test]
+    fn bad_cost_fails_closed() {
+        let d = combine(
+            Ok(PolicyOutput {
+                cost_usd: Some(json!("cheap")),
+                ..Default::default()
+            }),
+            &ApprovalDefaults::default(),
+            "rev",
+            1,
+        );
+        assert_eq!(d.effect, Effect::Deny);
+    }
+
+    #[test]
+    fn tier_floor_holds_change_agents_writes() {
+        let defaults = ApprovalDefaults::default();
+        let allow = run(vec![], vec![]);
+        let held = apply_tier_floor(allow.clone(), Tier::Change, false, &defaults);
+        assert_eq!(held.effect, Effect::RequireApproval);
+        assert_eq!(
+            held.reasons.last().map(|r| r.rule.as_str()),
+            Some(RULE_TIER_FLOOR)
+        );
+        assert_eq!(
+            apply_tier_floor(allow.clone(), Tier::Change, true, &defaults).effect,
+            Effect::Allow
+        );
+        assert_eq!(
+            apply_tier_floor(allow, Tier::Autonomous, false, &defaults).effect,
+            Effect::Allow
+        );
+        let deny = run(vec![json!("no")], vec![]);
+        assert_eq!(
+            apply_tier_floor(deny, Tier::Change, false, &defaults).effect,
+            Effect::Deny
+        );
+    }
+
+    fn arb_entry() -> impl Strategy<Value = Value> {
+        (1u32..5, proptest::option::of(prop::sample::select(vec!["sre", "security", "dba"])), any::<bool>(), 1u64..10_000)
+            .prop_map(|(q, g, mfa, ttl)| {
+                let groups: Vec<&str> = g.into_iter().collect();
+                json!({"rule": "R", "msg": "m", "quorum": q, "groups": groups, "mfa": mfa, "ttl_seconds": ttl})
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn combination_is_order_independent_and_strictest(mut entries in prop::collection::vec(arb_entry(), 1..6), has_deny in any::<bool>()) {
+            let deny = if has_deny { vec![json!("no")] } else { vec![] };
+            let a = run(deny.clone(), entries.clone());
+            entries.reverse();
+            let b = run(deny, entries.clone());
+            prop_assert_eq!(a.effect, b.effect);
+            prop_assert_eq!(&a.approval, &b.approval);
+            if has_deny {
+                prop_assert_eq!(a.effect, Effect::Deny);
+            } else {
+                let req = a.approval.unwrap();
+                let max_q = entries.iter().map(|e| e["quorum"].as_u64().unwrap() as u32).max().unwrap();
+                let min_ttl = entries.iter().map(|e| e["ttl_seconds"].as_u64().unwrap()).min().unwrap();
+                prop_assert_eq!(req.quorum, max_q);
+                prop_assert_eq!(req.ttl_seconds, min_ttl);
+                prop_assert_eq!(req.mfa, entries.iter().any(|e| e["mfa"] == json!(true)));
+            }
+        }
+    }
+}

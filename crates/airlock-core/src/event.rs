@@ -1,0 +1,85 @@
+//! Journal event kinds. The journal stores each event as a kind name plus a JSON payload; these
+//! are the names, one place for all of them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A session was opened.
+    #[serde(rename = "session.opened")]
+    SessionOpened,
+    /// A session was paused, resumed or closed.
+    #[serde(rename = "session.status_changed")]
+    SessionStatusChanged,
+    /// An agent asked for an action.
+    #[serde(rename = "action.requested")]
+    ActionRequested,
+    /// The pipeline decided an action.
+    #[serde(rename = "action.decided")]
+    ActionDecided,
+    /// An identical call joined an action that was still waiting.
+    #[serde(rename = "action.joined")]
+    ActionJoined,
+    /// An approval was requested.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
+    /// A human voted.
+    #[serde(rename = "approval.vote_cast")]
+    VoteCast,
+    /// A vote was refused, with the rule that refused it.
+    #[serde(rename = "approval.vote_refused")]
+    VoteRefused,
+    /// An approval was approved, denied or cancelled.
+    #[serde(rename = "approval.resolved")]
+    ApprovalResolved,
+    /// An approval expired.
+    #[serde(rename = "approval.expired")]
+    ApprovalExpired,
+    /// An action was released for execution.
+    #[serde(rename = "action.executing")]
+    ActionExecuting,
+    /// An action's result was recorded.
+    #[serde(rename = "action.completed")]
+    ActionCompleted,
+    /// An action was cancelled before it ran.
+    #[serde(rename = "action.cancelled")]
+    ActionCancelled,
+    /// A kill switch was engaged.
+    #[serde(rename = "kill.engaged")]
+    KillEngaged,
+    /// A kill switch was released.
+    #[serde(rename = "kill.released")]
+    KillReleased,
+}
+
+impl EventKind {
+    /// The name stored in the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::SessionOpened => "session.opened",
+            EventKind::SessionStatusChanged => "session.status_changed",
+            EventKind::ActionRequested => "action.requested",
+            EventKind::ActionDecided => "action.decided",
+            EventKind::ActionJoined => "action.joined",
+            EventKind::ApprovalRequested => "approval.requested",
+            EventKind::VoteCast => "approval.vote_cast",
+            EventKind::VoteRefused => "approval.vote_refused",
+            EventKind::ApprovalResolved => "approval.resolved",
+            EventKind::ApprovalExpired => "approval.expired",
+            EventKind::ActionExecuting => "action.executing",
+            EventKind::ActionCompleted => "action.completed",
+            EventKind::ActionCancelled => "action.cancelled",
+            EventKind::KillEngaged => "kill.engaged",
+            EventKind::KillReleased => "kill.released",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

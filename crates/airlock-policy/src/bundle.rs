@@ -1,0 +1,285 @@
+//! Loading and evaluating a policy directory.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use airlock_core::PolicyOutput;
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::{Engine, Value};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// The host's entry points in package `airlock`.
+pub(crate) const RULE_DENY: &str = "data.airlock.deny";
+pub(crate) const RULE_REQUIRE_APPROVAL: &str = "data.airlock.require_approval";
+pub(crate) const RULE_COST: &str = "data.airlock.cost_usd";
+
+/// How a policy is run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Wall-clock limit of one evaluation; past it the evaluation fails (and the action is
+    /// denied).
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A loaded, compiled policy directory. Cheap to share: evaluation clones a prepared engine.
+#[derive(Clone)]
+pub struct Policy {
+    dir: PathBuf,
+    revision: String,
+    files: Vec<PathBuf>,
+    engine: Engine,
+    /// Which of the host rules the policy declares; a rule that is not declared is empty.
+    declared: [bool; 3],
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("dir", &self.dir)
+            .field("revision", &self.revision)
+            .finish()
+    }
+}
+
+/// One evaluation of the host contract.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The raw rule values, or why evaluation failed.
+    pub output: Result<PolicyOutput, String>,
+    /// Time spent evaluating, in microseconds.
+    pub eval_us: u64,
+}
+
+impl Policy {
+    /// Loads every `.rego` file under `dir` (recursively, in path order) and `data.json` files,
+    /// compiles them, and checks that the host's entry points evaluate.
+    pub fn load(dir: &Path, options: &Options) -> Result<Policy, Error> {
+        let mut files = Vec::new();
+        collect_files(dir, &mut files)?;
+        files.sort();
+        let rego: Vec<&PathBuf> = files.iter().filter(|p| has_ext(p, "rego")).collect();
+        if rego.is_empty() {
+            return Err(Error::Empty {
+                dir: dir.to_path_buf(),
+            });
+        }
+
+        let mut hasher = Sha256::new();
+        let mut engine = Engine::new();
+        let check_interval = NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN);
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit: options.timeout,
+            check_interval,
+        });
+        for path in &files {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let rel = path.strip_prefix(dir).unwrap_or(path);
+            let rel_name = rel.to_string_lossy().replace('\\', "/");
+            hasher.update(rel_name.as_bytes());
+            hasher.update([0]);
+            hasher.update((text.len() as u64).to_be_bytes());
+            hasher.update(text.as_bytes());
+            if has_ext(path, "rego") {
+                engine
+                    .add_policy(rel_name, text)
+                    .map_err(|e| Error::Compile {
+                        path: path.clone(),
+                        message: indent(&e.to_string()),
+                    })?;
+            } else {
+                let value = Value::from_json_str(&text).map_err(|e| Error::Data {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                engine.add_data(value).map_err(|e| Error::Data {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        let revision = format!("sha256:{}", hex::encode(hasher.finalize()));
+
+        // Probe the entry points with an empty input: this prepares the engine (so clones start
+        // prepared) and surfaces errors that only show at evaluation, such as unknown functions.
+        let mut declared = [false; 3];
+        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST]
+            .iter()
+            .enumerate()
+        {
+            let mut probe = engine.clone();
+            probe.set_input(Value::new_object());
+            match probe.eval_rule((*rule).to_string()) {
+                Ok(_) => set(&mut declared, i),
+                Err(e) if is_missing_rule(&e.to_string()) => {}
+                Err(e) => {
+                    // A rule that fails on an empty input may be fine on real input (for example
+                    // a division by an input field). Parse-level problems are caught by a full
+                    // evaluation of all modules instead.
+                    let msg = e.to_string();
+                    if msg.contains("could not find function")
+                        || msg.contains("-->") && !msg.contains("time limit")
+                    {
+                        return Err(Error::Evaluate {
+                            message: indent(&msg),
+                        });
+                    }
+                    set(&mut declared, i);
+                }
+            }
+        }
+        let policy = Policy {
+            dir: dir.to_path_buf(),
+            revision,
+            files,
+            engine,
+            declared,
+        };
+        Ok(policy)
+    }
+
+    /// The content hash that names this revision, `sha256:<hex>`.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// The directory it was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The files it was built from, in load order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// A prepared engine to run ad-hoc queries or tests on.
+    pub(crate) fn engine(&self) -> Engine {
+        self.engine.clone()
+    }
+
+    /// Evaluates the host contract on `input`. Never panics; failures are in `output`.
+    pub fn evaluate(&self, input: &serde_json::Value) -> Evaluation {
+        let started = Instant::now();
+        let output = self.evaluate_inner(Value::from(input.clone()));
+        Evaluation {
+            output,
+            eval_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn evaluate_inner(&self, input: Value) -> Result<PolicyOutput, String> {
+        let mut engine = self.engine.clone();
+        engine.set_input(input);
+        let mut out = PolicyOutput::default();
+        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST]
+            .iter()
+            .enumerate()
+        {
+            if !self.declared.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let value = engine
+                .eval_rule((*rule).to_string())
+                .map_err(|e| format!("`{rule}`: {}", one_line(&e.to_string())))?;
+            let json = to_json(&value).map_err(|e| format!("`{rule}`: {e}"))?;
+            match i {
+                0 => out.deny = as_list(rule, json)?,
+                1 => out.require_approval = as_list(rule, json)?,
+                _ => out.cost_usd = json,
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn set(flags: &mut [bool; 3], i: usize) {
+    if let Some(f) = flags.get_mut(i) {
+        *f = true;
+    }
+}
+
+fn is_missing_rule(msg: &str) -> bool {
+    msg.contains("not a valid rule path")
+}
+
+/// `None` for undefined.
+fn to_json(value: &Value) -> Result<Option<serde_json::Value>, String> {
+    if *value == Value::Undefined {
+        return Ok(None);
+    }
+    serde_json::to_value(value)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+fn as_list(rule: &str, value: Option<serde_json::Value>) -> Result<Vec<serde_json::Value>, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => Ok(items),
+        Some(serde_json::Value::Bool(false)) => Ok(Vec::new()),
+        Some(other) => Err(format!("`{rule}` must be a set of objects, got `{other}`")),
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let file_type = entry.file_type().map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if file_type.is_dir() {
+            // Golden fixtures are documents, not policy data.
+            if name != "fixtures" {
+                collect_files(&path, out)?;
+            }
+        } else if has_ext(&path, "rego") || name == "data.json" {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn has_ext(path: &Path, ext: &str) -> bool {
+    path.extension().is_some_and(|e| e == ext)
+}
+
+fn indent(msg: &str) -> String {
+    let trimmed = msg.trim_end();
+    if trimmed.starts_with('\n') {
+        trimmed.to_string()
+    } else {
+        format!(" {trimmed}")
+    }
+}
+
+pub(crate) fn one_line(msg: &str) -> String {
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,188 @@
+//! The journal: append-only events with a hash chain, and the projections built from them.
+//!
+//! Everything airlock knows lives here: sessions, actions, approvals and kill switches are
+//! *projections* written in the same transaction as the events that changed them, so the journal
+//! and the state never disagree. The [`Store`] trait is what the server talks to; [`SqliteStore`]
+//! is the embedded default (WAL, one writer thread with group commit, readers on their own
+//! connections). This crate knows nothing of HTTP or MCP, and it never decides anything: it
+//! records what it is given.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod chain;
+mod sqlite;
+
+pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+use airlock_core::{
+    Action, Approval, ApprovalStatus, EventKind, KillSwitch, Session, SessionStatus,
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Why the store could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A uniqueness rule was violated (for example a reused idempotency key in a race).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored document could not be read back.
+    #[error("stored record `{id}` is unreadable: {message}")]
+    Corrupt {
+        /// Which record.
+        id: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The data directory could not be prepared.
+    #[error("cannot open the journal at `{path}`: {message}")]
+    Open {
+        /// Path of the database.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The writer has stopped (shutdown or a fatal error).
+    #[error("the journal writer has stopped")]
+    Closed,
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The stream: a session id, or [`SYSTEM_STREAM`] for events outside sessions.
+    pub stream: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Details.
+    pub payload: Value,
+}
+
+/// Stream of events that belong to no session (kill switches, configuration).
+pub const SYSTEM_STREAM: &str = "_system";
+
+/// A projection row to write (insert or replace) with the events.
+#[derive(Debug, Clone)]
+pub enum Projection {
+    /// A session.
+    Session(Session),
+    /// An action.
+    Action(Box<Action>),
+    /// An approval.
+    Approval(Approval),
+    /// A kill switch.
+    KillSwitch(KillSwitch),
+}
+
+/// One atomic unit: its events are appended and its projections written in one transaction, or
+/// none of it happens.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Events to append, in order.
+    pub events: Vec<NewEvent>,
+    /// Projections to write.
+    pub projections: Vec<Projection>,
+}
+
+impl Commit {
+    /// Adds an event.
+    pub fn event(
+        &mut self,
+        stream: &str,
+        kind: EventKind,
+        at: DateTime<Utc>,
+        payload: Value,
+    ) -> &mut Self {
+        self.events.push(NewEvent {
+            stream: stream.to_string(),
+            kind,
+            at,
+            payload,
+        });
+        self
+    }
+
+    /// Adds a projection.
+    pub fn project(&mut self, projection: Projection) -> &mut Self {
+        self.projections.push(projection);
+        self
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    /// Global position in the journal.
+    pub pos: i64,
+    /// Stream (session id or `_system`).
+    pub stream: String,
+    /// 1-based position in the stream.
+    pub seq: u64,
+    /// Kind name.
+    pub kind: String,
+    /// When it happened.
+    pub at: String,
+    /// Details.
+    pub payload: Value,
+    /// Hash of the previous event of the stream.
+    pub prev_hash: String,
+    /// Hash of this event.
+    pub hash: String,
+}
+
+/// Filter for listing sessions.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    /// Only sessions of this agent.
+    pub agent_id: Option<String>,
+    /// Only sessions in this state.
+    pub status: Option<SessionStatus>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// The journal and its projections. Implementations must make a [`Commit`] durable before
+/// `commit` returns.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends the events and writes the projections atomically and durably.
+    async fn commit(&self, commit: Commit) -> Result<()>;
+    /// A session by id.
+    async fn session(&self, id: &str) -> Result<Option<Session>>;
+    /// Sessions, newest first.
+    async fn sessions(&self, filter: SessionFilter) -> Result<Vec<Session>>;
+    /// An action by id.
+    async fn action(&self, id: &str) -> Result<Option<Action>>;
+    /// A session's actions in order.
+    async fn session_actions(&self, session_id: &str) -> Result<Vec<Action>>;
+    /// A session's actions that are still waiting (pending approval, or approved and not run).
+    async fn waiting_actions(&self, session_id: &str) -> Result<Vec<Action>>;
+    /// The action an agent submitted with an `Idempotency-Key`.
+    async fn action_by_idempotency_key(&self, agent_id: &str, key: &str) -> Result<Option<Action>>;
+    /// An approval by id.
+    async fn approval(&self, id: &str) -> Result<Option<Approval>>;
+    /// Approvals, newest first, optionally in one state.
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: usize,
+    ) -> Result<Vec<Approval>>;
+    /// Pending approvals whose expiry is at or before `now`.
+    async fn approvals_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>>;
+    /// Kill switches, newest first.
+    async fn kill_switches(&self, active_only: bool) -> Result<Vec<KillSwitch>>;
+    /// A stream's events in order.
+    async fn events(&self, stream: &str) -> Result<Vec<StoredEvent>>;
+    /// Walks every hash chain.
+    async fn verify(&self) -> Result<VerifyReport>;
+}

@@ -1,0 +1,708 @@
+//! The embedded SQLite backend.
+//!
+//! One writer thread owns the only write connection. Commits arrive on a channel; the writer
+//! takes every commit waiting (up to a batch limit), applies each inside its own savepoint, and
+//! makes the whole batch durable with one `COMMIT` (WAL, `synchronous=FULL`: one fsync for the
+//! batch). Each caller then hears whether *its* commit landed. Readers use separate connections
+//! from a small pool on the blocking thread pool.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use airlock_core::{Action, Approval, ApprovalStatus, KillSwitch, Session};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
+use crate::{Commit, Error, Projection, Result, SessionFilter, StoredEvent};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    pos        INTEGER PRIMARY KEY,
+    stream     TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    kind       TEXT    NOT NULL,
+    at         TEXT    NOT NULL,
+    payload    TEXT    NOT NULL,
+    prev_hash  TEXT    NOT NULL,
+    hash       TEXT    NOT NULL,
+    UNIQUE (stream, seq)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id         TEXT PRIMARY KEY,
+    agent_id   TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    body       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_agent ON sessions (agent_id, created_at);
+CREATE TABLE IF NOT EXISTS actions (
+    id              TEXT PRIMARY KEY,
+    session_id      TEXT    NOT NULL,
+    seq             INTEGER NOT NULL,
+    agent_id        TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    digest          TEXT    NOT NULL,
+    idempotency_key TEXT,
+    created_at      TEXT    NOT NULL,
+    body            TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_session ON actions (session_id, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS actions_idempotency ON actions (agent_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS approvals (
+    id         TEXT PRIMARY KEY,
+    action_id  TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    body       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, expires_at);
+CREATE TABLE IF NOT EXISTS kill_switches (
+    id         TEXT PRIMARY KEY,
+    active     INTEGER NOT NULL,
+    engaged_at TEXT    NOT NULL,
+    body       TEXT    NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+"#;
+
+/// How the SQLite backend runs.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Most commits made durable by one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { max_batch: 1024 }
+    }
+}
+
+struct Job {
+    commit: Commit,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// Observed by the writer, read by metrics and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub batches: u64,
+    /// Commits made durable.
+    pub commits: u64,
+}
+
+/// The embedded journal.
+pub struct SqliteStore {
+    path: PathBuf,
+    sender: mpsc::UnboundedSender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    stats: Arc<Mutex<WriterStats>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Formats a time the way the journal stores it (RFC 3339, microseconds, `Z`).
+pub(crate) fn fmt_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| Error::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the journal at `path` and starts its writer thread.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        let conn = open_connection(path)?;
+        conn.execute_batch(SCHEMA)?;
+        let heads = load_heads(&conn)?;
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let writer_stats = stats.clone();
+        let max_batch = options.max_batch.max(1);
+        let handle = std::thread::Builder::new()
+            .name("airlock-journal".into())
+            .spawn(move || {
+                Writer {
+                    conn,
+                    heads,
+                    stats: writer_stats,
+                    max_batch,
+                }
+                .run(receiver)
+            })
+            .map_err(|e| Error::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            sender,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            stats,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writer counters.
+    pub fn stats(&self) -> WriterStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers.lock().ok().and_then(|mut pool| pool.pop()) {
+                Some(conn) => conn,
+                None => {
+                    let conn = open_connection(&path)?;
+                    conn.pragma_update(None, "query_only", true)?;
+                    conn
+                }
+            };
+            let result = f(&conn);
+            if let Ok(mut pool) = readers.lock()
+                && pool.len() < 16
+            {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|_| Error::Closed)?
+    }
+
+    /// Walks every hash chain of the journal at `path` without starting a writer (for
+    /// `airlock audit verify`, which may run beside a live server).
+    pub fn verify_file(path: &Path) -> Result<VerifyReport> {
+        if !path.exists() {
+            return Err(Error::Open {
+                path: path.display().to_string(),
+                message: "no journal here".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| Error::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        verify(&conn)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer after it has finished what it holds.
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.sender, closed));
+        if let Ok(mut guard) = self.writer.lock()
+            && let Some(handle) = guard.take()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    heads: HashMap<String, (u64, String)>,
+    stats: Arc<Mutex<WriterStats>>,
+    max_batch: usize,
+}
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Job>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match receiver.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch);
+        }
+    }
+
+    fn write_batch(&mut self, batch: Vec<Job>) {
+        let started = Instant::now();
+        let saved_heads = self.heads.clone();
+        let mut outcomes: Vec<Result<()>> = Vec::with_capacity(batch.len());
+        let begin = self.conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begin {
+            let msg = e.to_string();
+            for job in batch {
+                let _ = job.reply.send(Err(Error::Conflict(format!(
+                    "cannot begin a transaction: {msg}"
+                ))));
+            }
+            return;
+        }
+        for job in &batch {
+            let before = self.heads.clone();
+            let result = self
+                .conn
+                .execute_batch("SAVEPOINT job")
+                .map_err(Error::from)
+                .and_then(|_| apply(&self.conn, &mut self.heads, &job.commit));
+            match result {
+                Ok(()) => {
+                    let released = self.conn.execute_batch("RELEASE job").map_err(Error::from);
+                    outcomes.push(released);
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    self.heads = before;
+                    outcomes.push(Err(e));
+                }
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.heads = saved_heads;
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "journal commit failed");
+            for job in batch {
+                let _ = job.reply.send(Err(Error::Conflict(format!(
+                    "journal commit failed: {msg}"
+                ))));
+            }
+            return;
+        }
+        if let Ok(mut stats) = self.stats.lock() {
+            stats.batches += 1;
+            stats.commits += batch.len() as u64;
+        }
+        tracing::trace!(
+            size = batch.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "journal batch"
+        );
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
+
+fn load_heads(conn: &Connection) -> Result<HashMap<String, (u64, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT e.stream, e.seq, e.hash FROM events e
+         JOIN (SELECT stream, MAX(seq) AS seq FROM events GROUP BY stream) h
+           ON h.stream = e.stream AND h.seq = e.seq",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            (r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?),
+        ))
+    })?;
+    let mut heads = HashMap::new();
+    for row in rows {
+        let (stream, head) = row?;
+        heads.insert(stream, head);
+    }
+    Ok(heads)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Corrupt {
+        id: "new record".into(),
+        message: e.to_string(),
+    })
+}
+
+fn map_unique(e: rusqlite::Error, what: &str) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Error::Conflict(format!("{what}: {e}"))
+        }
+        _ => Error::Database(e),
+    }
+}
+
+fn apply(
+    conn: &Connection,
+    heads: &mut HashMap<String, (u64, String)>,
+    commit: &Commit,
+) -> Result<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (stream, seq, kind, at, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for event in &commit.events {
+        let (prev_seq, prev_hash) = heads
+            .get(&event.stream)
+            .cloned()
+            .unwrap_or((0, GENESIS_HASH.to_string()));
+        let seq = prev_seq + 1;
+        let at = fmt_time(&event.at);
+        let payload = airlock_core::canonical_json(&event.payload);
+        let kind = event.kind.as_str();
+        let hash = event_hash(&prev_hash, &event.stream, seq, kind, &at, &payload);
+        insert
+            .execute(params![
+                event.stream,
+                seq as i64,
+                kind,
+                at,
+                payload,
+                prev_hash,
+                hash
+            ])
+            .map_err(|e| map_unique(e, "event"))?;
+        heads.insert(event.stream.clone(), (seq, hash));
+    }
+    for projection in &commit.projections {
+        match projection {
+            Projection::Session(s) => {
+                conn.prepare_cached(
+                    "INSERT INTO sessions (id, agent_id, status, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body",
+                )?
+                .execute(params![s.id, s.agent_id, status_name(&s.status), fmt_time(&s.created_at), to_json(s)?])?;
+            }
+            Projection::Action(a) => {
+                conn.prepare_cached(
+                    "INSERT INTO actions (id, session_id, seq, agent_id, status, digest, idempotency_key, created_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body",
+                )?
+                .execute(params![
+                    a.id,
+                    a.session_id,
+                    a.seq as i64,
+                    a.agent_id,
+                    a.status.as_str(),
+                    a.digest,
+                    a.idempotency_key,
+                    fmt_time(&a.created_at),
+                    to_json(a.as_ref())?
+                ])
+                .map_err(|e| map_unique(e, "idempotency key already used"))?;
+            }
+            Projection::Approval(p) => {
+                conn.prepare_cached(
+                    "INSERT INTO approvals (id, action_id, session_id, status, expires_at, created_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, expires_at = excluded.expires_at, body = excluded.body",
+                )?
+                .execute(params![
+                    p.id,
+                    p.action_id,
+                    p.session_id,
+                    p.status.as_str(),
+                    fmt_time(&p.expires_at),
+                    fmt_time(&p.created_at),
+                    to_json(p)?
+                ])?;
+            }
+            Projection::KillSwitch(k) => {
+                conn.prepare_cached(
+                    "INSERT INTO kill_switches (id, active, engaged_at, body) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO UPDATE SET active = excluded.active, body = excluded.body",
+                )?
+                .execute(params![k.id, k.is_active(), fmt_time(&k.engaged_at), to_json(k)?])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn status_name<T: serde::Serialize>(status: &T) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn parse<T: DeserializeOwned>(id: &str, body: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|e| Error::Corrupt {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn query_docs<T: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, body) = row?;
+        out.push(parse(&id, &body)?);
+    }
+    Ok(out)
+}
+
+fn query_doc<T: DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Option<T>> {
+    let row = conn
+        .prepare_cached(sql)?
+        .query_row(args, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?;
+    row.map(|(id, body)| parse(&id, &body)).transpose()
+}
+
+fn verify(conn: &Connection) -> Result<VerifyReport> {
+    let mut stmt = conn.prepare("SELECT pos, stream, seq, kind, at, payload, prev_hash, hash FROM events ORDER BY stream, seq")?;
+    let mut rows = stmt.query([])?;
+    let mut report = VerifyReport {
+        events: 0,
+        streams: 0,
+        first_problem: None,
+    };
+    let mut current: Option<(String, u64, String, i64)> = None; // stream, seq, hash, pos
+    while let Some(row) = rows.next()? {
+        let pos: i64 = row.get(0)?;
+        let stream: String = row.get(1)?;
+        let seq = row.get::<_, i64>(2)? as u64;
+        let kind: String = row.get(3)?;
+        let at: String = row.get(4)?;
+        let payload: String = row.get(5)?;
+        let prev_hash: String = row.get(6)?;
+        let hash: String = row.get(7)?;
+        report.events += 1;
+        let (expected_seq, expected_prev, last_pos) = match &current {
+            Some((s, n, h, p)) if *s == stream => (n + 1, h.clone(), Some(*p)),
+            _ => {
+                report.streams += 1;
+                (1, GENESIS_HASH.to_string(), None)
+            }
+        };
+        let problem = if seq != expected_seq {
+            Some(format!(
+                "expected event {expected_seq} but found {seq}: events {expected_seq}..{} were removed",
+                seq.saturating_sub(1)
+            ))
+        } else if prev_hash != expected_prev {
+            Some("its link to the previous event does not match: an event was removed, replaced or reordered".to_string())
+        } else if last_pos.is_some_and(|p| p > pos) {
+            Some(
+                "it was stored before the event that precedes it: events were reordered"
+                    .to_string(),
+            )
+        } else if event_hash(&prev_hash, &stream, seq, &kind, &at, &payload) != hash {
+            Some(format!(
+                "its content does not match its hash: the `{kind}` event was altered"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            report.first_problem = Some(VerifyProblem {
+                stream,
+                seq: expected_seq.min(seq),
+                pos: Some(pos),
+                problem,
+            });
+            return Ok(report);
+        }
+        current = Some((stream, seq, hash, pos));
+    }
+    Ok(report)
+}
+
+#[async_trait::async_trait]
+impl crate::Store for SqliteStore {
+    async fn commit(&self, commit: Commit) -> Result<()> {
+        let (reply, receive) = oneshot::channel();
+        self.sender
+            .send(Job { commit, reply })
+            .map_err(|_| Error::Closed)?;
+        receive.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<Session>> {
+        let id = id.to_string();
+        self.read(move |c| query_doc(c, "SELECT id, body FROM sessions WHERE id = ?1", &[&id]))
+            .await
+    }
+
+    async fn sessions(&self, filter: SessionFilter) -> Result<Vec<Session>> {
+        self.read(move |c| {
+            let limit = if filter.limit == 0 { 100 } else { filter.limit } as i64;
+            let agent = filter.agent_id.clone();
+            let status = filter.status.as_ref().map(status_name);
+            query_docs(
+                c,
+                "SELECT id, body FROM sessions
+                 WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR status = ?2)
+                 ORDER BY created_at DESC, id DESC LIMIT ?3",
+                &[&agent, &status, &limit],
+            )
+        })
+        .await
+    }
+
+    async fn action(&self, id: &str) -> Result<Option<Action>> {
+        let id = id.to_string();
+        self.read(move |c| query_doc(c, "SELECT id, body FROM actions WHERE id = ?1", &[&id]))
+            .await
+    }
+
+    async fn session_actions(&self, session_id: &str) -> Result<Vec<Action>> {
+        let id = session_id.to_string();
+        self.read(move |c| {
+            query_docs(
+                c,
+                "SELECT id, body FROM actions WHERE session_id = ?1 ORDER BY seq",
+                &[&id],
+            )
+        })
+        .await
+    }
+
+    async fn waiting_actions(&self, session_id: &str) -> Result<Vec<Action>> {
+        let id = session_id.to_string();
+        self.read(move |c| {
+            query_docs(
+                c,
+                "SELECT id, body FROM actions WHERE session_id = ?1 AND status IN ('pending_approval', 'approved') ORDER BY seq",
+                &[&id],
+            )
+        })
+        .await
+    }
+
+    async fn action_by_idempotency_key(&self, agent_id: &str, key: &str) -> Result<Option<Action>> {
+        let (agent, key) = (agent_id.to_string(), key.to_string());
+        self.read(move |c| {
+            query_doc(
+                c,
+                "SELECT id, body FROM actions WHERE agent_id = ?1 AND idempotency_key = ?2",
+                &[&agent, &key],
+            )
+        })
+        .await
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<Approval>> {
+        let id = id.to_string();
+        self.read(move |c| query_doc(c, "SELECT id, body FROM approvals WHERE id = ?1", &[&id]))
+            .await
+    }
+
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: usize,
+    ) -> Result<Vec<Approval>> {
+        let status = status.map(|s| s.as_str().to_string());
+        let limit = if limit == 0 { 100 } else { limit } as i64;
+        self.read(move |c| {
+            query_docs(
+                c,
+                "SELECT id, body FROM approvals WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2",
+                &[&status, &limit],
+            )
+        })
+        .await
+    }
+
+    async fn approvals_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>> {
+        let now = fmt_time(&now);
+        self.read(move |c| {
+            query_docs(
+                c,
+                "SELECT id, body FROM approvals WHERE status = 'pending' AND expires_at <= ?1 ORDER BY expires_at",
+                &[&now],
+            )
+        })
+        .await
+    }
+
+    async fn kill_switches(&self, active_only: bool) -> Result<Vec<KillSwitch>> {
+        self.read(move |c| {
+            query_docs(
+                c,
+                "SELECT id, body FROM kill_switches WHERE (?1 = 0 OR active = 1) ORDER BY engaged_at DESC, id DESC",
+                &[&active_only],
+            )
+        })
+        .await
+    }
+
+    async fn events(&self, stream: &str) -> Result<Vec<StoredEvent>> {
+        let stream = stream.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT pos, stream, seq, kind, at, payload, prev_hash, hash FROM events WHERE stream = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([&stream], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (pos, stream, seq, kind, at, payload, prev_hash, hash) = row?;
+                let payload = parse(&format!("event {pos}"), &payload)?;
+                out.push(StoredEvent { pos, stream, seq: seq as u64, kind, at, payload, prev_hash, hash });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn verify(&self) -> Result<VerifyReport> {
+        self.read(|c| verify(c)).await
+    }
+}
