@@ -1,1 +1,164 @@
-fn main() {}
+//! The `airlock` binary: composition and commands only. Everything it does is done by the
+//! library crates; this file parses arguments, calls them and prints.
+
+mod client;
+mod local;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// airlock: the control plane AI agents' actions pass through before they touch infrastructure.
+///
+/// Agents call tools through airlock; airlock decides each call against Rego policy, holds
+/// high-impact calls for human approval, and records every step in a tamper-evident journal.
+///
+/// Start here:
+///   airlock check --config airlock.toml     validate the config and compile the policy
+///   airlock serve --config airlock.toml     run the server (HTTP API on 127.0.0.1:7878)
+///   airlock approvals list                  see what waits for a human (needs AIRLOCK_TOKEN)
+#[derive(Parser)]
+#[command(name = "airlock", version, verbatim_doc_comment, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: HTTP API, approvals, journal.
+    ///
+    /// Prints `airlock listening on http://ADDR` once it accepts requests. Stops cleanly on
+    /// Ctrl-C or SIGTERM. Refuses to start when the policy does not compile.
+    Serve(ServeArgs),
+    /// Validate a config file and compile its policy; exit 1 and list every problem if not.
+    Check(CheckArgs),
+    /// Evaluate the policy on any JSON document (a Terraform plan, a manifest, a policy input).
+    ///
+    /// The document is the policy's `input` as it is. Exit status: 0 allow, 1 deny,
+    /// 2 require approval, 3 error. Use it as a CI gate:
+    ///   terraform show -json plan.out > plan.json
+    ///   airlock eval --policy policies --input plan.json
+    #[command(verbatim_doc_comment)]
+    Eval(EvalArgs),
+    /// Run the policy's unit tests: `test_*` rules in `*_test.rego` files.
+    Test(PolicyArgs),
+    /// List, inspect and vote on approvals (humans; token in AIRLOCK_TOKEN).
+    #[command(subcommand)]
+    Approvals(client::ApprovalsCommand),
+    /// Engage, list and release kill switches (admins; token in AIRLOCK_TOKEN).
+    #[command(subcommand)]
+    Kill(client::KillCommand),
+    /// List and inspect sessions (token in AIRLOCK_TOKEN).
+    #[command(subcommand)]
+    Sessions(client::SessionsCommand),
+    /// Check the journal's integrity.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Make bearer tokens and their hashes for the config file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Config file.
+    #[arg(long, short, default_value = "airlock.toml", env = "AIRLOCK_CONFIG")]
+    config: PathBuf,
+    /// Override `[server] listen` (for example 127.0.0.1:0 for a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    json_logs: bool,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Config file.
+    #[arg(long, short, default_value = "airlock.toml", env = "AIRLOCK_CONFIG")]
+    config: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PolicyArgs {
+    /// Config file whose `[policy] dir` to use.
+    #[arg(long, short, conflicts_with = "policy", env = "AIRLOCK_CONFIG")]
+    config: Option<PathBuf>,
+    /// A policy directory, instead of a config file.
+    #[arg(long, short)]
+    policy: Option<PathBuf>,
+    /// Evaluation time limit in milliseconds (default: the config's, else 1000).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Show every test, not only failures.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// The JSON document to evaluate; `-` reads standard input.
+    #[arg(long, short)]
+    input: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk every hash chain of the journal; exit 1 and name the first bad event if any was
+    /// altered, removed or reordered.
+    Verify {
+        /// Config file (its `[server] data_dir` holds the journal).
+        #[arg(long, short, default_value = "airlock.toml", env = "AIRLOCK_CONFIG")]
+        config: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new random token and print it with the `sha256:` line for the config.
+    New {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the `sha256:` config value of a token read from standard input.
+    Hash,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => local::serve(args.config, args.listen, args.json_logs).await,
+        Command::Check(args) => local::check(&args.config, args.json),
+        Command::Eval(args) => local::eval(&args.policy, &args.input),
+        Command::Test(args) => local::test(&args),
+        Command::Approvals(cmd) => client::approvals(cmd).await,
+        Command::Kill(cmd) => client::kill(cmd).await,
+        Command::Sessions(cmd) => client::sessions(cmd).await,
+        Command::Audit(AuditCommand::Verify { config, json }) => local::audit_verify(&config, json),
+        Command::Token(TokenCommand::New { json }) => local::token_new(json),
+        Command::Token(TokenCommand::Hash) => local::token_hash(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -65,10 +65,7 @@ pub fn combine(
 pub fn policy_failure(msg: String, policy_revision: &str, eval_us: u64) -> Decision {
     Decision {
         effect: Effect::Deny,
-        reasons: vec![Reason::new(
-            RULE_POLICY_ERROR,
-            format!("policy failed, so the action is denied: {msg}"),
-        )],
+        reasons: vec![Reason::new(RULE_POLICY_ERROR, format!("policy failed, so the action is denied: {msg}"))],
         risk: Risk::High,
         approval: None,
         cost_usd: None,
@@ -88,12 +85,8 @@ struct Entry {
 }
 
 fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decision, String> {
-    let denies = output
-        .deny
-        .iter()
-        .enumerate()
-        .map(|(i, v)| parse_entry("deny", i, v))
-        .collect::<Result<Vec<_>, _>>()?;
+    let denies =
+        output.deny.iter().enumerate().map(|(i, v)| parse_entry("deny", i, v)).collect::<Result<Vec<_>, _>>()?;
     let approvals = output
         .require_approval
         .iter()
@@ -105,22 +98,14 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
         Some(Value::Number(n)) => match n.as_f64() {
             Some(f) if f.is_finite() && f >= 0.0 => Some(f),
             _ => {
-                return Err(format!(
-                    "`cost_usd` must be a non-negative number, got `{n}`"
-                ));
+                return Err(format!("`cost_usd` must be a non-negative number, got `{n}`"));
             }
         },
         Some(other) => return Err(format!("`cost_usd` must be a number, got `{other}`")),
     };
 
-    let max_risk = |entries: &[Entry], default: Risk| {
-        entries
-            .iter()
-            .filter_map(|e| e.risk)
-            .max()
-            .unwrap_or(default)
-            .max(default)
-    };
+    let max_risk =
+        |entries: &[Entry], default: Risk| entries.iter().filter_map(|e| e.risk).max().unwrap_or(default).max(default);
     let mut decision = Decision {
         effect: Effect::Allow,
         reasons: Vec::new(),
@@ -136,18 +121,12 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
         decision.risk = max_risk(&denies, Risk::High);
         decision.reasons = denies.into_iter().map(|e| e.reason).collect();
         // Approval reasons are context for a reader even when a deny wins.
-        decision
-            .reasons
-            .extend(approvals.into_iter().map(|e| e.reason));
+        decision.reasons.extend(approvals.into_iter().map(|e| e.reason));
     } else if !approvals.is_empty() {
         decision.effect = Effect::RequireApproval;
         decision.risk = max_risk(&approvals, Risk::Medium);
-        let mut req = ApprovalRequirements {
-            quorum: 1,
-            groups: Vec::new(),
-            mfa: false,
-            ttl_seconds: defaults.ttl_seconds,
-        };
+        let mut req =
+            ApprovalRequirements { quorum: 1, groups: Vec::new(), mfa: false, ttl_seconds: defaults.ttl_seconds };
         let mut ttl: Option<u64> = None;
         for e in &approvals {
             req.quorum = req.quorum.max(e.quorum.unwrap_or(1));
@@ -191,33 +170,25 @@ fn parse_entry(set: &str, index: usize, value: &Value) -> Result<Entry, String> 
         }
     };
     if let Some(rule) = obj.get("rule") {
-        entry.reason.rule =
-            as_string(rule).ok_or_else(|| format!("{}: `rule` must be a string", at()))?;
+        entry.reason.rule = as_string(rule).ok_or_else(|| format!("{}: `rule` must be a string", at()))?;
     }
     match obj.get("msg").or_else(|| obj.get("message")) {
-        Some(msg) => {
-            entry.reason.msg =
-                as_string(msg).ok_or_else(|| format!("{}: `msg` must be a string", at()))?
-        }
+        Some(msg) => entry.reason.msg = as_string(msg).ok_or_else(|| format!("{}: `msg` must be a string", at()))?,
         None => entry.reason.msg = format!("rule {} matched", entry.reason.rule),
     }
     if let Some(risk) = obj.get("risk") {
         let parsed = risk.as_str().and_then(Risk::parse);
-        entry.risk = Some(parsed.ok_or_else(|| {
-            format!(
-                "{}: `risk` must be one of low, medium, high, critical, got `{risk}`",
-                at()
-            )
-        })?);
+        entry.risk = Some(
+            parsed
+                .ok_or_else(|| format!("{}: `risk` must be one of low, medium, high, critical, got `{risk}`", at()))?,
+        );
     }
     if let Some(q) = obj.get("quorum") {
         let n = q.as_u64().filter(|n| *n >= 1 && *n <= 100);
-        entry.quorum = Some(n.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
-            format!(
-                "{}: `quorum` must be an integer from 1 to 100, got `{q}`",
-                at()
-            )
-        })?);
+        entry.quorum = Some(
+            n.and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("{}: `quorum` must be an integer from 1 to 100, got `{q}`", at()))?,
+        );
     }
     if let Some(groups) = obj.get("groups") {
         let list = match groups {
@@ -225,25 +196,17 @@ fn parse_entry(set: &str, index: usize, value: &Value) -> Result<Entry, String> 
             Value::String(s) => Some(vec![s.clone()]),
             _ => None,
         };
-        entry.groups = list.ok_or_else(|| {
-            format!(
-                "{}: `groups` must be a list of strings, got `{groups}`",
-                at()
-            )
-        })?;
+        entry.groups = list.ok_or_else(|| format!("{}: `groups` must be a list of strings, got `{groups}`", at()))?;
     }
     if let Some(mfa) = obj.get("mfa") {
-        entry.mfa = mfa
-            .as_bool()
-            .ok_or_else(|| format!("{}: `mfa` must be true or false, got `{mfa}`", at()))?;
+        entry.mfa = mfa.as_bool().ok_or_else(|| format!("{}: `mfa` must be true or false, got `{mfa}`", at()))?;
     }
     if let Some(ttl) = obj.get("ttl_seconds") {
-        entry.ttl_seconds = Some(ttl.as_u64().filter(|t| *t >= 1).ok_or_else(|| {
-            format!(
-                "{}: `ttl_seconds` must be a positive integer, got `{ttl}`",
-                at()
-            )
-        })?);
+        entry.ttl_seconds = Some(
+            ttl.as_u64()
+                .filter(|t| *t >= 1)
+                .ok_or_else(|| format!("{}: `ttl_seconds` must be a positive integer, got `{ttl}`", at()))?,
+        );
     }
     Ok(entry)
 }
@@ -254,22 +217,13 @@ fn as_string(v: &Value) -> Option<String> {
 
 /// Applies the host's tier floor (pipeline step 4): for a `change` agent, an action that policy
 /// allowed and that is not read-only still needs one human approval. Policy can't loosen it.
-pub fn apply_tier_floor(
-    mut decision: Decision,
-    tier: Tier,
-    read_only: bool,
-    defaults: &ApprovalDefaults,
-) -> Decision {
+pub fn apply_tier_floor(mut decision: Decision, tier: Tier, read_only: bool, defaults: &ApprovalDefaults) -> Decision {
     if tier == Tier::Change && !read_only && decision.effect == Effect::Allow {
         decision.effect = Effect::RequireApproval;
         decision.risk = decision.risk.max(Risk::Medium);
         decision.decided_by = "tier".into();
-        decision.approval = Some(ApprovalRequirements {
-            quorum: 1,
-            groups: Vec::new(),
-            mfa: false,
-            ttl_seconds: defaults.ttl_seconds,
-        });
+        decision.approval =
+            Some(ApprovalRequirements { quorum: 1, groups: Vec::new(), mfa: false, ttl_seconds: defaults.ttl_seconds });
         decision.reasons.push(Reason::new(
             RULE_TIER_FLOOR,
             "agents of tier `change` need a human approval for actions that are not read-only",
@@ -286,11 +240,7 @@ mod tests {
 
     fn run(deny: Vec<Value>, approve: Vec<Value>) -> Decision {
         combine(
-            Ok(PolicyOutput {
-                deny,
-                require_approval: approve,
-                cost_usd: None,
-            }),
+            Ok(PolicyOutput { deny, require_approval: approve, cost_usd: None }),
             &ApprovalDefaults::default(),
             "rev",
             1,
@@ -307,10 +257,7 @@ mod tests {
 
     #[test]
     fn any_deny_wins_over_approval() {
-        let d = run(
-            vec![json!({"rule": "TF100", "msg": "no"})],
-            vec![json!({"rule": "A1", "msg": "ask"})],
-        );
+        let d = run(vec![json!({"rule": "TF100", "msg": "no"})], vec![json!({"rule": "A1", "msg": "ask"})]);
         assert_eq!(d.effect, Effect::Deny);
         assert_eq!(d.reasons[0], Reason::new("TF100", "no"));
         assert!(d.approval.is_none());
@@ -341,18 +288,12 @@ mod tests {
     #[test]
     fn conftest_style_strings_are_messages() {
         let d = run(vec![json!("bucket must be encrypted")], vec![]);
-        assert_eq!(
-            d.reasons,
-            vec![Reason::new("deny", "bucket must be encrypted")]
-        );
+        assert_eq!(d.reasons, vec![Reason::new("deny", "bucket must be encrypted")]);
     }
 
     #[test]
     fn malformed_entries_fail_closed() {
-        let d = run(
-            vec![],
-            vec![json!({"rule": "A", "msg": "a", "quorum": "two"})],
-        );
+        let d = run(vec![], vec![json!({"rule": "A", "msg": "a", "quorum": "two"})]);
         assert_eq!(d.effect, Effect::Deny);
         assert_eq!(d.reasons[0].rule, RULE_POLICY_ERROR);
         assert!(d.reasons[0].msg.contains("quorum"), "{}", d.reasons[0].msg);
@@ -360,12 +301,7 @@ mod tests {
 
     #[test]
     fn evaluation_errors_fail_closed() {
-        let d = combine(
-            Err("execution exceeded time limit".into()),
-            &ApprovalDefaults::default(),
-            "rev",
-            5,
-        );
+        let d = combine(Err("execution exceeded time limit".into()), &ApprovalDefaults::default(), "rev", 5);
         assert_eq!(d.effect, Effect::Deny);
         assert!(d.reasons[0].msg.contains("time limit"));
     }
@@ -373,10 +309,7 @@ mod tests {
     #[test]
     fn bad_cost_fails_closed() {
         let d = combine(
-            Ok(PolicyOutput {
-                cost_usd: Some(json!("cheap")),
-                ..Default::default()
-            }),
+            Ok(PolicyOutput { cost_usd: Some(json!("cheap")), ..Default::default() }),
             &ApprovalDefaults::default(),
             "rev",
             1,
@@ -390,27 +323,20 @@ mod tests {
         let allow = run(vec![], vec![]);
         let held = apply_tier_floor(allow.clone(), Tier::Change, false, &defaults);
         assert_eq!(held.effect, Effect::RequireApproval);
-        assert_eq!(
-            held.reasons.last().map(|r| r.rule.as_str()),
-            Some(RULE_TIER_FLOOR)
-        );
-        assert_eq!(
-            apply_tier_floor(allow.clone(), Tier::Change, true, &defaults).effect,
-            Effect::Allow
-        );
-        assert_eq!(
-            apply_tier_floor(allow, Tier::Autonomous, false, &defaults).effect,
-            Effect::Allow
-        );
+        assert_eq!(held.reasons.last().map(|r| r.rule.as_str()), Some(RULE_TIER_FLOOR));
+        assert_eq!(apply_tier_floor(allow.clone(), Tier::Change, true, &defaults).effect, Effect::Allow);
+        assert_eq!(apply_tier_floor(allow, Tier::Autonomous, false, &defaults).effect, Effect::Allow);
         let deny = run(vec![json!("no")], vec![]);
-        assert_eq!(
-            apply_tier_floor(deny, Tier::Change, false, &defaults).effect,
-            Effect::Deny
-        );
+        assert_eq!(apply_tier_floor(deny, Tier::Change, false, &defaults).effect, Effect::Deny);
     }
 
     fn arb_entry() -> impl Strategy<Value = Value> {
-        (1u32..5, proptest::option::of(prop::sample::select(vec!["sre", "security", "dba"])), any::<bool>(), 1u64..10_000)
+        (
+            1u32..5,
+            proptest::option::of(prop::sample::select(vec!["sre", "security", "dba"])),
+            any::<bool>(),
+            1u64..10_000,
+        )
             .prop_map(|(q, g, mfa, ttl)| {
                 let groups: Vec<&str> = g.into_iter().collect();
                 json!({"rule": "R", "msg": "m", "quorum": q, "groups": groups, "mfa": mfa, "ttl_seconds": ttl})

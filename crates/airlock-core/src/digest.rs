@@ -100,24 +100,15 @@ mod tests {
 
     #[test]
     fn integral_floats_equal_integers() {
-        assert_eq!(
-            action_digest("t", &json!({"n": 3.0})),
-            action_digest("t", &json!({"n": 3}))
-        );
-        assert_ne!(
-            action_digest("t", &json!({"n": 3.5})),
-            action_digest("t", &json!({"n": 3}))
-        );
+        assert_eq!(action_digest("t", &json!({"n": 3.0})), action_digest("t", &json!({"n": 3})));
+        assert_ne!(action_digest("t", &json!({"n": 3.5})), action_digest("t", &json!({"n": 3})));
     }
 
     #[test]
     fn tool_and_arguments_both_count() {
         let args = json!({"count": 3});
         assert_ne!(action_digest("a", &args), action_digest("b", &args));
-        assert_ne!(
-            action_digest("a", &args),
-            action_digest("a", &json!({"count": 4}))
-        );
+        assert_ne!(action_digest("a", &args), action_digest("a", &json!({"count": 4})));
         assert!(action_digest("a", &args).starts_with("sha256:"));
     }
 

@@ -6,12 +6,7 @@
 //! panics on input: the clock and the environment are arguments, so every decision it makes can be
 //! reproduced from the journal.
 
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod decision;
 pub mod digest;

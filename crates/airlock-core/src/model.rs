@@ -224,9 +224,7 @@ impl fmt::Display for Effect {
 }
 
 /// How risky an action is judged to be; ordered from least to most.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Risk {
     /// Routine.
@@ -265,10 +263,7 @@ pub struct Reason {
 impl Reason {
     /// A reason from `rule` with message `msg`.
     pub fn new(rule: impl Into<String>, msg: impl Into<String>) -> Self {
-        Reason {
-            rule: rule.into(),
-            msg: msg.into(),
-        }
+        Reason { rule: rule.into(), msg: msg.into() }
     }
 }
 
@@ -478,11 +473,7 @@ pub struct Approval {
 impl Approval {
     /// Number of approving votes.
     pub fn approvals(&self) -> u32 {
-        let n = self
-            .votes
-            .iter()
-            .filter(|v| v.verdict == Verdict::Approve)
-            .count();
+        let n = self.votes.iter().filter(|v| v.verdict == Verdict::Approve).count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 }

@@ -26,9 +26,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            timeout: Duration::from_millis(100),
-        }
+        Options { timeout: Duration::from_millis(100) }
     }
 }
 
@@ -45,10 +43,7 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy")
-            .field("dir", &self.dir)
-            .field("revision", &self.revision)
-            .finish()
+        f.debug_struct("Policy").field("dir", &self.dir).field("revision", &self.revision).finish()
     }
 }
 
@@ -70,23 +65,15 @@ impl Policy {
         files.sort();
         let rego: Vec<&PathBuf> = files.iter().filter(|p| has_ext(p, "rego")).collect();
         if rego.is_empty() {
-            return Err(Error::Empty {
-                dir: dir.to_path_buf(),
-            });
+            return Err(Error::Empty { dir: dir.to_path_buf() });
         }
 
         let mut hasher = Sha256::new();
         let mut engine = Engine::new();
         let check_interval = NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN);
-        engine.set_execution_timer_config(ExecutionTimerConfig {
-            limit: options.timeout,
-            check_interval,
-        });
+        engine.set_execution_timer_config(ExecutionTimerConfig { limit: options.timeout, check_interval });
         for path in &files {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.clone(), source })?;
             let rel = path.strip_prefix(dir).unwrap_or(path);
             let rel_name = rel.to_string_lossy().replace('\\', "/");
             hasher.update(rel_name.as_bytes());
@@ -96,19 +83,11 @@ impl Policy {
             if has_ext(path, "rego") {
                 engine
                     .add_policy(rel_name, text)
-                    .map_err(|e| Error::Compile {
-                        path: path.clone(),
-                        message: indent(&e.to_string()),
-                    })?;
+                    .map_err(|e| Error::Compile { path: path.clone(), message: indent(&e.to_string()) })?;
             } else {
-                let value = Value::from_json_str(&text).map_err(|e| Error::Data {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                engine.add_data(value).map_err(|e| Error::Data {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
+                let value = Value::from_json_str(&text)
+                    .map_err(|e| Error::Data { path: path.clone(), message: e.to_string() })?;
+                engine.add_data(value).map_err(|e| Error::Data { path: path.clone(), message: e.to_string() })?;
             }
         }
         let revision = format!("sha256:{}", hex::encode(hasher.finalize()));
@@ -116,10 +95,7 @@ impl Policy {
         // Probe the entry points with an empty input: this prepares the engine (so clones start
         // prepared) and surfaces errors that only show at evaluation, such as unknown functions.
         let mut declared = [false; 3];
-        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST]
-            .iter()
-            .enumerate()
-        {
+        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST].iter().enumerate() {
             let mut probe = engine.clone();
             probe.set_input(Value::new_object());
             match probe.eval_rule((*rule).to_string()) {
@@ -130,24 +106,14 @@ impl Policy {
                     // a division by an input field). Parse-level problems are caught by a full
                     // evaluation of all modules instead.
                     let msg = e.to_string();
-                    if msg.contains("could not find function")
-                        || msg.contains("-->") && !msg.contains("time limit")
-                    {
-                        return Err(Error::Evaluate {
-                            message: indent(&msg),
-                        });
+                    if msg.contains("could not find function") || msg.contains("-->") && !msg.contains("time limit") {
+                        return Err(Error::Evaluate { message: indent(&msg) });
                     }
                     set(&mut declared, i);
                 }
             }
         }
-        let policy = Policy {
-            dir: dir.to_path_buf(),
-            revision,
-            files,
-            engine,
-            declared,
-        };
+        let policy = Policy { dir: dir.to_path_buf(), revision, files, engine, declared };
         Ok(policy)
     }
 
@@ -175,26 +141,19 @@ impl Policy {
     pub fn evaluate(&self, input: &serde_json::Value) -> Evaluation {
         let started = Instant::now();
         let output = self.evaluate_inner(Value::from(input.clone()));
-        Evaluation {
-            output,
-            eval_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        }
+        Evaluation { output, eval_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) }
     }
 
     fn evaluate_inner(&self, input: Value) -> Result<PolicyOutput, String> {
         let mut engine = self.engine.clone();
         engine.set_input(input);
         let mut out = PolicyOutput::default();
-        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST]
-            .iter()
-            .enumerate()
-        {
+        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST].iter().enumerate() {
             if !self.declared.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            let value = engine
-                .eval_rule((*rule).to_string())
-                .map_err(|e| format!("`{rule}`: {}", one_line(&e.to_string())))?;
+            let value =
+                engine.eval_rule((*rule).to_string()).map_err(|e| format!("`{rule}`: {}", one_line(&e.to_string())))?;
             let json = to_json(&value).map_err(|e| format!("`{rule}`: {e}"))?;
             match i {
                 0 => out.deny = as_list(rule, json)?,
@@ -221,9 +180,7 @@ fn to_json(value: &Value) -> Result<Option<serde_json::Value>, String> {
     if *value == Value::Undefined {
         return Ok(None);
     }
-    serde_json::to_value(value)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    serde_json::to_value(value).map(Some).map_err(|e| e.to_string())
 }
 
 fn as_list(rule: &str, value: Option<serde_json::Value>) -> Result<Vec<serde_json::Value>, String> {
@@ -236,25 +193,16 @@ fn as_list(rule: &str, value: Option<serde_json::Value>) -> Result<Vec<serde_jso
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
     for entry in entries {
-        let entry = entry.map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with('.') {
             continue;
         }
-        let file_type = entry.file_type().map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let file_type = entry.file_type().map_err(|source| Error::Io { path: path.clone(), source })?;
         if file_type.is_dir() {
             // Golden fixtures are documents, not policy data.
             if name != "fixtures" {
@@ -273,11 +221,7 @@ fn has_ext(path: &Path, ext: &str) -> bool {
 
 fn indent(msg: &str) -> String {
     let trimmed = msg.trim_end();
-    if trimmed.starts_with('\n') {
-        trimmed.to_string()
-    } else {
-        format!(" {trimmed}")
-    }
+    if trimmed.starts_with('\n') { trimmed.to_string() } else { format!(" {trimmed}") }
 }
 
 pub(crate) fn one_line(msg: &str) -> String {

@@ -6,12 +6,7 @@
 //! never fails open: an error or time-out is reported as such, and the caller turns it into a
 //! deny. This crate does no network IO and never panics on a policy or an input.
 
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod bundle;
 mod testing;

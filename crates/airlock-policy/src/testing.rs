@@ -44,10 +44,7 @@ pub struct TestReport {
 impl TestReport {
     /// Number of passing tests.
     pub fn passed(&self) -> usize {
-        self.cases
-            .iter()
-            .filter(|c| c.outcome == TestOutcome::Pass)
-            .count()
+        self.cases.iter().filter(|c| c.outcome == TestOutcome::Pass).count()
     }
 
     /// Number of tests that failed or errored.
@@ -61,20 +58,14 @@ impl Policy {
     pub fn run_tests(&self) -> TestReport {
         let mut cases = Vec::new();
         for path in self.files() {
-            let is_test = path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().ends_with("_test.rego"));
+            let is_test = path.file_name().is_some_and(|n| n.to_string_lossy().ends_with("_test.rego"));
             if !is_test {
                 continue;
             }
             let Ok(text) = std::fs::read_to_string(path) else {
                 continue;
             };
-            let rel = path
-                .strip_prefix(self.dir())
-                .unwrap_or(path)
-                .to_string_lossy()
-                .replace('\\', "/");
+            let rel = path.strip_prefix(self.dir()).unwrap_or(path).to_string_lossy().replace('\\', "/");
             let Some(package) = package_of(&text) else {
                 continue;
             };
@@ -89,18 +80,10 @@ impl Policy {
                     Err(e) => TestOutcome::Error(one_line(&e.to_string())),
                 };
                 let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                cases.push(TestCase {
-                    file: rel.clone(),
-                    name,
-                    outcome,
-                    duration_us,
-                });
+                cases.push(TestCase { file: rel.clone(), name, outcome, duration_us });
             }
         }
-        TestReport {
-            revision: self.revision().to_string(),
-            cases,
-        }
+        TestReport { revision: self.revision().to_string(), cases }
     }
 }
 
@@ -119,10 +102,7 @@ fn test_rules(text: &str) -> Vec<String> {
         let Some(rest) = line.strip_prefix("test_") else {
             continue;
         };
-        let ident: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
+        let ident: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
         let name = format!("test_{ident}");
         if !names.contains(&name) {
             names.push(name);
@@ -139,9 +119,6 @@ mod tests {
     fn finds_packages_and_test_rules() {
         let text = "package airlock.tests # comment\n\ntest_a if { true }\ntest_b if {\n}\ntest_a if { false }\n  test_indented := 1\n";
         assert_eq!(package_of(text).as_deref(), Some("airlock.tests"));
-        assert_eq!(
-            test_rules(text),
-            vec!["test_a".to_string(), "test_b".to_string()]
-        );
+        assert_eq!(test_rules(text), vec!["test_a".to_string(), "test_b".to_string()]);
     }
 }

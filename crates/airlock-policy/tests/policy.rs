@@ -32,17 +32,11 @@ fn evaluates_the_host_contract() {
 
     let eval = policy.evaluate(&json!({"action": {"tool": "db__drop", "name": "drop"}}));
     let out = eval.output.unwrap();
-    assert_eq!(
-        out.deny,
-        vec![json!({"rule": "TF100", "msg": "db__drop is forbidden"})]
-    );
+    assert_eq!(out.deny, vec![json!({"rule": "TF100", "msg": "db__drop is forbidden"})]);
     assert!(out.require_approval.is_empty());
     assert_eq!(out.cost_usd, None);
 
-    let out = policy
-        .evaluate(&json!({"action": {"tool": "infra__scale", "name": "scale"}}))
-        .output
-        .unwrap();
+    let out = policy.evaluate(&json!({"action": {"tool": "infra__scale", "name": "scale"}})).output.unwrap();
     assert!(out.deny.is_empty());
     assert_eq!(out.require_approval.len(), 1);
     assert_eq!(out.cost_usd, Some(json!(0.25)));
@@ -63,14 +57,8 @@ fn revision_follows_content() {
 #[test]
 fn syntax_errors_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "broken.rego",
-        "package airlock\n\ndeny contains x if {\n  x := \n",
-    );
-    let err = Policy::load(dir.path(), &Options::default())
-        .unwrap_err()
-        .to_string();
+    write(dir.path(), "broken.rego", "package airlock\n\ndeny contains x if {\n  x := \n");
+    let err = Policy::load(dir.path(), &Options::default()).unwrap_err().to_string();
     assert!(err.contains("broken.rego"), "{err}");
     assert!(err.contains(":4:") || err.contains(":3:"), "{err}");
 }
@@ -78,14 +66,8 @@ fn syntax_errors_name_file_and_line() {
 #[test]
 fn unknown_functions_are_load_errors() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "main.rego",
-        "package airlock\ndeny contains x if { x := no_such_fn(1) }\n",
-    );
-    let err = Policy::load(dir.path(), &Options::default())
-        .unwrap_err()
-        .to_string();
+    write(dir.path(), "main.rego", "package airlock\ndeny contains x if { x := no_such_fn(1) }\n");
+    let err = Policy::load(dir.path(), &Options::default()).unwrap_err().to_string();
     assert!(err.contains("no_such_fn"), "{err}");
 }
 
@@ -97,13 +79,7 @@ fn runaway_policy_times_out_as_an_error() {
         "main.rego",
         "package airlock\ndeny contains \"slow\" if {\n  input.slow\n  count([x | some x in numbers.range(1, 20000); some y in numbers.range(1, 20000); x == y]) > 0\n}\n",
     );
-    let policy = Policy::load(
-        dir.path(),
-        &Options {
-            timeout: Duration::from_millis(50),
-        },
-    )
-    .unwrap();
+    let policy = Policy::load(dir.path(), &Options { timeout: Duration::from_millis(50) }).unwrap();
     let eval = policy.evaluate(&json!({"slow": true}));
     let err = eval.output.unwrap_err();
     assert!(err.contains("time limit"), "{err}");
@@ -128,9 +104,7 @@ test_wrong_expectation if {
 }
 "#,
     );
-    let report = Policy::load(dir.path(), &Options::default())
-        .unwrap()
-        .run_tests();
+    let report = Policy::load(dir.path(), &Options::default()).unwrap().run_tests();
     assert_eq!(report.cases.len(), 2);
     assert_eq!(report.cases[0].outcome, TestOutcome::Pass);
     assert_eq!(report.cases[0].name, "data.airlock.test_drop_denied");

@@ -1,1 +1,15 @@
-//! airlock-server
+//! airlock's server: configuration, the decision pipeline with its IO, and the HTTP API.
+//!
+//! This crate wires the pure layers (`airlock-core`, `airlock-policy`) to the journal
+//! (`airlock-store`) and to the network. Only this crate and `airlock-mcp` know HTTP, JSON-RPC or
+//! wire DTOs; the pipeline's decisions are made in `airlock-core` and `airlock-policy`.
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod engine;
+pub mod mfa;
+pub mod serve;
+
+pub use config::Config;
+pub use engine::Engine;

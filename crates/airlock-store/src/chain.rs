@@ -6,26 +6,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// `prev_hash` of the first event of a stream.
-pub const GENESIS_HASH: &str =
-    "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+pub const GENESIS_HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The hash of an event, `sha256:<hex>`.
-pub fn event_hash(
-    prev_hash: &str,
-    stream: &str,
-    seq: u64,
-    kind: &str,
-    at: &str,
-    payload: &str,
-) -> String {
+pub fn event_hash(prev_hash: &str, stream: &str, seq: u64, kind: &str, at: &str, payload: &str) -> String {
     let mut h = Sha256::new();
-    for part in [
-        prev_hash.as_bytes(),
-        stream.as_bytes(),
-        seq.to_string().as_bytes(),
-        kind.as_bytes(),
-        at.as_bytes(),
-    ] {
+    for part in [prev_hash.as_bytes(), stream.as_bytes(), seq.to_string().as_bytes(), kind.as_bytes(), at.as_bytes()] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }

@@ -15,9 +15,7 @@ mod sqlite;
 pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-use airlock_core::{
-    Action, Approval, ApprovalStatus, EventKind, KillSwitch, Session, SessionStatus,
-};
+use airlock_core::{Action, Approval, ApprovalStatus, EventKind, KillSwitch, Session, SessionStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -96,19 +94,8 @@ pub struct Commit {
 
 impl Commit {
     /// Adds an event.
-    pub fn event(
-        &mut self,
-        stream: &str,
-        kind: EventKind,
-        at: DateTime<Utc>,
-        payload: Value,
-    ) -> &mut Self {
-        self.events.push(NewEvent {
-            stream: stream.to_string(),
-            kind,
-            at,
-            payload,
-        });
+    pub fn event(&mut self, stream: &str, kind: EventKind, at: DateTime<Utc>, payload: Value) -> &mut Self {
+        self.events.push(NewEvent { stream: stream.to_string(), kind, at, payload });
         self
     }
 
@@ -172,11 +159,7 @@ pub trait Store: Send + Sync + 'static {
     /// An approval by id.
     async fn approval(&self, id: &str) -> Result<Option<Approval>>;
     /// Approvals, newest first, optionally in one state.
-    async fn approvals(
-        &self,
-        status: Option<ApprovalStatus>,
-        limit: usize,
-    ) -> Result<Vec<Approval>>;
+    async fn approvals(&self, status: Option<ApprovalStatus>, limit: usize) -> Result<Vec<Approval>>;
     /// Pending approvals whose expiry is at or before `now`.
     async fn approvals_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>>;
     /// Kill switches, newest first.

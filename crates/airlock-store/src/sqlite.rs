@@ -112,9 +112,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .finish()
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
     }
 }
 
@@ -124,10 +122,8 @@ pub(crate) fn fmt_time(t: &DateTime<Utc>) -> String {
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(|e| Error::Open {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let conn =
+        Connection::open(path).map_err(|e| Error::Open { path: path.display().to_string(), message: e.to_string() })?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -138,10 +134,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the journal at `path` and starts its writer thread.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::Open { path: path.display().to_string(), message: e.to_string() })?;
         }
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA)?;
@@ -152,19 +146,8 @@ impl SqliteStore {
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
             .name("airlock-journal".into())
-            .spawn(move || {
-                Writer {
-                    conn,
-                    heads,
-                    stats: writer_stats,
-                    max_batch,
-                }
-                .run(receiver)
-            })
-            .map_err(|e| Error::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            .spawn(move || Writer { conn, heads, stats: writer_stats, max_batch }.run(receiver))
+            .map_err(|e| Error::Open { path: path.display().to_string(), message: e.to_string() })?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             sender,
@@ -216,16 +199,10 @@ impl SqliteStore {
     /// `airlock audit verify`, which may run beside a live server).
     pub fn verify_file(path: &Path) -> Result<VerifyReport> {
         if !path.exists() {
-            return Err(Error::Open {
-                path: path.display().to_string(),
-                message: "no journal here".into(),
-            });
+            return Err(Error::Open { path: path.display().to_string(), message: "no journal here".into() });
         }
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| Error::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Open { path: path.display().to_string(), message: e.to_string() })?;
         verify(&conn)
     }
 }
@@ -272,9 +249,7 @@ impl Writer {
         if let Err(e) = begin {
             let msg = e.to_string();
             for job in batch {
-                let _ = job.reply.send(Err(Error::Conflict(format!(
-                    "cannot begin a transaction: {msg}"
-                ))));
+                let _ = job.reply.send(Err(Error::Conflict(format!("cannot begin a transaction: {msg}"))));
             }
             return;
         }
@@ -303,9 +278,7 @@ impl Writer {
             let msg = e.to_string();
             tracing::error!(error = %msg, "journal commit failed");
             for job in batch {
-                let _ = job.reply.send(Err(Error::Conflict(format!(
-                    "journal commit failed: {msg}"
-                ))));
+                let _ = job.reply.send(Err(Error::Conflict(format!("journal commit failed: {msg}"))));
             }
             return;
         }
@@ -313,11 +286,7 @@ impl Writer {
             stats.batches += 1;
             stats.commits += batch.len() as u64;
         }
-        tracing::trace!(
-            size = batch.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "journal batch"
-        );
+        tracing::trace!(size = batch.len(), elapsed_us = started.elapsed().as_micros() as u64, "journal batch");
         for (job, outcome) in batch.into_iter().zip(outcomes) {
             let _ = job.reply.send(outcome);
         }
@@ -330,12 +299,8 @@ fn load_heads(conn: &Connection) -> Result<HashMap<String, (u64, String)>> {
          JOIN (SELECT stream, MAX(seq) AS seq FROM events GROUP BY stream) h
            ON h.stream = e.stream AND h.seq = e.seq",
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            (r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?),
-        ))
-    })?;
+    let rows =
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?))))?;
     let mut heads = HashMap::new();
     for row in rows {
         let (stream, head) = row?;
@@ -345,51 +310,31 @@ fn load_heads(conn: &Connection) -> Result<HashMap<String, (u64, String)>> {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Corrupt {
-        id: "new record".into(),
-        message: e.to_string(),
-    })
+    serde_json::to_string(value).map_err(|e| Error::Corrupt { id: "new record".into(), message: e.to_string() })
 }
 
 fn map_unique(e: rusqlite::Error, what: &str) -> Error {
     match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             Error::Conflict(format!("{what}: {e}"))
         }
         _ => Error::Database(e),
     }
 }
 
-fn apply(
-    conn: &Connection,
-    heads: &mut HashMap<String, (u64, String)>,
-    commit: &Commit,
-) -> Result<()> {
+fn apply(conn: &Connection, heads: &mut HashMap<String, (u64, String)>, commit: &Commit) -> Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (stream, seq, kind, at, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for event in &commit.events {
-        let (prev_seq, prev_hash) = heads
-            .get(&event.stream)
-            .cloned()
-            .unwrap_or((0, GENESIS_HASH.to_string()));
+        let (prev_seq, prev_hash) = heads.get(&event.stream).cloned().unwrap_or((0, GENESIS_HASH.to_string()));
         let seq = prev_seq + 1;
         let at = fmt_time(&event.at);
         let payload = airlock_core::canonical_json(&event.payload);
         let kind = event.kind.as_str();
         let hash = event_hash(&prev_hash, &event.stream, seq, kind, &at, &payload);
         insert
-            .execute(params![
-                event.stream,
-                seq as i64,
-                kind,
-                at,
-                payload,
-                prev_hash,
-                hash
-            ])
+            .execute(params![event.stream, seq as i64, kind, at, payload, prev_hash, hash])
             .map_err(|e| map_unique(e, "event"))?;
         heads.insert(event.stream.clone(), (seq, hash));
     }
@@ -400,7 +345,13 @@ fn apply(
                     "INSERT INTO sessions (id, agent_id, status, created_at, body) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body",
                 )?
-                .execute(params![s.id, s.agent_id, status_name(&s.status), fmt_time(&s.created_at), to_json(s)?])?;
+                .execute(params![
+                    s.id,
+                    s.agent_id,
+                    status_name(&s.status),
+                    fmt_time(&s.created_at),
+                    to_json(s)?
+                ])?;
             }
             Projection::Action(a) => {
                 conn.prepare_cached(
@@ -450,28 +401,16 @@ fn apply(
 }
 
 fn status_name<T: serde::Serialize>(status: &T) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 fn parse<T: DeserializeOwned>(id: &str, body: &str) -> Result<T> {
-    serde_json::from_str(body).map_err(|e| Error::Corrupt {
-        id: id.to_string(),
-        message: e.to_string(),
-    })
+    serde_json::from_str(body).map_err(|e| Error::Corrupt { id: id.to_string(), message: e.to_string() })
 }
 
-fn query_docs<T: DeserializeOwned>(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<T>> {
+fn query_docs<T: DeserializeOwned>(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<T>> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(args, |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
+    let rows = stmt.query_map(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (id, body) = row?;
@@ -480,28 +419,19 @@ fn query_docs<T: DeserializeOwned>(
     Ok(out)
 }
 
-fn query_doc<T: DeserializeOwned>(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Option<T>> {
+fn query_doc<T: DeserializeOwned>(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Option<T>> {
     let row = conn
         .prepare_cached(sql)?
-        .query_row(args, |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })
+        .query_row(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .optional()?;
     row.map(|(id, body)| parse(&id, &body)).transpose()
 }
 
 fn verify(conn: &Connection) -> Result<VerifyReport> {
-    let mut stmt = conn.prepare("SELECT pos, stream, seq, kind, at, payload, prev_hash, hash FROM events ORDER BY stream, seq")?;
+    let mut stmt =
+        conn.prepare("SELECT pos, stream, seq, kind, at, payload, prev_hash, hash FROM events ORDER BY stream, seq")?;
     let mut rows = stmt.query([])?;
-    let mut report = VerifyReport {
-        events: 0,
-        streams: 0,
-        first_problem: None,
-    };
+    let mut report = VerifyReport { events: 0, streams: 0, first_problem: None };
     let mut current: Option<(String, u64, String, i64)> = None; // stream, seq, hash, pos
     while let Some(row) = rows.next()? {
         let pos: i64 = row.get(0)?;
@@ -526,26 +456,19 @@ fn verify(conn: &Connection) -> Result<VerifyReport> {
                 seq.saturating_sub(1)
             ))
         } else if prev_hash != expected_prev {
-            Some("its link to the previous event does not match: an event was removed, replaced or reordered".to_string())
-        } else if last_pos.is_some_and(|p| p > pos) {
             Some(
-                "it was stored before the event that precedes it: events were reordered"
+                "its link to the previous event does not match: an event was removed, replaced or reordered"
                     .to_string(),
             )
+        } else if last_pos.is_some_and(|p| p > pos) {
+            Some("it was stored before the event that precedes it: events were reordered".to_string())
         } else if event_hash(&prev_hash, &stream, seq, &kind, &at, &payload) != hash {
-            Some(format!(
-                "its content does not match its hash: the `{kind}` event was altered"
-            ))
+            Some(format!("its content does not match its hash: the `{kind}` event was altered"))
         } else {
             None
         };
         if let Some(problem) = problem {
-            report.first_problem = Some(VerifyProblem {
-                stream,
-                seq: expected_seq.min(seq),
-                pos: Some(pos),
-                problem,
-            });
+            report.first_problem = Some(VerifyProblem { stream, seq: expected_seq.min(seq), pos: Some(pos), problem });
             return Ok(report);
         }
         current = Some((stream, seq, hash, pos));
@@ -557,16 +480,13 @@ fn verify(conn: &Connection) -> Result<VerifyReport> {
 impl crate::Store for SqliteStore {
     async fn commit(&self, commit: Commit) -> Result<()> {
         let (reply, receive) = oneshot::channel();
-        self.sender
-            .send(Job { commit, reply })
-            .map_err(|_| Error::Closed)?;
+        self.sender.send(Job { commit, reply }).map_err(|_| Error::Closed)?;
         receive.await.map_err(|_| Error::Closed)?
     }
 
     async fn session(&self, id: &str) -> Result<Option<Session>> {
         let id = id.to_string();
-        self.read(move |c| query_doc(c, "SELECT id, body FROM sessions WHERE id = ?1", &[&id]))
-            .await
+        self.read(move |c| query_doc(c, "SELECT id, body FROM sessions WHERE id = ?1", &[&id])).await
     }
 
     async fn sessions(&self, filter: SessionFilter) -> Result<Vec<Session>> {
@@ -587,20 +507,13 @@ impl crate::Store for SqliteStore {
 
     async fn action(&self, id: &str) -> Result<Option<Action>> {
         let id = id.to_string();
-        self.read(move |c| query_doc(c, "SELECT id, body FROM actions WHERE id = ?1", &[&id]))
-            .await
+        self.read(move |c| query_doc(c, "SELECT id, body FROM actions WHERE id = ?1", &[&id])).await
     }
 
     async fn session_actions(&self, session_id: &str) -> Result<Vec<Action>> {
         let id = session_id.to_string();
-        self.read(move |c| {
-            query_docs(
-                c,
-                "SELECT id, body FROM actions WHERE session_id = ?1 ORDER BY seq",
-                &[&id],
-            )
-        })
-        .await
+        self.read(move |c| query_docs(c, "SELECT id, body FROM actions WHERE session_id = ?1 ORDER BY seq", &[&id]))
+            .await
     }
 
     async fn waiting_actions(&self, session_id: &str) -> Result<Vec<Action>> {
@@ -618,26 +531,17 @@ impl crate::Store for SqliteStore {
     async fn action_by_idempotency_key(&self, agent_id: &str, key: &str) -> Result<Option<Action>> {
         let (agent, key) = (agent_id.to_string(), key.to_string());
         self.read(move |c| {
-            query_doc(
-                c,
-                "SELECT id, body FROM actions WHERE agent_id = ?1 AND idempotency_key = ?2",
-                &[&agent, &key],
-            )
+            query_doc(c, "SELECT id, body FROM actions WHERE agent_id = ?1 AND idempotency_key = ?2", &[&agent, &key])
         })
         .await
     }
 
     async fn approval(&self, id: &str) -> Result<Option<Approval>> {
         let id = id.to_string();
-        self.read(move |c| query_doc(c, "SELECT id, body FROM approvals WHERE id = ?1", &[&id]))
-            .await
+        self.read(move |c| query_doc(c, "SELECT id, body FROM approvals WHERE id = ?1", &[&id])).await
     }
 
-    async fn approvals(
-        &self,
-        status: Option<ApprovalStatus>,
-        limit: usize,
-    ) -> Result<Vec<Approval>> {
+    async fn approvals(&self, status: Option<ApprovalStatus>, limit: usize) -> Result<Vec<Approval>> {
         let status = status.map(|s| s.as_str().to_string());
         let limit = if limit == 0 { 100 } else { limit } as i64;
         self.read(move |c| {
@@ -703,6 +607,6 @@ impl crate::Store for SqliteStore {
     }
 
     async fn verify(&self) -> Result<VerifyReport> {
-        self.read(|c| verify(c)).await
+        self.read(verify).await
     }
 }

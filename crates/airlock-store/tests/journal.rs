@@ -29,8 +29,7 @@ fn session(id: &str) -> Session {
 
 fn open_session(id: &str) -> Commit {
     let mut c = Commit::default();
-    c.event(id, EventKind::SessionOpened, Utc::now(), json!({"id": id}))
-        .project(Projection::Session(session(id)));
+    c.event(id, EventKind::SessionOpened, Utc::now(), json!({"id": id})).project(Projection::Session(session(id)));
     c
 }
 
@@ -42,12 +41,7 @@ async fn commits_survive_reopen_and_chains_verify() {
         let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
         store.commit(open_session("ses_a")).await.unwrap();
         let mut c = Commit::default();
-        c.event(
-            "ses_a",
-            EventKind::ActionRequested,
-            Utc::now(),
-            json!({"n": 1}),
-        );
+        c.event("ses_a", EventKind::ActionRequested, Utc::now(), json!({"n": 1}));
         store.commit(c).await.unwrap();
         let ks = KillSwitch {
             id: "kill_1".into(),
@@ -60,13 +54,8 @@ async fn commits_survive_reopen_and_chains_verify() {
             released_at: None,
         };
         let mut c = Commit::default();
-        c.event(
-            airlock_store::SYSTEM_STREAM,
-            EventKind::KillEngaged,
-            Utc::now(),
-            json!({"id": "kill_1"}),
-        )
-        .project(Projection::KillSwitch(ks));
+        c.event(airlock_store::SYSTEM_STREAM, EventKind::KillEngaged, Utc::now(), json!({"id": "kill_1"}))
+            .project(Projection::KillSwitch(ks));
         store.commit(c).await.unwrap();
     }
     let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
@@ -74,18 +63,10 @@ async fn commits_survive_reopen_and_chains_verify() {
     assert_eq!(store.kill_switches(true).await.unwrap().len(), 1);
     // The chain continues where it stopped.
     let mut c = Commit::default();
-    c.event(
-        "ses_a",
-        EventKind::ActionRequested,
-        Utc::now(),
-        json!({"n": 2}),
-    );
+    c.event("ses_a", EventKind::ActionRequested, Utc::now(), json!({"n": 2}));
     store.commit(c).await.unwrap();
     let events = store.events("ses_a").await.unwrap();
-    assert_eq!(
-        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(events[1].hash, events[2].prev_hash);
     let report = store.verify().await.unwrap();
     assert!(report.ok(), "{report:?}");
@@ -96,14 +77,11 @@ async fn commits_survive_reopen_and_chains_verify() {
 #[tokio::test]
 async fn concurrent_commits_share_transactions() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        Arc::new(SqliteStore::open(&dir.path().join("j.db"), SqliteOptions::default()).unwrap());
+    let store = Arc::new(SqliteStore::open(&dir.path().join("j.db"), SqliteOptions::default()).unwrap());
     let mut tasks = Vec::new();
     for i in 0..200 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store.commit(open_session(&format!("ses_{i}"))).await
-        }));
+        tasks.push(tokio::spawn(async move { store.commit(open_session(&format!("ses_{i}"))).await }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
@@ -142,23 +120,13 @@ async fn a_failing_commit_leaves_no_trace_and_does_not_break_its_batch() {
     };
     let mut first = Commit::default();
     first
-        .event(
-            "ses_a",
-            EventKind::ActionRequested,
-            now,
-            json!({"id": "act_1"}),
-        )
+        .event("ses_a", EventKind::ActionRequested, now, json!({"id": "act_1"}))
         .project(Projection::Action(Box::new(action("act_1"))));
     store.commit(first).await.unwrap();
     // Same idempotency key, different action: refused whole, event included.
     let mut dup = Commit::default();
-    dup.event(
-        "ses_a",
-        EventKind::ActionRequested,
-        now,
-        json!({"id": "act_2"}),
-    )
-    .project(Projection::Action(Box::new(action("act_2"))));
+    dup.event("ses_a", EventKind::ActionRequested, now, json!({"id": "act_2"}))
+        .project(Projection::Action(Box::new(action("act_2"))));
     let err = store.commit(dup).await.unwrap_err();
     assert!(matches!(err, airlock_store::Error::Conflict(_)), "{err}");
     assert!(store.action("act_2").await.unwrap().is_none());
@@ -177,37 +145,27 @@ async fn tampering_is_detected() {
     store.commit(open_session("ses_a")).await.unwrap();
     for n in 0..3 {
         let mut c = Commit::default();
-        c.event(
-            "ses_a",
-            EventKind::ActionRequested,
-            Utc::now(),
-            json!({"n": n}),
-        );
+        c.event("ses_a", EventKind::ActionRequested, Utc::now(), json!({"n": n}));
         store.commit(c).await.unwrap();
     }
     drop(store);
     assert!(SqliteStore::verify_file(&path).unwrap().ok());
 
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute("UPDATE events SET payload = replace(payload, '\"n\":1', '\"n\":7') WHERE stream = 'ses_a' AND seq = 3", [])
-        .unwrap();
+    conn.execute(
+        "UPDATE events SET payload = replace(payload, '\"n\":1', '\"n\":7') WHERE stream = 'ses_a' AND seq = 3",
+        [],
+    )
+    .unwrap();
     let report = SqliteStore::verify_file(&path).unwrap();
     let problem = report.first_problem.unwrap();
     assert_eq!((problem.stream.as_str(), problem.seq), ("ses_a", 3));
     assert!(problem.problem.contains("altered"), "{}", problem.problem);
 
-    conn.execute(
-        "UPDATE events SET payload = replace(payload, '\"n\":7', '\"n\":1') WHERE seq = 3",
-        [],
-    )
-    .unwrap();
+    conn.execute("UPDATE events SET payload = replace(payload, '\"n\":7', '\"n\":1') WHERE seq = 3", []).unwrap();
     assert!(SqliteStore::verify_file(&path).unwrap().ok());
-    conn.execute("DELETE FROM events WHERE stream = 'ses_a' AND seq = 2", [])
-        .unwrap();
-    let problem = SqliteStore::verify_file(&path)
-        .unwrap()
-        .first_problem
-        .unwrap();
+    conn.execute("DELETE FROM events WHERE stream = 'ses_a' AND seq = 2", []).unwrap();
+    let problem = SqliteStore::verify_file(&path).unwrap().first_problem.unwrap();
     assert_eq!(problem.seq, 2);
     assert!(problem.problem.contains("removed"), "{}", problem.problem);
 }

@@ -1,0 +1,419 @@
+//! Commands that talk to a running server over the HTTP API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::output;
+
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// Server URL (default: the config's listen address, else http://127.0.0.1:7878).
+    #[arg(long, env = "AIRLOCK_SERVER", global = true)]
+    server: Option<String>,
+    /// Config file to read the listen address from.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// List approvals (pending by default).
+    List {
+        /// pending, approved, denied, expired, cancelled or all.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show one approval with its action, arguments and policy reasons.
+    Show {
+        /// Approval id (`apr_…`).
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve: counts toward the quorum.
+    Approve(VoteArgs),
+    /// Deny: one deny ends the approval.
+    Deny(VoteArgs),
+}
+
+#[derive(Args)]
+pub struct VoteArgs {
+    /// Approval id (`apr_…`).
+    id: String,
+    /// Why (required).
+    #[arg(long, short = 'm')]
+    comment: String,
+    /// Current TOTP code, when the approval needs MFA.
+    #[arg(long)]
+    totp: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Subcommand)]
+pub enum KillCommand {
+    /// Stop actions now: all, one agent's, one upstream's or one tool's (glob).
+    Engage {
+        /// all, agent, upstream or tool.
+        #[arg(long)]
+        scope: String,
+        /// The agent id, upstream name or tool name/glob (not for `all`).
+        #[arg(long)]
+        target: Option<String>,
+        /// Why; quoted in every denial.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List engaged kill switches.
+    List {
+        /// Include released ones.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Release a kill switch.
+    Release {
+        /// Kill switch id (`kill_…`).
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SessionsCommand {
+    /// List sessions, newest first.
+    List {
+        /// Only paused sessions (the ones that need a human).
+        #[arg(long)]
+        paused: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a session and its actions in order.
+    Show {
+        /// Session id (`ses_…`).
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(conn: &Conn) -> anyhow::Result<Client> {
+        let base = match (&conn.server, &conn.config) {
+            (Some(s), _) => s.trim_end_matches('/').to_string(),
+            (None, Some(c)) => {
+                let config = airlock_server::Config::load(c).map_err(|e| anyhow::anyhow!("{e}"))?;
+                config.server.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen))
+            }
+            (None, None) => "http://127.0.0.1:7878".to_string(),
+        };
+        let token = std::env::var("AIRLOCK_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .context("set AIRLOCK_TOKEN to your bearer token (see `airlock token new`)")?;
+        Ok(Client { base, token, http: reqwest::Client::new() })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach airlock at {}; is `airlock serve` running?", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let detail = value.get("detail").and_then(Value::as_str).unwrap_or("no detail");
+            let rule = value.get("rule").and_then(Value::as_str).map(|r| format!(" [rule {r}]")).unwrap_or_default();
+            bail!("{status}: {detail}{rule}");
+        }
+        Ok(value)
+    }
+}
+
+fn s(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn approval_rows(list: &[Value]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|a| {
+            let action = a.get("action").cloned().unwrap_or(Value::Null);
+            let req = a.get("requirements").cloned().unwrap_or(Value::Null);
+            let votes = a.get("votes").and_then(Value::as_array).map_or(0, Vec::len);
+            vec![
+                s(a, "id"),
+                s(a, "status"),
+                s(a, "agent_id"),
+                s(&action, "tool"),
+                action.get("decision").map(|d| s(d, "risk")).unwrap_or_default(),
+                format!("{votes}/{}", s(&req, "quorum")),
+                output::age(&s(a, "created_at")),
+                output::until(&s(a, "expires_at")),
+            ]
+        })
+        .collect()
+}
+
+pub async fn approvals(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ApprovalsCommand::List { status, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c.call(reqwest::Method::GET, &format!("/v1/approvals?status={status}"), None).await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                let list = v.get("approvals").and_then(Value::as_array).cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("no {status} approvals");
+                } else {
+                    println!(
+                        "{}",
+                        output::table(
+                            &["APPROVAL", "STATUS", "AGENT", "TOOL", "RISK", "VOTES", "AGE", "EXPIRES"],
+                            approval_rows(&list)
+                        )
+                    );
+                }
+            }
+        }
+        ApprovalsCommand::Show { id, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c.call(reqwest::Method::GET, &format!("/v1/approvals/{id}"), None).await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                print_approval(&v);
+            }
+        }
+        ApprovalsCommand::Approve(args) => return vote(args, "approve").await,
+        ApprovalsCommand::Deny(args) => return vote(args, "deny").await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_approval(v: &Value) {
+    let action = v.get("action").cloned().unwrap_or(Value::Null);
+    let decision = action.get("decision").cloned().unwrap_or(Value::Null);
+    let req = v.get("requirements").cloned().unwrap_or(Value::Null);
+    println!("approval   {} ({})", s(v, "id"), s(v, "status"));
+    println!("agent      {}   session {}", s(v, "agent_id"), s(v, "session_id"));
+    println!("tool       {}", s(&action, "tool"));
+    println!("why        {}", s(&action, "justification"));
+    println!("risk       {}   policy {}", s(&decision, "risk"), output::short(&s(&decision, "policy_revision")));
+    println!(
+        "needs      {} approval(s){}{}, expires {}",
+        s(&req, "quorum"),
+        req.get("groups")
+            .and_then(Value::as_array)
+            .filter(|g| !g.is_empty())
+            .map(|g| format!(
+                " from {}",
+                g.iter().map(|x| x.as_str().unwrap_or_default()).collect::<Vec<_>>().join("/")
+            ))
+            .unwrap_or_default(),
+        if req.get("mfa") == Some(&Value::Bool(true)) { " with MFA" } else { "" },
+        output::until(&s(v, "expires_at"))
+    );
+    println!("reasons");
+    for r in decision.get("reasons").and_then(Value::as_array).cloned().unwrap_or_default() {
+        println!("  - [{}] {}", s(&r, "rule"), s(&r, "msg"));
+    }
+    println!("arguments");
+    let args = serde_json::to_string_pretty(action.get("arguments").unwrap_or(&Value::Null)).unwrap_or_default();
+    for line in args.lines() {
+        println!("  {line}");
+    }
+    let votes = v.get("votes").and_then(Value::as_array).cloned().unwrap_or_default();
+    if !votes.is_empty() {
+        println!("votes");
+        for vote in votes {
+            println!("  - {} {}: {}", s(&vote, "human"), s(&vote, "verdict"), s(&vote, "comment"));
+        }
+    }
+}
+
+async fn vote(args: VoteArgs, verdict: &str) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&args.conn)?;
+    let body = json!({"comment": args.comment, "totp": args.totp});
+    let v = c.call(reqwest::Method::POST, &format!("/v1/approvals/{}/{verdict}", args.id), Some(body)).await?;
+    if args.conn.json {
+        output::json(&v);
+    } else {
+        let approval = v.get("approval").cloned().unwrap_or(Value::Null);
+        let votes = approval.get("votes").and_then(Value::as_array).map_or(0, Vec::len);
+        let quorum = approval.get("requirements").map(|r| s(r, "quorum")).unwrap_or_default();
+        println!(
+            "recorded: approval {} is {} ({votes}/{quorum} votes); action {} is {}",
+            args.id,
+            s(&approval, "status"),
+            s(&v, "id"),
+            s(&v, "status")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn kill(cmd: KillCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KillCommand::Engage { scope, target, reason, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/kill",
+                    Some(json!({"scope": scope, "target": target, "reason": reason})),
+                )
+                .await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                println!(
+                    "engaged kill switch {} on {} {}: {}",
+                    s(&v, "id"),
+                    s(&v, "scope"),
+                    s(&v, "target"),
+                    s(&v, "reason")
+                );
+                println!("release it with: airlock kill release {}", s(&v, "id"));
+            }
+        }
+        KillCommand::List { all, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c.call(reqwest::Method::GET, &format!("/v1/kill?all={all}"), None).await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                let list = v.get("kill_switches").and_then(Value::as_array).cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("no kill switches engaged");
+                } else {
+                    let rows = list
+                        .iter()
+                        .map(|k| {
+                            vec![
+                                s(k, "id"),
+                                s(k, "scope"),
+                                s(k, "target"),
+                                s(k, "reason"),
+                                s(k, "engaged_by"),
+                                output::age(&s(k, "engaged_at")),
+                                if s(k, "released_at").is_empty() {
+                                    "engaged".into()
+                                } else {
+                                    format!("released by {}", s(k, "released_by"))
+                                },
+                            ]
+                        })
+                        .collect();
+                    println!("{}", output::table(&["ID", "SCOPE", "TARGET", "REASON", "BY", "AGE", "STATE"], rows));
+                }
+            }
+        }
+        KillCommand::Release { id, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c.call(reqwest::Method::DELETE, &format!("/v1/kill/{id}"), None).await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                println!("released kill switch {id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn sessions(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SessionsCommand::List { paused, conn } => {
+            let c = Client::new(&conn)?;
+            let path = if paused { "/v1/sessions?status=paused" } else { "/v1/sessions" };
+            let v = c.call(reqwest::Method::GET, path, None).await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                let list = v.get("sessions").and_then(Value::as_array).cloned().unwrap_or_default();
+                let rows = list
+                    .iter()
+                    .map(|x| {
+                        vec![
+                            s(x, "id"),
+                            s(x, "agent_id"),
+                            s(x, "status"),
+                            s(x, "actions"),
+                            s(x, "denials"),
+                            s(x, "failures"),
+                            output::age(&s(x, "created_at")),
+                            s(x, "task").chars().take(40).collect(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(&["SESSION", "AGENT", "STATUS", "ACTIONS", "DENIED", "FAILED", "AGE", "TASK"], rows)
+                );
+            }
+        }
+        SessionsCommand::Show { id, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c.call(reqwest::Method::GET, &format!("/v1/sessions/{id}"), None).await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                println!("session  {} ({})  agent {}", s(&v, "id"), s(&v, "status"), s(&v, "agent_id"));
+                println!("task     {}", s(&v, "task"));
+                let actions = v.get("actions").and_then(Value::as_array).cloned().unwrap_or_default();
+                let rows = actions
+                    .iter()
+                    .map(|a| {
+                        let d = a.get("decision").cloned().unwrap_or(Value::Null);
+                        let reasons = d
+                            .get("reasons")
+                            .and_then(Value::as_array)
+                            .map(|r| r.iter().map(|x| s(x, "rule")).collect::<Vec<_>>().join(","))
+                            .unwrap_or_default();
+                        vec![
+                            s(a, "seq"),
+                            s(a, "tool"),
+                            s(&d, "effect"),
+                            s(a, "status"),
+                            reasons,
+                            output::age(&s(a, "created_at")),
+                        ]
+                    })
+                    .collect();
+                println!("{}", output::table(&["#", "TOOL", "DECISION", "STATUS", "RULES", "AGE"], rows));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

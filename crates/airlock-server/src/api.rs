@@ -1,0 +1,632 @@
+//! The HTTP API under `/v1`, documented in `docs/api.md`.
+//!
+//! Errors are `application/problem+json` (RFC 9457) with a stable `type`
+//! (`urn:airlock:problem:<name>`). Request bodies are size-limited and parsed with the path of
+//! any wrong field in the message. Handlers are thin: they authenticate, parse, call the
+//! [`Engine`] and shape the answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_core::{ActionStatus, ApprovalStatus, KillScope, SessionStatus, Verdict};
+use airlock_store::SessionFilter;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::{AgentConfig, HumanConfig, hash_token};
+use crate::engine::{self, ActionRequest, ActionView, Engine, Outcome, VoteRequest};
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState {
+    /// The pipeline.
+    pub engine: Engine,
+    principals: Arc<HashMap<[u8; 32], Principal>>,
+}
+
+impl AppState {
+    /// Builds the state, indexing tokens from the engine's configuration.
+    pub fn new(engine: Engine) -> AppState {
+        let mut principals = HashMap::new();
+        for a in &engine.config().agents {
+            principals.insert(a.token_hash, Principal::Agent(Arc::new(a.clone())));
+        }
+        for h in &engine.config().humans {
+            principals.insert(h.token_hash, Principal::Human(Arc::new(h.clone())));
+        }
+        AppState { engine, principals: Arc::new(principals) }
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// An agent.
+    Agent(Arc<AgentConfig>),
+    /// A human.
+    Human(Arc<HumanConfig>),
+}
+
+impl Principal {
+    /// The caller's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Principal::Agent(a) => &a.agent.id,
+            Principal::Human(h) => &h.human.id,
+        }
+    }
+
+    fn agent_filter(&self) -> Option<&str> {
+        match self {
+            Principal::Agent(a) => Some(&a.agent.id),
+            Principal::Human(_) => None,
+        }
+    }
+}
+
+/// An RFC 9457 problem.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+    extra: serde_json::Map<String, Value>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl Problem {
+    /// A problem of `kind` with HTTP `status`.
+    pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Problem {
+        Problem { status, kind, title, detail: detail.into(), extra: serde_json::Map::new(), headers: Vec::new() }
+    }
+
+    fn with(mut self, key: &str, value: Value) -> Problem {
+        self.extra.insert(key.to_string(), value);
+        self
+    }
+
+    fn unauthorized(detail: impl Into<String>) -> Problem {
+        let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
+        p.headers.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"airlock\"")));
+        p
+    }
+
+    fn forbidden(rule: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail).with("rule", json!(rule))
+    }
+
+    fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail)
+    }
+
+    fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::Map::new();
+        body.insert("type".into(), json!(format!("urn:airlock:problem:{}", self.kind)));
+        body.insert("title".into(), json!(self.title));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        body.extend(self.extra);
+        let mut response = (self.status, Json(Value::Object(body))).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        for (k, v) in self.headers {
+            response.headers_mut().insert(k, v);
+        }
+        response
+    }
+}
+
+impl From<engine::Error> for Problem {
+    fn from(e: engine::Error) -> Problem {
+        match e {
+            engine::Error::NotFound { .. } => Problem::not_found(e.to_string()),
+            engine::Error::Forbidden { rule, msg } => Problem::forbidden(rule, msg),
+            engine::Error::Conflict(msg) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", msg),
+            engine::Error::Invalid(msg) => Problem::bad_request(msg),
+            engine::Error::Store(err) => {
+                tracing::error!(error = %err, "journal error");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "journal-unavailable",
+                    "Journal unavailable",
+                    "the journal could not record the request, so nothing was decided; retry later",
+                )
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal
+where
+    AppState: axum::extract::FromRef<S>,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = <AppState as axum::extract::FromRef<S>>::from_ref(state);
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(Problem::unauthorized("missing `Authorization: Bearer <token>` header"));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Problem::unauthorized("the `Authorization` header must be `Bearer <token>`"))?;
+        state
+            .principals
+            .get(&hash_token(token))
+            .cloned()
+            .ok_or_else(|| Problem::unauthorized("the bearer token is not valid"))
+    }
+}
+
+fn require_agent(p: &Principal) -> Result<Arc<AgentConfig>, Problem> {
+    match p {
+        Principal::Agent(a) => Ok(a.clone()),
+        Principal::Human(_) => Err(Problem::forbidden("agent_only", "only agents can do this; use an agent's token")),
+    }
+}
+
+fn require_human(p: &Principal) -> Result<Arc<HumanConfig>, Problem> {
+    match p {
+        Principal::Human(h) => Ok(h.clone()),
+        Principal::Agent(_) => Err(Problem::forbidden("human_only", "only humans can do this; agents can't")),
+    }
+}
+
+fn require_role(p: &Principal, role: airlock_core::Role) -> Result<Arc<HumanConfig>, Problem> {
+    let human = require_human(p)?;
+    if human.human.has_role(role)
+        || human.human.has_role(airlock_core::Role::Admin) && role == airlock_core::Role::Admin
+    {
+        Ok(human)
+    } else {
+        let name = match role {
+            airlock_core::Role::Approve => "approve",
+            airlock_core::Role::Admin => "admin",
+        };
+        Err(Problem::forbidden("role", format!("`{}` does not have the `{name}` role", human.human.id)))
+    }
+}
+
+/// A JSON body parsed with clear errors: what was wrong and where.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The body is parsed as JSON whatever `Content-Type` says (curl's `-d` sends a form
+        // type); a wrong type is only mentioned when the body does not parse.
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+            .filter(|ct| !ct.contains("json"));
+        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    "Body too large",
+                    "the request body is larger than `server.max_body_bytes` allows",
+                )
+            } else {
+                Problem::bad_request(format!("cannot read the request body: {e}"))
+            }
+        })?;
+        let text = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
+        let mut de = serde_json::Deserializer::from_slice(text);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Ok(v) => match de.end() {
+                Ok(()) => Ok(Body(v)),
+                Err(e) => Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    "Invalid body",
+                    format!("the body is not valid JSON: {e}"),
+                )),
+            },
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let syntax = inner.is_syntax() || inner.is_eof();
+                let detail = if syntax {
+                    let hint = content_type
+                        .map(|ct| format!(" (it was sent as `{ct}`; send `Content-Type: application/json`)"))
+                        .unwrap_or_default();
+                    format!("the body is not valid JSON: {inner}{hint}")
+                } else if path == "." || path.is_empty() {
+                    format!("the body does not have the expected shape: {inner}")
+                } else {
+                    format!("`{path}`: {inner}")
+                };
+                let status = if syntax { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
+                Err(Problem::new(status, "invalid-body", "Invalid body", detail))
+            }
+        }
+    }
+}
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.engine.config().server.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/sessions", post(create_session).get(list_sessions))
+        .route("/v1/sessions/{id}", get(get_session))
+        .route("/v1/sessions/{id}/events", get(session_events))
+        .route("/v1/sessions/{id}/actions", post(submit_action))
+        .route("/v1/actions/{id}", get(get_action))
+        .route("/v1/actions/{id}/result", post(report_result))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}", get(get_approval))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/deny", post(deny))
+        .route("/v1/kill", post(engage_kill).get(list_kill))
+        .route("/v1/kill/{id}", delete(release_kill))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such endpoint; see docs/api.md")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"status": "ok", "policy_revision": state.engine.policy().revision()}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSession {
+    #[serde(default)]
+    task: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    on_behalf_of: Option<String>,
+}
+
+async fn create_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Body(body): Body<CreateSession>,
+) -> Result<Response, Problem> {
+    let agent = require_agent(&principal)?;
+    if body.task.len() > 10_000 {
+        return Err(Problem::bad_request("`task` must be at most 10000 characters"));
+    }
+    let session = state.engine.open_session(&agent, body.task, body.labels, body.on_behalf_of).await?;
+    Ok((StatusCode::CREATED, Json(session)).into_response())
+}
+
+#[derive(Deserialize)]
+struct SessionQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<SessionQuery>,
+) -> Result<Json<Value>, Problem> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("active") => Some(SessionStatus::Active),
+        Some("paused") => Some(SessionStatus::Paused),
+        Some("closed") => Some(SessionStatus::Closed),
+        Some(other) => {
+            return Err(Problem::bad_request(format!("`status` must be active, paused or closed, not `{other}`")));
+        }
+    };
+    let filter = SessionFilter {
+        agent_id: principal.agent_filter().map(String::from),
+        status,
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    let sessions = state.engine.sessions(filter).await?;
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let session = state.engine.session(&id, principal.agent_filter()).await?;
+    let actions = state.engine.store().session_actions(&id).await.map_err(engine::Error::from)?;
+    let mut body = serde_json::to_value(&session).unwrap_or_default();
+    if let Value::Object(map) = &mut body {
+        map.insert("actions".into(), serde_json::to_value(actions).unwrap_or_default());
+    }
+    Ok(Json(body))
+}
+
+async fn session_events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    state.engine.session(&id, principal.agent_filter()).await?;
+    let events = state.engine.store().events(&id).await.map_err(engine::Error::from)?;
+    Ok(Json(json!({ "session_id": id, "events": events })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitAction {
+    tool: String,
+    #[serde(default = "empty_object")]
+    arguments: Value,
+    #[serde(default)]
+    justification: String,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// The status code that goes with an action's state.
+fn action_status_code(status: ActionStatus) -> StatusCode {
+    match status {
+        ActionStatus::PendingApproval => StatusCode::ACCEPTED,
+        ActionStatus::Denied | ActionStatus::Expired | ActionStatus::Cancelled => StatusCode::FORBIDDEN,
+        _ => StatusCode::OK,
+    }
+}
+
+fn action_response(view: ActionView, outcome: Option<Outcome>) -> Response {
+    let code = action_status_code(view.action.status);
+    let mut response = (code, Json(view)).into_response();
+    match outcome {
+        Some(Outcome::Replayed) => {
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        Some(Outcome::Joined) => {
+            response.headers_mut().insert("airlock-joined", HeaderValue::from_static("true"));
+        }
+        _ => {}
+    }
+    response
+}
+
+async fn submit_action(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body<SubmitAction>,
+) -> Result<Response, Problem> {
+    let agent = require_agent(&principal)?;
+    if !body.arguments.is_object() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid body",
+            "`arguments` must be a JSON object",
+        ));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| Problem::bad_request("`Idempotency-Key` must be visible ASCII"))?
+                .trim_matches('"')
+                .to_string(),
+        ),
+    };
+    let request = ActionRequest {
+        tool: body.tool,
+        arguments: body.arguments,
+        justification: body.justification,
+        idempotency_key,
+        reported_annotations: None,
+    };
+    let submission = state.engine.submit(&agent, &session_id, request).await?;
+    Ok(action_response(submission.view, Some(submission.outcome)))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    wait: Option<f64>,
+}
+
+async fn get_action(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<ActionView>, Problem> {
+    let max = state.engine.config().server.max_wait;
+    let wait = match q.wait {
+        None => Duration::ZERO,
+        Some(w) if w.is_finite() && w >= 0.0 => Duration::from_secs_f64(w).min(max),
+        Some(_) => return Err(Problem::bad_request("`wait` must be a non-negative number of seconds")),
+    };
+    let view = state.engine.wait_for_change(&id, principal.agent_filter(), wait).await?;
+    Ok(Json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportResult {
+    ok: bool,
+    #[serde(default)]
+    output: Value,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+async fn report_result(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Body(body): Body<ReportResult>,
+) -> Result<Json<ActionView>, Problem> {
+    let agent = require_agent(&principal)?;
+    let view = state.engine.report_result(&agent, &id, body.ok, body.output, body.error).await?;
+    Ok(Json(view))
+}
+
+#[derive(Deserialize)]
+struct ApprovalQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct ApprovalSummary {
+    #[serde(flatten)]
+    approval: airlock_core::Approval,
+    action: Option<airlock_core::Action>,
+}
+
+async fn list_approvals(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<ApprovalQuery>,
+) -> Result<Json<Value>, Problem> {
+    require_human(&principal)?;
+    let status = match q.status.as_deref() {
+        None | Some("all") => None,
+        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "`status` must be pending, approved, denied, expired, cancelled or all, not `{s}`"
+            ))
+        })?),
+    };
+    let approvals = state.engine.approvals(status, q.limit.unwrap_or(100).min(1000)).await?;
+    let mut out = Vec::with_capacity(approvals.len());
+    for approval in approvals {
+        let action = state.engine.store().action(&approval.action_id).await.map_err(engine::Error::from)?;
+        out.push(ApprovalSummary { approval, action });
+    }
+    Ok(Json(json!({ "approvals": out })))
+}
+
+async fn get_approval(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ApprovalSummary>, Problem> {
+    require_human(&principal)?;
+    let (approval, action) = state.engine.approval(&id).await?;
+    Ok(Json(ApprovalSummary { approval, action: Some(action) }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteBody {
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    totp: Option<String>,
+}
+
+async fn vote(
+    state: AppState,
+    principal: Principal,
+    id: String,
+    verdict: Verdict,
+    body: VoteBody,
+) -> Result<Response, Problem> {
+    let human = require_human(&principal)?;
+    let view = state.engine.vote(&human, &id, VoteRequest { verdict, comment: body.comment, totp: body.totp }).await?;
+    Ok(Json(view).into_response())
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Body(body): Body<VoteBody>,
+) -> Result<Response, Problem> {
+    vote(state, principal, id, Verdict::Approve, body).await
+}
+
+async fn deny(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Body(body): Body<VoteBody>,
+) -> Result<Response, Problem> {
+    vote(state, principal, id, Verdict::Deny, body).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillBody {
+    scope: KillScope,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn engage_kill(
+    State(state): State<AppState>,
+    principal: Principal,
+    Body(body): Body<KillBody>,
+) -> Result<Response, Problem> {
+    let human = require_role(&principal, airlock_core::Role::Admin)?;
+    let ks = state.engine.engage_kill(&human.human.id, body.scope, body.target, body.reason).await?;
+    Ok((StatusCode::CREATED, Json(ks)).into_response())
+}
+
+#[derive(Deserialize)]
+struct KillQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_kill(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<KillQuery>,
+) -> Result<Json<Value>, Problem> {
+    require_human(&principal)?;
+    let list = state.engine.kill_switches(q.all).await?;
+    Ok(Json(json!({ "kill_switches": list })))
+}
+
+async fn release_kill(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let human = require_role(&principal, airlock_core::Role::Admin)?;
+    let ks = state.engine.release_kill(&human.human.id, &id).await?;
+    Ok(Json(serde_json::to_value(ks).unwrap_or_default()))
+}

@@ -1,0 +1,714 @@
+//! `airlock.toml`: raw serde types → [`validate`](RawConfig::validate) → an immutable [`Config`].
+//!
+//! Every problem is reported at once, each with the path of the key it is about
+//! (`agents[1].tier`). Unknown keys are errors. Paths in the file are relative to the file.
+//! Secrets are never written in the file: tokens are `sha256:<hex>` hashes or `env:NAME`
+//! references read at start.
+//!
+//! Unknown keys are rejected through `serde_ignored` rather than `#[serde(deny_unknown_fields)]`:
+//! the latter stops at the first unknown key, the former lets one run name all of them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_core::{Agent, Human, Role, Tier};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Why a configuration was refused: every problem found, each with its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// `(key path, message)` pairs; the key path is empty for file-level problems.
+    pub problems: Vec<(String, String)>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(f, "`{}` has {n} problem{}:", self.path.display(), if n == 1 { "" } else { "s" })?;
+        for (key, msg) in &self.problems {
+            if key.is_empty() {
+                writeln!(f, "  - {msg}")?;
+            } else {
+                writeln!(f, "  - {key}: {msg}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    approvals: RawApprovals,
+    #[serde(default)]
+    mcp: RawMcp,
+    #[serde(default)]
+    agents: Vec<RawAgent>,
+    #[serde(default)]
+    humans: Vec<RawHuman>,
+    #[serde(default)]
+    upstreams: Vec<RawUpstream>,
+    #[serde(default)]
+    tools: Vec<RawTool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawServer {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    max_body_bytes: Option<u64>,
+    public_url: Option<String>,
+    max_wait_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawPolicy {
+    dir: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawApprovals {
+    default_ttl_seconds: Option<u64>,
+    allow_requester: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawMcp {
+    approval_wait_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAgent {
+    id: String,
+    token: String,
+    owner: String,
+    oncall: Option<String>,
+    tier: Tier,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    tools: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawHuman {
+    id: String,
+    token: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    roles: Vec<Role>,
+    totp: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawUpstream {
+    name: String,
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    url: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    read_only: Vec<String>,
+    #[serde(default)]
+    destructive: Vec<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawTool {
+    name: String,
+    read_only: Option<bool>,
+    destructive: Option<bool>,
+    cost_usd: Option<f64>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (empty for built-in configs).
+    pub file: PathBuf,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[policy]`
+    pub policy: PolicyConfig,
+    /// `[approvals]`
+    pub approvals: ApprovalsConfig,
+    /// `[mcp]`
+    pub mcp: McpConfig,
+    /// `[[agents]]`
+    pub agents: Vec<AgentConfig>,
+    /// `[[humans]]`
+    pub humans: Vec<HumanConfig>,
+    /// `[[upstreams]]`
+    pub upstreams: Vec<UpstreamConfig>,
+    /// `[[tools]]`
+    pub tools: Vec<ToolConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory of the journal.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Base URL used in links (notifications, CLI output).
+    pub public_url: Option<String>,
+    /// Longest long-poll a client may ask for.
+    pub max_wait: Duration,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Directory of `.rego` files.
+    pub dir: PathBuf,
+    /// Limit of one evaluation.
+    pub timeout: Duration,
+}
+
+/// `[approvals]`
+#[derive(Debug, Clone)]
+pub struct ApprovalsConfig {
+    /// Expiry when policy names none.
+    pub default_ttl_seconds: u64,
+    /// Whether the human a session acts for may approve its actions.
+    pub allow_requester: bool,
+}
+
+/// `[mcp]`
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// How long a `tools/call` that needs approval is held open.
+    pub approval_wait: Duration,
+}
+
+/// One `[[agents]]` entry.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The agent.
+    pub agent: Agent,
+    /// SHA-256 of its bearer token.
+    pub token_hash: [u8; 32],
+    /// Tool allowlist (globs); `None` means all tools.
+    pub tools: Option<Vec<String>>,
+}
+
+/// One `[[humans]]` entry.
+#[derive(Debug, Clone)]
+pub struct HumanConfig {
+    /// The human.
+    pub human: Human,
+    /// SHA-256 of their bearer token.
+    pub token_hash: [u8; 32],
+    /// Base32 TOTP secret, read from the environment.
+    pub totp_secret: Option<String>,
+}
+
+/// How an upstream is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTransport {
+    /// A child process speaking MCP over stdio.
+    Stdio {
+        /// Program.
+        command: String,
+        /// Arguments.
+        args: Vec<String>,
+        /// Extra environment.
+        env: BTreeMap<String, String>,
+    },
+    /// Streamable HTTP.
+    Http {
+        /// Endpoint.
+        url: String,
+        /// Extra headers.
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Prefix of its tools (`{name}__{tool}`).
+    pub name: String,
+    /// How it is reached.
+    pub transport: UpstreamTransport,
+    /// Tools (names or globs) treated as read-only whatever the server says.
+    pub read_only: Vec<String>,
+    /// Tools (names or globs) treated as destructive whatever the server says.
+    pub destructive: Vec<String>,
+    /// Limit of one call.
+    pub timeout: Duration,
+}
+
+/// One `[[tools]]` catalog entry.
+#[derive(Debug, Clone)]
+pub struct ToolConfig {
+    /// Tool name or glob.
+    pub name: String,
+    /// Known read-only.
+    pub read_only: Option<bool>,
+    /// Known destructive.
+    pub destructive: Option<bool>,
+    /// Cost of one call.
+    pub cost_usd: Option<f64>,
+}
+
+/// The SHA-256 of a bearer token.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Where `env:` references are looked up; tests pass a map, the binary the process environment.
+pub trait Env {
+    /// The variable's value, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path` with the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, &ProcessEnv)
+    }
+
+    /// Reads, parses and validates `path`.
+    pub fn load_with_env(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![(String::new(), format!("cannot read the file: {e}"))],
+        })?;
+        Config::parse(&text, path, env)
+    }
+
+    /// Parses and validates `text` as if read from `path`.
+    pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { path: path.to_path_buf(), problems };
+        // Collect every unknown key first, so one run names all of them.
+        let mut unknown = Vec::new();
+        let value: toml::Value = toml::from_str(text).map_err(|e| fail(vec![(String::new(), toml_message(&e))]))?;
+        let raw: RawConfig = match serde_ignored::deserialize(value.clone(), |p| unknown.push(p.to_string())) {
+            Ok(raw) => raw,
+            Err(e) => {
+                // Report the typed error with its key path.
+                let mut problems: Vec<(String, String)> =
+                    unknown.iter().map(|k| (fix_path(k), "unknown key".to_string())).collect();
+                let typed: Result<RawConfig, _> = serde_path_to_error::deserialize(value);
+                match typed {
+                    Err(e) => problems.push((fix_path(&e.path().to_string()), e.inner().to_string())),
+                    Ok(_) => problems.push((String::new(), e.to_string())),
+                }
+                return Err(fail(problems));
+            }
+        };
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut problems: Vec<(String, String)> =
+            unknown.iter().map(|k| (fix_path(k), unknown_key_message(k))).collect();
+        let config = raw.validate(&base, env, &mut problems);
+        if problems.is_empty() {
+            let mut config = config;
+            config.file = path.to_path_buf();
+            Ok(config)
+        } else {
+            Err(fail(problems))
+        }
+    }
+}
+
+fn toml_message(e: &toml::de::Error) -> String {
+    e.to_string().trim_end().replace('\n', "\n    ")
+}
+
+/// serde_ignored and serde_path_to_error write `agents.0.tier`; we write `agents[0].tier`.
+fn fix_path(path: &str) -> String {
+    let mut out = String::new();
+    for part in path.split('.') {
+        if !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn unknown_key_message(path: &str) -> String {
+    let key = path.rsplit('.').next().unwrap_or(path);
+    let hint = match key {
+        "port" | "address" | "bind" => " (did you mean `listen`?)",
+        "policies" | "path" => " (did you mean `dir`?)",
+        "token_hash" | "secret" => " (did you mean `token`?)",
+        "group" => " (did you mean `groups`?)",
+        "role" => " (did you mean `roles`?)",
+        _ => "",
+    };
+    format!("unknown key{hint}")
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+/// Reads a `sha256:<hex>` or `env:NAME` token into its hash.
+fn token_hash(value: &str, key: &str, env: &dyn Env, problems: &mut Vec<(String, String)>) -> [u8; 32] {
+    if let Some(hex_part) = value.strip_prefix("sha256:") {
+        let mut out = [0u8; 32];
+        match hex::decode(hex_part) {
+            Ok(bytes) if bytes.len() == 32 => out.copy_from_slice(&bytes),
+            _ => problems.push((key.into(), "a `sha256:` token must be followed by 64 hex digits".into())),
+        }
+        return out;
+    }
+    if let Some(name) = value.strip_prefix("env:") {
+        match env.var(name) {
+            Some(v) if !v.is_empty() => return hash_token(&v),
+            _ => problems.push((key.into(), format!("environment variable `{name}` is not set"))),
+        }
+        return [0; 32];
+    }
+    problems.push((
+        key.into(),
+        "must be `sha256:<hex>` (the SHA-256 of the token) or `env:NAME`; never the token itself. \
+         `airlock token new` makes a token and prints its hash"
+            .into(),
+    ));
+    [0; 32]
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path, env: &dyn Env, problems: &mut Vec<(String, String)>) -> Config {
+        let mut push = |k: &str, m: String| problems.push((k.to_string(), m));
+
+        let listen_text = self.server.listen.unwrap_or_else(|| "127.0.0.1:7878".into());
+        let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+            push(
+                "server.listen",
+                format!("`{listen_text}` is not an address; write IP:PORT such as `127.0.0.1:7878` (port 0 picks a free port)"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 7878))
+        });
+        let max_body = self.server.max_body_bytes.unwrap_or(1024 * 1024);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body) {
+            push("server.max_body_bytes", format!("must be between 1024 and 67108864, got {max_body}"));
+        }
+        if let Some(url) = &self.server.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            push("server.public_url", format!("`{url}` must start with http:// or https://"));
+        }
+        let max_wait = self.server.max_wait_seconds.unwrap_or(60);
+        if !(1..=3600).contains(&max_wait) {
+            push("server.max_wait_seconds", format!("must be between 1 and 3600, got {max_wait}"));
+        }
+        let server = ServerConfig {
+            listen,
+            data_dir: resolve(base, self.server.data_dir.as_deref().unwrap_or(".airlock")),
+            max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+            public_url: self.server.public_url.map(|u| u.trim_end_matches('/').to_string()),
+            max_wait: Duration::from_secs(max_wait),
+        };
+
+        let policy_dir = match self.policy.dir {
+            Some(d) => resolve(base, &d),
+            None => {
+                push("policy.dir", "is required: the directory of `.rego` files".into());
+                PathBuf::new()
+            }
+        };
+        if !policy_dir.as_os_str().is_empty() && !policy_dir.is_dir() {
+            push("policy.dir", format!("`{}` is not a directory", policy_dir.display()));
+        }
+        let timeout_ms = self.policy.timeout_ms.unwrap_or(100);
+        if !(1..=60_000).contains(&timeout_ms) {
+            push("policy.timeout_ms", format!("must be between 1 and 60000, got {timeout_ms}"));
+        }
+        let policy = PolicyConfig { dir: policy_dir, timeout: Duration::from_millis(timeout_ms) };
+
+        let ttl = self.approvals.default_ttl_seconds.unwrap_or(3600);
+        if !(1..=30 * 24 * 3600).contains(&ttl) {
+            push("approvals.default_ttl_seconds", format!("must be between 1 and 2592000, got {ttl}"));
+        }
+        let approvals = ApprovalsConfig {
+            default_ttl_seconds: ttl,
+            allow_requester: self.approvals.allow_requester.unwrap_or(false),
+        };
+        let wait = self.mcp.approval_wait_seconds.unwrap_or(30);
+        if wait > 3600 {
+            push("mcp.approval_wait_seconds", format!("must be at most 3600, got {wait}"));
+        }
+        let mcp = McpConfig { approval_wait: Duration::from_secs(wait) };
+
+        let mut ids = HashSet::new();
+        let mut hashes = HashSet::new();
+        let mut agents = Vec::new();
+        for (i, a) in self.agents.into_iter().enumerate() {
+            let key = |k: &str| format!("agents[{i}].{k}");
+            if !valid_id(&a.id) {
+                push(&key("id"), format!("`{}` must be 1-64 letters, digits or `-_.@`", a.id));
+            } else if !ids.insert(a.id.clone()) {
+                push(&key("id"), format!("`{}` is used twice", a.id));
+            }
+            let mut local = Vec::new();
+            let token_hash = token_hash(&a.token, &key("token"), env, &mut local);
+            if local.is_empty() && !hashes.insert(token_hash) {
+                push(&key("token"), "the same token is used by another agent or human".into());
+            }
+            for (k, m) in local {
+                push(&k, m);
+            }
+            if a.owner.trim().is_empty() {
+                push(&key("owner"), "must name the team or person accountable for the agent".into());
+            }
+            if let Some(tools) = &a.tools {
+                for (j, t) in tools.iter().enumerate() {
+                    if globset::Glob::new(t).is_err() {
+                        push(&format!("agents[{i}].tools[{j}]"), format!("`{t}` is not a valid glob"));
+                    }
+                }
+            }
+            agents.push(AgentConfig {
+                agent: Agent { id: a.id, owner: a.owner, oncall: a.oncall, tier: a.tier, labels: a.labels },
+                token_hash,
+                tools: a.tools,
+            });
+        }
+
+        let mut humans = Vec::new();
+        for (i, h) in self.humans.into_iter().enumerate() {
+            let key = |k: &str| format!("humans[{i}].{k}");
+            if !valid_id(&h.id) {
+                push(&key("id"), format!("`{}` must be 1-64 letters, digits or `-_.@`", h.id));
+            } else if !ids.insert(h.id.clone()) {
+                push(&key("id"), format!("`{}` is used twice", h.id));
+            }
+            let mut local = Vec::new();
+            let token_hash = token_hash(&h.token, &key("token"), env, &mut local);
+            if local.is_empty() && !hashes.insert(token_hash) {
+                push(&key("token"), "the same token is used by another agent or human".into());
+            }
+            for (k, m) in local {
+                push(&k, m);
+            }
+            let totp_secret = match &h.totp {
+                None => None,
+                Some(v) => match v.strip_prefix("env:") {
+                    Some(name) => match env.var(name) {
+                        Some(secret) if crate::mfa::check_secret(&secret).is_err() => {
+                            push(
+                                &key("totp"),
+                                format!("environment variable `{name}` does not hold a base32 TOTP secret"),
+                            );
+                            None
+                        }
+                        Some(secret) if !secret.is_empty() => Some(secret),
+                        _ => {
+                            push(&key("totp"), format!("environment variable `{name}` is not set"));
+                            None
+                        }
+                    },
+                    None => {
+                        push(&key("totp"), "must be `env:NAME` naming a variable that holds the base32 secret".into());
+                        None
+                    }
+                },
+            };
+            let mut roles = h.roles;
+            roles.sort();
+            roles.dedup();
+            humans.push(HumanConfig {
+                human: Human { id: h.id, groups: h.groups, roles, has_totp: totp_secret.is_some() },
+                token_hash,
+                totp_secret,
+            });
+        }
+
+        let mut names = HashSet::new();
+        let mut upstreams = Vec::new();
+        for (i, u) in self.upstreams.into_iter().enumerate() {
+            let key = |k: &str| format!("upstreams[{i}].{k}");
+            let name_ok = !u.name.is_empty()
+                && u.name.len() <= 32
+                && u.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && !u.name.contains("__");
+            if !name_ok {
+                push(&key("name"), format!("`{}` must be 1-32 letters, digits, `-` or `_`, without `__`", u.name));
+            } else if !names.insert(u.name.clone()) {
+                push(&key("name"), format!("`{}` is used twice", u.name));
+            }
+            let transport = match (u.command, u.url) {
+                (Some(command), None) => {
+                    if !u.headers.is_empty() {
+                        push(&key("headers"), "only applies to `url` upstreams".into());
+                    }
+                    UpstreamTransport::Stdio { command, args: u.args, env: u.env }
+                }
+                (None, Some(url)) => {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        push(&key("url"), format!("`{url}` must start with http:// or https://"));
+                    }
+                    if !u.args.is_empty() || !u.env.is_empty() {
+                        push(&key("args"), "`args` and `env` only apply to `command` upstreams".into());
+                    }
+                    UpstreamTransport::Http { url, headers: u.headers }
+                }
+                (Some(_), Some(_)) => {
+                    push(&key("command"), "set either `command` (stdio) or `url` (streamable HTTP), not both".into());
+                    UpstreamTransport::Http { url: String::new(), headers: BTreeMap::new() }
+                }
+                (None, None) => {
+                    push(&key("command"), "set `command` (a stdio MCP server) or `url` (streamable HTTP)".into());
+                    UpstreamTransport::Http { url: String::new(), headers: BTreeMap::new() }
+                }
+            };
+            for (field, list) in [("read_only", &u.read_only), ("destructive", &u.destructive)] {
+                for (j, g) in list.iter().enumerate() {
+                    if globset::Glob::new(g).is_err() {
+                        push(&format!("upstreams[{i}].{field}[{j}]"), format!("`{g}` is not a valid glob"));
+                    }
+                }
+            }
+            let timeout_ms = u.timeout_ms.unwrap_or(30_000);
+            if !(1..=3_600_000).contains(&timeout_ms) {
+                push(&key("timeout_ms"), format!("must be between 1 and 3600000, got {timeout_ms}"));
+            }
+            upstreams.push(UpstreamConfig {
+                name: u.name,
+                transport,
+                read_only: u.read_only,
+                destructive: u.destructive,
+                timeout: Duration::from_millis(timeout_ms),
+            });
+        }
+
+        let mut tools = Vec::new();
+        for (i, t) in self.tools.into_iter().enumerate() {
+            if globset::Glob::new(&t.name).is_err() || t.name.is_empty() {
+                push(&format!("tools[{i}].name"), format!("`{}` is not a valid tool name or glob", t.name));
+            }
+            if let Some(c) = t.cost_usd
+                && !(c.is_finite() && c >= 0.0)
+            {
+                push(&format!("tools[{i}].cost_usd"), format!("must be a non-negative number, got {c}"));
+            }
+            tools.push(ToolConfig {
+                name: t.name,
+                read_only: t.read_only,
+                destructive: t.destructive,
+                cost_usd: t.cost_usd,
+            });
+        }
+
+        Config { file: PathBuf::new(), server, policy, approvals, mcp, agents, humans, upstreams, tools }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> BTreeMap<String, String> {
+        BTreeMap::from([("BOT_TOKEN".to_string(), "s3cret".to_string())])
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir();
+        Config::parse(text, &dir.join("airlock.toml"), &env())
+    }
+
+    const HASH: &str = "sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(&format!(
+            "[policy]\ndir = \".\"\n[[agents]]\nid = \"bot\"\ntoken = \"env:BOT_TOKEN\"\nowner = \"platform\"\ntier = \"change\"\n[[humans]]\nid = \"alice\"\ntoken = \"{HASH}\"\nroles = [\"approve\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:7878");
+        assert_eq!(c.agents[0].token_hash, hash_token("s3cret"));
+        assert_eq!(c.humans[0].token_hash, hash_token("secret"));
+        assert_eq!(c.policy.timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let err = parse(
+            "[server]\nlisten = \"localhost\"\nport = 3\n[policy]\ndir = \"/no/such/dir\"\n[[agents]]\nid = \"bot\"\ntoken = \"plaintext\"\nowner = \"\"\ntier = \"change\"\nextra = 1\n[[agents]]\nid = \"bot\"\ntoken = \"env:MISSING\"\nowner = \"x\"\ntier = \"autonomous\"\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
+        for expected in [
+            "server.port",
+            "agents[0].extra",
+            "server.listen",
+            "policy.dir",
+            "agents[0].token",
+            "agents[0].owner",
+            "agents[1].id",
+            "agents[1].token",
+        ] {
+            assert!(keys.contains(&expected), "missing {expected} in {err}");
+        }
+        let text = err.to_string();
+        assert!(text.contains("did you mean `listen`"), "{text}");
+        assert!(text.contains("`MISSING` is not set"), "{text}");
+    }
+
+    #[test]
+    fn wrong_types_name_their_key() {
+        let err = parse("[policy]\ndir = \".\"\n[[agents]]\nid = \"bot\"\ntoken = \"env:BOT_TOKEN\"\nowner = \"o\"\ntier = \"boss\"\n")
+            .unwrap_err();
+        let (key, msg) = &err.problems[0];
+        assert_eq!(key, "agents[0].tier");
+        assert!(msg.contains("boss"), "{msg}");
+    }
+
+    #[test]
+    fn upstreams_need_exactly_one_transport() {
+        let err = parse("[policy]\ndir = \".\"\n[[upstreams]]\nname = \"a__b\"\n").unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["upstreams[0].name", "upstreams[0].command"]);
+    }
+}

@@ -1,0 +1,1000 @@
+//! The decision pipeline with its IO: intake, guards, policy, tier floor, approval, result
+//! recording, each step journaled before anyone hears of it.
+//!
+//! [`Engine`] is a cheap-to-clone handle. Actions of one session are serialised by a per-session
+//! lock (so sequence numbers, joins and counters are exact); different sessions proceed in
+//! parallel and share journal transactions through the store's group commit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use airlock_core::decision::{ApprovalDefaults, apply_tier_floor};
+use airlock_core::guard::{self, GuardContext};
+use airlock_core::{
+    Action, ActionResult, ActionStatus, Approval, ApprovalStatus, Decision, Effect, EventKind, KillScope, KillSwitch,
+    Reason, Risk, Role, Session, SessionStatus, Verdict, Vote, action_digest, combine,
+};
+use airlock_policy::Policy;
+use airlock_store::{Commit, Projection, SYSTEM_STREAM, SessionFilter, Store};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::catalog::{Catalog, ToolInfo, allowlist_covers};
+use crate::config::{AgentConfig, Config, HumanConfig};
+
+/// Why the engine refused a request. Policy denials are not errors: they are decisions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing with that id (or not visible to the caller).
+    #[error("{what} `{id}` not found")]
+    NotFound {
+        /// Kind of thing.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The caller may not do this; `rule` names the rule that refused it.
+    #[error("{msg}")]
+    Forbidden {
+        /// Stable rule name (`role`, `group`, `vote_once`, …).
+        rule: &'static str,
+        /// What happened and what to do.
+        msg: String,
+    },
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The journal failed; nothing was decided.
+    #[error("journal unavailable: {0}")]
+    Store(#[from] airlock_store::Error),
+}
+
+/// Result type of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An agent's request to run a tool.
+#[derive(Debug, Clone)]
+pub struct ActionRequest {
+    /// Full tool name.
+    pub tool: String,
+    /// Arguments.
+    pub arguments: Value,
+    /// Why.
+    pub justification: String,
+    /// Client-chosen key that makes retries return the first outcome.
+    pub idempotency_key: Option<String>,
+    /// Annotations reported by the tool's server, if it has one.
+    pub reported_annotations: Option<Value>,
+}
+
+/// How a submission was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new action was decided.
+    New,
+    /// The call joined an identical action that was still waiting.
+    Joined,
+    /// The `Idempotency-Key` was seen before; this is the first action.
+    Replayed,
+}
+
+/// An action with its approval, as returned to callers.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionView {
+    /// The action.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Its approval, if one was required.
+    pub approval: Option<Approval>,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The action (new, joined or replayed).
+    pub view: ActionView,
+    /// How it was answered.
+    pub outcome: Outcome,
+}
+
+/// A human's vote request.
+#[derive(Debug, Clone)]
+pub struct VoteRequest {
+    /// Approve or deny.
+    pub verdict: Verdict,
+    /// Why; required.
+    pub comment: String,
+    /// TOTP code, when the approval needs MFA.
+    pub totp: Option<String>,
+}
+
+struct SessionCell {
+    session: Session,
+    /// digest → id of the action that is still waiting.
+    waiting: HashMap<String, String>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    catalog: Catalog,
+    policy: RwLock<Arc<Policy>>,
+    defaults: ApprovalDefaults,
+    kill_switches: RwLock<Arc<Vec<KillSwitch>>>,
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<SessionCell>>>>>,
+    watchers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Last TOTP time step used per human, so that each code is used once.
+    totp_steps: Mutex<HashMap<String, u64>>,
+    /// Wakes anyone watching for new or resolved approvals (the web UI).
+    approvals_changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// Handle to the decision pipeline.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Engine {
+    /// Builds the engine and restores kill switches from the journal.
+    pub async fn start(config: Arc<Config>, policy: Policy, store: Arc<dyn Store>) -> Result<Engine> {
+        let kill_switches = store.kill_switches(true).await?;
+        let (approvals_changed, _) = tokio::sync::watch::channel(0);
+        let inner = Inner {
+            catalog: Catalog::new(&config),
+            defaults: ApprovalDefaults { ttl_seconds: config.approvals.default_ttl_seconds },
+            store,
+            config,
+            policy: RwLock::new(Arc::new(policy)),
+            kill_switches: RwLock::new(Arc::new(kill_switches)),
+            sessions: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
+            totp_steps: Mutex::new(HashMap::new()),
+            approvals_changed,
+        };
+        Ok(Engine { inner: Arc::new(inner) })
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// The journal.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The active policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.inner.policy.read().map(|p| p.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The tool catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Subscribe to "approvals changed" ticks.
+    pub fn approvals_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.approvals_changed.subscribe()
+    }
+
+    fn kill_switch_list(&self) -> Arc<Vec<KillSwitch>> {
+        self.inner.kill_switches.read().map(|k| k.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    fn set_kill_switches(&self, list: Vec<KillSwitch>) {
+        match self.inner.kill_switches.write() {
+            Ok(mut k) => *k = Arc::new(list),
+            Err(e) => *e.into_inner() = Arc::new(list),
+        }
+    }
+
+    fn bump_approvals(&self) {
+        self.inner.approvals_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn notify(&self, action_id: &str) {
+        let notify = self.inner.watchers.lock().ok().and_then(|mut w| w.remove(action_id));
+        if let Some(n) = notify {
+            n.notify_waiters();
+        }
+    }
+
+    fn watcher(&self, action_id: &str) -> Arc<Notify> {
+        match self.inner.watchers.lock() {
+            Ok(mut w) => w.entry(action_id.to_string()).or_insert_with(|| Arc::new(Notify::new())).clone(),
+            Err(_) => Arc::new(Notify::new()),
+        }
+    }
+
+    fn cell(&self, session_id: &str) -> Arc<tokio::sync::Mutex<Option<SessionCell>>> {
+        let mut sessions = match self.inner.sessions.lock() {
+            Ok(s) => s,
+            Err(e) => e.into_inner(),
+        };
+        if sessions.len() > 10_000 {
+            // Drop cached sessions nobody is using; they reload from the journal on demand.
+            sessions.retain(|_, c| Arc::strong_count(c) > 1);
+        }
+        sessions.entry(session_id.to_string()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None))).clone()
+    }
+
+    async fn load_cell(&self, slot: &mut Option<SessionCell>, session_id: &str) -> Result<()> {
+        if slot.is_some() {
+            return Ok(());
+        }
+        let session = self
+            .inner
+            .store
+            .session(session_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "session", id: session_id.to_string() })?;
+        let waiting =
+            self.inner.store.waiting_actions(session_id).await?.into_iter().map(|a| (a.digest, a.id)).collect();
+        *slot = Some(SessionCell { session, waiting });
+        Ok(())
+    }
+
+    /// Opens a session for `agent`.
+    pub async fn open_session(
+        &self,
+        agent: &AgentConfig,
+        task: String,
+        labels: std::collections::BTreeMap<String, String>,
+        on_behalf_of: Option<String>,
+    ) -> Result<Session> {
+        if let Some(h) = &on_behalf_of
+            && !self.inner.config.humans.iter().any(|c| &c.human.id == h)
+        {
+            return Err(Error::Invalid(format!("`on_behalf_of` names `{h}`, who is not a configured human")));
+        }
+        let now = Utc::now();
+        let session = Session {
+            id: new_id("ses"),
+            agent_id: agent.agent.id.clone(),
+            task,
+            labels,
+            on_behalf_of,
+            status: SessionStatus::Active,
+            status_reason: None,
+            actions: 0,
+            failures: 0,
+            denials: 0,
+            spent_usd: 0.0,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut commit = Commit::default();
+        commit
+            .event(&session.id, EventKind::SessionOpened, now, to_value(&session))
+            .project(Projection::Session(session.clone()));
+        self.inner.store.commit(commit).await?;
+        let cell = self.cell(&session.id);
+        *cell.lock().await = Some(SessionCell { session: session.clone(), waiting: HashMap::new() });
+        Ok(session)
+    }
+
+    /// A session, if `viewer` may see it (its agent, or any human).
+    pub async fn session(&self, id: &str, agent_viewer: Option<&str>) -> Result<Session> {
+        let session = self.inner.store.session(id).await?;
+        match session {
+            Some(s) if agent_viewer.is_none_or(|a| a == s.agent_id) => Ok(s),
+            _ => Err(Error::NotFound { what: "session", id: id.to_string() }),
+        }
+    }
+
+    /// Sessions visible to the caller.
+    pub async fn sessions(&self, filter: SessionFilter) -> Result<Vec<Session>> {
+        Ok(self.inner.store.sessions(filter).await?)
+    }
+
+    /// An action with its approval.
+    pub async fn action_view(&self, id: &str, agent_viewer: Option<&str>) -> Result<ActionView> {
+        let action = self.inner.store.action(id).await?;
+        let action = match action {
+            Some(a) if agent_viewer.is_none_or(|v| v == a.agent_id) => a,
+            _ => return Err(Error::NotFound { what: "action", id: id.to_string() }),
+        };
+        self.view(action).await
+    }
+
+    async fn view(&self, action: Action) -> Result<ActionView> {
+        let approval = match &action.approval_id {
+            Some(id) => self.inner.store.approval(id).await?,
+            None => None,
+        };
+        Ok(ActionView { action, approval })
+    }
+
+    /// Builds the policy input document (versioned in `docs/policy.md`).
+    pub fn policy_input(agent: &AgentConfig, session: &Session, action: &Action, now: DateTime<Utc>) -> Value {
+        json!({
+            "agent": {
+                "id": agent.agent.id,
+                "owner": agent.agent.owner,
+                "oncall": agent.agent.oncall,
+                "tier": agent.agent.tier.as_str(),
+                "labels": agent.agent.labels,
+            },
+            "session": {
+                "id": session.id,
+                "task": session.task,
+                "labels": session.labels,
+                "on_behalf_of": session.on_behalf_of,
+                "actions": session.actions,
+                "failures": session.failures,
+                "denials": session.denials,
+                "spent_usd": session.spent_usd,
+            },
+            "action": {
+                "tool": action.tool,
+                "upstream": action.upstream,
+                "name": action.name,
+                "arguments": action.arguments,
+                "annotations": action.annotations,
+                "justification": action.justification,
+                "digest": action.digest,
+            },
+            "now": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })
+    }
+
+    /// Runs the pipeline for one requested call.
+    pub async fn submit(&self, agent: &AgentConfig, session_id: &str, request: ActionRequest) -> Result<Submission> {
+        if request.tool.is_empty() || request.tool.len() > 256 {
+            return Err(Error::Invalid("`tool` must be 1 to 256 characters".into()));
+        }
+        if let Some(key) = &request.idempotency_key
+            && (key.is_empty() || key.len() > 255)
+        {
+            return Err(Error::Invalid("`Idempotency-Key` must be 1 to 255 characters".into()));
+        }
+        let digest = action_digest(&request.tool, &request.arguments);
+        let cell = self.cell(session_id);
+        let mut guard = cell.lock().await;
+        self.load_cell(&mut guard, session_id).await?;
+        let Some(state) = guard.as_mut() else {
+            return Err(Error::NotFound { what: "session", id: session_id.to_string() });
+        };
+        if state.session.agent_id != agent.agent.id {
+            return Err(Error::NotFound { what: "session", id: session_id.to_string() });
+        }
+
+        // Intake 1: a retry with the same Idempotency-Key returns the first outcome.
+        if let Some(key) = &request.idempotency_key
+            && let Some(first) = self.inner.store.action_by_idempotency_key(&agent.agent.id, key).await?
+        {
+            if first.digest != digest || first.session_id != session_id {
+                return Err(Error::Conflict(format!(
+                    "`Idempotency-Key` `{key}` was first used for action {} with a different call; use a new key for a new call",
+                    first.id
+                )));
+            }
+            return Ok(Submission { view: self.view(first).await?, outcome: Outcome::Replayed });
+        }
+
+        let now = Utc::now();
+        // Intake 2: an identical call still waiting in this session joins it.
+        if let Some(existing_id) = state.waiting.get(&digest).cloned() {
+            match self.inner.store.action(&existing_id).await? {
+                Some(existing) if existing.status.is_waiting() => {
+                    let mut commit = Commit::default();
+                    commit.event(
+                        session_id,
+                        EventKind::ActionJoined,
+                        now,
+                        json!({"action_id": existing.id, "digest": digest, "status": existing.status}),
+                    );
+                    self.inner.store.commit(commit).await?;
+                    return Ok(Submission { view: self.view(existing).await?, outcome: Outcome::Joined });
+                }
+                _ => {
+                    state.waiting.remove(&digest);
+                }
+            }
+        }
+
+        let info: ToolInfo = self.inner.catalog.resolve(&request.tool, request.reported_annotations.as_ref());
+        let policy = self.policy();
+        let mut action = Action {
+            id: new_id("act"),
+            session_id: session_id.to_string(),
+            seq: state.session.actions + 1,
+            agent_id: agent.agent.id.clone(),
+            tool: request.tool.clone(),
+            upstream: info.upstream.clone(),
+            name: info.name.clone(),
+            arguments: request.arguments,
+            annotations: info.annotations.clone(),
+            justification: request.justification,
+            digest: digest.clone(),
+            status: ActionStatus::Denied,
+            decision: airlock_core::decision::policy_failure(String::new(), policy.revision(), 0),
+            approval_id: None,
+            result: None,
+            idempotency_key: request.idempotency_key,
+            created_at: now,
+            updated_at: now,
+        };
+
+        // Guards, then policy, then the tier floor.
+        let kills = self.kill_switch_list();
+        let guard_ctx = GuardContext {
+            agent: &agent.agent,
+            session: &state.session,
+            tool: &action.tool,
+            upstream: action.upstream.as_deref(),
+            read_only: info.read_only,
+            tool_allowed: allowlist_covers(agent.tools.as_deref(), &action.tool),
+            kill_switches: &kills,
+        };
+        let decision = if let Some(reason) = guard::check(&guard_ctx) {
+            Decision {
+                effect: Effect::Deny,
+                reasons: vec![reason],
+                risk: Risk::High,
+                approval: None,
+                cost_usd: None,
+                policy_revision: policy.revision().to_string(),
+                decided_by: "guard".into(),
+                eval_us: 0,
+            }
+        } else {
+            let input = Engine::policy_input(agent, &state.session, &action, now);
+            let eval = policy.evaluate(&input);
+            let mut d = combine(eval.output, &self.inner.defaults, policy.revision(), eval.eval_us);
+            if d.cost_usd.is_none() {
+                d.cost_usd = info.cost_usd;
+            }
+            apply_tier_floor(d, agent.agent.tier, info.read_only, &self.inner.defaults)
+        };
+
+        let mut session = state.session.clone();
+        session.actions += 1;
+        session.updated_at = now;
+        let mut approval = None;
+        action.status = match decision.effect {
+            Effect::Deny => {
+                session.denials += 1;
+                ActionStatus::Denied
+            }
+            Effect::Allow => {
+                session.spent_usd += decision.cost_usd.unwrap_or(0.0);
+                ActionStatus::Executing
+            }
+            Effect::RequireApproval => {
+                let requirements = decision.approval.clone().unwrap_or(airlock_core::ApprovalRequirements {
+                    quorum: 1,
+                    groups: Vec::new(),
+                    mfa: false,
+                    ttl_seconds: self.inner.defaults.ttl_seconds,
+                });
+                let ttl =
+                    chrono::Duration::seconds(i64::try_from(requirements.ttl_seconds).unwrap_or(i64::MAX / 2_000));
+                let a = Approval {
+                    id: new_id("apr"),
+                    action_id: action.id.clone(),
+                    session_id: session_id.to_string(),
+                    agent_id: agent.agent.id.clone(),
+                    digest: digest.clone(),
+                    requirements,
+                    status: ApprovalStatus::Pending,
+                    votes: Vec::new(),
+                    created_at: now,
+                    expires_at: now + ttl,
+                    resolved_at: None,
+                };
+                action.approval_id = Some(a.id.clone());
+                approval = Some(a);
+                ActionStatus::PendingApproval
+            }
+        };
+        action.decision = decision;
+
+        let mut commit = Commit::default();
+        commit.event(
+            session_id,
+            EventKind::ActionRequested,
+            now,
+            json!({
+                "action_id": action.id,
+                "seq": action.seq,
+                "agent_id": action.agent_id,
+                "tool": action.tool,
+                "upstream": action.upstream,
+                "name": action.name,
+                "arguments": action.arguments,
+                "annotations": action.annotations,
+                "justification": action.justification,
+                "digest": action.digest,
+                "idempotency_key": action.idempotency_key,
+            }),
+        );
+        commit.event(
+            session_id,
+            EventKind::ActionDecided,
+            now,
+            json!({"action_id": action.id, "status": action.status, "decision": action.decision}),
+        );
+        if let Some(a) = &approval {
+            commit.event(session_id, EventKind::ApprovalRequested, now, to_value(a));
+            commit.project(Projection::Approval(a.clone()));
+        }
+        commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
+        match self.inner.store.commit(commit).await {
+            Ok(()) => {}
+            Err(airlock_store::Error::Conflict(_)) if action.idempotency_key.is_some() => {
+                return Err(Error::Conflict("the `Idempotency-Key` was used concurrently; retry the request".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        state.session = session;
+        if action.status.is_waiting() {
+            state.waiting.insert(digest, action.id.clone());
+        }
+        drop(guard);
+        if approval.is_some() {
+            self.bump_approvals();
+        }
+        Ok(Submission { view: ActionView { action, approval }, outcome: Outcome::New })
+    }
+
+    /// Waits until the action's status differs from `from` or `timeout` passes, then returns it.
+    pub async fn wait_for_change(&self, id: &str, agent_viewer: Option<&str>, timeout: Duration) -> Result<ActionView> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let first = self.action_view(id, agent_viewer).await?;
+        let from = first.action.status;
+        if timeout.is_zero() || from.is_final() {
+            return Ok(first);
+        }
+        loop {
+            let watcher = self.watcher(id);
+            let notified = watcher.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let current = self.action_view(id, agent_viewer).await?;
+            if current.action.status != from {
+                return Ok(current);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.action_view(id, agent_viewer).await;
+            }
+        }
+    }
+
+    /// Records the result an agent reports for an action it executed.
+    pub async fn report_result(
+        &self,
+        agent: &AgentConfig,
+        action_id: &str,
+        ok: bool,
+        output: Value,
+        error: Option<String>,
+    ) -> Result<ActionView> {
+        let found = self.inner.store.action(action_id).await?;
+        let Some(action) = found.filter(|a| a.agent_id == agent.agent.id) else {
+            return Err(Error::NotFound { what: "action", id: action_id.to_string() });
+        };
+        let cell = self.cell(&action.session_id);
+        let mut guard = cell.lock().await;
+        self.load_cell(&mut guard, &action.session_id).await?;
+        let Some(state) = guard.as_mut() else {
+            return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
+        };
+        // Re-read under the session lock: the status may have moved.
+        let mut action = self
+            .inner
+            .store
+            .action(action_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        if !matches!(action.status, ActionStatus::Executing | ActionStatus::Approved) {
+            return Err(Error::Conflict(format!(
+                "action {} is `{}`; a result can only be reported for an `executing` or `approved` action, once",
+                action.id, action.status
+            )));
+        }
+        if action.upstream.is_some() && action.status == ActionStatus::Executing {
+            return Err(Error::Conflict(format!(
+                "action {} is executed by airlock against upstream `{}`; agents don't report its result",
+                action.id,
+                action.upstream.as_deref().unwrap_or_default()
+            )));
+        }
+        let now = Utc::now();
+        action.status = if ok { ActionStatus::Succeeded } else { ActionStatus::Failed };
+        action.result =
+            Some(ActionResult { ok, output, error, reported_by: "agent".into(), duration_ms: None, at: now });
+        action.updated_at = now;
+        let mut session = state.session.clone();
+        if !ok {
+            session.failures += 1;
+        }
+        session.updated_at = now;
+        let mut commit = Commit::default();
+        commit
+            .event(
+                &action.session_id,
+                EventKind::ActionCompleted,
+                now,
+                json!({"action_id": action.id, "status": action.status, "result": action.result}),
+            )
+            .project(Projection::Action(Box::new(action.clone())))
+            .project(Projection::Session(session.clone()));
+        self.inner.store.commit(commit).await?;
+        state.session = session;
+        state.waiting.retain(|_, id| id != &action.id);
+        drop(guard);
+        self.notify(&action.id);
+        self.view(action).await
+    }
+
+    /// An approval with its action.
+    pub async fn approval(&self, id: &str) -> Result<(Approval, Action)> {
+        let approval = self
+            .inner
+            .store
+            .approval(id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "approval", id: id.to_string() })?;
+        let action = self
+            .inner
+            .store
+            .action(&approval.action_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "action", id: approval.action_id.clone() })?;
+        Ok((approval, action))
+    }
+
+    /// Approvals, newest first.
+    pub async fn approvals(&self, status: Option<ApprovalStatus>, limit: usize) -> Result<Vec<Approval>> {
+        Ok(self.inner.store.approvals(status, limit).await?)
+    }
+
+    /// Casts a human's vote. Refusals are journaled and returned as [`Error::Forbidden`] naming
+    /// the rule.
+    pub async fn vote(&self, human: &HumanConfig, approval_id: &str, vote: VoteRequest) -> Result<ActionView> {
+        let (approval, _) = self.approval(approval_id).await?;
+        let cell = self.cell(&approval.session_id);
+        let mut guard = cell.lock().await;
+        self.load_cell(&mut guard, &approval.session_id).await?;
+        let Some(state) = guard.as_mut() else {
+            return Err(Error::NotFound { what: "session", id: approval.session_id.clone() });
+        };
+        let (mut approval, mut action) = self.approval(approval_id).await?;
+        let now = Utc::now();
+
+        if approval.status == ApprovalStatus::Pending && approval.expires_at <= now {
+            self.expire_locked(state, &mut approval, &mut action, now).await?;
+        }
+        if approval.status != ApprovalStatus::Pending {
+            return Err(Error::Conflict(format!(
+                "approval {} is already `{}`; votes are only taken while it is pending",
+                approval.id, approval.status
+            )));
+        }
+        let mfa_step = match self.check_vote(human, &approval, &state.session, &vote, now) {
+            Ok(step) => step,
+            Err((rule, msg)) => {
+                let mut commit = Commit::default();
+                commit.event(
+                &approval.session_id,
+                EventKind::VoteRefused,
+                now,
+                json!({"approval_id": approval.id, "human": human.human.id, "verdict": vote.verdict, "rule": rule, "reason": msg}),
+            );
+                self.inner.store.commit(commit).await?;
+                return Err(Error::Forbidden { rule, msg });
+            }
+        };
+
+        let record = Vote {
+            human: human.human.id.clone(),
+            verdict: vote.verdict,
+            comment: vote.comment.trim().to_string(),
+            mfa: approval.requirements.mfa,
+            at: now,
+        };
+        approval.votes.push(record.clone());
+        let mut commit = Commit::default();
+        commit.event(
+            &approval.session_id,
+            EventKind::VoteCast,
+            now,
+            json!({"approval_id": approval.id, "action_id": action.id, "vote": record}),
+        );
+        let resolved = match vote.verdict {
+            Verdict::Deny => Some((ApprovalStatus::Denied, ActionStatus::Denied)),
+            Verdict::Approve if approval.approvals() >= approval.requirements.quorum => {
+                Some((ApprovalStatus::Approved, ActionStatus::Approved))
+            }
+            Verdict::Approve => None,
+        };
+        if let Some((approval_status, action_status)) = resolved {
+            approval.status = approval_status;
+            approval.resolved_at = Some(now);
+            action.status = action_status;
+            action.updated_at = now;
+            commit.event(
+                &approval.session_id,
+                EventKind::ApprovalResolved,
+                now,
+                json!({"approval_id": approval.id, "action_id": action.id, "status": approval.status, "action_status": action.status}),
+            );
+            commit.project(Projection::Action(Box::new(action.clone())));
+            if action_status == ActionStatus::Denied {
+                let mut session = state.session.clone();
+                session.denials += 1;
+                session.updated_at = now;
+                commit.project(Projection::Session(session.clone()));
+                state.session = session;
+            }
+        }
+        commit.project(Projection::Approval(approval.clone()));
+        self.inner.store.commit(commit).await?;
+        if let Some(step) = mfa_step
+            && let Ok(mut steps) = self.inner.totp_steps.lock()
+        {
+            steps.insert(human.human.id.clone(), step);
+        }
+        if !action.status.is_waiting() {
+            state.waiting.retain(|_, id| id != &action.id);
+        }
+        drop(guard);
+        self.notify(&action.id);
+        self.bump_approvals();
+        Ok(ActionView { action, approval: Some(approval) })
+    }
+
+    fn check_vote(
+        &self,
+        human: &HumanConfig,
+        approval: &Approval,
+        session: &Session,
+        vote: &VoteRequest,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<Option<u64>, (&'static str, String)> {
+        let h = &human.human;
+        if !h.has_role(Role::Approve) {
+            return Err(("role", format!("`{}` does not have the `approve` role", h.id)));
+        }
+        if vote.comment.trim().is_empty() {
+            return Err(("comment_required", "a vote needs a comment that says why".into()));
+        }
+        if approval.votes.iter().any(|v| v.human == h.id) {
+            return Err(("vote_once", format!("`{}` has already voted on approval {}", h.id, approval.id)));
+        }
+        if !approval.requirements.groups.is_empty()
+            && !h.groups.iter().any(|g| approval.requirements.groups.contains(g))
+        {
+            return Err((
+                "group",
+                format!(
+                    "approval {} needs approvers from {}; `{}` is in none of them",
+                    approval.id,
+                    approval.requirements.groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", "),
+                    h.id
+                ),
+            ));
+        }
+        if session.on_behalf_of.as_deref() == Some(h.id.as_str()) && !self.inner.config.approvals.allow_requester {
+            return Err((
+                "maker_checker",
+                format!("`{}` requested this session's work and can't approve its actions; ask another approver", h.id),
+            ));
+        }
+        if approval.requirements.mfa {
+            let Some(secret) = &human.totp_secret else {
+                return Err((
+                    "mfa",
+                    format!("approval {} needs MFA and `{}` has no TOTP secret configured", approval.id, h.id),
+                ));
+            };
+            let Some(code) = vote.totp.as_deref().map(str::trim).filter(|c| !c.is_empty()) else {
+                return Err(("mfa", format!("approval {} needs MFA: send a current TOTP code as `totp`", approval.id)));
+            };
+            let step =
+                crate::mfa::verify(secret, code, now).map_err(|msg| ("mfa", format!("TOTP code refused: {msg}")))?;
+            let last = self.inner.totp_steps.lock().ok().and_then(|s| s.get(&h.id).copied());
+            if last.is_some_and(|l| step <= l) {
+                return Err(("mfa", "TOTP code refused: this code was already used; wait for the next one".into()));
+            }
+            return Ok(Some(step));
+        }
+        Ok(None)
+    }
+
+    async fn expire_locked(
+        &self,
+        state: &mut SessionCell,
+        approval: &mut Approval,
+        action: &mut Action,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        approval.status = ApprovalStatus::Expired;
+        approval.resolved_at = Some(now);
+        action.status = ActionStatus::Expired;
+        action.updated_at = now;
+        let mut commit = Commit::default();
+        commit
+            .event(
+                &approval.session_id,
+                EventKind::ApprovalExpired,
+                now,
+                json!({"approval_id": approval.id, "action_id": action.id, "expires_at": approval.expires_at, "votes": approval.votes.len()}),
+            )
+            .project(Projection::Approval(approval.clone()))
+            .project(Projection::Action(Box::new(action.clone())));
+        self.inner.store.commit(commit).await?;
+        state.waiting.retain(|_, id| id != &action.id);
+        self.notify(&action.id);
+        self.bump_approvals();
+        Ok(())
+    }
+
+    /// Expires every pending approval past its time. Returns how many expired.
+    pub async fn expire_due(&self) -> Result<usize> {
+        let now = Utc::now();
+        let due = self.inner.store.approvals_due(now).await?;
+        let mut n = 0;
+        for approval in due {
+            let cell = self.cell(&approval.session_id);
+            let mut guard = cell.lock().await;
+            self.load_cell(&mut guard, &approval.session_id).await?;
+            let Some(state) = guard.as_mut() else { continue };
+            let (mut approval, mut action) = self.approval(&approval.id).await?;
+            if approval.status == ApprovalStatus::Pending && approval.expires_at <= now {
+                self.expire_locked(state, &mut approval, &mut action, now).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Engages a kill switch; pending approvals it covers are cancelled.
+    pub async fn engage_kill(
+        &self,
+        by: &str,
+        scope: KillScope,
+        target: Option<String>,
+        reason: String,
+    ) -> Result<KillSwitch> {
+        let target = target.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+        match (scope, &target) {
+            (KillScope::All, Some(_)) => return Err(Error::Invalid("scope `all` takes no `target`".into())),
+            (KillScope::Agent | KillScope::Upstream | KillScope::Tool, None) => {
+                return Err(Error::Invalid(format!("scope `{}` needs a `target`", scope.as_str())));
+            }
+            _ => {}
+        }
+        if reason.trim().is_empty() {
+            return Err(Error::Invalid("a kill switch needs a `reason`; it is quoted in every denial".into()));
+        }
+        let now = Utc::now();
+        let ks = KillSwitch {
+            id: new_id("kill"),
+            scope,
+            target,
+            reason: reason.trim().to_string(),
+            engaged_by: by.to_string(),
+            engaged_at: now,
+            released_by: None,
+            released_at: None,
+        };
+        let mut commit = Commit::default();
+        commit
+            .event(SYSTEM_STREAM, EventKind::KillEngaged, now, to_value(&ks))
+            .project(Projection::KillSwitch(ks.clone()));
+        self.inner.store.commit(commit).await?;
+        let mut list = (*self.kill_switch_list()).clone();
+        list.insert(0, ks.clone());
+        self.set_kill_switches(list);
+        self.cancel_covered(&ks).await?;
+        Ok(ks)
+    }
+
+    async fn cancel_covered(&self, ks: &KillSwitch) -> Result<()> {
+        let pending = self.inner.store.approvals(Some(ApprovalStatus::Pending), 100_000).await?;
+        for p in pending {
+            let Ok((_, action)) = self.approval(&p.id).await else { continue };
+            if !guard::kill_switch_covers(ks, &action.agent_id, action.upstream.as_deref(), &action.tool) {
+                continue;
+            }
+            let cell = self.cell(&p.session_id);
+            let mut guard = cell.lock().await;
+            self.load_cell(&mut guard, &p.session_id).await?;
+            let Some(state) = guard.as_mut() else { continue };
+            let (mut approval, mut action) = self.approval(&p.id).await?;
+            if approval.status != ApprovalStatus::Pending {
+                continue;
+            }
+            let now = Utc::now();
+            approval.status = ApprovalStatus::Cancelled;
+            approval.resolved_at = Some(now);
+            action.status = ActionStatus::Cancelled;
+            action.updated_at = now;
+            let reason = Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason));
+            let mut commit = Commit::default();
+            commit
+                .event(
+                    &p.session_id,
+                    EventKind::ActionCancelled,
+                    now,
+                    json!({"action_id": action.id, "approval_id": approval.id, "reason": reason}),
+                )
+                .project(Projection::Approval(approval))
+                .project(Projection::Action(Box::new(action.clone())));
+            self.inner.store.commit(commit).await?;
+            state.waiting.retain(|_, id| id != &action.id);
+            self.notify(&action.id);
+        }
+        self.bump_approvals();
+        Ok(())
+    }
+
+    /// Releases a kill switch.
+    pub async fn release_kill(&self, by: &str, id: &str) -> Result<KillSwitch> {
+        let list = self.kill_switch_list();
+        let Some(mut ks) = list.iter().find(|k| k.id == id).cloned() else {
+            return Err(Error::NotFound { what: "engaged kill switch", id: id.to_string() });
+        };
+        let now = Utc::now();
+        ks.released_by = Some(by.to_string());
+        ks.released_at = Some(now);
+        let mut commit = Commit::default();
+        commit
+            .event(SYSTEM_STREAM, EventKind::KillReleased, now, json!({"id": ks.id, "released_by": by}))
+            .project(Projection::KillSwitch(ks.clone()));
+        self.inner.store.commit(commit).await?;
+        self.set_kill_switches(list.iter().filter(|k| k.id != id).cloned().collect());
+        Ok(ks)
+    }
+
+    /// Kill switches: engaged ones, or all including released.
+    pub async fn kill_switches(&self, include_released: bool) -> Result<Vec<KillSwitch>> {
+        if include_released {
+            Ok(self.inner.store.kill_switches(false).await?)
+        } else {
+            Ok((*self.kill_switch_list()).clone())
+        }
+    }
+
+    /// Runs background duties (approval expiry) until `shutdown` resolves.
+    pub async fn run_background(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.expire_due().await {
+                        tracing::warn!(error = %e, "expiring approvals failed; will retry");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
