@@ -202,7 +202,7 @@ pub fn eval(args: &PolicyArgs, input: &Path) -> anyhow::Result<ExitCode> {
         output::json(&json!({"decision": decision, "error": failed, "exit_code": code}));
     } else {
         println!("effect    {}", decision.effect);
-        println!("risk      {:?}", decision.risk);
+        println!("risk      {}", decision.risk.as_str());
         println!("revision  {}", output::short(&decision.policy_revision));
         if let Some(req) = &decision.approval {
             let groups = if req.groups.is_empty() { "any approver".to_string() } else { req.groups.join(", ") };

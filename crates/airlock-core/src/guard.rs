@@ -156,8 +156,15 @@ mod tests {
         let a = agent(Tier::Advisory);
         let s = session(SessionStatus::Active);
         let kills = [ks(KillScope::All, None)];
-        let ctx =
-            GuardContext { agent: &a, session: &s, tool: "x", upstream: None, read_only: false, tool_allowed: true, kill_switches: &kills };
+        let ctx = GuardContext {
+            agent: &a,
+            session: &s,
+            tool: "x",
+            upstream: None,
+            read_only: false,
+            tool_allowed: true,
+            kill_switches: &kills,
+        };
         let r = check(&ctx).unwrap();
         assert_eq!(r.rule, RULE_KILL_SWITCH);
         assert!(r.msg.contains("incident 42"));

@@ -239,6 +239,16 @@ pub enum Risk {
 }
 
 impl Risk {
+    /// The name used in the API and policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+            Risk::Critical => "critical",
+        }
+    }
+
     /// Parses `low`, `medium`, `high` or `critical` (any case).
     pub fn parse(s: &str) -> Option<Risk> {
         match s.to_ascii_lowercase().as_str() {

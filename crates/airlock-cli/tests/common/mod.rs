@@ -1,0 +1,340 @@
+//! Test harness: writes a config and policy into a temporary directory, starts the real
+//! `airlock` binary on a port chosen at run time, and talks to it over HTTP. The server is
+//! killed when the handle drops, whatever the test's outcome.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const BOT: &str = "bot-token";
+pub const CHANGE_BOT: &str = "change-bot-token";
+pub const READER: &str = "reader-token";
+pub const ALICE: &str = "alice-token";
+pub const BOB: &str = "bob-token";
+pub const CAROL: &str = "carol-token";
+pub const VIEWER: &str = "viewer-token";
+pub const ADMIN: &str = "admin-token";
+/// Base32 TOTP secret of carol (RFC 6238 test secret).
+pub const CAROL_TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+pub fn hash(token: &str) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+/// The policy most tests use.
+pub const POLICY: &str = r#"package airlock
+
+import rego.v1
+
+deny contains {"rule": "DB1", "msg": "dropping databases is forbidden"} if input.action.tool == "db.drop"
+
+require_approval contains {"rule": "SC1", "msg": "scaling needs an SRE", "groups": ["sre"]} if {
+    input.action.tool == "nodepool.scale"
+}
+
+require_approval contains {"rule": "SC2", "msg": "big scale-ups need two SREs", "groups": ["sre"], "quorum": 2} if {
+    input.action.tool == "nodepool.scale"
+    input.action.arguments.count > 50
+}
+
+require_approval contains {"rule": "MFA1", "msg": "firewall changes need step-up", "mfa": true} if {
+    input.action.tool == "firewall.open"
+}
+
+require_approval contains {"rule": "SHORT", "msg": "expires fast", "ttl_seconds": 1} if input.action.tool == "short.lived"
+
+# Loops far past any time limit when asked to.
+deny contains {"rule": "SLOW", "msg": "unreachable"} if {
+    input.action.tool == "slow"
+    count([x | some x in numbers.range(1, 30000); some y in numbers.range(1, 30000); x == y]) < 0
+}
+
+cost_usd := 1.5 if input.action.tool == "nodepool.scale"
+"#;
+
+/// A temporary airlock installation: config, policy and data directory.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new(policy: &str) -> Fixture {
+        Fixture::with_extra(policy, "")
+    }
+
+    pub fn with_extra(policy: &str, extra_toml: &str) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+        std::fs::write(dir.path().join("policies/main.rego"), policy).unwrap();
+        let config = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+data_dir = "data"
+
+[policy]
+dir = "policies"
+timeout_ms = 100
+
+[[tools]]
+name = "*.list"
+read_only = true
+
+[[agents]]
+id = "bot"
+token = "{bot}"
+owner = "platform"
+tier = "autonomous"
+labels = {{ env = "prod" }}
+
+[[agents]]
+id = "change-bot"
+token = "{change}"
+owner = "platform"
+tier = "change"
+
+[[agents]]
+id = "reader"
+token = "{reader}"
+owner = "platform"
+tier = "advisory"
+
+[[humans]]
+id = "alice"
+token = "{alice}"
+groups = ["sre"]
+roles = ["approve"]
+
+[[humans]]
+id = "bob"
+token = "{bob}"
+groups = ["sre"]
+roles = ["approve"]
+
+[[humans]]
+id = "carol"
+token = "{carol}"
+groups = ["security"]
+roles = ["approve"]
+totp = "env:CAROL_TOTP"
+
+[[humans]]
+id = "viewer"
+token = "{viewer}"
+groups = ["sre"]
+
+[[humans]]
+id = "root"
+token = "{admin}"
+roles = ["admin"]
+{extra_toml}
+"#,
+            bot = hash(BOT),
+            change = hash(CHANGE_BOT),
+            reader = hash(READER),
+            alice = hash(ALICE),
+            bob = hash(BOB),
+            carol = hash(CAROL),
+            viewer = hash(VIEWER),
+            admin = hash(ADMIN),
+        );
+        std::fs::write(dir.path().join("airlock.toml"), config).unwrap();
+        Fixture { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("airlock.toml")
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.dir.path().join("data/journal.db")
+    }
+
+    pub fn start(&self) -> Airlock {
+        Airlock::start(&self.config()).unwrap_or_else(|e| panic!("airlock did not start: {e}"))
+    }
+}
+
+pub fn airlock_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_airlock")
+}
+
+/// A command for the real binary with a clean, test-controlled environment.
+pub fn airlock_cmd() -> Command {
+    let mut cmd = Command::new(airlock_bin());
+    cmd.env_remove("AIRLOCK_TOKEN").env_remove("AIRLOCK_SERVER").env_remove("AIRLOCK_CONFIG");
+    cmd.env("CAROL_TOTP", CAROL_TOTP);
+    cmd
+}
+
+/// A running `airlock serve`.
+pub struct Airlock {
+    child: Option<Child>,
+    pub url: String,
+    pub stderr_path: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Airlock {
+    pub fn start(config: &Path) -> Result<Airlock, String> {
+        let stderr_path = config.with_file_name(format!("serve-{}.log", std::process::id()));
+        let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
+        let mut child = airlock_cmd()
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("airlock listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => Ok(Airlock { child: Some(child), url, stderr_path, http: reqwest::Client::new() }),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                Err(format!("{status}: {log}"))
+            }
+        }
+    }
+
+    /// Stops the server with SIGTERM (a clean shutdown) and waits for it.
+    pub fn stop(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn crash(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Reply::from(req.send().await.expect("request failed")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.request(reqwest::Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.request(reqwest::Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.request(reqwest::Method::DELETE, path, Some(token), None).await
+    }
+
+    pub async fn raw_post(&self, path: &str, token: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.http.post(format!("{}{path}", self.url)).bearer_auth(token).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::from(req.send().await.expect("request failed")).await
+    }
+
+    pub async fn session(&self, token: &str) -> String {
+        let r = self.post("/v1/sessions", token, json!({"task": "test"})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn act(&self, token: &str, session: &str, tool: &str, arguments: Value) -> Reply {
+        self.post(
+            &format!("/v1/sessions/{session}/actions"),
+            token,
+            json!({"tool": tool, "arguments": arguments, "justification": "test"}),
+        )
+        .await
+    }
+}
+
+impl Drop for Airlock {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTP reply.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    async fn from(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, headers, body }
+    }
+
+    pub fn content_type(&self) -> String {
+        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    }
+
+    /// Asserts an RFC 9457 problem with `status` whose detail contains `needle`.
+    pub fn assert_problem(&self, status: StatusCode, needle: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.content_type(), "application/problem+json", "{}", self.body);
+        assert!(self.body["type"].as_str().unwrap_or_default().starts_with("urn:airlock:problem:"), "{}", self.body);
+        let detail = self.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(needle), "detail `{detail}` lacks `{needle}`");
+    }
+}
+
+/// Runs the binary and returns (exit code, stdout, stderr).
+pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = airlock_cmd();
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run airlock");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

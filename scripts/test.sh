@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs airlock's whole test suite: unit, property, integration (real binary, real SQLite) and
+# example-policy tests. Anything the tests need beyond the Rust toolchain is installed first
+# into git-ignored folders of the checkout.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh -E 'test(restart)'   extra arguments go to the test runner
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for installer in tests/*/install.sh; do
+    [ -x "$installer" ] || continue
+    echo "==> $installer"
+    "$installer"
+done
+
+echo "==> building"
+cargo build --workspace --all-targets --locked
+
+echo "==> running tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+    cargo test --workspace --locked --no-fail-fast "$@"
+fi
