@@ -19,7 +19,7 @@ use crate::{PolicyArgs, local};
 
 pub async fn serve(config_path: PathBuf, listen: Option<String>, json_logs: bool) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,rmcp=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json_logs {
         builder.json().init();

@@ -60,6 +60,24 @@ enum Command {
     /// Make bearer tokens and their hashes for the config file.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Be a stdio MCP server that forwards to airlock's /mcp endpoint (for clients that only
+    /// launch stdio servers). The agent's token comes from AIRLOCK_TOKEN.
+    ///
+    /// Example client configuration:
+    ///   {"command": "airlock", "args": ["connect", "--url", "http://127.0.0.1:7878/mcp"],
+    ///    "env": {"AIRLOCK_TOKEN": "<agent token>"}}
+    #[command(verbatim_doc_comment)]
+    Connect(ConnectArgs),
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// airlock's MCP endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:7878/mcp", env = "AIRLOCK_MCP_URL")]
+    url: String,
+    /// Task of the session (sent as X-Airlock-Task).
+    #[arg(long)]
+    task: Option<String>,
 }
 
 #[derive(Args)]
@@ -141,6 +159,8 @@ enum TokenCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // One TLS crypto provider for every HTTPS client in the process (upstreams, the CLI).
+    airlock_mcp::ensure_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => local::serve(args.config, args.listen, args.json_logs).await,
@@ -153,6 +173,7 @@ async fn main() -> ExitCode {
         Command::Audit(AuditCommand::Verify { config, json }) => local::audit_verify(&config, json),
         Command::Token(TokenCommand::New { json }) => local::token_new(json),
         Command::Token(TokenCommand::Hash) => local::token_hash(),
+        Command::Connect(args) => connect(args).await,
     };
     match result {
         Ok(code) => code,
@@ -161,4 +182,17 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    // stdout carries the protocol: logs go to stderr only.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let token = std::env::var("AIRLOCK_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .context("set AIRLOCK_TOKEN to the agent's bearer token")?;
+    airlock_mcp::connect::run_stdio_bridge(&args.url, &token, args.task).await?;
+    Ok(ExitCode::SUCCESS)
 }

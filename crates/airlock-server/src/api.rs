@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{AgentConfig, HumanConfig, hash_token};
-use crate::engine::{self, ActionRequest, ActionView, Engine, Outcome, VoteRequest};
+use crate::engine::{self, ActionRequest, ActionView, Claim, Engine, Outcome, VoteRequest};
+use crate::gateway::McpGateway;
 
 /// Shared state of the HTTP layer.
 #[derive(Clone)]
@@ -32,6 +33,7 @@ pub struct AppState {
     /// The pipeline.
     pub engine: Engine,
     principals: Arc<HashMap<[u8; 32], Principal>>,
+    gateway: Option<Arc<McpGateway>>,
 }
 
 impl AppState {
@@ -44,7 +46,13 @@ impl AppState {
         for h in &engine.config().humans {
             principals.insert(h.token_hash, Principal::Human(Arc::new(h.clone())));
         }
-        AppState { engine, principals: Arc::new(principals) }
+        AppState { engine, principals: Arc::new(principals), gateway: None }
+    }
+
+    /// Lets the HTTP API run upstream tools through the MCP gateway.
+    pub fn with_gateway(mut self, gateway: Arc<McpGateway>) -> AppState {
+        self.gateway = Some(gateway);
+        self
     }
 }
 
@@ -100,6 +108,11 @@ impl Problem {
         let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
         p.headers.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"airlock\"")));
         p
+    }
+
+    /// A `403` naming the rule that refused the request.
+    pub fn forbidden_public(rule: &str, detail: impl Into<String>) -> Problem {
+        Problem::forbidden(rule, detail)
     }
 
     fn forbidden(rule: &str, detail: impl Into<String>) -> Problem {
@@ -455,7 +468,24 @@ async fn submit_action(
         reported_annotations: None,
     };
     let submission = state.engine.submit(&agent, &session_id, request).await?;
-    Ok(action_response(submission.view, Some(submission.outcome)))
+    let mut view = submission.view;
+    // Upstream tools are run by airlock: now when allowed, or when the agent re-submits an
+    // approved call.
+    if let (Some(gateway), Some(_)) = (&state.gateway, &view.action.upstream) {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        match (view.action.status, submission.outcome) {
+            (ActionStatus::Executing, Outcome::New) => {
+                view.action = gateway.execute(&view.action, cancel).await.0;
+            }
+            (ActionStatus::Approved, _) => {
+                if let Claim::Run(action) = state.engine.claim_execution(&view.action.id).await? {
+                    view.action = gateway.execute(&action, cancel).await.0;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(action_response(view, Some(submission.outcome)))
 }
 
 #[derive(Deserialize)]

@@ -104,6 +104,19 @@ pub struct Submission {
     pub outcome: Outcome,
 }
 
+/// The answer to [`Engine::claim_execution`].
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The caller now runs it.
+    Run(Box<Action>),
+    /// Someone else is running it.
+    Running(Box<Action>),
+    /// It already finished (or was cancelled).
+    Finished(Box<Action>),
+    /// It is not approved (pending, denied, …).
+    NotRunnable(Box<Action>),
+}
+
 /// A human's vote request.
 #[derive(Debug, Clone)]
 pub struct VoteRequest {
@@ -161,6 +174,34 @@ impl Engine {
     pub async fn start(config: Arc<Config>, policy: Policy, store: Arc<dyn Store>) -> Result<Engine> {
         let kill_switches = store.kill_switches(true).await?;
         let (approvals_changed, _) = tokio::sync::watch::channel(0);
+        // Upstream calls that were out when airlock stopped have an unknown outcome. They are
+        // marked so and never retried automatically (DESIGN.md: at most once).
+        for mut action in store.actions_in_status(ActionStatus::Executing).await? {
+            if action.upstream.is_none() {
+                continue;
+            }
+            let now = Utc::now();
+            action.status = ActionStatus::Unknown;
+            action.updated_at = now;
+            action.result = Some(ActionResult {
+                ok: false,
+                output: Value::Null,
+                error: Some("airlock stopped while the call was in flight; its outcome is unknown".into()),
+                reported_by: "airlock".into(),
+                duration_ms: None,
+                at: now,
+            });
+            let mut commit = Commit::default();
+            commit
+                .event(
+                    &action.session_id,
+                    EventKind::ActionCompleted,
+                    now,
+                    json!({"action_id": action.id, "status": action.status, "result": action.result}),
+                )
+                .project(Projection::Action(Box::new(action)));
+            store.commit(commit).await?;
+        }
         let inner = Inner {
             catalog: Catalog::new(&config),
             defaults: ApprovalDefaults { ttl_seconds: config.approvals.default_ttl_seconds },
@@ -650,6 +691,123 @@ impl Engine {
         drop(guard);
         self.notify(&action.id);
         self.view(action).await
+    }
+
+    /// Takes an approved upstream action for execution: `approved → executing`, journaled before
+    /// the call leaves airlock. Exactly one caller gets [`Claim::Run`]; the others learn that it
+    /// is already running or finished.
+    pub async fn claim_execution(&self, action_id: &str) -> Result<Claim> {
+        let action = self
+            .inner
+            .store
+            .action(action_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        let cell = self.cell(&action.session_id);
+        let mut guard = cell.lock().await;
+        self.load_cell(&mut guard, &action.session_id).await?;
+        let Some(state) = guard.as_mut() else {
+            return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
+        };
+        let mut action = self
+            .inner
+            .store
+            .action(action_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        match action.status {
+            ActionStatus::Approved => {}
+            ActionStatus::Executing => return Ok(Claim::Running(Box::new(action))),
+            s if s.is_final() => return Ok(Claim::Finished(Box::new(action))),
+            _ => return Ok(Claim::NotRunnable(Box::new(action))),
+        }
+        // A kill switch engaged after the approval still stops the call.
+        let kills = self.kill_switch_list();
+        if let Some(ks) = kills
+            .iter()
+            .find(|k| guard::kill_switch_covers(k, &action.agent_id, action.upstream.as_deref(), &action.tool))
+        {
+            let now = Utc::now();
+            action.status = ActionStatus::Cancelled;
+            action.updated_at = now;
+            let reason = Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason));
+            let mut commit = Commit::default();
+            commit
+                .event(
+                    &action.session_id,
+                    EventKind::ActionCancelled,
+                    now,
+                    json!({"action_id": action.id, "reason": reason}),
+                )
+                .project(Projection::Action(Box::new(action.clone())));
+            self.inner.store.commit(commit).await?;
+            state.waiting.retain(|_, id| id != &action.id);
+            drop(guard);
+            self.notify(&action.id);
+            return Ok(Claim::Finished(Box::new(action)));
+        }
+        let now = Utc::now();
+        action.status = ActionStatus::Executing;
+        action.updated_at = now;
+        let mut commit = Commit::default();
+        commit
+            .event(&action.session_id, EventKind::ActionExecuting, now, json!({"action_id": action.id}))
+            .project(Projection::Action(Box::new(action.clone())));
+        self.inner.store.commit(commit).await?;
+        state.waiting.retain(|_, id| id != &action.id);
+        drop(guard);
+        self.notify(&action.id);
+        Ok(Claim::Run(Box::new(action)))
+    }
+
+    /// Records the outcome of an upstream call airlock made: `executing → succeeded | failed`.
+    pub async fn record_execution(&self, action_id: &str, result: ActionResult) -> Result<Action> {
+        let action = self
+            .inner
+            .store
+            .action(action_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        let cell = self.cell(&action.session_id);
+        let mut guard = cell.lock().await;
+        self.load_cell(&mut guard, &action.session_id).await?;
+        let Some(state) = guard.as_mut() else {
+            return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
+        };
+        let mut action = self
+            .inner
+            .store
+            .action(action_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        if action.status != ActionStatus::Executing {
+            return Err(Error::Conflict(format!("action {} is `{}`, not `executing`", action.id, action.status)));
+        }
+        let now = Utc::now();
+        action.status = if result.ok { ActionStatus::Succeeded } else { ActionStatus::Failed };
+        action.updated_at = now;
+        let ok = result.ok;
+        action.result = Some(result);
+        let mut session = state.session.clone();
+        if !ok {
+            session.failures += 1;
+        }
+        session.updated_at = now;
+        let mut commit = Commit::default();
+        commit
+            .event(
+                &action.session_id,
+                EventKind::ActionCompleted,
+                now,
+                json!({"action_id": action.id, "status": action.status, "result": action.result}),
+            )
+            .project(Projection::Action(Box::new(action.clone())))
+            .project(Projection::Session(session.clone()));
+        self.inner.store.commit(commit).await?;
+        state.session = session;
+        drop(guard);
+        self.notify(&action.id);
+        Ok(action)
     }
 
     /// An approval with its action.

@@ -8,6 +8,7 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod engine;
+pub mod gateway;
 pub mod mfa;
 pub mod serve;
 

@@ -9,9 +9,18 @@ use airlock_store::{SqliteOptions, SqliteStore, Store};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::api::{AppState, router};
-use crate::config::Config;
+use airlock_mcp::front::{CallerIdentity, Front, Gateway};
+use airlock_mcp::{Transport, UpstreamSpec, Upstreams};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+use crate::api::{AppState, Principal, Problem, router};
+use crate::config::{Config, UpstreamTransport};
 use crate::engine::Engine;
+use crate::gateway::McpGateway;
 
 /// File name of the embedded journal inside `data_dir`.
 pub const JOURNAL_FILE: &str = "journal.db";
@@ -57,13 +66,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let config = Arc::new(config);
     let engine = Engine::start(config.clone(), policy, store).await.context("cannot restore state from the journal")?;
+    let upstreams = Upstreams::start(upstream_specs(&config));
+    // Give upstreams a moment so the first tools/list is complete; slow ones join later.
+    upstreams.wait_ready(std::time::Duration::from_secs(20)).await;
+    let gateway = Arc::new(McpGateway::new(engine.clone(), upstreams.clone()));
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(engine.clone().run_background(rx.clone()));
-    let app = router(AppState::new(engine.clone())).layer(tower_http::trace::TraceLayer::new_for_http());
+    let state = AppState::new(engine.clone()).with_gateway(gateway.clone());
+    let mcp = mcp_service(&config, gateway.clone(), addr);
+    let mcp_router = axum::Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_agent));
+    let app = router(state).merge(mcp_router).layer(tower_http::trace::TraceLayer::new_for_http());
     let mut rx_http = rx.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -73,8 +91,70 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .context("HTTP server failed")?;
         background.abort();
+        upstreams.shutdown();
         drop(engine);
         Ok(())
     });
     Ok(Running { addr, shutdown, task })
+}
+
+/// Upstream specs from configuration; stdio children run in the config file's directory.
+pub fn upstream_specs(config: &Config) -> Vec<UpstreamSpec> {
+    let cwd = config
+        .file
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p })
+        .map(Into::into);
+    config
+        .upstreams
+        .iter()
+        .map(|u| UpstreamSpec {
+            name: u.name.clone(),
+            transport: match &u.transport {
+                UpstreamTransport::Stdio { command, args, env } => Transport::Stdio {
+                    command: command.clone(),
+                    args: args.clone(),
+                    env: env.clone(),
+                    cwd: cwd.clone(),
+                },
+                UpstreamTransport::Http { url, headers } => {
+                    Transport::Http { url: url.clone(), headers: headers.clone() }
+                }
+            },
+            call_timeout: u.timeout,
+        })
+        .collect()
+}
+
+fn mcp_service(
+    config: &Config,
+    gateway: Arc<McpGateway>,
+    addr: SocketAddr,
+) -> StreamableHttpService<Front, LocalSessionManager> {
+    let mut http = StreamableHttpServerConfig::default().with_max_request_body_bytes(config.server.max_body_bytes);
+    if addr.ip().is_loopback() {
+        // Loopback: keep rmcp's DNS-rebinding protection (Host must be localhost/127.0.0.1/::1).
+        http = http.with_allowed_hosts(["localhost", "127.0.0.1", "::1"]);
+    } else {
+        // Reached through real host names we can't know here; bearer auth protects the endpoint.
+        http = http.disable_allowed_hosts();
+    }
+    let gateway: Arc<dyn Gateway> = gateway;
+    StreamableHttpService::new(move || Ok(Front::new(gateway.clone())), LocalSessionManager::default().into(), http)
+}
+
+/// `/mcp` accepts agents only: their identity travels to the MCP handler in the request.
+async fn authenticate_agent(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let principal =
+        match <Principal as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await {
+            Ok(p) => p,
+            Err(problem) => return problem.into_response(),
+        };
+    let Principal::Agent(agent) = principal else {
+        return Problem::forbidden_public("agent_only", "the MCP endpoint is for agents; use an agent's token")
+            .into_response();
+    };
+    parts.extensions.insert(CallerIdentity { agent_id: agent.agent.id.clone() });
+    next.run(Request::from_parts(parts, body)).await
 }

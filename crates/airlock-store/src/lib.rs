@@ -15,7 +15,7 @@ mod sqlite;
 pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-use airlock_core::{Action, Approval, ApprovalStatus, EventKind, KillSwitch, Session, SessionStatus};
+use airlock_core::{Action, ActionStatus, Approval, ApprovalStatus, EventKind, KillSwitch, Session, SessionStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -154,6 +154,8 @@ pub trait Store: Send + Sync + 'static {
     async fn session_actions(&self, session_id: &str) -> Result<Vec<Action>>;
     /// A session's actions that are still waiting (pending approval, or approved and not run).
     async fn waiting_actions(&self, session_id: &str) -> Result<Vec<Action>>;
+    /// Actions in one state, oldest first (for recovery after a restart).
+    async fn actions_in_status(&self, status: ActionStatus) -> Result<Vec<Action>>;
     /// The action an agent submitted with an `Idempotency-Key`.
     async fn action_by_idempotency_key(&self, agent_id: &str, key: &str) -> Result<Option<Action>>;
     /// An approval by id.

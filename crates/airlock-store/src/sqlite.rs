@@ -528,6 +528,14 @@ impl crate::Store for SqliteStore {
         .await
     }
 
+    async fn actions_in_status(&self, status: airlock_core::ActionStatus) -> Result<Vec<Action>> {
+        let status = status.as_str().to_string();
+        self.read(move |c| {
+            query_docs(c, "SELECT id, body FROM actions WHERE status = ?1 ORDER BY created_at, id", &[&status])
+        })
+        .await
+    }
+
     async fn action_by_idempotency_key(&self, agent_id: &str, key: &str) -> Result<Option<Action>> {
         let (agent, key) = (agent_id.to_string(), key.to_string());
         self.read(move |c| {

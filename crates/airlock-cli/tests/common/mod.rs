@@ -184,6 +184,7 @@ pub struct Airlock {
 
 impl Airlock {
     pub fn start(config: &Path) -> Result<Airlock, String> {
+        airlock_mcp::ensure_crypto_provider();
         let stderr_path = config.with_file_name(format!("serve-{}.log", std::process::id()));
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
         let mut child = airlock_cmd()

@@ -1,0 +1,182 @@
+//! airlock as an MCP server: the endpoint agents connect to.
+//!
+//! One [`Front`] is created per MCP session. It advertises tools only (no resources, prompts,
+//! completions or logging, because it does not forward them yet: a proxy must not advertise what
+//! it can't serve), and protocol versions up to `2025-11-25` (the ones that use `initialize`;
+//! see docs/adr/0008-mcp-gateway.md). Every `tools/call` goes to the [`Gateway`].
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use tokio_util::sync::CancellationToken;
+
+/// Who is calling, put into the HTTP request's extensions by the server's authentication layer.
+#[derive(Debug, Clone)]
+pub struct CallerIdentity {
+    /// The authenticated agent.
+    pub agent_id: String,
+}
+
+/// Header a client may send to name the session's task.
+pub const TASK_HEADER: &str = "x-airlock-task";
+/// `_meta` key a client may set on `tools/call` to give the call's justification.
+pub const JUSTIFICATION_META: &str = "airlock/justification";
+
+/// Sends a progress message to the caller while a call waits (for example for approval).
+pub type Progress = Arc<dyn Fn(String) + Send + Sync>;
+
+/// One `tools/call` as the gateway receives it.
+#[derive(Clone)]
+pub struct ToolCall {
+    /// The agent.
+    pub agent_id: String,
+    /// The airlock session of this MCP session.
+    pub session_id: String,
+    /// Tool name as the agent sees it (`{upstream}__{tool}`).
+    pub tool: String,
+    /// Arguments.
+    pub arguments: JsonObject,
+    /// Why, from `_meta["airlock/justification"]`.
+    pub justification: String,
+    /// Cancelled when the client cancels the request or goes away.
+    pub cancel: CancellationToken,
+    /// Progress reporting, a no-op when the client sent no progress token.
+    pub progress: Progress,
+}
+
+/// What the front needs from airlock's pipeline.
+#[async_trait::async_trait]
+pub trait Gateway: Send + Sync + 'static {
+    /// The tools `agent_id` may see, already prefixed and with local overrides applied.
+    fn tools_for(&self, agent_id: &str) -> Vec<Tool>;
+    /// Opens the airlock session backing one MCP session; returns its id.
+    async fn open_session(&self, agent_id: &str, task: String) -> Result<String, String>;
+    /// Runs one call through the pipeline. Denials, pending approvals and upstream failures are
+    /// tool results with `isError: true`, so the model can read why.
+    async fn call(&self, call: ToolCall) -> CallToolResult;
+}
+
+/// The MCP server handler of one session.
+#[derive(Clone)]
+pub struct Front {
+    gateway: Arc<dyn Gateway>,
+    session: Arc<tokio::sync::OnceCell<String>>,
+}
+
+impl Front {
+    /// A handler for a new MCP session.
+    pub fn new(gateway: Arc<dyn Gateway>) -> Front {
+        Front { gateway, session: Arc::new(tokio::sync::OnceCell::new()) }
+    }
+}
+
+fn identity(ctx: &RequestContext<RoleServer>) -> Result<CallerIdentity, ErrorData> {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<CallerIdentity>())
+        .cloned()
+        .ok_or_else(|| ErrorData::invalid_request("no authenticated agent on this request", None))
+}
+
+fn header(ctx: &RequestContext<RoleServer>, name: &str) -> Option<String> {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|p| p.headers.get(name))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Protocol versions the front accepts: every version that still uses `initialize`.
+pub fn supported_versions() -> &'static [ProtocolVersion] {
+    ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25)
+}
+
+impl ServerHandler for Front {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")).with_title("airlock gateway"))
+            .with_instructions(
+                "Every tool call passes airlock's policy. A call may be denied (the result says why) or held \
+                 for human approval (retry the same call to keep waiting; it runs once approved).",
+            )
+            .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(supported_versions())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let who = identity(&context)?;
+        Ok(ListToolsResult::with_all_items(self.gateway.tools_for(&who.agent_id)))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let who = identity(&context)?;
+        let task = header(&context, TASK_HEADER).unwrap_or_else(|| {
+            context
+                .peer
+                .peer_info()
+                .map(|i| format!("MCP session of {} {}", i.client_info.name, i.client_info.version))
+                .unwrap_or_else(|| "MCP session".into())
+        });
+        let gateway = self.gateway.clone();
+        let agent = who.agent_id.clone();
+        let session = self
+            .session
+            .get_or_try_init(|| async move { gateway.open_session(&agent, task).await })
+            .await
+            .map_err(|e| ErrorData::internal_error(format!("cannot open an airlock session: {e}"), None))?
+            .clone();
+
+        let meta = request.meta.as_ref().and_then(|m| serde_json::to_value(m).ok()).unwrap_or_default();
+        let justification = meta.get(JUSTIFICATION_META).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let token =
+            request.meta.as_ref().and_then(|m| m.get_progress_token()).or_else(|| context.meta.get_progress_token());
+        let progress: Progress = match token {
+            Some(token) => {
+                let peer = context.peer.clone();
+                let step = Arc::new(AtomicU64::new(0));
+                Arc::new(move |message: String| {
+                    let n = step.fetch_add(1, Ordering::SeqCst) + 1;
+                    let param = ProgressNotificationParam::new(token.clone(), n as f64).with_message(message);
+                    let peer = peer.clone();
+                    tokio::spawn(async move {
+                        let _ = peer.notify_progress(param).await;
+                    });
+                })
+            }
+            None => Arc::new(|_| {}),
+        };
+        let call = ToolCall {
+            agent_id: who.agent_id,
+            session_id: session,
+            tool: request.name.to_string(),
+            arguments: request.arguments.unwrap_or_default(),
+            justification,
+            cancel: context.ct.clone(),
+            progress,
+        };
+        Ok(self.gateway.call(call).await.into())
+    }
+}
+
+/// A tool result with `isError: true` and one text block.
+pub fn error_result(text: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text)])
+}

@@ -1,0 +1,469 @@
+//! airlock as an MCP client: one supervised connection per configured upstream server.
+//!
+//! Each upstream has a supervisor task that connects (a stdio child process or streamable
+//! HTTP), lists its tools (all pages), and watches the connection. When the connection dies
+//! (the child exits, the server goes away, a call finds the transport closed) the supervisor
+//! reconnects with exponential backoff. Calls made while an upstream is down fail at once with a
+//! clear error; nothing is queued or retried behind the agent's back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, JsonObject,
+    ProtocolVersion, Tool,
+};
+use rmcp::service::{NotificationContext, Peer, RunningService};
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How an upstream is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A child process speaking MCP on stdin/stdout.
+    Stdio {
+        /// Program.
+        command: String,
+        /// Arguments.
+        args: Vec<String>,
+        /// Extra environment variables.
+        env: BTreeMap<String, String>,
+        /// Working directory (the config file's directory).
+        cwd: Option<std::path::PathBuf>,
+    },
+    /// Streamable HTTP.
+    Http {
+        /// Endpoint URL.
+        url: String,
+        /// Extra request headers.
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// One upstream as configured.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    /// Prefix of its tools.
+    pub name: String,
+    /// How to reach it.
+    pub transport: Transport,
+    /// Limit of one call.
+    pub call_timeout: Duration,
+}
+
+/// Why a call to an upstream failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// No upstream of that name.
+    #[error("no upstream named `{0}`")]
+    Unknown(String),
+    /// Not connected right now.
+    #[error("upstream `{name}` is not connected ({reason}); airlock is reconnecting, retry shortly")]
+    Unavailable {
+        /// Upstream.
+        name: String,
+        /// Last connection error.
+        reason: String,
+    },
+    /// The call did not finish in time.
+    #[error("upstream `{name}` did not answer within {seconds:.1}s")]
+    Timeout {
+        /// Upstream.
+        name: String,
+        /// The limit.
+        seconds: f64,
+    },
+    /// The connection broke or the server answered with a protocol error.
+    #[error("upstream `{name}` failed: {message}")]
+    Failed {
+        /// Upstream.
+        name: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Connection state of one upstream, for status pages and tests.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Health {
+    /// Connecting for the first time or again.
+    Connecting,
+    /// Connected.
+    Up {
+        /// Server name and version it reported.
+        server: String,
+        /// Protocol version agreed.
+        protocol_version: String,
+        /// Tools it offers.
+        tools: usize,
+    },
+    /// Not connected; `error` says why.
+    Down {
+        /// Last error.
+        error: String,
+    },
+}
+
+struct Conn {
+    peer: Peer<RoleClient>,
+    tools: Vec<Tool>,
+    server: String,
+    protocol_version: String,
+}
+
+struct Upstream {
+    spec: UpstreamSpec,
+    conn: RwLock<Option<Arc<Conn>>>,
+    health: RwLock<Health>,
+    /// Wakes the supervisor when a call saw the connection break or the tool list changed.
+    poke: Notify,
+    /// Bumped whenever the tool list may have changed.
+    generation: std::sync::atomic::AtomicU64,
+    refresh_tools: std::sync::atomic::AtomicBool,
+}
+
+/// All upstreams. Cheap to clone.
+#[derive(Clone)]
+pub struct Upstreams {
+    inner: Arc<Vec<Arc<Upstream>>>,
+    shutdown: CancellationToken,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams").field("count", &self.inner.len()).finish()
+    }
+}
+
+/// airlock's client handler for one upstream: it advertises no client capabilities (so servers
+/// never send sampling, elicitation or roots requests it could not forward) and reacts to
+/// `tools/list_changed`.
+#[derive(Clone)]
+struct UpstreamClient {
+    upstream: Arc<Upstream>,
+}
+
+impl ClientHandler for UpstreamClient {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
+            // rmcp offers `2026-07-28` by default, which servers that use `initialize` reject.
+            .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.upstream.refresh_tools.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.upstream.poke.notify_one();
+    }
+}
+
+impl Upstreams {
+    /// Starts a supervisor per upstream. Connections come up in the background; use
+    /// [`Upstreams::wait_ready`] to wait for them.
+    pub fn start(specs: Vec<UpstreamSpec>) -> Upstreams {
+        crate::ensure_crypto_provider();
+        let shutdown = CancellationToken::new();
+        let (changed, _) = tokio::sync::watch::channel(0u64);
+        let changed = Arc::new(changed);
+        let inner: Vec<Arc<Upstream>> = specs
+            .into_iter()
+            .map(|spec| {
+                Arc::new(Upstream {
+                    spec,
+                    conn: RwLock::new(None),
+                    health: RwLock::new(Health::Connecting),
+                    poke: Notify::new(),
+                    generation: std::sync::atomic::AtomicU64::new(0),
+                    refresh_tools: std::sync::atomic::AtomicBool::new(false),
+                })
+            })
+            .collect();
+        for up in &inner {
+            tokio::spawn(supervise(up.clone(), shutdown.clone(), changed.clone()));
+        }
+        Upstreams { inner: Arc::new(inner), shutdown, changed }
+    }
+
+    /// Stops every supervisor and closes every connection (child processes are killed).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every upstream has connected or failed once, at most `limit`.
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut rx = self.changed.subscribe();
+        loop {
+            let all_settled = self.inner.iter().all(|u| !matches!(read(&u.health), Health::Connecting));
+            if all_settled {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A receiver that changes whenever any upstream's tools or health change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Health of every upstream, by name.
+    pub fn health(&self) -> Vec<(String, Health)> {
+        self.inner.iter().map(|u| (u.spec.name.clone(), read(&u.health))).collect()
+    }
+
+    /// The tools of every connected upstream, as `(upstream, tool)` with the upstream's own names.
+    pub fn tools(&self) -> Vec<(String, Tool)> {
+        let mut out = Vec::new();
+        for u in self.inner.iter() {
+            if let Some(conn) = read_conn(u) {
+                out.extend(conn.tools.iter().map(|t| (u.spec.name.clone(), t.clone())));
+            }
+        }
+        out
+    }
+
+    /// The tool `name` of upstream `upstream`, if connected and offered.
+    pub fn tool(&self, upstream: &str, name: &str) -> Option<Tool> {
+        let u = self.inner.iter().find(|u| u.spec.name == upstream)?;
+        read_conn(u)?.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    /// Whether an upstream of that name is configured.
+    pub fn contains(&self, upstream: &str) -> bool {
+        self.inner.iter().any(|u| u.spec.name == upstream)
+    }
+
+    /// Calls a tool. `cancel` aborts the call (the request is cancelled at the upstream too).
+    pub async fn call(
+        &self,
+        upstream: &str,
+        name: &str,
+        arguments: JsonObject,
+        cancel: CancellationToken,
+    ) -> Result<CallToolResult, UpstreamError> {
+        let up = self
+            .inner
+            .iter()
+            .find(|u| u.spec.name == upstream)
+            .ok_or_else(|| UpstreamError::Unknown(upstream.to_string()))?;
+        let Some(conn) = read_conn(up) else {
+            let reason = match read(&up.health) {
+                Health::Down { error } => error,
+                Health::Connecting => "still connecting".into(),
+                Health::Up { .. } => "connection lost".into(),
+            };
+            return Err(UpstreamError::Unavailable { name: upstream.to_string(), reason });
+        };
+        let params = CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
+        let timeout = up.spec.call_timeout;
+        // Dropping the request future cancels it at the upstream (rmcp sends
+        // `notifications/cancelled`).
+        let result = tokio::select! {
+            r = tokio::time::timeout(timeout, conn.peer.call_tool(params)) => r,
+            _ = cancel.cancelled() => {
+                return Err(UpstreamError::Failed { name: upstream.to_string(), message: "the call was cancelled".into() });
+            }
+        };
+        match result {
+            Err(_) => Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: timeout.as_secs_f64() }),
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) => {
+                let message = e.to_string();
+                if matches!(e, rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)) {
+                    if let Ok(mut c) = up.conn.write() {
+                        *c = None;
+                    }
+                    up.poke.notify_one();
+                }
+                Err(UpstreamError::Failed { name: upstream.to_string(), message })
+            }
+        }
+    }
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(g) => g.clone(),
+        Err(e) => e.into_inner().clone(),
+    }
+}
+
+fn read_conn(up: &Upstream) -> Option<Arc<Conn>> {
+    match up.conn.read() {
+        Ok(g) => g.clone(),
+        Err(e) => e.into_inner().clone(),
+    }
+}
+
+fn set_health(up: &Upstream, health: Health, changed: &tokio::sync::watch::Sender<u64>) {
+    match up.health.write() {
+        Ok(mut h) => *h = health,
+        Err(e) => *e.into_inner() = health,
+    }
+    changed.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+type Running = RunningService<RoleClient, UpstreamClient>;
+
+async fn connect(up: &Arc<Upstream>) -> Result<Running, String> {
+    let handler = UpstreamClient { upstream: up.clone() };
+    match &up.spec.transport {
+        Transport::Stdio { command, args, env, cwd } => {
+            let mut cmd = tokio::process::Command::new(command);
+            cmd.args(args).envs(env).kill_on_drop(true);
+            if let Some(dir) = cwd {
+                cmd.current_dir(dir);
+            }
+            let (transport, stderr) = TokioChildProcess::builder(cmd)
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+            if let Some(stderr) = stderr {
+                let name = up.spec.name.clone();
+                tokio::spawn(async move {
+                    let mut lines = BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::debug!(upstream = %name, "{line}");
+                    }
+                });
+            }
+            handler.serve(transport).await.map_err(|e| format!("MCP handshake failed: {e}"))
+        }
+        Transport::Http { url, headers } => {
+            let mut custom = HashMap::new();
+            for (k, v) in headers {
+                let name = http::HeaderName::try_from(k.as_str()).map_err(|e| format!("header `{k}`: {e}"))?;
+                let value = http::HeaderValue::try_from(v.as_str()).map_err(|e| format!("header `{k}`: {e}"))?;
+                custom.insert(name, value);
+            }
+            let config =
+                rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .custom_headers(custom);
+            let transport = StreamableHttpClientTransport::from_config(config);
+            handler.serve(transport).await.map_err(|e| format!("MCP handshake with {url} failed: {e}"))
+        }
+    }
+}
+
+async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, String> {
+    peer.list_all_tools().await.map_err(|e| format!("tools/list failed: {e}"))
+}
+
+/// Keeps one upstream connected until `shutdown`.
+async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<tokio::sync::watch::Sender<u64>>) {
+    let mut backoff = Duration::from_millis(200);
+    let name = up.spec.name.clone();
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let connected = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(60), connect(&up)) => r.unwrap_or_else(|_| Err("connection timed out after 60s".into())),
+            _ = shutdown.cancelled() => return,
+        };
+        let running = match connected {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::warn!(upstream = %name, %error, retry_in_ms = backoff.as_millis() as u64, "upstream unavailable");
+                set_health(&up, Health::Down { error }, &changed);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let peer = running.peer().clone();
+        let info = peer.peer_info();
+        let (server, protocol_version) = info
+            .map(|i| {
+                let server = i.server_info.as_ref().map(|s| format!("{} {}", s.name, s.version)).unwrap_or_default();
+                (server, i.protocol_version.to_string())
+            })
+            .unwrap_or_default();
+        match list_tools(&peer).await {
+            Ok(tools) => {
+                tracing::info!(upstream = %name, %server, %protocol_version, tools = tools.len(), "upstream connected");
+                let conn = Conn {
+                    peer: peer.clone(),
+                    tools,
+                    server: server.clone(),
+                    protocol_version: protocol_version.clone(),
+                };
+                let count = conn.tools.len();
+                if let Ok(mut c) = up.conn.write() {
+                    *c = Some(Arc::new(conn));
+                }
+                up.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                set_health(&up, Health::Up { server, protocol_version, tools: count }, &changed);
+                backoff = Duration::from_millis(200);
+            }
+            Err(error) => {
+                set_health(&up, Health::Down { error }, &changed);
+                let _ = running.cancel().await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        }
+        // Watch the connection.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = running.cancel().await;
+                    return;
+                }
+                _ = up.poke.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if running.is_closed() || read_conn(&up).is_none() {
+                break;
+            }
+            if up.refresh_tools.swap(false, std::sync::atomic::Ordering::SeqCst)
+                && let Ok(tools) = list_tools(&peer).await
+                && let Some(old) = read_conn(&up)
+            {
+                let count = tools.len();
+                let conn = Conn {
+                    peer: peer.clone(),
+                    tools,
+                    server: old.server.clone(),
+                    protocol_version: old.protocol_version.clone(),
+                };
+                if let Ok(mut c) = up.conn.write() {
+                    *c = Some(Arc::new(conn));
+                }
+                set_health(
+                    &up,
+                    Health::Up {
+                        server: old.server.clone(),
+                        protocol_version: old.protocol_version.clone(),
+                        tools: count,
+                    },
+                    &changed,
+                );
+            }
+        }
+        if let Ok(mut c) = up.conn.write() {
+            *c = None;
+        }
+        tracing::warn!(upstream = %name, "upstream connection lost; reconnecting");
+        set_health(&up, Health::Down { error: "connection lost".into() }, &changed);
+        let _ = running.cancel().await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}

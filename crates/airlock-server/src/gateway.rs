@@ -1,0 +1,322 @@
+//! The MCP gateway: upstream tools offered to agents under `{upstream}__{tool}`, and every call
+//! run through the decision pipeline before it reaches the upstream.
+//!
+//! The flow of one `tools/call`: submit to the [`Engine`] (digest, join, guards, policy, tier
+//! floor) → denied: a tool error that gives the reasons → held for approval: wait up to
+//! `[mcp] approval_wait_seconds` with progress notifications, then either run it or return a tool
+//! error that names the approval and says to retry → allowed or approved: `executing` is
+//! journaled, the upstream is called with its time limit, and the result is journaled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_core::{Action, ActionResult, ActionStatus, Approval};
+use airlock_mcp::front::{Gateway, ToolCall, error_result};
+use airlock_mcp::{UpstreamError, Upstreams};
+use chrono::Utc;
+use rmcp::model::{CallToolResult, ContentBlock, Tool, ToolAnnotations};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{TOOL_SEPARATOR, allowlist_covers};
+use crate::config::AgentConfig;
+use crate::engine::{ActionRequest, Claim, Engine};
+
+/// The gateway between MCP and the pipeline. Cheap to share behind an `Arc`.
+pub struct McpGateway {
+    engine: Engine,
+    upstreams: Upstreams,
+    agents: HashMap<String, AgentConfig>,
+    approval_wait: Duration,
+}
+
+impl std::fmt::Debug for McpGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpGateway").finish_non_exhaustive()
+    }
+}
+
+fn reasons_text(action: &Action) -> String {
+    action.decision.reasons.iter().map(|r| format!("[{}] {}", r.rule, r.msg)).collect::<Vec<_>>().join("; ")
+}
+
+fn short_revision(rev: &str) -> &str {
+    rev.get(..19).unwrap_or(rev)
+}
+
+impl McpGateway {
+    /// Builds the gateway.
+    pub fn new(engine: Engine, upstreams: Upstreams) -> McpGateway {
+        let agents = engine.config().agents.iter().map(|a| (a.agent.id.clone(), a.clone())).collect();
+        let approval_wait = engine.config().mcp.approval_wait;
+        McpGateway { engine, upstreams, agents, approval_wait }
+    }
+
+    /// The upstream connections.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
+    /// Annotations the upstream reported for a full tool name, as JSON.
+    fn reported_annotations(&self, tool: &str) -> Option<Value> {
+        let (upstream, name) = tool.split_once(TOOL_SEPARATOR)?;
+        let t = self.upstreams.tool(upstream, name)?;
+        t.annotations.as_ref().and_then(|a| serde_json::to_value(a).ok())
+    }
+
+    /// Runs an action that is `executing` (just allowed, or just claimed after approval) against
+    /// its upstream and records the outcome.
+    pub async fn execute(&self, action: &Action, cancel: CancellationToken) -> (Action, CallToolResult) {
+        let (Some(upstream), arguments) = (action.upstream.clone(), action.arguments.clone()) else {
+            return (action.clone(), error_result("internal error: not an upstream action"));
+        };
+        let arguments = match arguments {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let started = Instant::now();
+        let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel).await;
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (result, returned) = match outcome {
+            Ok(res) => {
+                let ok = !res.is_error.unwrap_or(false);
+                let error = (!ok).then(|| content_text(&res.content));
+                let output = serde_json::to_value(&res).unwrap_or(Value::Null);
+                (
+                    ActionResult {
+                        ok,
+                        output,
+                        error,
+                        reported_by: "upstream".into(),
+                        duration_ms: Some(duration_ms),
+                        at: Utc::now(),
+                    },
+                    res,
+                )
+            }
+            Err(e) => {
+                let msg = upstream_error_text(&action.tool, &e);
+                let r = ActionResult {
+                    ok: false,
+                    output: Value::Null,
+                    error: Some(msg.clone()),
+                    reported_by: "upstream".into(),
+                    duration_ms: Some(duration_ms),
+                    at: Utc::now(),
+                };
+                (r, error_result(msg))
+            }
+        };
+        match self.engine.record_execution(&action.id, result).await {
+            Ok(recorded) => (recorded, returned),
+            Err(e) => {
+                tracing::error!(action = %action.id, error = %e, "could not record an upstream result");
+                (action.clone(), returned)
+            }
+        }
+    }
+
+    /// Waits while an action is pending approval, at most `limit`, reporting progress.
+    async fn wait_for_approval(&self, action: &Action, limit: Duration, call: &ToolCall) -> Action {
+        let deadline = Instant::now() + limit;
+        let mut current = action.clone();
+        let started = Instant::now();
+        let approval = action.approval_id.clone().unwrap_or_default();
+        while current.status == ActionStatus::PendingApproval {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || call.cancel.is_cancelled() {
+                break;
+            }
+            (call.progress)(format!("waiting for human approval {approval} ({}s)", started.elapsed().as_secs()));
+            let slice = remaining.min(Duration::from_secs(5));
+            tokio::select! {
+                r = self.engine.wait_for_change(&action.id, None, slice) => {
+                    if let Ok(view) = r {
+                        current = view.action;
+                    }
+                }
+                _ = call.cancel.cancelled() => break,
+            }
+        }
+        current
+    }
+
+    /// Takes an approved action to its result: claim it and run it, or wait for whoever runs it.
+    async fn run_approved(&self, action: &Action, cancel: CancellationToken) -> CallToolResult {
+        match self.engine.claim_execution(&action.id).await {
+            Ok(Claim::Run(a)) => self.execute(&a, cancel).await.1,
+            Ok(Claim::Running(a)) => {
+                let limit = Duration::from_secs(3600);
+                match self.engine.wait_for_change(&a.id, None, limit).await {
+                    Ok(view) => recorded_result(&view.action),
+                    Err(e) => error_result(format!("airlock: {e}")),
+                }
+            }
+            Ok(Claim::Finished(a)) | Ok(Claim::NotRunnable(a)) => recorded_result(&a),
+            Err(e) => error_result(format!("airlock could not run the call: {e}")),
+        }
+    }
+}
+
+fn content_text(content: &[ContentBlock]) -> String {
+    let text: Vec<String> = content
+        .iter()
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .filter_map(|v| v.get("text").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    if text.is_empty() { "the tool reported an error".into() } else { text.join("\n") }
+}
+
+fn upstream_error_text(tool: &str, e: &UpstreamError) -> String {
+    format!("airlock could not complete `{tool}`: {e}")
+}
+
+/// The result of an action that has already finished, for retries and joins.
+fn recorded_result(action: &Action) -> CallToolResult {
+    match (&action.status, &action.result) {
+        (ActionStatus::Succeeded | ActionStatus::Failed, Some(r)) => {
+            if let Ok(res) = serde_json::from_value::<CallToolResult>(r.output.clone()) {
+                return res;
+            }
+            error_result(r.error.clone().unwrap_or_else(|| "the call failed".into()))
+        }
+        (ActionStatus::Unknown, _) => error_result(format!(
+            "the outcome of action {} is unknown (airlock stopped while it ran); check the target system before retrying",
+            action.id
+        )),
+        (status, _) => error_result(format!("airlock: action {} is `{status}`: {}", action.id, reasons_text(action))),
+    }
+}
+
+fn pending_text(action: &Action, approval: Option<&Approval>, waited: Duration) -> String {
+    let mut text = format!(
+        "airlock is holding `{}` for human approval (approval {}, action {}): {}.",
+        action.tool,
+        action.approval_id.as_deref().unwrap_or("?"),
+        action.id,
+        reasons_text(action)
+    );
+    if let Some(a) = approval {
+        let groups = if a.requirements.groups.is_empty() {
+            String::new()
+        } else {
+            format!(" from {}", a.requirements.groups.join("/"))
+        };
+        text.push_str(&format!(
+            " It needs {} approval(s){groups}{}; {} so far. It expires at {}.",
+            a.requirements.quorum,
+            if a.requirements.mfa { " with MFA" } else { "" },
+            a.approvals(),
+            a.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    text.push_str(&format!(
+        " Waited {}s. Retry this exact call (same tool, same arguments) to keep waiting: it resumes the same approval and runs once, as soon as it is approved.",
+        waited.as_secs()
+    ));
+    text
+}
+
+#[async_trait::async_trait]
+impl Gateway for McpGateway {
+    fn tools_for(&self, agent_id: &str) -> Vec<Tool> {
+        let Some(agent) = self.agents.get(agent_id) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (upstream, tool) in self.upstreams.tools() {
+            let full = format!("{upstream}{TOOL_SEPARATOR}{}", tool.name);
+            if !allowlist_covers(agent.tools.as_deref(), &full) {
+                continue;
+            }
+            let reported = tool.annotations.as_ref().and_then(|a| serde_json::to_value(a).ok());
+            let info = self.engine.catalog().resolve(&full, reported.as_ref());
+            let mut t = tool.clone();
+            t.name = full.into();
+            if info.annotations.as_object().is_some_and(|m| !m.is_empty()) {
+                t.annotations = serde_json::from_value::<ToolAnnotations>(info.annotations).ok().or(t.annotations);
+            }
+            out.push(t);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    async fn open_session(&self, agent_id: &str, task: String) -> Result<String, String> {
+        let agent = self.agents.get(agent_id).ok_or_else(|| format!("unknown agent `{agent_id}`"))?;
+        self.engine.open_session(agent, task, Default::default(), None).await.map(|s| s.id).map_err(|e| e.to_string())
+    }
+
+    async fn call(&self, call: ToolCall) -> CallToolResult {
+        let Some(agent) = self.agents.get(&call.agent_id) else {
+            return error_result("airlock: unknown agent");
+        };
+        let upstream_known = call.tool.split_once(TOOL_SEPARATOR).is_some_and(|(u, _)| self.upstreams.contains(u));
+        if !upstream_known {
+            return error_result(format!(
+                "airlock: there is no tool `{}`; tool names are `{{upstream}}{TOOL_SEPARATOR}{{tool}}` as listed by tools/list",
+                call.tool
+            ));
+        }
+        let request = ActionRequest {
+            tool: call.tool.clone(),
+            arguments: Value::Object(call.arguments.clone()),
+            justification: call.justification.clone(),
+            idempotency_key: None,
+            reported_annotations: self.reported_annotations(&call.tool),
+        };
+        let submission = match self.engine.submit(agent, &call.session_id, request).await {
+            Ok(s) => s,
+            Err(e) => return error_result(format!("airlock could not decide this call, so it was not run: {e}")),
+        };
+        let action = submission.view.action;
+        match action.status {
+            ActionStatus::Executing => self.execute(&action, call.cancel.clone()).await.1,
+            ActionStatus::Approved => self.run_approved(&action, call.cancel.clone()).await,
+            ActionStatus::PendingApproval => {
+                let started = Instant::now();
+                let current = self.wait_for_approval(&action, self.approval_wait, &call).await;
+                match current.status {
+                    ActionStatus::Approved => self.run_approved(&current, call.cancel.clone()).await,
+                    ActionStatus::PendingApproval => {
+                        let approval = match &current.approval_id {
+                            Some(id) => self.engine.approval(id).await.ok().map(|(a, _)| a),
+                            None => None,
+                        };
+                        error_result(pending_text(&current, approval.as_ref(), started.elapsed()))
+                    }
+                    ActionStatus::Denied => {
+                        let who = match &current.approval_id {
+                            Some(id) => self
+                                .engine
+                                .approval(id)
+                                .await
+                                .ok()
+                                .and_then(|(a, _)| {
+                                    a.votes.into_iter().find(|v| v.verdict == airlock_core::Verdict::Deny)
+                                })
+                                .map(|v| format!(" by {} (\"{}\")", v.human, v.comment))
+                                .unwrap_or_default(),
+                            None => String::new(),
+                        };
+                        error_result(format!(
+                            "airlock: a human denied `{}`{who} (action {}). Do not retry it unchanged.",
+                            current.tool, current.id
+                        ))
+                    }
+                    _ => recorded_result(&current),
+                }
+            }
+            ActionStatus::Denied => error_result(format!(
+                "airlock denied `{}` (action {}, policy {}): {}. Retrying the same call will be denied again; change the request or ask a human.",
+                action.tool,
+                action.id,
+                short_revision(&action.decision.policy_revision),
+                reasons_text(&action)
+            )),
+            _ => recorded_result(&action),
+        }
+    }
+}
+
+/// Shared handle.
+pub type SharedGateway = Arc<McpGateway>;
