@@ -25,7 +25,7 @@ airlock check --config "$here/airlock.toml"
 
 log="$(mktemp)"
 out="$(mktemp)"
-airlock serve --config "$here/airlock.toml" --listen "${AIRLOCK_LISTEN:-127.0.0.1:7878}" >"$out" 2>"$log" &
+"$AIRLOCK_BIN" serve --config "$here/airlock.toml" --listen "${AIRLOCK_LISTEN:-127.0.0.1:7878}" >"$out" 2>"$log" &
 server=$!
 cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -f "$log" "$out"; }
 trap cleanup EXIT INT TERM

@@ -132,6 +132,7 @@ struct Upstream {
 #[derive(Clone)]
 pub struct Upstreams {
     inner: Arc<Vec<Arc<Upstream>>>,
+    supervisors: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     shutdown: CancellationToken,
     changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -184,15 +185,25 @@ impl Upstreams {
                 })
             })
             .collect();
-        for up in &inner {
-            tokio::spawn(supervise(up.clone(), shutdown.clone(), changed.clone()));
+        let supervisors =
+            inner.iter().map(|up| tokio::spawn(supervise(up.clone(), shutdown.clone(), changed.clone()))).collect();
+        Upstreams {
+            inner: Arc::new(inner),
+            supervisors: Arc::new(std::sync::Mutex::new(supervisors)),
+            shutdown,
+            changed,
         }
-        Upstreams { inner: Arc::new(inner), shutdown, changed }
     }
 
-    /// Stops every supervisor and closes every connection (child processes are killed).
-    pub fn shutdown(&self) {
+    /// Stops every supervisor and closes every connection (child processes are killed), waiting
+    /// up to five seconds for them to finish.
+    pub async fn shutdown(&self) {
         self.shutdown.cancel();
+        let handles: Vec<_> = match self.supervisors.lock() {
+            Ok(mut h) => h.drain(..).collect(),
+            Err(e) => e.into_inner().drain(..).collect(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(handles)).await;
     }
 
     /// Waits until every upstream has connected or failed once, at most `limit`.

@@ -91,7 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .context("HTTP server failed")?;
         background.abort();
-        upstreams.shutdown();
+        upstreams.shutdown().await;
         drop(engine);
         Ok(())
     });

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -191,12 +192,16 @@ impl Airlock {
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "warn")
+            // Its own process group, so that upstream servers it starts die with it.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
             .map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        // From here on the handle owns the process, so a failure below still stops it.
+        let mut airlock = Airlock { child: Some(child), url: String::new(), stderr_path, http: reqwest::Client::new() };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -206,28 +211,34 @@ impl Airlock {
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => Ok(Airlock { child: Some(child), url, stderr_path, http: reqwest::Client::new() }),
+            Ok(url) => {
+                airlock.url = url;
+                Ok(airlock)
+            }
             Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                Err(format!("{status}: {log}"))
+                let status = airlock.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                let log = std::fs::read_to_string(&airlock.stderr_path).unwrap_or_default();
+                drop(airlock);
+                Err(format!(
+                    "{}: {log}",
+                    status.map(|s| s.to_string()).unwrap_or_else(|| "did not start in 30s".into())
+                ))
             }
         }
     }
 
-    /// Stops the server with SIGTERM (a clean shutdown) and waits for it.
+    /// Stops the server with SIGTERM (a clean shutdown) and waits for it; then makes sure
+    /// nothing it started is left running.
     pub fn stop(mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            shut_down(child);
         }
     }
 
-    /// Kills the server with SIGKILL, as a crash would.
+    /// Kills the server and everything it started with SIGKILL, as a crash would.
     pub fn crash(mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            signal_group(child.id(), "-KILL");
             let _ = child.wait();
         }
     }
@@ -287,11 +298,29 @@ impl Airlock {
 
 impl Drop for Airlock {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            shut_down(child);
         }
     }
+}
+
+fn signal_group(pid: u32, signal: &str) {
+    let _ = Command::new("kill").arg(signal).arg("--").arg(format!("-{pid}")).stderr(Stdio::null()).status();
+}
+
+/// SIGTERM to the server's process group, a grace period, then SIGKILL to whatever is left.
+#[allow(clippy::disallowed_methods, reason = "Drop is synchronous; a short poll is fine in tests")]
+fn shut_down(mut child: Child) {
+    let pid = child.id();
+    signal_group(pid, "-TERM");
+    for _ in 0..50 {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal_group(pid, "-KILL");
+    let _ = child.wait();
 }
 
 /// An HTTP reply.
