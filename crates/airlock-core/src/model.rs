@@ -448,6 +448,9 @@ pub struct Vote {
     /// Whether they confirmed with a TOTP code.
     #[serde(default)]
     pub mfa: bool,
+    /// The TOTP time step of the code used, so a code is accepted once even across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_step: Option<u64>,
     /// When.
     pub at: DateTime<Utc>,
 }

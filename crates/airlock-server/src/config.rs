@@ -63,6 +63,17 @@ pub struct RawConfig {
     upstreams: Vec<RawUpstream>,
     #[serde(default)]
     tools: Vec<RawTool>,
+    #[serde(default)]
+    notify: Vec<RawNotify>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawNotify {
+    name: Option<String>,
+    url: String,
+    events: Option<Vec<String>>,
+    secret: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +172,26 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// `[[tools]]`
     pub tools: Vec<ToolConfig>,
+    /// `[[notify]]`
+    pub notify: Vec<NotifyConfig>,
+}
+
+/// Events a `[[notify]]` webhook can subscribe to.
+pub const NOTIFY_EVENTS: &[&str] = &["approval.requested", "approval.resolved", "approval.expired"];
+
+/// One `[[notify]]` webhook.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Name (defaults to `notify[N]`), used in logs and the outbox.
+    pub name: String,
+    /// Where to POST.
+    pub url: String,
+    /// Events it receives.
+    pub events: Vec<String>,
+    /// HMAC-SHA256 key for `X-Airlock-Signature-256`.
+    pub secret: Option<String>,
+    /// Limit of one delivery attempt.
+    pub timeout: Duration,
 }
 
 /// `[server]`
@@ -641,7 +672,50 @@ impl RawConfig {
             });
         }
 
-        Config { file: PathBuf::new(), server, policy, approvals, mcp, agents, humans, upstreams, tools }
+        let mut notify = Vec::new();
+        let mut notify_names = HashSet::new();
+        for (i, n) in self.notify.into_iter().enumerate() {
+            let key = |k: &str| format!("notify[{i}].{k}");
+            let name = n.name.unwrap_or_else(|| format!("notify[{i}]"));
+            if !notify_names.insert(name.clone()) {
+                push(&key("name"), format!("`{name}` is used twice"));
+            }
+            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+                push(&key("url"), format!("`{}` must start with http:// or https://", n.url));
+            }
+            let events = n.events.unwrap_or_else(|| NOTIFY_EVENTS.iter().map(|e| e.to_string()).collect());
+            for (j, e) in events.iter().enumerate() {
+                if !NOTIFY_EVENTS.contains(&e.as_str()) {
+                    push(
+                        &format!("notify[{i}].events[{j}]"),
+                        format!("unknown event `{e}`; known: {}", NOTIFY_EVENTS.join(", ")),
+                    );
+                }
+            }
+            let secret = match n.secret.as_deref() {
+                None => None,
+                Some(v) => match v.strip_prefix("env:") {
+                    Some(var) => match env.var(var) {
+                        Some(s) if !s.is_empty() => Some(s),
+                        _ => {
+                            push(&key("secret"), format!("environment variable `{var}` is not set"));
+                            None
+                        }
+                    },
+                    None => {
+                        push(&key("secret"), "must be `env:NAME`; secrets are not written in the file".into());
+                        None
+                    }
+                },
+            };
+            let timeout_ms = n.timeout_ms.unwrap_or(5000);
+            if !(1..=60_000).contains(&timeout_ms) {
+                push(&key("timeout_ms"), format!("must be between 1 and 60000, got {timeout_ms}"));
+            }
+            notify.push(NotifyConfig { name, url: n.url, events, secret, timeout: Duration::from_millis(timeout_ms) });
+        }
+
+        Config { file: PathBuf::new(), server, policy, approvals, mcp, agents, humans, upstreams, tools, notify }
     }
 }
 

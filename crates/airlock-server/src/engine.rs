@@ -147,6 +147,8 @@ struct Inner {
     totp_steps: Mutex<HashMap<String, u64>>,
     /// Wakes anyone watching for new or resolved approvals (the web UI).
     approvals_changed: tokio::sync::watch::Sender<u64>,
+    /// Wakes the webhook delivery task.
+    outbox_wake: Arc<Notify>,
 }
 
 /// Handle to the decision pipeline.
@@ -174,6 +176,17 @@ impl Engine {
     pub async fn start(config: Arc<Config>, policy: Policy, store: Arc<dyn Store>) -> Result<Engine> {
         let kill_switches = store.kill_switches(true).await?;
         let (approvals_changed, _) = tokio::sync::watch::channel(0);
+        // Each TOTP code is accepted once, also across restarts: remember the newest step used
+        // by each human from the recorded votes.
+        let mut totp_steps: HashMap<String, u64> = HashMap::new();
+        for approval in store.approvals(None, 1000).await? {
+            for v in approval.votes {
+                if let Some(step) = v.totp_step {
+                    let e = totp_steps.entry(v.human).or_insert(step);
+                    *e = (*e).max(step);
+                }
+            }
+        }
         // Upstream calls that were out when airlock stopped have an unknown outcome. They are
         // marked so and never retried automatically (DESIGN.md: at most once).
         for mut action in store.actions_in_status(ActionStatus::Executing).await? {
@@ -211,8 +224,9 @@ impl Engine {
             kill_switches: RwLock::new(Arc::new(kill_switches)),
             sessions: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
-            totp_steps: Mutex::new(HashMap::new()),
+            totp_steps: Mutex::new(totp_steps),
             approvals_changed,
+            outbox_wake: Arc::new(Notify::new()),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -235,6 +249,21 @@ impl Engine {
     /// The tool catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
+    }
+
+    /// Notified when notifications were added to the outbox.
+    pub fn outbox_wake(&self) -> Arc<Notify> {
+        self.inner.outbox_wake.clone()
+    }
+
+    /// Commits and wakes the delivery task when the commit queued notifications.
+    async fn commit(&self, commit: Commit) -> Result<()> {
+        let queued = !commit.outbox.is_empty();
+        self.inner.store.commit(commit).await?;
+        if queued {
+            self.inner.outbox_wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Subscribe to "approvals changed" ticks.
@@ -583,14 +612,15 @@ impl Engine {
         if let Some(a) = &approval {
             commit.event(session_id, EventKind::ApprovalRequested, now, to_value(a));
             commit.project(Projection::Approval(a.clone()));
+            crate::notify::enqueue(&self.inner.config, &mut commit, "approval.requested", a, &action, now);
         }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
-        match self.inner.store.commit(commit).await {
+        match self.commit(commit).await {
             Ok(()) => {}
-            Err(airlock_store::Error::Conflict(_)) if action.idempotency_key.is_some() => {
+            Err(Error::Store(airlock_store::Error::Conflict(_))) if action.idempotency_key.is_some() => {
                 return Err(Error::Conflict("the `Idempotency-Key` was used concurrently; retry the request".into()));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
         state.session = session;
         if action.status.is_waiting() {
@@ -874,6 +904,7 @@ impl Engine {
             verdict: vote.verdict,
             comment: vote.comment.trim().to_string(),
             mfa: approval.requirements.mfa,
+            totp_step: mfa_step,
             at: now,
         };
         approval.votes.push(record.clone());
@@ -912,7 +943,10 @@ impl Engine {
             }
         }
         commit.project(Projection::Approval(approval.clone()));
-        self.inner.store.commit(commit).await?;
+        if resolved.is_some() {
+            crate::notify::enqueue(&self.inner.config, &mut commit, "approval.resolved", &approval, &action, now);
+        }
+        self.commit(commit).await?;
         if let Some(step) = mfa_step
             && let Ok(mut steps) = self.inner.totp_steps.lock()
         {
@@ -1006,7 +1040,8 @@ impl Engine {
             )
             .project(Projection::Approval(approval.clone()))
             .project(Projection::Action(Box::new(action.clone())));
-        self.inner.store.commit(commit).await?;
+        crate::notify::enqueue(&self.inner.config, &mut commit, "approval.expired", approval, action, now);
+        self.commit(commit).await?;
         state.waiting.retain(|_, id| id != &action.id);
         self.notify(&action.id);
         self.bump_approvals();
@@ -1103,9 +1138,10 @@ impl Engine {
                     now,
                     json!({"action_id": action.id, "approval_id": approval.id, "reason": reason}),
                 )
-                .project(Projection::Approval(approval))
+                .project(Projection::Approval(approval.clone()))
                 .project(Projection::Action(Box::new(action.clone())));
-            self.inner.store.commit(commit).await?;
+            crate::notify::enqueue(&self.inner.config, &mut commit, "approval.resolved", &approval, &action, now);
+            self.commit(commit).await?;
             state.waiting.retain(|_, id| id != &action.id);
             self.notify(&action.id);
         }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod mfa;
+pub mod notify;
 pub mod serve;
 
 pub use config::Config;

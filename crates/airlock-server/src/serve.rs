@@ -76,6 +76,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(engine.clone().run_background(rx.clone()));
+    let deliveries = tokio::spawn(crate::notify::run_deliveries(engine.clone(), rx.clone()));
     let state = AppState::new(engine.clone()).with_gateway(gateway.clone());
     let mcp = mcp_service(&config, gateway.clone(), addr);
     let mcp_router = axum::Router::new()
@@ -91,6 +92,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .await
             .context("HTTP server failed")?;
         background.abort();
+        deliveries.abort();
         upstreams.shutdown().await;
         drop(engine);
         Ok(())

@@ -90,6 +90,61 @@ pub struct Commit {
     pub events: Vec<NewEvent>,
     /// Projections to write.
     pub projections: Vec<Projection>,
+    /// Notifications to deliver later (the durable outbox).
+    pub outbox: Vec<NewNotification>,
+    /// Delivery bookkeeping for earlier notifications (not journaled).
+    pub deliveries: Vec<DeliveryUpdate>,
+}
+
+/// A notification to deliver to one endpoint, written with the events that caused it.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    /// Index of the `[[notify]]` endpoint.
+    pub endpoint: String,
+    /// Event name (`approval.requested`, …).
+    pub event: String,
+    /// JSON body to send.
+    pub body: Value,
+    /// When it was created.
+    pub at: DateTime<Utc>,
+}
+
+/// A notification waiting in the outbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    /// Outbox id (also the delivery id sent to the receiver).
+    pub id: i64,
+    /// Endpoint name.
+    pub endpoint: String,
+    /// Event name.
+    pub event: String,
+    /// Body text exactly as it will be sent (and signed).
+    pub body: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// What happened to one delivery attempt.
+#[derive(Debug, Clone)]
+pub enum DeliveryUpdate {
+    /// Delivered; never sent again.
+    Delivered {
+        /// Outbox id.
+        id: i64,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Failed; try again at `next_at`, or give up when `next_at` is `None`.
+    Failed {
+        /// Outbox id.
+        id: i64,
+        /// Why.
+        error: String,
+        /// Next attempt.
+        next_at: Option<DateTime<Utc>>,
+    },
 }
 
 impl Commit {
@@ -170,4 +225,6 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, stream: &str) -> Result<Vec<StoredEvent>>;
     /// Walks every hash chain.
     async fn verify(&self) -> Result<VerifyReport>;
+    /// Undelivered notifications due at or before `now`, oldest first.
+    async fn notifications_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>>;
 }

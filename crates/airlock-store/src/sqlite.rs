@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
-use crate::{Commit, Error, Projection, Result, SessionFilter, StoredEvent};
+use crate::{Commit, DeliveryUpdate, Error, Notification, Projection, Result, SessionFilter, StoredEvent};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,6 +71,18 @@ CREATE TABLE IF NOT EXISTS kill_switches (
     engaged_at TEXT    NOT NULL,
     body       TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY,
+    endpoint     TEXT    NOT NULL,
+    event        TEXT    NOT NULL,
+    body         TEXT    NOT NULL,
+    created_at   TEXT    NOT NULL,
+    next_at      TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    delivered_at TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE delivered_at IS NULL AND next_at IS NOT NULL;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 "#;
 
@@ -337,6 +349,33 @@ fn apply(conn: &Connection, heads: &mut HashMap<String, (u64, String)>, commit: 
             .execute(params![event.stream, seq as i64, kind, at, payload, prev_hash, hash])
             .map_err(|e| map_unique(e, "event"))?;
         heads.insert(event.stream.clone(), (seq, hash));
+    }
+    for n in &commit.outbox {
+        conn.prepare_cached(
+            "INSERT INTO outbox (endpoint, event, body, created_at, next_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        )?
+        .execute(params![
+            n.endpoint,
+            n.event,
+            serde_json::to_string(&n.body).unwrap_or_default(),
+            fmt_time(&n.at)
+        ])?;
+    }
+    for d in &commit.deliveries {
+        match d {
+            DeliveryUpdate::Delivered { id, at } => {
+                conn.prepare_cached(
+                    "UPDATE outbox SET delivered_at = ?2, next_at = NULL, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                )?
+                .execute(params![id, fmt_time(at)])?;
+            }
+            DeliveryUpdate::Failed { id, error, next_at } => {
+                conn.prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id, error, next_at.as_ref().map(fmt_time)])?;
+            }
+        }
     }
     for projection in &commit.projections {
         match projection {
@@ -610,6 +649,29 @@ impl crate::Store for SqliteStore {
                 out.push(StoredEvent { pos, stream, seq: seq as u64, kind, at, payload, prev_hash, hash });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn notifications_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>> {
+        let now = fmt_time(&now);
+        let limit = limit.max(1) as i64;
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, endpoint, event, body, attempts, last_error FROM outbox
+                 WHERE delivered_at IS NULL AND next_at IS NOT NULL AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit], |r| {
+                Ok(Notification {
+                    id: r.get(0)?,
+                    endpoint: r.get(1)?,
+                    event: r.get(2)?,
+                    body: r.get(3)?,
+                    attempts: r.get::<_, i64>(4)? as u32,
+                    last_error: r.get(5)?,
+                })
+            })?;
+            rows.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
         })
         .await
     }

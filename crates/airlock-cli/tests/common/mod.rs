@@ -23,6 +23,8 @@ pub const BOB: &str = "bob-token";
 pub const CAROL: &str = "carol-token";
 pub const VIEWER: &str = "viewer-token";
 pub const ADMIN: &str = "admin-token";
+/// Webhook signing secret the fixtures pass as `HOOK_SECRET`.
+pub const HOOK_SECRET: &str = "hook-secret-for-tests";
 /// Base32 TOTP secret of carol (RFC 6238 test secret).
 pub const CAROL_TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
@@ -171,7 +173,7 @@ pub fn airlock_bin() -> &'static str {
 pub fn airlock_cmd() -> Command {
     let mut cmd = Command::new(airlock_bin());
     cmd.env_remove("AIRLOCK_TOKEN").env_remove("AIRLOCK_SERVER").env_remove("AIRLOCK_CONFIG");
-    cmd.env("CAROL_TOTP", CAROL_TOTP);
+    cmd.env("CAROL_TOTP", CAROL_TOTP).env("HOOK_SECRET", HOOK_SECRET);
     cmd
 }
 

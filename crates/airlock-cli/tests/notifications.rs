@@ -1,0 +1,127 @@
+//! Webhook notifications: signed deliveries to a receiver, and the durable outbox surviving a
+//! crash of airlock while the receiver is down.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(HeaderMap, String)>>>);
+
+impl Received {
+    fn events(&self) -> Vec<(HeaderMap, Value)> {
+        self.0.lock().unwrap().iter().map(|(h, b)| (h.clone(), serde_json::from_str(b).unwrap())).collect()
+    }
+
+    async fn wait_for(&self, event: &str, within: Duration) -> (HeaderMap, Value) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(found) = self.events().into_iter().find(|(_, b)| b["event"] == event) {
+                return found;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no `{event}` notification within {within:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn hook(State(r): State<Received>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    r.0.lock().unwrap().push((headers, String::from_utf8_lossy(&body).into_owned()));
+    StatusCode::NO_CONTENT
+}
+
+/// A webhook receiver on 127.0.0.1 (the given port, or any free one).
+async fn receiver(port: u16) -> (String, Received, tokio::task::JoinHandle<()>) {
+    let received = Received::default();
+    let app = Router::new().route("/hook", post(hook)).with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, received, task)
+}
+
+fn notify_toml(url: &str) -> String {
+    format!("\n[[notify]]\nname = \"pager\"\nurl = \"{url}\"\nsecret = \"env:HOOK_SECRET\"\ntimeout_ms = 2000\n")
+}
+
+fn verify_signature(headers: &HeaderMap, body: &Value, raw: Option<&str>) {
+    let sig = headers.get("x-airlock-signature-256").expect("signature header").to_str().unwrap();
+    let raw = raw.map(String::from).unwrap_or_else(|| body.to_string());
+    let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(raw.as_bytes());
+    assert_eq!(sig, format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+}
+
+#[tokio::test]
+async fn approvals_are_announced_to_signed_webhooks() {
+    let (url, received, _task) = receiver(0).await;
+    let fx = Fixture::with_extra(POLICY, &notify_toml(&url));
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    let r = al.act(BOT, &s, "nodepool.scale", json!({"pool": "web", "count": 3})).await;
+    let approval = r.body["approval"]["id"].as_str().unwrap().to_string();
+
+    let (headers, body) = received.wait_for("approval.requested", Duration::from_secs(10)).await;
+    assert_eq!(headers.get("x-airlock-event").unwrap(), "approval.requested");
+    assert!(headers.get("x-airlock-delivery").is_some());
+    let raw = received.0.lock().unwrap()[0].1.clone();
+    verify_signature(&headers, &body, Some(&raw));
+    assert_eq!(body["approval"]["id"], approval.as_str());
+    assert_eq!(body["action"]["tool"], "nodepool.scale");
+    assert_eq!(body["action"]["arguments"]["count"], 3);
+    assert_eq!(body["agent"]["owner"], "platform");
+    assert_eq!(body["action"]["decision"]["reasons"][0]["rule"], "SC1");
+    assert!(body["links"]["ui"].as_str().unwrap().ends_with(&format!("/ui/approvals/{approval}")));
+
+    al.post(&format!("/v1/approvals/{approval}/approve"), ALICE, json!({"comment": "fine"})).await;
+    let (_, resolved) = received.wait_for("approval.resolved", Duration::from_secs(10)).await;
+    assert_eq!(resolved["approval"]["status"], "approved");
+    assert_eq!(resolved["approval"]["votes"][0]["human"], "alice");
+
+    let short = al.act(BOT, &s, "short.lived", json!({})).await;
+    let (_, expired) = received.wait_for("approval.expired", Duration::from_secs(10)).await;
+    assert_eq!(expired["approval"]["id"], short.body["approval"]["id"]);
+}
+
+#[tokio::test]
+async fn an_undelivered_notification_survives_a_crash() {
+    // A port with nothing listening yet.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let fx = Fixture::with_extra(POLICY, &notify_toml(&url));
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    let r = al.act(BOT, &s, "nodepool.scale", json!({"pool": "db", "count": 2})).await;
+    let approval = r.body["approval"]["id"].as_str().unwrap().to_string();
+    // Let the first delivery attempt fail, then crash.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    al.crash();
+
+    let (_, received, _task) = receiver(port).await;
+    let al = fx.start();
+    let (headers, body) = received.wait_for("approval.requested", Duration::from_secs(20)).await;
+    assert_eq!(body["approval"]["id"], approval.as_str());
+    let raw = received.0.lock().unwrap()[0].1.clone();
+    verify_signature(&headers, &body, Some(&raw));
+    // Delivered once, not again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let count = received.events().iter().filter(|(_, b)| b["event"] == "approval.requested").count();
+    assert_eq!(count, 1);
+    drop(al);
+}

@@ -1,0 +1,197 @@
+//! Webhook notifications from a durable outbox.
+//!
+//! A notification is written to the outbox in the same transaction as the event that caused it
+//! (an approval requested, resolved or expired), so a crash loses none. A separate delivery task
+//! POSTs due notifications, signs the body with HMAC-SHA256 when the endpoint has a secret, and
+//! retries failures with exponential backoff. Delivery never runs on the decision path: a slow
+//! or dead webhook can't delay a decision.
+
+use std::time::Duration;
+
+use airlock_core::{Action, Approval};
+use airlock_store::{Commit, DeliveryUpdate, NewNotification, Notification};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::config::{Config, NotifyConfig};
+use crate::engine::Engine;
+
+/// Header carrying `sha256=<hex HMAC of the body>`.
+pub const SIGNATURE_HEADER: &str = "x-airlock-signature-256";
+/// Header carrying the event name.
+pub const EVENT_HEADER: &str = "x-airlock-event";
+/// Header carrying the delivery id (the same on every retry of one notification).
+pub const DELIVERY_HEADER: &str = "x-airlock-delivery";
+
+/// Attempts before a notification is given up (about 2 hours of retries).
+const MAX_ATTEMPTS: u32 = 30;
+
+/// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Adds one notification per subscribed endpoint to `commit`.
+pub fn enqueue(
+    config: &Config,
+    commit: &mut Commit,
+    event: &str,
+    approval: &Approval,
+    action: &Action,
+    now: DateTime<Utc>,
+) {
+    let subscribed: Vec<&NotifyConfig> = config.notify.iter().filter(|n| n.events.iter().any(|e| e == event)).collect();
+    if subscribed.is_empty() {
+        return;
+    }
+    let agent = config.agents.iter().find(|a| a.agent.id == action.agent_id);
+    let base = config.server.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let body = json!({
+        "event": event,
+        "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "approval": {
+            "id": approval.id,
+            "status": approval.status,
+            "requirements": approval.requirements,
+            "votes": approval.votes,
+            "created_at": approval.created_at,
+            "expires_at": approval.expires_at,
+        },
+        "action": {
+            "id": action.id,
+            "session_id": action.session_id,
+            "tool": action.tool,
+            "upstream": action.upstream,
+            "arguments": action.arguments,
+            "justification": action.justification,
+            "status": action.status,
+            "decision": action.decision,
+        },
+        "agent": {
+            "id": action.agent_id,
+            "owner": agent.map(|a| a.agent.owner.clone()),
+            "oncall": agent.and_then(|a| a.agent.oncall.clone()),
+        },
+        "links": {
+            "ui": format!("{base}/ui/approvals/{}", approval.id),
+            "api": format!("{base}/v1/approvals/{}", approval.id),
+        },
+    });
+    for n in subscribed {
+        commit.outbox.push(NewNotification {
+            endpoint: n.name.clone(),
+            event: event.to_string(),
+            body: body.clone(),
+            at: now,
+        });
+    }
+}
+
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(attempts.min(10)).min(300))
+}
+
+async fn deliver(http: &reqwest::Client, endpoint: &NotifyConfig, n: &Notification) -> Result<(), String> {
+    let mut req = http
+        .post(&endpoint.url)
+        .timeout(endpoint.timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::USER_AGENT, concat!("airlock/", env!("CARGO_PKG_VERSION")))
+        .header(EVENT_HEADER, n.event.as_str())
+        .header(DELIVERY_HEADER, n.id.to_string());
+    if let Some(secret) = &endpoint.secret {
+        req = req.header(SIGNATURE_HEADER, signature(secret, n.body.as_bytes()));
+    }
+    let resp = req.body(n.body.clone()).send().await.map_err(|e| format!("cannot reach {}: {e}", endpoint.url))?;
+    if resp.status().is_success() { Ok(()) } else { Err(format!("{} answered {}", endpoint.url, resp.status())) }
+}
+
+/// Delivers due notifications until `shutdown` changes.
+pub async fn run_deliveries(engine: Engine, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    if engine.config().notify.is_empty() {
+        return;
+    }
+    airlock_mcp::ensure_crypto_provider();
+    let http = match reqwest::Client::builder().build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook client; notifications stay in the outbox");
+            return;
+        }
+    };
+    let wake = engine.outbox_wake();
+    loop {
+        let due = match engine.store().notifications_due(Utc::now(), 64).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the outbox failed");
+                Vec::new()
+            }
+        };
+        if !due.is_empty() {
+            let attempts = due.iter().map(|n| async {
+                let Some(endpoint) = engine.config().notify.iter().find(|e| e.name == n.endpoint) else {
+                    return DeliveryUpdate::Failed {
+                        id: n.id,
+                        error: format!("endpoint `{}` is no longer configured", n.endpoint),
+                        next_at: None,
+                    };
+                };
+                match deliver(&http, endpoint, n).await {
+                    Ok(()) => DeliveryUpdate::Delivered { id: n.id, at: Utc::now() },
+                    Err(error) => {
+                        let attempts = n.attempts + 1;
+                        let next_at = (attempts < MAX_ATTEMPTS).then(|| {
+                            Utc::now() + chrono::Duration::from_std(backoff(attempts)).unwrap_or_default()
+                        });
+                        if next_at.is_none() {
+                            tracing::error!(endpoint = %n.endpoint, delivery = n.id, %error, "giving up on a notification");
+                        } else {
+                            tracing::warn!(endpoint = %n.endpoint, delivery = n.id, %error, attempts, "notification failed; will retry");
+                        }
+                        DeliveryUpdate::Failed { id: n.id, error, next_at }
+                    }
+                }
+            });
+            let updates = futures::future::join_all(attempts).await;
+            let commit = Commit { deliveries: updates, ..Default::default() };
+            if let Err(e) = engine.store().commit(commit).await {
+                tracing::warn!(error = %e, "recording deliveries failed");
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_a_known_vector() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(20), Duration::from_secs(300));
+    }
+}
