@@ -109,6 +109,16 @@ pub enum SessionsCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Resume a paused session (humans with `approve` or `admin`).
+    Resume {
+        /// Session id (`ses_…`).
+        id: String,
+        /// Why it is safe to continue (required).
+        #[arg(long, short = 'm')]
+        comment: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 struct Client {
@@ -368,7 +378,11 @@ pub async fn sessions(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                         vec![
                             s(x, "id"),
                             s(x, "agent_id"),
-                            s(x, "status"),
+                            if s(x, "status_reason").is_empty() {
+                                s(x, "status")
+                            } else {
+                                format!("{}: {}", s(x, "status"), s(x, "status_reason"))
+                            },
                             s(x, "actions"),
                             s(x, "denials"),
                             s(x, "failures"),
@@ -381,6 +395,17 @@ pub async fn sessions(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                     "{}",
                     output::table(&["SESSION", "AGENT", "STATUS", "ACTIONS", "DENIED", "FAILED", "AGE", "TASK"], rows)
                 );
+            }
+        }
+        SessionsCommand::Resume { id, comment, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c
+                .call(reqwest::Method::POST, &format!("/v1/sessions/{id}/resume"), Some(json!({"comment": comment})))
+                .await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                println!("session {id} is {} again", s(&v, "status"));
             }
         }
         SessionsCommand::Show { id, conn } => {

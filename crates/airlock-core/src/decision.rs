@@ -72,6 +72,7 @@ pub fn policy_failure(msg: String, policy_revision: &str, eval_us: u64) -> Decis
         policy_revision: policy_revision.to_string(),
         decided_by: "policy".into(),
         eval_us,
+        retry_after_ms: None,
     }
 }
 
@@ -115,6 +116,7 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
         policy_revision: String::new(),
         decided_by: "policy".into(),
         eval_us: 0,
+        retry_after_ms: None,
     };
     if !denies.is_empty() {
         decision.effect = Effect::Deny;

@@ -53,6 +53,9 @@ pub enum EventKind {
     /// A kill switch was released.
     #[serde(rename = "kill.released")]
     KillReleased,
+    /// A tool's circuit breaker changed state.
+    #[serde(rename = "breaker.changed")]
+    BreakerChanged,
 }
 
 impl EventKind {
@@ -74,6 +77,7 @@ impl EventKind {
             EventKind::ActionCancelled => "action.cancelled",
             EventKind::KillEngaged => "kill.engaged",
             EventKind::KillReleased => "kill.released",
+            EventKind::BreakerChanged => "breaker.changed",
         }
     }
 }

@@ -118,6 +118,8 @@ mod tests {
             actions: 0,
             failures: 0,
             denials: 0,
+            consecutive_failures: 0,
+            consecutive_denials: 0,
             spent_usd: 0.0,
             created_at: now,
             updated_at: now,

@@ -12,6 +12,7 @@ pub mod decision;
 pub mod digest;
 pub mod event;
 pub mod guard;
+pub mod limits;
 pub mod model;
 
 pub use decision::{ApprovalDefaults, PolicyOutput, apply_tier_floor, combine};

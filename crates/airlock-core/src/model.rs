@@ -120,6 +120,12 @@ pub struct Session {
     /// Number of actions denied.
     #[serde(default)]
     pub denials: u64,
+    /// Failed actions in a row (reset by a success or a resume).
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// Denied actions in a row (reset by a non-denied action or a resume).
+    #[serde(default)]
+    pub consecutive_denials: u32,
     /// Money spent by allowed actions, in US dollars.
     pub spent_usd: f64,
     /// When the session was opened.
@@ -311,6 +317,9 @@ pub struct Decision {
     pub decided_by: String,
     /// Policy evaluation time in microseconds.
     pub eval_us: u64,
+    /// When a rate limit denied the action: how long to wait before retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// A requested call and everything airlock knows about it.

@@ -289,6 +289,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}", get(get_session))
         .route("/v1/sessions/{id}/events", get(session_events))
         .route("/v1/sessions/{id}/actions", post(submit_action))
+        .route("/v1/sessions/{id}/resume", post(resume_session))
+        .route("/v1/breakers", get(list_breakers))
         .route("/v1/actions/{id}", get(get_action))
         .route("/v1/actions/{id}/result", post(report_result))
         .route("/v1/approvals", get(list_approvals))
@@ -421,8 +423,20 @@ fn action_status_code(status: ActionStatus) -> StatusCode {
 }
 
 fn action_response(view: ActionView, outcome: Option<Outcome>) -> Response {
-    let code = action_status_code(view.action.status);
+    let mut code = action_status_code(view.action.status);
+    let retry_after = view.action.decision.retry_after_ms;
+    let rate_limited = view.action.status == ActionStatus::Denied
+        && view.action.decision.reasons.first().is_some_and(|r| r.rule == airlock_core::limits::RULE_RATE_LIMIT);
+    if rate_limited {
+        code = StatusCode::TOO_MANY_REQUESTS;
+    }
     let mut response = (code, Json(view)).into_response();
+    if let (true, Some(ms)) = (rate_limited, retry_after) {
+        let secs = ms.div_ceil(1000).max(1);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
     match outcome {
         Some(Outcome::Replayed) => {
             response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -486,6 +500,28 @@ async fn submit_action(
         }
     }
     Ok(action_response(view, Some(submission.outcome)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    #[serde(default)]
+    comment: String,
+}
+
+async fn resume_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Body(body): Body<ResumeBody>,
+) -> Result<Json<airlock_core::Session>, Problem> {
+    let human = require_human(&principal)?;
+    Ok(Json(state.engine.resume_session(&human, &id, &body.comment).await?))
+}
+
+async fn list_breakers(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+    require_human(&principal)?;
+    Ok(Json(json!({ "breakers": state.engine.breakers() })))
 }
 
 #[derive(Deserialize)]

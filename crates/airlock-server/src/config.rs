@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use airlock_core::limits::{GuardLimits, OnBudgetExceeded};
 use airlock_core::{Agent, Human, Role, Tier};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -65,6 +66,63 @@ pub struct RawConfig {
     tools: Vec<RawTool>,
     #[serde(default)]
     notify: Vec<RawNotify>,
+    #[serde(default)]
+    guards: RawGuards,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+struct RawGuards {
+    loop_repeats: Option<u32>,
+    loop_window_seconds: Option<u64>,
+    max_consecutive_failures: Option<u32>,
+    max_consecutive_denials: Option<u32>,
+    actions_per_minute: Option<u32>,
+    budget_usd_per_day: Option<f64>,
+    budget_usd_per_session: Option<f64>,
+    on_budget_exceeded: Option<OnBudgetExceeded>,
+    breaker_failures: Option<u32>,
+    breaker_cooldown_seconds: Option<u64>,
+}
+
+impl RawGuards {
+    /// `self` over `base`.
+    fn over(&self, base: &GuardLimits) -> GuardLimits {
+        GuardLimits {
+            loop_repeats: self.loop_repeats.unwrap_or(base.loop_repeats),
+            loop_window_seconds: self.loop_window_seconds.unwrap_or(base.loop_window_seconds),
+            max_consecutive_failures: self.max_consecutive_failures.unwrap_or(base.max_consecutive_failures),
+            max_consecutive_denials: self.max_consecutive_denials.unwrap_or(base.max_consecutive_denials),
+            actions_per_minute: self.actions_per_minute.unwrap_or(base.actions_per_minute),
+            budget_usd_per_day: self.budget_usd_per_day.unwrap_or(base.budget_usd_per_day),
+            budget_usd_per_session: self.budget_usd_per_session.unwrap_or(base.budget_usd_per_session),
+            on_budget_exceeded: self.on_budget_exceeded.unwrap_or(base.on_budget_exceeded),
+            breaker_failures: self.breaker_failures.unwrap_or(base.breaker_failures),
+            breaker_cooldown_seconds: self.breaker_cooldown_seconds.unwrap_or(base.breaker_cooldown_seconds),
+        }
+    }
+}
+
+fn check_limits(prefix: &str, l: &GuardLimits, push: &mut dyn FnMut(&str, String)) {
+    if l.loop_repeats == 1 {
+        push(&format!("{prefix}.loop_repeats"), "must be 0 (off) or at least 2".into());
+    }
+    if l.loop_window_seconds == 0 || l.loop_window_seconds > 7 * 86_400 {
+        push(
+            &format!("{prefix}.loop_window_seconds"),
+            format!("must be between 1 and 604800, got {}", l.loop_window_seconds),
+        );
+    }
+    for (k, v) in [("budget_usd_per_day", l.budget_usd_per_day), ("budget_usd_per_session", l.budget_usd_per_session)] {
+        if !(v.is_finite() && v >= 0.0) {
+            push(&format!("{prefix}.{k}"), format!("must be a non-negative number (0 = no limit), got {v}"));
+        }
+    }
+    if l.breaker_cooldown_seconds == 0 || l.breaker_cooldown_seconds > 86_400 {
+        push(
+            &format!("{prefix}.breaker_cooldown_seconds"),
+            format!("must be between 1 and 86400, got {}", l.breaker_cooldown_seconds),
+        );
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +170,8 @@ struct RawAgent {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     tools: Option<Vec<String>>,
+    #[serde(default)]
+    guards: RawGuards,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,10 +234,13 @@ pub struct Config {
     pub tools: Vec<ToolConfig>,
     /// `[[notify]]`
     pub notify: Vec<NotifyConfig>,
+    /// `[guards]`: the defaults every agent starts from.
+    pub guards: GuardLimits,
 }
 
 /// Events a `[[notify]]` webhook can subscribe to.
-pub const NOTIFY_EVENTS: &[&str] = &["approval.requested", "approval.resolved", "approval.expired"];
+pub const NOTIFY_EVENTS: &[&str] =
+    &["approval.requested", "approval.resolved", "approval.expired", "session.paused", "breaker.opened"];
 
 /// One `[[notify]]` webhook.
 #[derive(Debug, Clone)]
@@ -243,6 +306,8 @@ pub struct AgentConfig {
     pub token_hash: [u8; 32],
     /// Tool allowlist (globs); `None` means all tools.
     pub tools: Option<Vec<String>>,
+    /// Guard thresholds: `[guards]` with the agent's own `[agents.guards]` over it.
+    pub limits: GuardLimits,
 }
 
 /// One `[[humans]]` entry.
@@ -512,6 +577,8 @@ impl RawConfig {
         }
         let mcp = McpConfig { approval_wait: Duration::from_secs(wait) };
 
+        let guards = self.guards.over(&GuardLimits::default());
+        check_limits("guards", &guards, &mut push);
         let mut ids = HashSet::new();
         let mut hashes = HashSet::new();
         let mut agents = Vec::new();
@@ -540,10 +607,13 @@ impl RawConfig {
                     }
                 }
             }
+            let limits = a.guards.over(&guards);
+            check_limits(&format!("agents[{i}].guards"), &limits, &mut push);
             agents.push(AgentConfig {
                 agent: Agent { id: a.id, owner: a.owner, oncall: a.oncall, tier: a.tier, labels: a.labels },
                 token_hash,
                 tools: a.tools,
+                limits,
             });
         }
 
@@ -715,7 +785,19 @@ impl RawConfig {
             notify.push(NotifyConfig { name, url: n.url, events, secret, timeout: Duration::from_millis(timeout_ms) });
         }
 
-        Config { file: PathBuf::new(), server, policy, approvals, mcp, agents, humans, upstreams, tools, notify }
+        Config {
+            file: PathBuf::new(),
+            server,
+            policy,
+            approvals,
+            mcp,
+            agents,
+            humans,
+            upstreams,
+            tools,
+            notify,
+            guards,
+        }
     }
 }
 
@@ -777,6 +859,26 @@ mod tests {
         let (key, msg) = &err.problems[0];
         assert_eq!(key, "agents[0].tier");
         assert!(msg.contains("boss"), "{msg}");
+    }
+
+    #[test]
+    fn agents_override_guard_defaults() {
+        let c = parse(
+            "[policy]\ndir = \".\"\n[guards]\nactions_per_minute = 100\nbudget_usd_per_day = 50.0\n\n[[agents]]\nid = \"a\"\ntoken = \"env:BOT_TOKEN\"\nowner = \"o\"\ntier = \"change\"\n[agents.guards]\nactions_per_minute = 5\non_budget_exceeded = \"require_approval\"\n\n[[agents]]\nid = \"b\"\ntoken = \"sha256:2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\"\nowner = \"o\"\ntier = \"change\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.agents[0].limits.actions_per_minute, 5);
+        assert_eq!(c.agents[0].limits.budget_usd_per_day, 50.0);
+        assert_eq!(c.agents[0].limits.on_budget_exceeded, OnBudgetExceeded::RequireApproval);
+        assert_eq!(c.agents[1].limits.actions_per_minute, 100);
+        assert_eq!(c.agents[1].limits.loop_repeats, 5);
+        let err = parse(
+            "[policy]\ndir = \".\"\n[guards]\nloop_repeats = 1\nbudget_usd_per_day = -1.0\nbreaker_cooldown = 3\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"guards.loop_repeats") && keys.contains(&"guards.budget_usd_per_day"), "{err}");
+        assert!(keys.contains(&"guards.breaker_cooldown"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use airlock_core::decision::{ApprovalDefaults, apply_tier_floor};
 use airlock_core::guard::{self, GuardContext};
+use airlock_core::limits::{self, Admission, Breaker, GuardLimits, TokenBucket, Transition};
 use airlock_core::{
     Action, ActionResult, ActionStatus, Approval, ApprovalStatus, Decision, Effect, EventKind, KillScope, KillSwitch,
     Reason, Risk, Role, Session, SessionStatus, Verdict, Vote, action_digest, combine,
@@ -21,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, ToolInfo, allowlist_covers};
 use crate::config::{AgentConfig, Config, HumanConfig};
@@ -132,6 +134,16 @@ struct SessionCell {
     session: Session,
     /// digest → id of the action that is still waiting.
     waiting: HashMap<String, String>,
+    /// Digests and times of recent new actions, for loop detection.
+    recent: std::collections::VecDeque<(String, DateTime<Utc>)>,
+}
+
+/// An upstream call in flight, cancellable by a kill switch.
+struct InFlight {
+    agent: String,
+    upstream: Option<String>,
+    tool: String,
+    cancel: CancellationToken,
 }
 
 struct Inner {
@@ -149,6 +161,14 @@ struct Inner {
     approvals_changed: tokio::sync::watch::Sender<u64>,
     /// Wakes the webhook delivery task.
     outbox_wake: Arc<Notify>,
+    /// Rate-limit buckets per agent.
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+    /// Spend per agent for one UTC day.
+    spend: Mutex<HashMap<String, (chrono::NaiveDate, f64)>>,
+    /// Circuit breakers per tool.
+    breakers: Mutex<HashMap<String, Breaker>>,
+    /// Upstream calls in flight.
+    inflight: Mutex<HashMap<String, InFlight>>,
 }
 
 /// Handle to the decision pipeline.
@@ -175,6 +195,7 @@ impl Engine {
     /// Builds the engine and restores kill switches from the journal.
     pub async fn start(config: Arc<Config>, policy: Policy, store: Arc<dyn Store>) -> Result<Engine> {
         let kill_switches = store.kill_switches(true).await?;
+        let breakers = store.breakers().await?.into_iter().map(|b| (b.tool.clone(), b)).collect();
         let (approvals_changed, _) = tokio::sync::watch::channel(0);
         // Each TOTP code is accepted once, also across restarts: remember the newest step used
         // by each human from the recorded votes.
@@ -227,6 +248,10 @@ impl Engine {
             totp_steps: Mutex::new(totp_steps),
             approvals_changed,
             outbox_wake: Arc::new(Notify::new()),
+            buckets: Mutex::new(HashMap::new()),
+            spend: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(breakers),
+            inflight: Mutex::new(HashMap::new()),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -324,8 +349,284 @@ impl Engine {
             .ok_or_else(|| Error::NotFound { what: "session", id: session_id.to_string() })?;
         let waiting =
             self.inner.store.waiting_actions(session_id).await?.into_iter().map(|a| (a.digest, a.id)).collect();
-        *slot = Some(SessionCell { session, waiting });
+        let window = self.limits_of(&session.agent_id).loop_window_seconds;
+        let since = Utc::now() - chrono::Duration::seconds(i64::try_from(window).unwrap_or(i64::MAX / 2_000));
+        let recent = self
+            .inner
+            .store
+            .session_actions(session_id)
+            .await?
+            .into_iter()
+            .filter(|a| a.created_at >= since)
+            .map(|a| (a.digest, a.created_at))
+            .collect();
+        *slot = Some(SessionCell { session, waiting, recent });
         Ok(())
+    }
+
+    fn limits_of(&self, agent_id: &str) -> GuardLimits {
+        self.inner
+            .config
+            .agents
+            .iter()
+            .find(|a| a.agent.id == agent_id)
+            .map(|a| a.limits.clone())
+            .unwrap_or_else(|| self.inner.config.guards.clone())
+    }
+
+    /// Takes a rate-limit token for the agent; seeds the bucket from the journal after a restart.
+    async fn take_token(&self, agent: &AgentConfig, now: DateTime<Utc>) -> Result<Result<(), Duration>> {
+        let per_minute = agent.limits.actions_per_minute;
+        if per_minute == 0 {
+            return Ok(Ok(()));
+        }
+        let known = self.inner.buckets.lock().map(|b| b.contains_key(&agent.agent.id)).unwrap_or(false);
+        if !known {
+            let used =
+                self.inner.store.agent_actions_since(&agent.agent.id, now - chrono::Duration::seconds(60)).await?;
+            if let Ok(mut b) = self.inner.buckets.lock() {
+                b.entry(agent.agent.id.clone()).or_insert_with(|| TokenBucket::new(per_minute, used, now));
+            }
+        }
+        let mut buckets = match self.inner.buckets.lock() {
+            Ok(b) => b,
+            Err(e) => e.into_inner(),
+        };
+        let bucket = buckets.entry(agent.agent.id.clone()).or_insert_with(|| TokenBucket::new(per_minute, 0, now));
+        Ok(bucket.take(per_minute, now))
+    }
+
+    /// What the agent spent today (UTC), from memory or, after a restart or at midnight, the journal.
+    async fn spent_today(&self, agent_id: &str, now: DateTime<Utc>) -> Result<f64> {
+        let today = now.date_naive();
+        let cached = self.inner.spend.lock().ok().and_then(|m| m.get(agent_id).copied());
+        if let Some((day, amount)) = cached
+            && day == today
+        {
+            return Ok(amount);
+        }
+        let midnight = today.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now);
+        let amount = self.inner.store.agent_spend_since(agent_id, midnight).await?;
+        if let Ok(mut m) = self.inner.spend.lock() {
+            m.insert(agent_id.to_string(), (today, amount));
+        }
+        Ok(amount)
+    }
+
+    fn add_spend(&self, agent_id: &str, amount: f64, now: DateTime<Utc>) {
+        if amount <= 0.0 {
+            return;
+        }
+        if let Ok(mut m) = self.inner.spend.lock()
+            && let Some((day, total)) = m.get_mut(agent_id)
+            && *day == now.date_naive()
+        {
+            *total += amount;
+        }
+    }
+
+    /// Pauses `session` (the caller commits): every further action is denied until a human
+    /// resumes it; the agent's owner and on-call hear of it.
+    fn pause(&self, session: &mut Session, rule: &str, reason: String, commit: &mut Commit, now: DateTime<Utc>) {
+        if session.status != SessionStatus::Active {
+            return;
+        }
+        session.status = SessionStatus::Paused;
+        session.status_reason = Some(format!("[{rule}] {reason}"));
+        session.updated_at = now;
+        commit.event(
+            &session.id,
+            EventKind::SessionStatusChanged,
+            now,
+            json!({"status": "paused", "rule": rule, "reason": reason, "by": "airlock"}),
+        );
+        crate::notify::enqueue_session(&self.inner.config, commit, "session.paused", session, rule, &reason, now);
+        tracing::warn!(session = %session.id, agent = %session.agent_id, rule, %reason, "session paused");
+    }
+
+    /// Lets a call to `tool` through its breaker or not; journals a move to half-open.
+    fn breaker_admit(
+        &self,
+        tool: &str,
+        limits: &GuardLimits,
+        now: DateTime<Utc>,
+        commit: &mut Commit,
+    ) -> Option<Reason> {
+        if limits.breaker_failures == 0 {
+            return None;
+        }
+        let mut breakers = match self.inner.breakers.lock() {
+            Ok(b) => b,
+            Err(e) => e.into_inner(),
+        };
+        let breaker = breakers.get_mut(tool)?;
+        let (admission, transition) = breaker.admit(now, limits.breaker_cooldown_seconds);
+        if let Some(t) = transition {
+            Self::journal_breaker(breaker, t, commit, now);
+        }
+        match admission {
+            Admission::Pass | Admission::Probe => None,
+            Admission::Reject { reason } => Some(reason),
+        }
+    }
+
+    /// Records a call's outcome in its tool's breaker; journals state changes.
+    fn breaker_record(
+        &self,
+        action: &Action,
+        ok: bool,
+        error: Option<&str>,
+        limits: &GuardLimits,
+        now: DateTime<Utc>,
+        commit: &mut Commit,
+    ) {
+        let (tool, agent) = (action.tool.as_str(), action.agent_id.as_str());
+        if limits.breaker_failures == 0 {
+            return;
+        }
+        let mut breakers = match self.inner.breakers.lock() {
+            Ok(b) => b,
+            Err(e) => e.into_inner(),
+        };
+        let breaker = breakers.entry(tool.to_string()).or_insert_with(|| Breaker::new(tool));
+        let before = breaker.clone();
+        let transition = breaker.record(ok, error, now, limits.breaker_failures);
+        if let Some(t) = transition {
+            Self::journal_breaker(breaker, t, commit, now);
+            if t == Transition::Opened {
+                crate::notify::enqueue_breaker(&self.inner.config, commit, breaker, agent, now);
+                tracing::warn!(tool, failures = breaker.consecutive_failures, "circuit breaker opened");
+            }
+        } else if *breaker != before {
+            commit.project(Projection::Breaker(breaker.clone()));
+        }
+    }
+
+    fn journal_breaker(breaker: &Breaker, t: Transition, commit: &mut Commit, now: DateTime<Utc>) {
+        let state = match t {
+            Transition::Opened => "open",
+            Transition::HalfOpened => "half_open",
+            Transition::Closed => "closed",
+        };
+        commit
+            .event(
+                SYSTEM_STREAM,
+                EventKind::BreakerChanged,
+                now,
+                json!({"tool": breaker.tool, "state": state, "consecutive_failures": breaker.consecutive_failures, "last_error": breaker.last_error}),
+            )
+            .project(Projection::Breaker(breaker.clone()));
+    }
+
+    /// Circuit breakers, by tool.
+    pub fn breakers(&self) -> Vec<Breaker> {
+        let mut list: Vec<Breaker> = match self.inner.breakers.lock() {
+            Ok(b) => b.values().cloned().collect(),
+            Err(e) => e.into_inner().values().cloned().collect(),
+        };
+        list.sort_by(|a, b| a.tool.cmp(&b.tool));
+        list
+    }
+
+    /// Counts an outcome in the session (failure streaks) and the tool's breaker; pauses the
+    /// session when its failure streak reaches the limit.
+    fn count_outcome(
+        &self,
+        session: &mut Session,
+        action: &Action,
+        ok: bool,
+        error: Option<&str>,
+        commit: &mut Commit,
+        now: DateTime<Utc>,
+    ) {
+        let limits = self.limits_of(&action.agent_id);
+        if ok {
+            session.consecutive_failures = 0;
+        } else {
+            session.failures += 1;
+            session.consecutive_failures = session.consecutive_failures.saturating_add(1);
+            if limits.max_consecutive_failures > 0 && session.consecutive_failures >= limits.max_consecutive_failures {
+                let reason = format!(
+                    "{} actions failed in a row (last: `{}`: {})",
+                    session.consecutive_failures,
+                    action.tool,
+                    error.unwrap_or("failed")
+                );
+                self.pause(session, limits::RULE_FAILURES, reason, commit, now);
+            }
+        }
+        self.breaker_record(action, ok, error, &limits, now, commit);
+    }
+
+    /// Resumes a paused session (humans with `approve` or `admin`).
+    pub async fn resume_session(&self, human: &HumanConfig, session_id: &str, comment: &str) -> Result<Session> {
+        let h = &human.human;
+        if !(h.has_role(Role::Approve) || h.has_role(Role::Admin)) {
+            return Err(Error::Forbidden {
+                rule: "role",
+                msg: format!("`{}` needs the `approve` or `admin` role to resume sessions", h.id),
+            });
+        }
+        if comment.trim().is_empty() {
+            return Err(Error::Forbidden {
+                rule: "comment_required",
+                msg: "resuming a session needs a comment that says why".into(),
+            });
+        }
+        let cell = self.cell(session_id);
+        let mut guard = cell.lock().await;
+        self.load_cell(&mut guard, session_id).await?;
+        let Some(state) = guard.as_mut() else {
+            return Err(Error::NotFound { what: "session", id: session_id.to_string() });
+        };
+        if state.session.status != SessionStatus::Paused {
+            return Err(Error::Conflict(format!(
+                "session {session_id} is `{}`, not paused",
+                status_name(state.session.status)
+            )));
+        }
+        let now = Utc::now();
+        let mut session = state.session.clone();
+        let was = session.status_reason.take();
+        session.status = SessionStatus::Active;
+        session.consecutive_failures = 0;
+        session.consecutive_denials = 0;
+        session.updated_at = now;
+        let mut commit = Commit::default();
+        commit
+            .event(
+                session_id,
+                EventKind::SessionStatusChanged,
+                now,
+                json!({"status": "active", "by": h.id, "comment": comment.trim(), "was": was}),
+            )
+            .project(Projection::Session(session.clone()));
+        self.commit(commit).await?;
+        state.session = session.clone();
+        state.recent.clear();
+        Ok(session)
+    }
+
+    /// Registers an upstream call in flight so a kill switch can cancel it.
+    pub fn track_inflight(&self, action: &Action, cancel: CancellationToken) {
+        if let Ok(mut m) = self.inner.inflight.lock() {
+            m.insert(
+                action.id.clone(),
+                InFlight {
+                    agent: action.agent_id.clone(),
+                    upstream: action.upstream.clone(),
+                    tool: action.tool.clone(),
+                    cancel,
+                },
+            );
+        }
+    }
+
+    /// Forgets a finished upstream call.
+    pub fn untrack_inflight(&self, action_id: &str) {
+        if let Ok(mut m) = self.inner.inflight.lock() {
+            m.remove(action_id);
+        }
     }
 
     /// Opens a session for `agent`.
@@ -353,6 +654,8 @@ impl Engine {
             actions: 0,
             failures: 0,
             denials: 0,
+            consecutive_failures: 0,
+            consecutive_denials: 0,
             spent_usd: 0.0,
             created_at: now,
             updated_at: now,
@@ -363,7 +666,8 @@ impl Engine {
             .project(Projection::Session(session.clone()));
         self.inner.store.commit(commit).await?;
         let cell = self.cell(&session.id);
-        *cell.lock().await = Some(SessionCell { session: session.clone(), waiting: HashMap::new() });
+        *cell.lock().await =
+            Some(SessionCell { session: session.clone(), waiting: HashMap::new(), recent: Default::default() });
         Ok(session)
     }
 
@@ -521,17 +825,43 @@ impl Engine {
             tool_allowed: allowlist_covers(agent.tools.as_deref(), &action.tool),
             kill_switches: &kills,
         };
+        let limits = &agent.limits;
+        let guard_deny = |reason: Reason, retry_after_ms: Option<u64>| Decision {
+            effect: Effect::Deny,
+            reasons: vec![reason],
+            risk: Risk::High,
+            approval: None,
+            cost_usd: None,
+            policy_revision: policy.revision().to_string(),
+            decided_by: "guard".into(),
+            eval_us: 0,
+            retry_after_ms,
+        };
+        let mut commit = Commit::default();
+        let mut session = state.session.clone();
+        let mut pause: Option<(&'static str, String)> = None;
+        let window = chrono::Duration::seconds(i64::try_from(limits.loop_window_seconds).unwrap_or(i64::MAX / 2_000));
+        while state.recent.front().is_some_and(|(_, at)| *at < now - window) {
+            state.recent.pop_front();
+        }
+        let repeats = state.recent.iter().filter(|(d, _)| *d == digest).count() as u32 + 1;
         let decision = if let Some(reason) = guard::check(&guard_ctx) {
-            Decision {
-                effect: Effect::Deny,
-                reasons: vec![reason],
-                risk: Risk::High,
-                approval: None,
-                cost_usd: None,
-                policy_revision: policy.revision().to_string(),
-                decided_by: "guard".into(),
-                eval_us: 0,
-            }
+            guard_deny(reason, None)
+        } else if let Err(wait) = self.take_token(agent, now).await? {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            guard_deny(limits::rate_limited(&agent.agent.id, limits.actions_per_minute, wait), Some(ms))
+        } else if limits.loop_repeats >= 2 && repeats >= limits.loop_repeats {
+            let reason = format!(
+                "the same call to `{}` was made {repeats} times within {}s; the agent looks stuck",
+                action.tool, limits.loop_window_seconds
+            );
+            pause = Some((limits::RULE_LOOP, reason.clone()));
+            guard_deny(
+                Reason::new(limits::RULE_LOOP, format!("{reason}; the session is paused until a human resumes it")),
+                None,
+            )
+        } else if let Some(reason) = self.breaker_admit(&action.tool, limits, now, &mut commit) {
+            guard_deny(reason, None)
         } else {
             let input = Engine::policy_input(agent, &state.session, &action, now);
             let eval = policy.evaluate(&input);
@@ -539,12 +869,30 @@ impl Engine {
             if d.cost_usd.is_none() {
                 d.cost_usd = info.cost_usd;
             }
-            apply_tier_floor(d, agent.agent.tier, info.read_only, &self.inner.defaults)
+            let d = apply_tier_floor(d, agent.agent.tier, info.read_only, &self.inner.defaults);
+            let spent_today =
+                if limits.budget_usd_per_day > 0.0 { self.spent_today(&agent.agent.id, now).await? } else { 0.0 };
+            limits::apply_budget(d, limits, spent_today, state.session.spent_usd, self.inner.defaults.ttl_seconds)
         };
+        state.recent.push_back((digest.clone(), now));
 
-        let mut session = state.session.clone();
         session.actions += 1;
         session.updated_at = now;
+        if decision.effect == Effect::Deny {
+            session.consecutive_denials = session.consecutive_denials.saturating_add(1);
+            if pause.is_none()
+                && limits.max_consecutive_denials > 0
+                && session.consecutive_denials >= limits.max_consecutive_denials
+            {
+                let last = decision.reasons.first().map(|r| format!("[{}] {}", r.rule, r.msg)).unwrap_or_default();
+                pause = Some((
+                    limits::RULE_DENIALS,
+                    format!("{} actions were denied in a row (last: {last})", session.consecutive_denials),
+                ));
+            }
+        } else {
+            session.consecutive_denials = 0;
+        }
         let mut approval = None;
         action.status = match decision.effect {
             Effect::Deny => {
@@ -552,7 +900,12 @@ impl Engine {
                 ActionStatus::Denied
             }
             Effect::Allow => {
-                session.spent_usd += decision.cost_usd.unwrap_or(0.0);
+                let cost = decision.cost_usd.unwrap_or(0.0);
+                session.spent_usd += cost;
+                if limits.budget_usd_per_day > 0.0 {
+                    self.spent_today(&agent.agent.id, now).await?;
+                }
+                self.add_spend(&agent.agent.id, cost, now);
                 ActionStatus::Executing
             }
             Effect::RequireApproval => {
@@ -584,7 +937,6 @@ impl Engine {
         };
         action.decision = decision;
 
-        let mut commit = Commit::default();
         commit.event(
             session_id,
             EventKind::ActionRequested,
@@ -613,6 +965,9 @@ impl Engine {
             commit.event(session_id, EventKind::ApprovalRequested, now, to_value(a));
             commit.project(Projection::Approval(a.clone()));
             crate::notify::enqueue(&self.inner.config, &mut commit, "approval.requested", a, &action, now);
+        }
+        if let Some((rule, reason)) = pause {
+            self.pause(&mut session, rule, reason, &mut commit, now);
         }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
         match self.commit(commit).await {
@@ -701,21 +1056,18 @@ impl Engine {
             Some(ActionResult { ok, output, error, reported_by: "agent".into(), duration_ms: None, at: now });
         action.updated_at = now;
         let mut session = state.session.clone();
-        if !ok {
-            session.failures += 1;
-        }
         session.updated_at = now;
         let mut commit = Commit::default();
-        commit
-            .event(
-                &action.session_id,
-                EventKind::ActionCompleted,
-                now,
-                json!({"action_id": action.id, "status": action.status, "result": action.result}),
-            )
-            .project(Projection::Action(Box::new(action.clone())))
-            .project(Projection::Session(session.clone()));
-        self.inner.store.commit(commit).await?;
+        commit.event(
+            &action.session_id,
+            EventKind::ActionCompleted,
+            now,
+            json!({"action_id": action.id, "status": action.status, "result": action.result}),
+        );
+        let error = action.result.as_ref().and_then(|r| r.error.clone());
+        self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
+        commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
+        self.commit(commit).await?;
         state.session = session;
         state.waiting.retain(|_, id| id != &action.id);
         drop(guard);
@@ -817,23 +1169,20 @@ impl Engine {
         action.status = if result.ok { ActionStatus::Succeeded } else { ActionStatus::Failed };
         action.updated_at = now;
         let ok = result.ok;
+        let error = result.error.clone();
         action.result = Some(result);
         let mut session = state.session.clone();
-        if !ok {
-            session.failures += 1;
-        }
         session.updated_at = now;
         let mut commit = Commit::default();
-        commit
-            .event(
-                &action.session_id,
-                EventKind::ActionCompleted,
-                now,
-                json!({"action_id": action.id, "status": action.status, "result": action.result}),
-            )
-            .project(Projection::Action(Box::new(action.clone())))
-            .project(Projection::Session(session.clone()));
-        self.inner.store.commit(commit).await?;
+        commit.event(
+            &action.session_id,
+            EventKind::ActionCompleted,
+            now,
+            json!({"action_id": action.id, "status": action.status, "result": action.result}),
+        );
+        self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
+        commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
+        self.commit(commit).await?;
         state.session = session;
         drop(guard);
         self.notify(&action.id);
@@ -934,13 +1283,21 @@ impl Engine {
                 json!({"approval_id": approval.id, "action_id": action.id, "status": approval.status, "action_status": action.status}),
             );
             commit.project(Projection::Action(Box::new(action.clone())));
+            let mut session = state.session.clone();
+            session.updated_at = now;
             if action_status == ActionStatus::Denied {
-                let mut session = state.session.clone();
                 session.denials += 1;
-                session.updated_at = now;
-                commit.project(Projection::Session(session.clone()));
-                state.session = session;
+            } else {
+                // The cost counts once the action is approved.
+                let cost = action.decision.cost_usd.unwrap_or(0.0);
+                session.spent_usd += cost;
+                if cost > 0.0 {
+                    self.spent_today(&action.agent_id, now).await?;
+                    self.add_spend(&action.agent_id, cost, now);
+                }
             }
+            commit.project(Projection::Session(session.clone()));
+            state.session = session;
         }
         commit.project(Projection::Approval(approval.clone()));
         if resolved.is_some() {
@@ -1105,6 +1462,14 @@ impl Engine {
         let mut list = (*self.kill_switch_list()).clone();
         list.insert(0, ks.clone());
         self.set_kill_switches(list);
+        // Calls already out are cancelled (the upstream hears `notifications/cancelled`).
+        if let Ok(inflight) = self.inner.inflight.lock() {
+            for f in inflight.values() {
+                if guard::kill_switch_covers(&ks, &f.agent, f.upstream.as_deref(), &f.tool) {
+                    f.cancel.cancel();
+                }
+            }
+        }
         self.cancel_covered(&ks).await?;
         Ok(ks)
     }
@@ -1190,5 +1555,13 @@ impl Engine {
                 _ = shutdown.changed() => break,
             }
         }
+    }
+}
+
+fn status_name(s: SessionStatus) -> &'static str {
+    match s {
+        SessionStatus::Active => "active",
+        SessionStatus::Paused => "paused",
+        SessionStatus::Closed => "closed",
     }
 }

@@ -76,7 +76,11 @@ impl McpGateway {
             _ => serde_json::Map::new(),
         };
         let started = Instant::now();
+        // A kill switch engaged while the call is out cancels it.
+        let cancel = cancel.child_token();
+        self.engine.track_inflight(action, cancel.clone());
         let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel).await;
+        self.engine.untrack_inflight(&action.id);
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (result, returned) = match outcome {
             Ok(res) => {

@@ -94,6 +94,67 @@ pub fn enqueue(
     }
 }
 
+/// Adds `session.paused` notifications (the escalation to the agent's owner and on-call).
+pub fn enqueue_session(
+    config: &Config,
+    commit: &mut Commit,
+    event: &str,
+    session: &airlock_core::Session,
+    rule: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) {
+    let agent = config.agents.iter().find(|a| a.agent.id == session.agent_id);
+    let base = config.server.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let body = json!({
+        "event": event,
+        "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "session": {"id": session.id, "task": session.task, "status": session.status, "actions": session.actions},
+        "rule": rule,
+        "reason": reason,
+        "agent": {
+            "id": session.agent_id,
+            "owner": agent.map(|a| a.agent.owner.clone()),
+            "oncall": agent.and_then(|a| a.agent.oncall.clone()),
+        },
+        "links": {"api": format!("{base}/v1/sessions/{}", session.id), "resume": format!("{base}/v1/sessions/{}/resume", session.id)},
+    });
+    push(config, commit, event, body, now);
+}
+
+/// Adds `breaker.opened` notifications.
+pub fn enqueue_breaker(
+    config: &Config,
+    commit: &mut Commit,
+    breaker: &airlock_core::limits::Breaker,
+    agent_id: &str,
+    now: DateTime<Utc>,
+) {
+    let agent = config.agents.iter().find(|a| a.agent.id == agent_id);
+    let body = json!({
+        "event": "breaker.opened",
+        "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "breaker": breaker,
+        "agent": {
+            "id": agent_id,
+            "owner": agent.map(|a| a.agent.owner.clone()),
+            "oncall": agent.and_then(|a| a.agent.oncall.clone()),
+        },
+    });
+    push(config, commit, "breaker.opened", body, now);
+}
+
+fn push(config: &Config, commit: &mut Commit, event: &str, body: serde_json::Value, now: DateTime<Utc>) {
+    for n in config.notify.iter().filter(|n| n.events.iter().any(|e| e == event)) {
+        commit.outbox.push(NewNotification {
+            endpoint: n.name.clone(),
+            event: event.to_string(),
+            body: body.clone(),
+            at: now,
+        });
+    }
+}
+
 fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(2u64.saturating_pow(attempts.min(10)).min(300))
 }

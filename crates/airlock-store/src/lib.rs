@@ -15,6 +15,7 @@ mod sqlite;
 pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
+use airlock_core::limits::Breaker;
 use airlock_core::{Action, ActionStatus, Approval, ApprovalStatus, EventKind, KillSwitch, Session, SessionStatus};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -80,6 +81,8 @@ pub enum Projection {
     Approval(Approval),
     /// A kill switch.
     KillSwitch(KillSwitch),
+    /// A tool's circuit breaker.
+    Breaker(Breaker),
 }
 
 /// One atomic unit: its events are appended and its projections written in one transaction, or
@@ -225,6 +228,12 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, stream: &str) -> Result<Vec<StoredEvent>>;
     /// Walks every hash chain.
     async fn verify(&self) -> Result<VerifyReport>;
+    /// Every circuit breaker's last state.
+    async fn breakers(&self) -> Result<Vec<Breaker>>;
+    /// How many actions `agent_id` requested since `since`.
+    async fn agent_actions_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<u32>;
+    /// What `agent_id`'s allowed or approved actions since `since` cost.
+    async fn agent_spend_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<f64>;
     /// Undelivered notifications due at or before `now`, oldest first.
     async fn notifications_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>>;
 }

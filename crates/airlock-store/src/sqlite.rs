@@ -83,6 +83,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE delivered_at IS NULL AND next_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS breakers (
+    tool TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_agent ON actions (agent_id, created_at);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 "#;
 
@@ -427,6 +432,12 @@ fn apply(conn: &Connection, heads: &mut HashMap<String, (u64, String)>, commit: 
                     to_json(p)?
                 ])?;
             }
+            Projection::Breaker(b) => {
+                conn.prepare_cached(
+                    "INSERT INTO breakers (tool, body) VALUES (?1, ?2) ON CONFLICT (tool) DO UPDATE SET body = excluded.body",
+                )?
+                .execute(params![b.tool, to_json(b)?])?;
+            }
             Projection::KillSwitch(k) => {
                 conn.prepare_cached(
                     "INSERT INTO kill_switches (id, active, engaged_at, body) VALUES (?1, ?2, ?3, ?4)
@@ -649,6 +660,36 @@ impl crate::Store for SqliteStore {
                 out.push(StoredEvent { pos, stream, seq: seq as u64, kind, at, payload, prev_hash, hash });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn breakers(&self) -> Result<Vec<airlock_core::limits::Breaker>> {
+        self.read(|c| query_docs(c, "SELECT tool, body FROM breakers ORDER BY tool", &[])).await
+    }
+
+    async fn agent_actions_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<u32> {
+        let (agent, since) = (agent_id.to_string(), fmt_time(&since));
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM actions WHERE agent_id = ?1 AND created_at >= ?2")?
+                .query_row(params![agent, since], |r| r.get(0))?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    async fn agent_spend_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<f64> {
+        let (agent, since) = (agent_id.to_string(), fmt_time(&since));
+        self.read(move |c| {
+            let n: Option<f64> = c
+                .prepare_cached(
+                    "SELECT SUM(COALESCE(json_extract(body, '$.decision.cost_usd'), 0)) FROM actions
+                     WHERE agent_id = ?1 AND created_at >= ?2
+                       AND status IN ('approved', 'executing', 'succeeded', 'failed', 'unknown')",
+                )?
+                .query_row(params![agent, since], |r| r.get(0))?;
+            Ok(n.unwrap_or(0.0))
         })
         .await
     }

@@ -1,0 +1,204 @@
+//! Bounded autonomy against the real binary: budgets, rate limits, circuit breakers, loop and
+//! streak detection with pause and resume — and all of it still in force after a restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn fixture(guards: &str) -> Fixture {
+    Fixture::with_extra(
+        POLICY,
+        &format!("\n[[tools]]\nname = \"ticket.create\"\ncost_usd = 1.0\n\n[guards]\n{guards}\n"),
+    )
+}
+
+async fn report(al: &Airlock, id: &str, ok: bool) {
+    let r = al
+        .post(
+            &format!("/v1/actions/{id}/result"),
+            BOT,
+            json!({"ok": ok, "error": if ok { None } else { Some("HTTP 503 from the ticket API") }}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_budget_stops_the_action_that_would_overrun_it_even_after_a_restart() {
+    let fx = fixture("budget_usd_per_day = 3.0");
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    for n in 0..3 {
+        let r = al.act(BOT, &s, "ticket.create", json!({"n": n})).await;
+        assert_eq!(r.status, StatusCode::OK, "action {n}: {}", r.body);
+    }
+    let r = al.act(BOT, &s, "ticket.create", json!({"n": 3})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.budget");
+    assert!(r.body["decision"]["reasons"][0]["msg"].as_str().unwrap().contains("daily budget of $3.00"));
+    let session = al.get(&format!("/v1/sessions/{s}"), BOT).await;
+    assert_eq!(session.body["spent_usd"], 3.0);
+    // Free actions still run.
+    assert_eq!(al.act(BOT, &s, "inventory.list", json!({})).await.status, StatusCode::OK);
+
+    al.crash();
+    let al = fx.start();
+    let s2 = al.session(BOT).await;
+    let r = al.act(BOT, &s2, "ticket.create", json!({"n": 4})).await;
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.budget", "the day's spend was forgotten: {}", r.body);
+}
+
+#[tokio::test]
+async fn an_overrun_can_go_to_a_human_instead() {
+    let fx = fixture("budget_usd_per_session = 1.0\non_budget_exceeded = \"require_approval\"");
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    assert_eq!(al.act(BOT, &s, "ticket.create", json!({"n": 1})).await.status, StatusCode::OK);
+    let r = al.act(BOT, &s, "ticket.create", json!({"n": 2})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.budget");
+}
+
+#[tokio::test]
+async fn the_rate_limit_says_when_to_retry_and_survives_a_restart() {
+    let fx = fixture("actions_per_minute = 3");
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    for n in 0..3 {
+        assert_eq!(al.act(BOT, &s, "inventory.list", json!({"n": n})).await.status, StatusCode::OK);
+    }
+    let r = al.act(BOT, &s, "inventory.list", json!({"n": 3})).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    let retry: u64 = r.headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "retry-after {retry}");
+    let msg = r.body["decision"]["reasons"][0]["msg"].as_str().unwrap();
+    assert!(msg.contains("3 actions per minute") && msg.contains("retry after"), "{msg}");
+    // Another agent has its own bucket.
+    let other = al.session(CHANGE_BOT).await;
+    assert_eq!(al.act(CHANGE_BOT, &other, "inventory.list", json!({})).await.status, StatusCode::OK);
+
+    al.crash();
+    let al = fx.start();
+    let r = al.act(BOT, &s, "inventory.list", json!({"n": 5})).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "the limit was reset by a restart: {}", r.body);
+}
+
+#[tokio::test]
+async fn a_failing_tool_opens_its_breaker_which_half_opens_after_the_cool_down() {
+    let fx = fixture("breaker_failures = 2\nbreaker_cooldown_seconds = 2\nmax_consecutive_failures = 0");
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    for n in 0..2 {
+        let r = al.act(BOT, &s, "flaky.op", json!({"n": n})).await;
+        report(&al, r.body["id"].as_str().unwrap(), false).await;
+    }
+    let r = al.act(BOT, &s, "flaky.op", json!({"n": 2})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.circuit_breaker");
+    assert!(r.body["decision"]["reasons"][0]["msg"].as_str().unwrap().contains("HTTP 503"), "{}", r.body);
+    // Other tools are not affected.
+    assert_eq!(al.act(BOT, &s, "inventory.list", json!({})).await.status, StatusCode::OK);
+    let breakers = al.get("/v1/breakers", ALICE).await;
+    assert_eq!(breakers.body["breakers"][0]["tool"], "flaky.op");
+    assert_eq!(breakers.body["breakers"][0]["state"], "open");
+
+    // Still open after a restart.
+    al.crash();
+    let al = fx.start();
+    let r = al.act(BOT, &s, "flaky.op", json!({"n": 3})).await;
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.circuit_breaker");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let probe = al.act(BOT, &s, "flaky.op", json!({"n": 4})).await;
+    assert_eq!(probe.status, StatusCode::OK, "the probe was not let through: {}", probe.body);
+    assert_eq!(al.get("/v1/breakers", ALICE).await.body["breakers"][0]["state"], "half_open");
+    // While the probe is out, others fail fast.
+    assert_eq!(al.act(BOT, &s, "flaky.op", json!({"n": 5})).await.status, StatusCode::FORBIDDEN);
+    report(&al, probe.body["id"].as_str().unwrap(), true).await;
+    assert_eq!(al.get("/v1/breakers", ALICE).await.body["breakers"][0]["state"], "closed");
+    assert_eq!(al.act(BOT, &s, "flaky.op", json!({"n": 6})).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_loop_of_identical_calls_pauses_the_session_until_a_human_resumes_it() {
+    let fx = fixture("loop_repeats = 3");
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    for _ in 0..2 {
+        let r = al.act(BOT, &s, "inventory.list", json!({"region": "eu"})).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let r = al.act(BOT, &s, "inventory.list", json!({"region": "eu"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.loop");
+    let session = al.get(&format!("/v1/sessions/{s}"), BOT).await;
+    assert_eq!(session.body["status"], "paused");
+    assert!(session.body["status_reason"].as_str().unwrap().contains("airlock.loop"));
+
+    // Everything is denied while paused, with the reason.
+    let r = al.act(BOT, &s, "ticket.create", json!({"other": true})).await;
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.session_state");
+    assert!(
+        r.body["decision"]["reasons"][0]["msg"].as_str().unwrap().contains("identical")
+            || r.body["decision"]["reasons"][0]["msg"].as_str().unwrap().contains("same call")
+    );
+
+    // What needs a human, from the command line.
+    let (code, out, err) = run(&["sessions", "list", "--paused", "--server", &al.url], &[("AIRLOCK_TOKEN", ALICE)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&s) && out.contains("paused"), "{out}");
+
+    // Still paused after a restart.
+    al.crash();
+    let al = fx.start();
+    assert_eq!(al.get(&format!("/v1/sessions/{s}"), BOT).await.body["status"], "paused");
+
+    al.post(&format!("/v1/sessions/{s}/resume"), VIEWER, json!({"comment": "ok"}))
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "role");
+    al.post(&format!("/v1/sessions/{s}/resume"), ALICE, json!({}))
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "comment");
+    let (code, out, err) = run(
+        &["sessions", "resume", &s, "-m", "fixed the inventory cache", "--server", &al.url],
+        &[("AIRLOCK_TOKEN", ALICE)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("active"), "{out}");
+    assert_eq!(al.act(BOT, &s, "inventory.list", json!({"region": "eu"})).await.status, StatusCode::OK);
+    let events = al.get(&format!("/v1/sessions/{s}/events"), ALICE).await;
+    let changes: Vec<_> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "session.status_changed")
+        .map(|e| e["payload"]["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(changes, vec!["paused", "active"]);
+}
+
+#[tokio::test]
+async fn streaks_of_denials_or_failures_pause_the_session() {
+    let fx = fixture("max_consecutive_denials = 2\nmax_consecutive_failures = 2\nbreaker_failures = 0");
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    al.act(BOT, &s, "db.drop", json!({"db": "a"})).await;
+    al.act(BOT, &s, "db.drop", json!({"db": "b"})).await;
+    let session = al.get(&format!("/v1/sessions/{s}"), BOT).await;
+    assert_eq!(session.body["status"], "paused", "{}", session.body);
+    assert!(session.body["status_reason"].as_str().unwrap().contains("airlock.consecutive_denials"));
+
+    let s = al.session(BOT).await;
+    for n in 0..2 {
+        let r = al.act(BOT, &s, "ticket.create", json!({"n": n})).await;
+        report(&al, r.body["id"].as_str().unwrap(), false).await;
+    }
+    let session = al.get(&format!("/v1/sessions/{s}"), BOT).await;
+    assert_eq!(session.body["status"], "paused");
+    assert!(session.body["status_reason"].as_str().unwrap().contains("airlock.consecutive_failures"));
+    assert_eq!(session.body["failures"], 2);
+}
