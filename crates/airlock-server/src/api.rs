@@ -285,6 +285,7 @@ pub fn router(state: AppState) -> Router {
     let limit = state.engine.config().server.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{id}", get(get_session))
         .route("/v1/sessions/{id}/events", get(session_events))
@@ -316,6 +317,21 @@ async fn method_not_allowed() -> Problem {
         "Method not allowed",
         "this endpoint does not take that method",
     )
+}
+
+async fn metrics_text() -> Response {
+    match crate::telemetry::metrics_handle() {
+        Some(handle) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+        }
+        None => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics-unavailable",
+            "Metrics unavailable",
+            "metrics are off in this process",
+        )
+        .into_response(),
+    }
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<Value> {

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, ToolInfo, allowlist_covers};
 use crate::config::{AgentConfig, Config, HumanConfig};
+use crate::telemetry as tm;
 
 /// Why the engine refused a request. Policy denials are not errors: they are decisions.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +196,13 @@ impl Engine {
     /// Builds the engine and restores kill switches from the journal.
     pub async fn start(config: Arc<Config>, policy: Policy, store: Arc<dyn Store>) -> Result<Engine> {
         let kill_switches = store.kill_switches(true).await?;
-        let breakers = store.breakers().await?.into_iter().map(|b| (b.tool.clone(), b)).collect();
+        let breakers: HashMap<String, Breaker> =
+            store.breakers().await?.into_iter().map(|b| (b.tool.clone(), b)).collect();
+        metrics::gauge!(tm::APPROVALS_PENDING)
+            .set(store.approvals(Some(ApprovalStatus::Pending), 100_000).await?.len() as f64);
+        for b in breakers.values() {
+            metrics::gauge!(tm::BREAKER_STATE, "tool" => b.tool.clone()).set(breaker_gauge(b));
+        }
         let (approvals_changed, _) = tokio::sync::watch::channel(0);
         // Each TOTP code is accepted once, also across restarts: remember the newest step used
         // by each human from the recorded votes.
@@ -417,6 +424,7 @@ impl Engine {
         if amount <= 0.0 {
             return;
         }
+        metrics::gauge!(tm::SPEND_USD, "agent" => agent_id.to_string()).increment(amount);
         if let Ok(mut m) = self.inner.spend.lock()
             && let Some((day, total)) = m.get_mut(agent_id)
             && *day == now.date_naive()
@@ -432,6 +440,7 @@ impl Engine {
             return;
         }
         session.status = SessionStatus::Paused;
+        metrics::counter!(tm::SESSIONS_PAUSED, "rule" => rule.to_string()).increment(1);
         session.status_reason = Some(format!("[{rule}] {reason}"));
         session.updated_at = now;
         commit.event(
@@ -503,6 +512,7 @@ impl Engine {
     }
 
     fn journal_breaker(breaker: &Breaker, t: Transition, commit: &mut Commit, now: DateTime<Utc>) {
+        metrics::gauge!(tm::BREAKER_STATE, "tool" => breaker.tool.clone()).set(breaker_gauge(breaker));
         let state = match t {
             Transition::Opened => "open",
             Transition::HalfOpened => "half_open",
@@ -539,6 +549,8 @@ impl Engine {
         commit: &mut Commit,
         now: DateTime<Utc>,
     ) {
+        let outcome = if ok { "succeeded" } else { "failed" };
+        metrics::counter!(tm::ACTIONS, "tool" => action.tool.clone(), "outcome" => outcome).increment(1);
         let limits = self.limits_of(&action.agent_id);
         if ok {
             session.consecutive_failures = 0;
@@ -738,6 +750,7 @@ impl Engine {
 
     /// Runs the pipeline for one requested call.
     pub async fn submit(&self, agent: &AgentConfig, session_id: &str, request: ActionRequest) -> Result<Submission> {
+        let started = std::time::Instant::now();
         if request.tool.is_empty() || request.tool.len() > 256 {
             return Err(Error::Invalid("`tool` must be 1 to 256 characters".into()));
         }
@@ -983,7 +996,15 @@ impl Engine {
         }
         drop(guard);
         if approval.is_some() {
+            metrics::gauge!(tm::APPROVALS_PENDING).increment(1.0);
             self.bump_approvals();
+        }
+        let rule = action.decision.reasons.first().map(|r| r.rule.clone()).unwrap_or_else(|| "none".into());
+        metrics::counter!(tm::DECISIONS, "effect" => action.decision.effect.as_str(), "rule" => rule).increment(1);
+        metrics::histogram!(tm::DECISION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(tm::POLICY_SECONDS).record(action.decision.eval_us as f64 / 1e6);
+        if action.status == ActionStatus::Denied {
+            metrics::counter!(tm::ACTIONS, "tool" => action.tool.clone(), "outcome" => "denied").increment(1);
         }
         Ok(Submission { view: ActionView { action, approval }, outcome: Outcome::New })
     }
@@ -1272,6 +1293,7 @@ impl Engine {
             Verdict::Approve => None,
         };
         if let Some((approval_status, action_status)) = resolved {
+            approval_closed(&approval, approval_status, now);
             approval.status = approval_status;
             approval.resolved_at = Some(now);
             action.status = action_status;
@@ -1383,6 +1405,7 @@ impl Engine {
         action: &mut Action,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        approval_closed(approval, ApprovalStatus::Expired, now);
         approval.status = ApprovalStatus::Expired;
         approval.resolved_at = Some(now);
         action.status = ActionStatus::Expired;
@@ -1490,6 +1513,7 @@ impl Engine {
                 continue;
             }
             let now = Utc::now();
+            approval_closed(&approval, ApprovalStatus::Cancelled, now);
             approval.status = ApprovalStatus::Cancelled;
             approval.resolved_at = Some(now);
             action.status = ActionStatus::Cancelled;
@@ -1564,4 +1588,19 @@ fn status_name(s: SessionStatus) -> &'static str {
         SessionStatus::Paused => "paused",
         SessionStatus::Closed => "closed",
     }
+}
+
+fn breaker_gauge(b: &Breaker) -> f64 {
+    match b.state {
+        limits::BreakerState::Closed => 0.0,
+        limits::BreakerState::HalfOpen => 1.0,
+        limits::BreakerState::Open => 2.0,
+    }
+}
+
+/// Metrics for an approval that stopped pending.
+fn approval_closed(approval: &Approval, status: ApprovalStatus, now: DateTime<Utc>) {
+    metrics::gauge!(tm::APPROVALS_PENDING).decrement(1.0);
+    let waited = (now - approval.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+    metrics::histogram!(tm::APPROVAL_WAIT_SECONDS, "status" => status.as_str()).record(waited);
 }

@@ -82,6 +82,11 @@ impl McpGateway {
         let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel).await;
         self.engine.untrack_inflight(&action.id);
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        metrics::histogram!(crate::telemetry::UPSTREAM_SECONDS, "upstream" => upstream.clone())
+            .record(started.elapsed().as_secs_f64());
+        if !matches!(&outcome, Ok(r) if r.is_error != Some(true)) {
+            metrics::counter!(crate::telemetry::UPSTREAM_ERRORS, "upstream" => upstream.clone()).increment(1);
+        }
         let (result, returned) = match outcome {
             Ok(res) => {
                 let ok = !res.is_error.unwrap_or(false);

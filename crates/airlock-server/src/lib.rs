@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod mfa;
 pub mod notify;
 pub mod serve;
+pub mod telemetry;
 
 pub use config::Config;
 pub use engine::Engine;

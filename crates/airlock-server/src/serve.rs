@@ -59,6 +59,8 @@ impl Running {
 /// Starts airlock with `config`. A policy that does not compile is an error: the server refuses
 /// to start rather than run without policy.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    // Install the metrics recorder before anything records.
+    let _ = crate::telemetry::metrics_handle();
     let policy = load_policy(&config).context("the policy does not load, so airlock will not start")?;
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&config.server.data_dir.join(JOURNAL_FILE), SqliteOptions::default())

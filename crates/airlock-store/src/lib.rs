@@ -12,6 +12,14 @@
 mod chain;
 mod sqlite;
 
+/// Metric names recorded by the journal.
+pub mod metrics_names {
+    /// Commits per transaction.
+    pub const BATCH_SIZE: &str = "airlock_journal_batch_size";
+    /// Transaction time including fsync, seconds.
+    pub const COMMIT_SECONDS: &str = "airlock_journal_commit_duration_seconds";
+}
+
 pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
 pub use sqlite::{SqliteOptions, SqliteStore};
 

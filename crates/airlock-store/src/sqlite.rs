@@ -303,6 +303,8 @@ impl Writer {
             stats.batches += 1;
             stats.commits += batch.len() as u64;
         }
+        metrics::histogram!(crate::metrics_names::BATCH_SIZE).record(batch.len() as f64);
+        metrics::histogram!(crate::metrics_names::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         tracing::trace!(size = batch.len(), elapsed_us = started.elapsed().as_micros() as u64, "journal batch");
         for (job, outcome) in batch.into_iter().zip(outcomes) {
             let _ = job.reply.send(outcome);

@@ -1,0 +1,58 @@
+//! `/metrics`: Prometheus text with real histograms, and counters that move with traffic.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+async fn scrape(al: &Airlock) -> String {
+    let r = reqwest::get(format!("{}/metrics", al.url)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    r.text().await.unwrap()
+}
+
+/// The value of the first sample whose line starts with `prefix` (name plus labels).
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn counters_move_with_traffic() {
+    let fx = Fixture::new(POLICY);
+    let al = fx.start();
+    let before = scrape(&al).await;
+    let s = al.session(BOT).await;
+    for n in 0..3 {
+        al.act(BOT, &s, "ticket.create", json!({"n": n})).await;
+    }
+    al.act(BOT, &s, "db.drop", json!({})).await;
+    let pending = al.act(BOT, &s, "nodepool.scale", json!({"pool": "a", "count": 2})).await;
+
+    let mid = scrape(&al).await;
+    let allow = r#"airlock_decisions_total{effect="allow",rule="none"}"#;
+    let deny = r#"airlock_decisions_total{effect="deny",rule="DB1"}"#;
+    assert_eq!(sample(&mid, allow) - sample(&before, allow), 3.0, "{mid}");
+    assert_eq!(sample(&mid, deny) - sample(&before, deny), 1.0, "{mid}");
+    assert_eq!(sample(&mid, "airlock_approvals_pending"), 1.0, "{mid}");
+    // Real histograms with buckets.
+    assert!(mid.contains("airlock_decision_duration_seconds_bucket{le="), "{mid}");
+    assert!(sample(&mid, "airlock_decision_duration_seconds_count") >= 5.0, "{mid}");
+    assert!(sample(&mid, "airlock_journal_batch_size_count") >= 1.0, "{mid}");
+    assert!(mid.contains("airlock_journal_commit_duration_seconds_bucket"), "{mid}");
+
+    let approval = pending.body["approval"]["id"].as_str().unwrap();
+    al.post(&format!("/v1/approvals/{approval}/approve"), ALICE, json!({"comment": "ok"})).await;
+    let id = pending.body["id"].as_str().unwrap();
+    al.post(&format!("/v1/actions/{id}/result"), BOT, json!({"ok": false, "error": "boom"})).await;
+    let after = scrape(&al).await;
+    assert_eq!(sample(&after, "airlock_approvals_pending"), 0.0, "{after}");
+    assert!(sample(&after, r#"airlock_approval_wait_seconds_count{status="approved"}"#) >= 1.0, "{after}");
+    assert_eq!(sample(&after, r#"airlock_actions_total{tool="nodepool.scale",outcome="failed"}"#), 1.0, "{after}");
+    assert_eq!(sample(&after, r#"airlock_spend_usd_total{agent="bot"}"#), 1.5, "{after}");
+}
