@@ -255,12 +255,22 @@ pub fn test(args: &PolicyArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.failed() == 0 && !report.cases.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-pub fn audit_verify(config_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub fn audit_verify(config_path: &Path, public_key: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let path = config.server.data_dir.join(JOURNAL_FILE);
     let report = SqliteStore::verify_file(&path)?;
+    let public = match public_key {
+        Some(k) => Some(k.to_string()),
+        None => airlock_server::audit::public_key_for(&config).ok(),
+    };
+    let checkpoints = match &public {
+        Some(k) => Some(airlock_server::audit::verify_checkpoints(&path, k)?),
+        None => None,
+    };
+    let checkpoint_problem = checkpoints.as_ref().and_then(|c| c.problem.clone());
+    let ok = report.ok() && checkpoint_problem.is_none();
     if json {
-        output::json(&json!({"journal": path, "ok": report.ok(), "report": report}));
+        output::json(&json!({"journal": path, "ok": ok, "report": report, "checkpoints": checkpoints}));
     } else {
         match &report.first_problem {
             None => println!(
@@ -274,8 +284,66 @@ pub fn audit_verify(config_path: &Path, json: bool) -> anyhow::Result<ExitCode> 
                 println!("checked {} events before the first problem ({})", report.events, path.display());
             }
         }
+        match (&checkpoints, &checkpoint_problem) {
+            (None, _) => println!("checkpoints: not checked (no public key: pass --public-key)"),
+            (Some(c), None) => println!("ok: {} signed checkpoints verified", c.checked),
+            (Some(_), Some(p)) => println!("FAILED: {p}"),
+        }
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Parses `7d`, `12h`, `30m` or an RFC 3339 time.
+pub fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let (num, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 =
+        num.parse().map_err(|_| anyhow::anyhow!("`{text}` is neither RFC 3339 nor an age like 7d, 12h, 30m"))?;
+    let d = match unit {
+        "d" => chrono::Duration::days(n),
+        "h" => chrono::Duration::hours(n),
+        "m" => chrono::Duration::minutes(n),
+        _ => bail!("`{text}`: the unit must be d, h or m"),
+    };
+    Ok(chrono::Utc::now() - d)
+}
+
+pub fn audit_export(config_path: &Path, since: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = config.server.data_dir.join(JOURNAL_FILE);
+    let since = parse_since(since)?;
+    let events = SqliteStore::read_events_since(&path, &since)?;
+    let checkpoints = SqliteStore::read_checkpoints(&path)?;
+    let mut w: Box<dyn Write> = match out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write `{}`", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    for e in &events {
+        let mut v = serde_json::to_value(e)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("type".into(), json!("event"));
+        }
+        writeln!(w, "{}", serde_json::to_string(&v)?)?;
+    }
+    let public = airlock_server::audit::public_key_for(&config).ok();
+    for c in &checkpoints {
+        writeln!(
+            w,
+            "{}",
+            serde_json::to_string(
+                &json!({"type": "checkpoint", "size": c.size, "created_at": c.created_at, "note": c.note, "public_key": public})
+            )?
+        )?;
+    }
+    w.flush()?;
+    if out.is_some() {
+        eprintln!("exported {} events and {} checkpoints", events.len(), checkpoints.len());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn token_new(json: bool) -> anyhow::Result<ExitCode> {

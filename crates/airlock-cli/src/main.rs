@@ -4,6 +4,7 @@
 mod client;
 mod local;
 mod output;
+mod replay;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,8 @@ enum Command {
     /// Make bearer tokens and their hashes for the config file.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Re-evaluate recorded actions against another policy (replay, backtest).
+    Replay(ReplayArgs),
     /// Be a stdio MCP server that forwards to airlock's /mcp endpoint (for clients that only
     /// launch stdio servers). The agent's token comes from AIRLOCK_TOKEN.
     ///
@@ -133,15 +136,69 @@ struct EvalArgs {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk every hash chain of the journal; exit 1 and name the first bad event if any was
-    /// altered, removed or reordered.
+    /// Check the journal: every hash chain, and every signed checkpoint (its signature, and that
+    /// the events it covers are all still there, unchanged). Exit 1 and name the first problem.
     Verify {
         /// Config file (its `[server] data_dir` holds the journal).
         #[arg(long, short, default_value = "airlock.toml", env = "AIRLOCK_CONFIG")]
         config: PathBuf,
+        /// The checkpoint public key (base64), if not `data_dir/audit.pub` or `[audit] signing_key`.
+        #[arg(long)]
+        public_key: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the journal as JSON Lines with the proof material (hashes, links, checkpoints),
+    /// for a SIEM or an auditor.
+    Export {
+        /// Config file.
+        #[arg(long, short, default_value = "airlock.toml", env = "AIRLOCK_CONFIG")]
+        config: PathBuf,
+        /// Events from this time on: RFC 3339 (`2026-11-01T00:00:00Z`) or an age (`7d`, `12h`).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Re-evaluate recorded actions against another policy and show where decisions would differ.
+///
+///   airlock replay session ses_… --policy candidate/   one session
+///   airlock replay --since 7d --policy candidate/      a backtest over a week
+///
+/// Exit status 1 when the candidate would deny something that was allowed (use
+/// --allow-tightening to accept that), 0 otherwise.
+#[derive(Args)]
+#[command(verbatim_doc_comment, args_conflicts_with_subcommands = false)]
+struct ReplayArgs {
+    #[command(subcommand)]
+    target: Option<ReplayTarget>,
+    /// The candidate policy directory.
+    #[arg(long, short, global = true)]
+    policy: Option<PathBuf>,
+    /// Config file (its journal is replayed).
+    #[arg(long, short, default_value = "airlock.toml", env = "AIRLOCK_CONFIG", global = true)]
+    config: PathBuf,
+    /// Actions from this time on: RFC 3339 or an age (`7d`, `12h`).
+    #[arg(long, default_value = "7d", global = true)]
+    since: String,
+    /// Do not fail when the candidate is stricter.
+    #[arg(long, global = true)]
+    allow_tightening: bool,
+    /// Print the result as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ReplayTarget {
+    /// One session's actions.
+    Session {
+        /// Session id (`ses_…`).
+        id: String,
     },
 }
 
@@ -170,7 +227,13 @@ async fn main() -> ExitCode {
         Command::Approvals(cmd) => client::approvals(cmd).await,
         Command::Kill(cmd) => client::kill(cmd).await,
         Command::Sessions(cmd) => client::sessions(cmd).await,
-        Command::Audit(AuditCommand::Verify { config, json }) => local::audit_verify(&config, json),
+        Command::Audit(AuditCommand::Verify { config, public_key, json }) => {
+            local::audit_verify(&config, public_key.as_deref(), json)
+        }
+        Command::Audit(AuditCommand::Export { config, since, out }) => {
+            local::audit_export(&config, &since, out.as_deref())
+        }
+        Command::Replay(args) => replay::run(&args),
         Command::Token(TokenCommand::New { json }) => local::token_new(json),
         Command::Token(TokenCommand::Hash) => local::token_hash(),
         Command::Connect(args) => connect(args).await,

@@ -383,6 +383,11 @@ async fn authentication_and_roles() {
 #[tokio::test]
 async fn bad_input_gets_clear_errors() {
     let fx = Fixture::new(POLICY);
+    // A small limit, so the oversized body fits the socket buffers and the client always reads
+    // the answer instead of racing the server's close.
+    let text = std::fs::read_to_string(fx.config()).unwrap();
+    std::fs::write(fx.config(), text.replacen("data_dir = \"data\"", "data_dir = \"data\"\nmax_body_bytes = 4096", 1))
+        .unwrap();
     let al = fx.start();
     let s = al.session(BOT).await;
     let path = format!("/v1/sessions/{s}/actions");
@@ -398,7 +403,7 @@ async fn bad_input_gets_clear_errors() {
     al.raw_post(&path, BOT, br#"{"tool": "x", "argumnts": {}}"#.to_vec(), &[])
         .await
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "unknown field `argumnts`");
-    let big = format!(r#"{{"tool": "x", "arguments": {{"blob": "{}"}}}}"#, "a".repeat(2 * 1024 * 1024));
+    let big = format!(r#"{{"tool": "x", "arguments": {{"blob": "{}"}}}}"#, "a".repeat(8 * 1024));
     al.raw_post(&path, BOT, big.into_bytes(), &[])
         .await
         .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "max_body_bytes");

@@ -68,6 +68,26 @@ pub struct RawConfig {
     notify: Vec<RawNotify>,
     #[serde(default)]
     guards: RawGuards,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawAudit {
+    signing_key: Option<String>,
+    checkpoint_interval_seconds: Option<u64>,
+    origin: Option<String>,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Base64 or hex Ed25519 seed read from the environment; `None` = key file in `data_dir`.
+    pub signing_key: Option<String>,
+    /// How often a checkpoint is signed (and once at shutdown).
+    pub checkpoint_interval: Duration,
+    /// Origin line of checkpoint notes, and the key name.
+    pub origin: String,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -236,6 +256,8 @@ pub struct Config {
     pub notify: Vec<NotifyConfig>,
     /// `[guards]`: the defaults every agent starts from.
     pub guards: GuardLimits,
+    /// `[audit]`
+    pub audit: AuditConfig,
 }
 
 /// Events a `[[notify]]` webhook can subscribe to.
@@ -785,6 +807,32 @@ impl RawConfig {
             notify.push(NotifyConfig { name, url: n.url, events, secret, timeout: Duration::from_millis(timeout_ms) });
         }
 
+        let signing_key = match self.audit.signing_key.as_deref() {
+            None => None,
+            Some(v) => match v.strip_prefix("env:") {
+                Some(var) => match env.var(var) {
+                    Some(k) if !k.is_empty() => Some(k),
+                    _ => {
+                        push("audit.signing_key", format!("environment variable `{var}` is not set"));
+                        None
+                    }
+                },
+                None => {
+                    push("audit.signing_key", "must be `env:NAME`; omit it to use a key file in `data_dir`".into());
+                    None
+                }
+            },
+        };
+        let interval = self.audit.checkpoint_interval_seconds.unwrap_or(300);
+        if !(1..=86_400).contains(&interval) {
+            push("audit.checkpoint_interval_seconds", format!("must be between 1 and 86400, got {interval}"));
+        }
+        let origin = self.audit.origin.unwrap_or_else(|| "airlock".into());
+        if origin.is_empty() || origin.contains(char::is_whitespace) || origin.contains('+') {
+            push("audit.origin", format!("`{origin}` must be non-empty, without spaces or `+`"));
+        }
+        let audit = AuditConfig { signing_key, checkpoint_interval: Duration::from_secs(interval), origin };
+
         Config {
             file: PathBuf::new(),
             server,
@@ -797,6 +845,7 @@ impl RawConfig {
             tools,
             notify,
             guards,
+            audit,
         }
     }
 }

@@ -853,6 +853,8 @@ impl Engine {
         let mut commit = Commit::default();
         let mut session = state.session.clone();
         let mut pause: Option<(&'static str, String)> = None;
+        // The exact policy input, journaled with the decision so it can be replayed.
+        let mut recorded_input: Option<Value> = None;
         let window = chrono::Duration::seconds(i64::try_from(limits.loop_window_seconds).unwrap_or(i64::MAX / 2_000));
         while state.recent.front().is_some_and(|(_, at)| *at < now - window) {
             state.recent.pop_front();
@@ -878,6 +880,7 @@ impl Engine {
         } else {
             let input = Engine::policy_input(agent, &state.session, &action, now);
             let eval = policy.evaluate(&input);
+            recorded_input = Some(input);
             let mut d = combine(eval.output, &self.inner.defaults, policy.revision(), eval.eval_us);
             if d.cost_usd.is_none() {
                 d.cost_usd = info.cost_usd;
@@ -972,7 +975,7 @@ impl Engine {
             session_id,
             EventKind::ActionDecided,
             now,
-            json!({"action_id": action.id, "status": action.status, "decision": action.decision}),
+            json!({"action_id": action.id, "status": action.status, "decision": action.decision, "input": recorded_input}),
         );
         if let Some(a) = &approval {
             commit.event(session_id, EventKind::ApprovalRequested, now, to_value(a));

@@ -5,6 +5,7 @@
 //! wire DTOs; the pipeline's decisions are made in `airlock-core` and `airlock-policy`.
 
 pub mod api;
+pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod engine;

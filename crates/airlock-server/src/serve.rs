@@ -79,6 +79,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(engine.clone().run_background(rx.clone()));
     let deliveries = tokio::spawn(crate::notify::run_deliveries(engine.clone(), rx.clone()));
+    let signer =
+        crate::audit::CheckpointSigner::load_or_create(&config).context("cannot load the audit signing key")?;
+    let checkpoints = tokio::spawn(crate::audit::run_checkpoints(engine.clone(), signer, rx.clone()));
     let state = AppState::new(engine.clone()).with_gateway(gateway.clone());
     let mcp = mcp_service(&config, gateway.clone(), addr);
     let mcp_router = axum::Router::new()
@@ -95,6 +98,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .context("HTTP server failed")?;
         background.abort();
         deliveries.abort();
+        // The checkpointer signs a last checkpoint on shutdown; give it a moment.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), checkpoints).await;
         upstreams.shutdown().await;
         drop(engine);
         Ok(())

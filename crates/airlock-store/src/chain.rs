@@ -50,3 +50,58 @@ impl VerifyReport {
         self.first_problem.is_none()
     }
 }
+
+/// RFC 6962 Merkle tree hash over `leaves` (each leaf is an event's hash text).
+pub fn merkle_root(leaves: &[String]) -> [u8; 32] {
+    fn leaf(data: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update([0u8]);
+        h.update(data);
+        h.finalize().into()
+    }
+    fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update([1u8]);
+        h.update(l);
+        h.update(r);
+        h.finalize().into()
+    }
+    fn mth(leaves: &[String]) -> [u8; 32] {
+        match leaves.len() {
+            0 => Sha256::digest([]).into(),
+            1 => leaf(leaves.first().map(|s| s.as_bytes()).unwrap_or_default()),
+            n => {
+                // The largest power of two smaller than n.
+                let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
+                let (l, r) = leaves.split_at(k);
+                node(&mth(l), &mth(r))
+            }
+        }
+    }
+    mth(leaves)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merkle_root_follows_rfc_6962_shape() {
+        let leaves: Vec<String> = (0..7).map(|i| format!("e{i}")).collect();
+        // Changing any leaf or dropping the last one changes the root.
+        let root = merkle_root(&leaves);
+        let mut altered = leaves.clone();
+        altered[3] = "x".into();
+        assert_ne!(root, merkle_root(&altered));
+        assert_ne!(root, merkle_root(&leaves[..6]));
+        // Known small trees.
+        assert_eq!(merkle_root(&[]), <[u8; 32]>::from(Sha256::digest([])));
+        let one = merkle_root(&leaves[..1]);
+        let two = merkle_root(&leaves[..2]);
+        let mut h = Sha256::new();
+        h.update([1u8]);
+        h.update(one);
+        h.update(merkle_root(&leaves[1..2]));
+        assert_eq!(two, <[u8; 32]>::from(h.finalize()));
+    }
+}

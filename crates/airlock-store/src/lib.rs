@@ -20,8 +20,8 @@ pub mod metrics_names {
     pub const COMMIT_SECONDS: &str = "airlock_journal_commit_duration_seconds";
 }
 
-pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash, merkle_root};
+pub use sqlite::{SqliteOptions, SqliteStore, StoredCheckpoint};
 
 use airlock_core::limits::Breaker;
 use airlock_core::{Action, ActionStatus, Approval, ApprovalStatus, EventKind, KillSwitch, Session, SessionStatus};
@@ -105,6 +105,8 @@ pub struct Commit {
     pub outbox: Vec<NewNotification>,
     /// Delivery bookkeeping for earlier notifications (not journaled).
     pub deliveries: Vec<DeliveryUpdate>,
+    /// A signed checkpoint note to store: `(size, note, time)`.
+    pub checkpoint: Option<(u64, String, DateTime<Utc>)>,
 }
 
 /// A notification to deliver to one endpoint, written with the events that caused it.
@@ -242,6 +244,10 @@ pub trait Store: Send + Sync + 'static {
     async fn agent_actions_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<u32>;
     /// What `agent_id`'s allowed or approved actions since `since` cost.
     async fn agent_spend_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<f64>;
+    /// The number of events and the RFC 6962 Merkle root over their hashes, in journal order.
+    async fn tree_head(&self) -> Result<(u64, [u8; 32])>;
+    /// Stores a signed checkpoint note.
+    async fn save_checkpoint(&self, size: u64, note: String, at: DateTime<Utc>) -> Result<()>;
     /// Undelivered notifications due at or before `now`, oldest first.
     async fn notifications_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>>;
 }

@@ -83,6 +83,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_at) WHERE delivered_at IS NULL AND next_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id         INTEGER PRIMARY KEY,
+    size       INTEGER NOT NULL,
+    note       TEXT    NOT NULL,
+    created_at TEXT    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS breakers (
     tool TEXT PRIMARY KEY,
     body TEXT NOT NULL
@@ -357,6 +363,10 @@ fn apply(conn: &Connection, heads: &mut HashMap<String, (u64, String)>, commit: 
             .map_err(|e| map_unique(e, "event"))?;
         heads.insert(event.stream.clone(), (seq, hash));
     }
+    if let Some((size, note, at)) = &commit.checkpoint {
+        conn.prepare_cached("INSERT INTO checkpoints (size, note, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![*size as i64, note, fmt_time(at)])?;
+    }
     for n in &commit.outbox {
         conn.prepare_cached(
             "INSERT INTO outbox (endpoint, event, body, created_at, next_at) VALUES (?1, ?2, ?3, ?4, ?4)",
@@ -477,6 +487,74 @@ fn query_doc<T: DeserializeOwned>(conn: &Connection, sql: &str, args: &[&dyn rus
         .query_row(args, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .optional()?;
     row.map(|(id, body)| parse(&id, &body)).transpose()
+}
+
+/// Event hashes in journal order, the first `limit` of them when given.
+pub(crate) fn event_hashes(conn: &Connection, limit: Option<u64>) -> Result<Vec<String>> {
+    let limit = limit.map(|l| l as i64).unwrap_or(-1);
+    let mut stmt = conn.prepare_cached("SELECT hash FROM events ORDER BY pos LIMIT ?1")?;
+    let rows = stmt.query_map([limit], |r| r.get::<_, String>(0))?;
+    rows.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
+}
+
+/// A stored checkpoint note.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredCheckpoint {
+    /// Events it covers.
+    pub size: u64,
+    /// The signed note text.
+    pub note: String,
+    /// When it was made.
+    pub created_at: String,
+}
+
+impl SqliteStore {
+    /// Reads the journal at `path` read-only: every checkpoint note, and the Merkle root over the
+    /// first `size` events for each distinct size asked.
+    pub fn read_checkpoints(path: &Path) -> Result<Vec<StoredCheckpoint>> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| Error::Open { path: path.display().to_string(), message: e.to_string() })?;
+        let mut stmt = conn.prepare("SELECT size, note, created_at FROM checkpoints ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredCheckpoint { size: r.get::<_, i64>(0)? as u64, note: r.get(1)?, created_at: r.get(2)? })
+        })?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
+    }
+
+    /// Event hashes of the journal at `path`, in journal order (read-only).
+    pub fn read_event_hashes(path: &Path) -> Result<Vec<String>> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| Error::Open { path: path.display().to_string(), message: e.to_string() })?;
+        event_hashes(&conn, None)
+    }
+
+    /// Events of the journal at `path` from `since` on, in journal order (read-only).
+    pub fn read_events_since(path: &Path, since: &DateTime<Utc>) -> Result<Vec<StoredEvent>> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| Error::Open { path: path.display().to_string(), message: e.to_string() })?;
+        let mut stmt = conn.prepare(
+            "SELECT pos, stream, seq, kind, at, payload, prev_hash, hash FROM events WHERE at >= ?1 ORDER BY pos",
+        )?;
+        let rows = stmt.query_map([fmt_time(since)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (pos, stream, seq, kind, at, payload, prev_hash, hash) = row?;
+            let payload = parse(&format!("event {pos}"), &payload)?;
+            out.push(StoredEvent { pos, stream, seq: seq as u64, kind, at, payload, prev_hash, hash });
+        }
+        Ok(out)
+    }
 }
 
 fn verify(conn: &Connection) -> Result<VerifyReport> {
@@ -664,6 +742,22 @@ impl crate::Store for SqliteStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn tree_head(&self) -> Result<(u64, [u8; 32])> {
+        self.read(|c| {
+            let hashes = event_hashes(c, None)?;
+            Ok((hashes.len() as u64, crate::chain::merkle_root(&hashes)))
+        })
+        .await
+    }
+
+    async fn save_checkpoint(&self, size: u64, note: String, at: DateTime<Utc>) -> Result<()> {
+        // Checkpoints are written through the writer like everything else.
+        let (reply, receive) = oneshot::channel();
+        let commit = Commit { checkpoint: Some((size, note, at)), ..Default::default() };
+        self.sender.send(Job { commit, reply }).map_err(|_| Error::Closed)?;
+        receive.await.map_err(|_| Error::Closed)?
     }
 
     async fn breakers(&self) -> Result<Vec<airlock_core::limits::Breaker>> {

@@ -1,0 +1,280 @@
+//! Signed checkpoints of the journal.
+//!
+//! A checkpoint commits to every event so far: the RFC 6962 Merkle root over the event hashes in
+//! journal order, with the event count, signed with Ed25519 as a C2SP signed note
+//! (`tlog-checkpoint` body: origin, tree size, base64 root hash). `airlock audit verify` checks
+//! each checkpoint's signature and that the journal still has the events it covers, unchanged —
+//! which also catches truncation of the newest events, which hash chains alone cannot.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::Utc;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::engine::Engine;
+
+/// Key file created in `data_dir` when no `[audit] signing_key` is configured.
+pub const KEY_FILE: &str = "audit.key";
+/// Public key file written next to it, for auditors.
+pub const PUBLIC_KEY_FILE: &str = "audit.pub";
+
+/// The checkpoint signer.
+#[derive(Clone)]
+pub struct Signer_ {
+    key: SigningKey,
+    origin: String,
+}
+
+impl std::fmt::Debug for Signer_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+/// The signer type under a readable name.
+pub type CheckpointSigner = Signer_;
+
+fn decode_key(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    let bytes = B64
+        .decode(text)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .or_else(|| hex::decode(text).ok().filter(|b| b.len() == 32))
+        .ok_or_else(|| "a key is 32 bytes in base64 or hex".to_string())?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&bytes);
+    Ok(out)
+}
+
+/// The 4-byte key hash of a signed note's Ed25519 key: SHA-256(name, `\n`, 0x01, public key).
+fn key_hash(name: &str, public: &VerifyingKey) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n");
+    h.update([0x01]);
+    h.update(public.as_bytes());
+    let d = h.finalize();
+    let mut out = [0u8; 4];
+    out.copy_from_slice(&d[..4]);
+    out
+}
+
+impl Signer_ {
+    /// Loads the configured key (`[audit] signing_key`), or the key file in `data_dir`,
+    /// creating it (and the public key file) on first start.
+    pub fn load_or_create(config: &Config) -> anyhow::Result<Signer_> {
+        let origin = config.audit.origin.clone();
+        if let Some(seed) = &config.audit.signing_key {
+            let seed = decode_key(seed).map_err(|e| anyhow::anyhow!("audit.signing_key: {e}"))?;
+            let key = SigningKey::from_bytes(&seed);
+            write_public(&config.server.data_dir, &key)?;
+            return Ok(Signer_ { key, origin });
+        }
+        let path = config.server.data_dir.join(KEY_FILE);
+        let key = if path.exists() {
+            let text = std::fs::read_to_string(&path)?;
+            SigningKey::from_bytes(&decode_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+        } else {
+            std::fs::create_dir_all(&config.server.data_dir)?;
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness for the audit key: {e}"))?;
+            write_private(&path, &B64.encode(seed))?;
+            tracing::info!(path = %path.display(), "created the audit signing key");
+            SigningKey::from_bytes(&seed)
+        };
+        write_public(&config.server.data_dir, &key)?;
+        Ok(Signer_ { key, origin })
+    }
+
+    /// The public key, base64.
+    pub fn public_key(&self) -> String {
+        B64.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// A signed note for a tree of `size` events with `root`.
+    pub fn note(&self, size: u64, root: &[u8; 32]) -> String {
+        let body = format!("{}\n{size}\n{}\n", self.origin, B64.encode(root));
+        let sig: Signature = self.key.sign(body.as_bytes());
+        let mut blob = key_hash(&self.origin, &self.key.verifying_key()).to_vec();
+        blob.extend_from_slice(&sig.to_bytes());
+        format!("{body}\n\u{2014} {} {}\n", self.origin, B64.encode(blob))
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        f.write_all(text.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, text)
+    }
+}
+
+fn write_public(dir: &Path, key: &SigningKey) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(PUBLIC_KEY_FILE), format!("{}\n", B64.encode(key.verifying_key().as_bytes())))
+}
+
+/// A parsed checkpoint note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Origin line.
+    pub origin: String,
+    /// Events covered.
+    pub size: u64,
+    /// Merkle root.
+    pub root: [u8; 32],
+}
+
+/// Parses a note and checks its signature against `public` (base64 Ed25519 key).
+pub fn verify_note(note: &str, public: &str) -> Result<Checkpoint, String> {
+    let (body, sigs) = note.split_once("\n\n").ok_or("not a signed note (no blank line)")?;
+    let body = format!("{body}\n");
+    let mut lines = body.lines();
+    let origin = lines.next().ok_or("no origin line")?.to_string();
+    let size: u64 = lines.next().and_then(|l| l.parse().ok()).ok_or("no tree size line")?;
+    let root_b64 = lines.next().ok_or("no root hash line")?;
+    let root_bytes = B64.decode(root_b64).map_err(|_| "the root hash is not base64")?;
+    let root: [u8; 32] = root_bytes.try_into().map_err(|_| "the root hash is not 32 bytes")?;
+    let public = decode_key(public).map_err(|e| format!("public key: {e}"))?;
+    let vk = VerifyingKey::from_bytes(&public).map_err(|e| format!("public key: {e}"))?;
+    let want_hash = key_hash(&origin, &vk);
+    for line in sigs.lines() {
+        let Some(rest) = line.strip_prefix("\u{2014} ") else { continue };
+        let Some((name, blob)) = rest.split_once(' ') else { continue };
+        let Ok(blob) = B64.decode(blob) else { continue };
+        if name != origin || blob.len() != 68 || blob[..4] != want_hash {
+            continue;
+        }
+        let sig = Signature::from_slice(&blob[4..]).map_err(|_| "malformed signature")?;
+        return vk
+            .verify(body.as_bytes(), &sig)
+            .map(|_| Checkpoint { origin: origin.clone(), size, root })
+            .map_err(|_| "the signature does not match: the checkpoint was altered or signed by another key".into());
+    }
+    Err("no signature by this key".into())
+}
+
+/// What verifying checkpoints found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckpointReport {
+    /// Checkpoints checked.
+    pub checked: usize,
+    /// The first problem, if any.
+    pub problem: Option<String>,
+}
+
+/// Checks every stored checkpoint of the journal at `journal` against `public` and the events.
+pub fn verify_checkpoints(journal: &Path, public: &str) -> anyhow::Result<CheckpointReport> {
+    let notes = airlock_store::SqliteStore::read_checkpoints(journal)?;
+    let hashes = airlock_store::SqliteStore::read_event_hashes(journal)?;
+    let mut checked = 0;
+    for (i, stored) in notes.iter().enumerate() {
+        let n = i + 1;
+        let cp = match verify_note(&stored.note, public) {
+            Ok(cp) => cp,
+            Err(e) => {
+                return Ok(CheckpointReport {
+                    checked,
+                    problem: Some(format!("checkpoint {n} (made {}): {e}", stored.created_at)),
+                });
+            }
+        };
+        checked += 1;
+        let size = usize::try_from(cp.size).unwrap_or(usize::MAX);
+        if size > hashes.len() {
+            return Ok(CheckpointReport {
+                checked,
+                problem: Some(format!(
+                    "checkpoint {n} (made {}) covers {} events but the journal has only {}: events were removed or the newest were truncated",
+                    stored.created_at,
+                    cp.size,
+                    hashes.len()
+                )),
+            });
+        }
+        let root = airlock_store::merkle_root(hashes.get(..size).unwrap_or_default());
+        if root != cp.root {
+            return Ok(CheckpointReport {
+                checked,
+                problem: Some(format!(
+                    "checkpoint {n} (made {}) does not match the first {} events: events it covers were altered, removed or reordered",
+                    stored.created_at, cp.size
+                )),
+            });
+        }
+    }
+    Ok(CheckpointReport { checked, problem: None })
+}
+
+/// The public key to verify with: `[audit] signing_key`'s, else `data_dir/audit.pub`.
+pub fn public_key_for(config: &Config) -> anyhow::Result<String> {
+    if let Some(seed) = &config.audit.signing_key {
+        let seed = decode_key(seed).map_err(|e| anyhow::anyhow!("audit.signing_key: {e}"))?;
+        return Ok(B64.encode(SigningKey::from_bytes(&seed).verifying_key().as_bytes()));
+    }
+    let path: PathBuf = config.server.data_dir.join(PUBLIC_KEY_FILE);
+    Ok(std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("cannot read the audit public key `{}`: {e}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+/// Makes a checkpoint now if events were added since `last`; returns the new size.
+pub async fn checkpoint_once(engine: &Engine, signer: &Signer_, last: u64) -> anyhow::Result<u64> {
+    let (size, root) = engine.store().tree_head().await?;
+    if size == 0 || size == last {
+        return Ok(last);
+    }
+    let note = signer.note(size, &root);
+    engine.store().save_checkpoint(size, note, Utc::now()).await?;
+    tracing::debug!(size, "journal checkpoint signed");
+    Ok(size)
+}
+
+/// Signs a checkpoint every `[audit] checkpoint_interval_seconds` until `shutdown`, then once more.
+pub async fn run_checkpoints(engine: Engine, signer: Signer_, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let interval = engine.config().audit.checkpoint_interval;
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => break,
+        }
+        match checkpoint_once(&engine, &signer, last).await {
+            Ok(size) => last = size,
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
+        }
+    }
+    if let Err(e) = checkpoint_once(&engine, &signer, last).await {
+        tracing::warn!(error = %e, "final checkpoint failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_verify_and_detect_tampering() {
+        let signer = Signer_ { key: SigningKey::from_bytes(&[7u8; 32]), origin: "airlock/test".into() };
+        let note = signer.note(42, &[9u8; 32]);
+        assert!(note.starts_with("airlock/test\n42\n"));
+        let cp = verify_note(&note, &signer.public_key()).unwrap();
+        assert_eq!((cp.size, cp.root), (42, [9u8; 32]));
+        let forged = note.replacen("\n42\n", "\n41\n", 1);
+        assert!(verify_note(&forged, &signer.public_key()).unwrap_err().contains("does not match"));
+        let other = Signer_ { key: SigningKey::from_bytes(&[8u8; 32]), origin: "airlock/test".into() };
+        assert!(verify_note(&note, &other.public_key()).is_err());
+    }
+}
