@@ -123,6 +123,7 @@ mod tests {
             spent_usd: 0.0,
             created_at: now,
             updated_at: now,
+            trace: None,
         }
     }
 

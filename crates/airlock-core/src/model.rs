@@ -94,6 +94,15 @@ pub enum SessionStatus {
     Closed,
 }
 
+/// Where an object's spans live in a distributed trace (W3C ids, lowercase hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRef {
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: String,
+}
+
 /// One unit of agent work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
@@ -132,6 +141,9 @@ pub struct Session {
     pub created_at: DateTime<Utc>,
     /// When the session last changed.
     pub updated_at: DateTime<Utc>,
+    /// The session's root span (`invoke_agent`), when tracing is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceRef>,
 }
 
 /// Lifecycle of an action.
@@ -366,6 +378,9 @@ pub struct Action {
     pub created_at: DateTime<Utc>,
     /// When the action last changed.
     pub updated_at: DateTime<Utc>,
+    /// The action's `execute_tool` span, when tracing is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceRef>,
 }
 
 /// The outcome of an executed action.

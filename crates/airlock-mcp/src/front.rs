@@ -49,6 +49,10 @@ pub struct ToolCall {
     pub cancel: CancellationToken,
     /// Progress reporting, a no-op when the client sent no progress token.
     pub progress: Progress,
+    /// W3C `traceparent` from `params._meta`.
+    pub traceparent: Option<String>,
+    /// The MCP session id (`Mcp-Session-Id`).
+    pub mcp_session: Option<String>,
 }
 
 /// What the front needs from airlock's pipeline.
@@ -146,6 +150,8 @@ impl ServerHandler for Front {
 
         let meta = request.meta.as_ref().and_then(|m| serde_json::to_value(m).ok()).unwrap_or_default();
         let justification = meta.get(JUSTIFICATION_META).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let traceparent = meta.get("traceparent").and_then(|v| v.as_str()).map(str::to_string);
+        let mcp_session = header(&context, "mcp-session-id");
         let token =
             request.meta.as_ref().and_then(|m| m.get_progress_token()).or_else(|| context.meta.get_progress_token());
         let progress: Progress = match token {
@@ -171,6 +177,8 @@ impl ServerHandler for Front {
             justification,
             cancel: context.ct.clone(),
             progress,
+            traceparent,
+            mcp_session,
         };
         Ok(self.gateway.call(call).await.into())
     }

@@ -260,6 +260,7 @@ impl Upstreams {
         name: &str,
         arguments: JsonObject,
         cancel: CancellationToken,
+        traceparent: Option<String>,
     ) -> Result<CallToolResult, UpstreamError> {
         let up = self
             .inner
@@ -274,7 +275,13 @@ impl Upstreams {
             };
             return Err(UpstreamError::Unavailable { name: upstream.to_string(), reason });
         };
-        let params = CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
+        let mut params = CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
+        if let Some(tp) = traceparent {
+            // W3C trace context travels in `_meta` (MCP convention).
+            let mut meta = rmcp::model::RequestMetaObject::new();
+            meta.0.insert("traceparent".to_string(), serde_json::Value::String(tp));
+            params.meta = Some(meta);
+        }
         let timeout = up.spec.call_timeout;
         // Dropping the request future cancels it at the upstream (rmcp sends
         // `notifications/cancelled`).

@@ -496,6 +496,8 @@ async fn submit_action(
         justification: body.justification,
         idempotency_key,
         reported_annotations: None,
+        traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string),
+        mcp_session: None,
     };
     let submission = state.engine.submit(&agent, &session_id, request).await?;
     let mut view = submission.view;

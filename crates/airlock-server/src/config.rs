@@ -70,6 +70,15 @@ pub struct RawConfig {
     guards: RawGuards,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawTelemetry {
+    otlp_endpoint: Option<String>,
+    capture_content: Option<bool>,
+    service_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +267,8 @@ pub struct Config {
     pub guards: GuardLimits,
     /// `[audit]`
     pub audit: AuditConfig,
+    /// `[telemetry]`
+    pub telemetry: crate::otel::TelemetryConfig,
 }
 
 /// Events a `[[notify]]` webhook can subscribe to.
@@ -832,6 +843,16 @@ impl RawConfig {
             push("audit.origin", format!("`{origin}` must be non-empty, without spaces or `+`"));
         }
         let audit = AuditConfig { signing_key, checkpoint_interval: Duration::from_secs(interval), origin };
+        if let Some(e) = &self.telemetry.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            push("telemetry.otlp_endpoint", format!("`{e}` must start with http:// or https:// (OTLP over HTTP)"));
+        }
+        let telemetry = crate::otel::TelemetryConfig {
+            otlp_endpoint: self.telemetry.otlp_endpoint,
+            capture_content: self.telemetry.capture_content.unwrap_or(false),
+            service_name: self.telemetry.service_name.unwrap_or_else(|| "airlock".into()),
+        };
 
         Config {
             file: PathBuf::new(),
@@ -846,6 +867,7 @@ impl RawConfig {
             notify,
             guards,
             audit,
+            telemetry,
         }
     }
 }

@@ -74,6 +74,10 @@ pub struct ActionRequest {
     pub idempotency_key: Option<String>,
     /// Annotations reported by the tool's server, if it has one.
     pub reported_annotations: Option<Value>,
+    /// W3C `traceparent` sent by the agent.
+    pub traceparent: Option<String>,
+    /// The MCP session the call came in on.
+    pub mcp_session: Option<String>,
 }
 
 /// How a submission was answered.
@@ -170,6 +174,8 @@ struct Inner {
     breakers: Mutex<HashMap<String, Breaker>>,
     /// Upstream calls in flight.
     inflight: Mutex<HashMap<String, InFlight>>,
+    /// OpenTelemetry spans.
+    tracing: crate::otel::Tracing,
 }
 
 /// Handle to the decision pipeline.
@@ -195,6 +201,10 @@ fn to_value<T: Serialize>(v: &T) -> Value {
 impl Engine {
     /// Builds the engine and restores kill switches from the journal.
     pub async fn start(config: Arc<Config>, policy: Policy, store: Arc<dyn Store>) -> Result<Engine> {
+        let tracing_setup = crate::otel::Tracing::from_config(&config.telemetry).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "tracing is off: the OTLP exporter did not start");
+            crate::otel::Tracing::disabled()
+        });
         let kill_switches = store.kill_switches(true).await?;
         let breakers: HashMap<String, Breaker> =
             store.breakers().await?.into_iter().map(|b| (b.tool.clone(), b)).collect();
@@ -259,6 +269,7 @@ impl Engine {
             spend: Mutex::new(HashMap::new()),
             breakers: Mutex::new(breakers),
             inflight: Mutex::new(HashMap::new()),
+            tracing: tracing_setup,
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -266,6 +277,11 @@ impl Engine {
     /// The configuration the engine runs with.
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
+    }
+
+    /// OpenTelemetry spans.
+    pub fn tracing(&self) -> &crate::otel::Tracing {
+        &self.inner.tracing
     }
 
     /// The journal.
@@ -528,6 +544,34 @@ impl Engine {
             .project(Projection::Breaker(breaker.clone()));
     }
 
+    /// Metrics and the `approval.wait` span of an approval that stopped pending.
+    fn approval_closed(
+        &self,
+        approval: &Approval,
+        parent: Option<&airlock_core::TraceRef>,
+        status: ApprovalStatus,
+        now: DateTime<Utc>,
+    ) {
+        metrics::gauge!(tm::APPROVALS_PENDING).decrement(1.0);
+        let waited = (now - approval.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!(tm::APPROVAL_WAIT_SECONDS, "status" => status.as_str()).record(waited);
+        if self.inner.tracing.enabled() {
+            let approvers: Vec<String> = approval.votes.iter().map(|v| v.human.clone()).collect();
+            self.inner.tracing.record(
+                "approval.wait".into(),
+                parent,
+                approval.created_at.into(),
+                now.into(),
+                vec![
+                    opentelemetry::KeyValue::new(crate::otel::attr::APPROVAL_ID, approval.id.clone()),
+                    opentelemetry::KeyValue::new(crate::otel::attr::APPROVAL_VERDICT, status.as_str()),
+                    opentelemetry::KeyValue::new(crate::otel::attr::APPROVAL_WAIT, waited),
+                    opentelemetry::KeyValue::new(crate::otel::attr::APPROVERS, approvers.join(",")),
+                ],
+            );
+        }
+    }
+
     /// Circuit breakers, by tool.
     pub fn breakers(&self) -> Vec<Breaker> {
         let mut list: Vec<Breaker> = match self.inner.breakers.lock() {
@@ -671,7 +715,10 @@ impl Engine {
             spent_usd: 0.0,
             created_at: now,
             updated_at: now,
+            trace: None,
         };
+        let mut session = session;
+        session.trace = self.inner.tracing.session_root(&session);
         let mut commit = Commit::default();
         commit
             .event(&session.id, EventKind::SessionOpened, now, to_value(&session))
@@ -825,7 +872,28 @@ impl Engine {
             idempotency_key: request.idempotency_key,
             created_at: now,
             updated_at: now,
+            trace: None,
         };
+        let tracing_on = self.inner.tracing.enabled();
+        let t0 = std::time::SystemTime::now() - started.elapsed();
+        let mut span = if tracing_on {
+            let parent = request
+                .traceparent
+                .as_deref()
+                .and_then(crate::otel::parse_traceparent)
+                .or_else(|| state.session.trace.clone());
+            let attrs = self.inner.tracing.action_attributes(&action, request.mcp_session.as_deref());
+            self.inner.tracing.start(
+                format!("execute_tool {}", action.tool),
+                opentelemetry::trace::SpanKind::Internal,
+                parent.as_ref(),
+                t0,
+                attrs,
+            )
+        } else {
+            crate::otel::OpenSpan::none()
+        };
+        action.trace = span.reference();
 
         // Guards, then policy, then the tier floor.
         let kills = self.kill_switch_list();
@@ -855,6 +923,7 @@ impl Engine {
         let mut pause: Option<(&'static str, String)> = None;
         // The exact policy input, journaled with the decision so it can be replayed.
         let mut recorded_input: Option<Value> = None;
+        let mut policy_span: Option<(std::time::SystemTime, std::time::SystemTime)> = None;
         let window = chrono::Duration::seconds(i64::try_from(limits.loop_window_seconds).unwrap_or(i64::MAX / 2_000));
         while state.recent.front().is_some_and(|(_, at)| *at < now - window) {
             state.recent.pop_front();
@@ -879,7 +948,9 @@ impl Engine {
             guard_deny(reason, None)
         } else {
             let input = Engine::policy_input(agent, &state.session, &action, now);
+            let p0 = std::time::SystemTime::now();
             let eval = policy.evaluate(&input);
+            policy_span = Some((p0, std::time::SystemTime::now()));
             recorded_input = Some(input);
             let mut d = combine(eval.output, &self.inner.defaults, policy.revision(), eval.eval_us);
             if d.cost_usd.is_none() {
@@ -986,6 +1057,7 @@ impl Engine {
             self.pause(&mut session, rule, reason, &mut commit, now);
         }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
+        let j0 = std::time::SystemTime::now();
         match self.commit(commit).await {
             Ok(()) => {}
             Err(Error::Store(airlock_store::Error::Conflict(_))) if action.idempotency_key.is_some() => {
@@ -997,6 +1069,46 @@ impl Engine {
         if action.status.is_waiting() {
             state.waiting.insert(digest, action.id.clone());
         }
+        if tracing_on {
+            let t = &self.inner.tracing;
+            let parent = action.trace.clone();
+            if let Some((p0, p1)) = policy_span {
+                t.record(
+                    "policy.evaluate".into(),
+                    parent.as_ref(),
+                    p0,
+                    p1,
+                    vec![
+                        opentelemetry::KeyValue::new(
+                            crate::otel::attr::POLICY_REVISION,
+                            action.decision.policy_revision.clone(),
+                        ),
+                        opentelemetry::KeyValue::new(crate::otel::attr::EFFECT, action.decision.effect.as_str()),
+                        opentelemetry::KeyValue::new(
+                            crate::otel::attr::POLICY_DURATION_US,
+                            action.decision.eval_us as i64,
+                        ),
+                    ],
+                );
+            }
+            t.record("journal.append".into(), parent.as_ref(), j0, std::time::SystemTime::now(), vec![]);
+            let rules: Vec<String> = action.decision.reasons.iter().map(|r| r.rule.clone()).collect();
+            span.set(vec![
+                opentelemetry::KeyValue::new(crate::otel::attr::EFFECT, action.decision.effect.as_str()),
+                opentelemetry::KeyValue::new(crate::otel::attr::RULES, rules.join(",")),
+                opentelemetry::KeyValue::new(
+                    crate::otel::attr::POLICY_REVISION,
+                    action.decision.policy_revision.clone(),
+                ),
+                opentelemetry::KeyValue::new(crate::otel::attr::ACTION_STATUS, action.status.as_str()),
+            ]);
+            if action.status == ActionStatus::Denied {
+                span.error(
+                    action.decision.reasons.first().map(|r| format!("[{}] {}", r.rule, r.msg)).unwrap_or_default(),
+                );
+            }
+        }
+        span.end_at(std::time::SystemTime::now());
         drop(guard);
         if approval.is_some() {
             metrics::gauge!(tm::APPROVALS_PENDING).increment(1.0);
@@ -1296,7 +1408,7 @@ impl Engine {
             Verdict::Approve => None,
         };
         if let Some((approval_status, action_status)) = resolved {
-            approval_closed(&approval, approval_status, now);
+            self.approval_closed(&approval, action.trace.as_ref(), approval_status, now);
             approval.status = approval_status;
             approval.resolved_at = Some(now);
             action.status = action_status;
@@ -1408,7 +1520,7 @@ impl Engine {
         action: &mut Action,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        approval_closed(approval, ApprovalStatus::Expired, now);
+        self.approval_closed(approval, action.trace.as_ref(), ApprovalStatus::Expired, now);
         approval.status = ApprovalStatus::Expired;
         approval.resolved_at = Some(now);
         action.status = ActionStatus::Expired;
@@ -1516,7 +1628,7 @@ impl Engine {
                 continue;
             }
             let now = Utc::now();
-            approval_closed(&approval, ApprovalStatus::Cancelled, now);
+            self.approval_closed(&approval, action.trace.as_ref(), ApprovalStatus::Cancelled, now);
             approval.status = ApprovalStatus::Cancelled;
             approval.resolved_at = Some(now);
             action.status = ActionStatus::Cancelled;
@@ -1599,11 +1711,4 @@ fn breaker_gauge(b: &Breaker) -> f64 {
         limits::BreakerState::HalfOpen => 1.0,
         limits::BreakerState::Open => 2.0,
     }
-}
-
-/// Metrics for an approval that stopped pending.
-fn approval_closed(approval: &Approval, status: ApprovalStatus, now: DateTime<Utc>) {
-    metrics::gauge!(tm::APPROVALS_PENDING).decrement(1.0);
-    let waited = (now - approval.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-    metrics::histogram!(tm::APPROVAL_WAIT_SECONDS, "status" => status.as_str()).record(waited);
 }

@@ -76,10 +76,23 @@ impl McpGateway {
             _ => serde_json::Map::new(),
         };
         let started = Instant::now();
+        let tracing = self.engine.tracing();
+        let mut span = tracing.start(
+            format!("tools/call {}", action.name),
+            opentelemetry::trace::SpanKind::Client,
+            action.trace.as_ref(),
+            std::time::SystemTime::now(),
+            vec![
+                opentelemetry::KeyValue::new(crate::otel::attr::MCP_METHOD, "tools/call"),
+                opentelemetry::KeyValue::new(crate::otel::attr::GEN_AI_TOOL_NAME, action.name.clone()),
+                opentelemetry::KeyValue::new(crate::otel::attr::UPSTREAM, upstream.clone()),
+            ],
+        );
+        let traceparent = span.reference().map(|r| crate::otel::traceparent(&r));
         // A kill switch engaged while the call is out cancels it.
         let cancel = cancel.child_token();
         self.engine.track_inflight(action, cancel.clone());
-        let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel).await;
+        let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel, traceparent).await;
         self.engine.untrack_inflight(&action.id);
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         metrics::histogram!(crate::telemetry::UPSTREAM_SECONDS, "upstream" => upstream.clone())
@@ -117,6 +130,16 @@ impl McpGateway {
                 (r, error_result(msg))
             }
         };
+        if !result.ok {
+            span.error(result.error.clone().unwrap_or_default());
+        }
+        if tracing.capture_content() {
+            span.set(vec![opentelemetry::KeyValue::new(
+                crate::otel::attr::GEN_AI_TOOL_RESULT,
+                result.output.to_string(),
+            )]);
+        }
+        span.end_at(std::time::SystemTime::now());
         match self.engine.record_execution(&action.id, result).await {
             Ok(recorded) => (recorded, returned),
             Err(e) => {
@@ -272,6 +295,8 @@ impl Gateway for McpGateway {
             justification: call.justification.clone(),
             idempotency_key: None,
             reported_annotations: self.reported_annotations(&call.tool),
+            traceparent: call.traceparent.clone(),
+            mcp_session: call.mcp_session.clone(),
         };
         let submission = match self.engine.submit(agent, &call.session_id, request).await {
             Ok(s) => s,

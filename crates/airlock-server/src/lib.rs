@@ -12,6 +12,7 @@ pub mod engine;
 pub mod gateway;
 pub mod mfa;
 pub mod notify;
+pub mod otel;
 pub mod serve;
 pub mod telemetry;
 

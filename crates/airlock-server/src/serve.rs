@@ -101,6 +101,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // The checkpointer signs a last checkpoint on shutdown; give it a moment.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), checkpoints).await;
         upstreams.shutdown().await;
+        // Flush the spans still buffered.
+        let tracing_engine = engine.clone();
+        let _ = tokio::task::spawn_blocking(move || tracing_engine.tracing().shutdown()).await;
         drop(engine);
         Ok(())
     });

@@ -26,6 +26,7 @@ fn session(id: &str) -> Session {
         spent_usd: 0.0,
         created_at: now,
         updated_at: now,
+        trace: None,
     }
 }
 
@@ -119,6 +120,7 @@ async fn a_failing_commit_leaves_no_trace_and_does_not_break_its_batch() {
         idempotency_key: Some("key-1".into()),
         created_at: now,
         updated_at: now,
+        trace: None,
     };
     let mut first = Commit::default();
     first

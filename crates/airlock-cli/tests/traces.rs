@@ -1,0 +1,152 @@
+//! OpenTelemetry traces: a real OTLP/HTTP receiver, built in this test from the
+//! `opentelemetry-proto` definitions, receives airlock's spans; the test checks the span tree,
+//! names and attributes of one session with an allowed, a denied and an approved action.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use prost::Message;
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+struct RecordedSpan {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    attrs: HashMap<String, String>,
+    start: u64,
+    end: u64,
+}
+
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<RecordedSpan>>>);
+
+async fn receive(State(c): State<Collector>, body: Bytes) -> &'static str {
+    let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
+    let mut spans = c.0.lock().unwrap();
+    for rs in req.resource_spans {
+        for ss in rs.scope_spans {
+            for s in ss.spans {
+                let attrs = s
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        let v = match kv.value.as_ref().and_then(|v| v.value.clone()) {
+                            Some(AnyValue::StringValue(s)) => s,
+                            Some(AnyValue::IntValue(i)) => i.to_string(),
+                            Some(AnyValue::DoubleValue(d)) => d.to_string(),
+                            Some(AnyValue::BoolValue(b)) => b.to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        (kv.key.clone(), v)
+                    })
+                    .collect();
+                spans.push(RecordedSpan {
+                    name: s.name,
+                    trace_id: hex::encode(s.trace_id),
+                    span_id: hex::encode(s.span_id),
+                    parent: hex::encode(s.parent_span_id),
+                    attrs,
+                    start: s.start_time_unix_nano,
+                    end: s.end_time_unix_nano,
+                });
+            }
+        }
+    }
+    ""
+}
+
+// Multi-threaded: the receiver must keep answering while the test blocks on stopping airlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_is_one_trace_with_the_expected_span_tree() {
+    let collector = Collector::default();
+    let app = Router::new().route("/v1/traces", post(receive)).with_state(collector.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let fx = Fixture::with_extra(POLICY, &format!("\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n"));
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    let allowed = al.act(BOT, &s, "ticket.create", json!({"title": "x"})).await;
+    let denied = al.act(BOT, &s, "db.drop", json!({})).await;
+    // The agent passes its own trace context for this one.
+    let held = al
+        .raw_post(
+            &format!("/v1/sessions/{s}/actions"),
+            BOT,
+            serde_json::to_vec(&json!({"tool": "nodepool.scale", "arguments": {"pool": "web", "count": 4}})).unwrap(),
+            &[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
+        )
+        .await;
+    let approval = held.body["approval"]["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    al.post(&format!("/v1/approvals/{approval}/approve"), ALICE, json!({"comment": "ok"})).await;
+    // A clean stop flushes the exporter.
+    al.stop();
+
+    let spans = collector.0.lock().unwrap().clone();
+    let by_name = |n: &str| spans.iter().filter(|s| s.name == n).cloned().collect::<Vec<_>>();
+    let roots = by_name("invoke_agent bot");
+    assert_eq!(roots.len(), 1, "{spans:#?}");
+    let root = &roots[0];
+    assert_eq!(root.parent, "");
+    assert_eq!(root.attrs["gen_ai.agent.id"], "bot");
+    assert_eq!(root.attrs["gen_ai.conversation.id"], s);
+    assert_eq!(root.attrs["session.id"], s);
+
+    let tool_span = |tool: &str| {
+        let v = by_name(&format!("execute_tool {tool}"));
+        assert_eq!(v.len(), 1, "execute_tool {tool}: {spans:#?}");
+        v[0].clone()
+    };
+    let a = tool_span("ticket.create");
+    let d = tool_span("db.drop");
+    let h = tool_span("nodepool.scale");
+    for (span, action, effect) in [(&a, &allowed, "allow"), (&d, &denied, "deny"), (&h, &held, "require_approval")] {
+        assert_eq!(span.attrs["gen_ai.tool.call.id"], action.body["id"].as_str().unwrap());
+        assert_eq!(span.attrs["gen_ai.tool.name"], action.body["tool"].as_str().unwrap());
+        assert_eq!(span.attrs["airlock.decision.effect"], effect);
+        assert!(span.end >= span.start);
+        // The action's spans are recorded on the action, for later children.
+        assert_eq!(action.body["trace"]["span_id"], span.span_id.as_str());
+    }
+    // The session's trace holds the first two; the third continues the agent's own trace.
+    for span in [&a, &d] {
+        assert_eq!(span.trace_id, root.trace_id);
+        assert_eq!(span.parent, root.span_id);
+    }
+    assert_eq!(h.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(h.parent, "00f067aa0ba902b7");
+    assert_eq!(d.attrs["airlock.decision.rules"], "DB1");
+
+    // Children: policy evaluation and journal append for each, the approval wait for the held one.
+    for parent in [&a, &d, &h] {
+        let kids: Vec<&RecordedSpan> = spans.iter().filter(|s| s.parent == parent.span_id).collect();
+        let names: Vec<&str> = kids.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.contains(&"policy.evaluate") && names.contains(&"journal.append"), "{names:?}");
+        let p = kids.iter().find(|s| s.name == "policy.evaluate").unwrap();
+        assert!(p.attrs["airlock.policy.revision"].starts_with("sha256:"));
+        assert_eq!(p.attrs["airlock.decision.effect"], parent.attrs["airlock.decision.effect"]);
+    }
+    let wait = spans.iter().find(|s| s.name == "approval.wait").expect("approval.wait span");
+    assert_eq!(wait.parent, h.span_id);
+    assert_eq!(wait.trace_id, h.trace_id);
+    assert_eq!(wait.attrs["airlock.approval.id"], approval);
+    assert_eq!(wait.attrs["airlock.approval.verdict"], "approved");
+    assert_eq!(wait.attrs["airlock.approval.approvers"], "alice");
+    assert!(wait.end - wait.start >= 40_000_000, "the wait span covers the wait");
+    // Content is not exported unless asked for.
+    assert!(spans.iter().all(|s| !s.attrs.contains_key("gen_ai.tool.call.arguments")));
+}
