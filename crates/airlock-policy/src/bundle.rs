@@ -95,10 +95,11 @@ impl Policy {
         // Probe the entry points with an empty input: this prepares the engine (so clones start
         // prepared) and surfaces errors that only show at evaluation, such as unknown functions.
         let mut declared = [false; 3];
+        // Probing the template itself (not a clone) leaves it prepared, so that every evaluation
+        // clones a prepared engine instead of analysing the policy again.
+        engine.set_input(Value::new_object());
         for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST].iter().enumerate() {
-            let mut probe = engine.clone();
-            probe.set_input(Value::new_object());
-            match probe.eval_rule((*rule).to_string()) {
+            match engine.eval_rule((*rule).to_string()) {
                 Ok(_) => set(&mut declared, i),
                 Err(e) if is_missing_rule(&e.to_string()) => {}
                 Err(e) => {

@@ -21,7 +21,7 @@ pub mod metrics_names {
 }
 
 pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash, merkle_root};
-pub use sqlite::{SqliteOptions, SqliteStore, StoredCheckpoint};
+pub use sqlite::{SqliteOptions, SqliteStore, StoredCheckpoint, WriterStats};
 
 use airlock_core::limits::Breaker;
 use airlock_core::{Action, ActionStatus, Approval, ApprovalStatus, EventKind, KillSwitch, Session, SessionStatus};

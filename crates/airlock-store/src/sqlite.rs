@@ -112,7 +112,35 @@ impl Default for SqliteOptions {
 
 struct Job {
     commit: Commit,
+    /// Serialised on the caller's thread, so the single writer only hashes and inserts.
+    prepared: Prepared,
     reply: oneshot::Sender<Result<()>>,
+}
+
+/// A commit's JSON, made before it reaches the writer: canonical event payloads and projection
+/// documents, in the commit's order.
+#[derive(Default)]
+struct Prepared {
+    payloads: Vec<String>,
+    documents: Vec<String>,
+}
+
+impl Prepared {
+    fn of(commit: &Commit) -> Result<Prepared> {
+        let payloads = commit.events.iter().map(|e| airlock_core::canonical_json(&e.payload)).collect();
+        let documents = commit
+            .projections
+            .iter()
+            .map(|p| match p {
+                Projection::Session(s) => to_json(s),
+                Projection::Action(a) => to_json(a.as_ref()),
+                Projection::Approval(a) => to_json(a),
+                Projection::KillSwitch(k) => to_json(k),
+                Projection::Breaker(b) => to_json(b),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Prepared { payloads, documents })
+    }
 }
 
 /// Observed by the writer, read by metrics and benchmarks.
@@ -282,7 +310,7 @@ impl Writer {
                 .conn
                 .execute_batch("SAVEPOINT job")
                 .map_err(Error::from)
-                .and_then(|_| apply(&self.conn, &mut self.heads, &job.commit));
+                .and_then(|_| apply(&self.conn, &mut self.heads, &job.commit, &job.prepared));
             match result {
                 Ok(()) => {
                     let released = self.conn.execute_batch("RELEASE job").map_err(Error::from);
@@ -347,15 +375,23 @@ fn map_unique(e: rusqlite::Error, what: &str) -> Error {
     }
 }
 
-fn apply(conn: &Connection, heads: &mut HashMap<String, (u64, String)>, commit: &Commit) -> Result<()> {
+fn apply(
+    conn: &Connection,
+    heads: &mut HashMap<String, (u64, String)>,
+    commit: &Commit,
+    prepared: &Prepared,
+) -> Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (stream, seq, kind, at, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for event in &commit.events {
+    for (i, event) in commit.events.iter().enumerate() {
         let (prev_seq, prev_hash) = heads.get(&event.stream).cloned().unwrap_or((0, GENESIS_HASH.to_string()));
         let seq = prev_seq + 1;
         let at = fmt_time(&event.at);
-        let payload = airlock_core::canonical_json(&event.payload);
+        let payload = match prepared.payloads.get(i) {
+            Some(p) => p.clone(),
+            None => airlock_core::canonical_json(&event.payload),
+        };
         let kind = event.kind.as_str();
         let hash = event_hash(&prev_hash, &event.stream, seq, kind, &at, &payload);
         insert
@@ -394,7 +430,13 @@ fn apply(conn: &Connection, heads: &mut HashMap<String, (u64, String)>, commit: 
             }
         }
     }
-    for projection in &commit.projections {
+    for (i, projection) in commit.projections.iter().enumerate() {
+        let doc = |fallback: Result<String>| -> Result<String> {
+            match prepared.documents.get(i) {
+                Some(d) => Ok(d.clone()),
+                None => fallback,
+            }
+        };
         match projection {
             Projection::Session(s) => {
                 conn.prepare_cached(
@@ -406,7 +448,7 @@ fn apply(conn: &Connection, heads: &mut HashMap<String, (u64, String)>, commit: 
                     s.agent_id,
                     status_name(&s.status),
                     fmt_time(&s.created_at),
-                    to_json(s)?
+                    doc(to_json(s))?
                 ])?;
             }
             Projection::Action(a) => {
@@ -424,7 +466,7 @@ fn apply(conn: &Connection, heads: &mut HashMap<String, (u64, String)>, commit: 
                     a.digest,
                     a.idempotency_key,
                     fmt_time(&a.created_at),
-                    to_json(a.as_ref())?
+                    doc(to_json(a.as_ref()))?
                 ])
                 .map_err(|e| map_unique(e, "idempotency key already used"))?;
             }
@@ -441,21 +483,21 @@ fn apply(conn: &Connection, heads: &mut HashMap<String, (u64, String)>, commit: 
                     p.status.as_str(),
                     fmt_time(&p.expires_at),
                     fmt_time(&p.created_at),
-                    to_json(p)?
+                    doc(to_json(p))?
                 ])?;
             }
             Projection::Breaker(b) => {
                 conn.prepare_cached(
                     "INSERT INTO breakers (tool, body) VALUES (?1, ?2) ON CONFLICT (tool) DO UPDATE SET body = excluded.body",
                 )?
-                .execute(params![b.tool, to_json(b)?])?;
+                .execute(params![b.tool, doc(to_json(b))?])?;
             }
             Projection::KillSwitch(k) => {
                 conn.prepare_cached(
                     "INSERT INTO kill_switches (id, active, engaged_at, body) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (id) DO UPDATE SET active = excluded.active, body = excluded.body",
                 )?
-                .execute(params![k.id, k.is_active(), fmt_time(&k.engaged_at), to_json(k)?])?;
+                .execute(params![k.id, k.is_active(), fmt_time(&k.engaged_at), doc(to_json(k))?])?;
             }
         }
     }
@@ -609,8 +651,9 @@ fn verify(conn: &Connection) -> Result<VerifyReport> {
 #[async_trait::async_trait]
 impl crate::Store for SqliteStore {
     async fn commit(&self, commit: Commit) -> Result<()> {
+        let prepared = Prepared::of(&commit)?;
         let (reply, receive) = oneshot::channel();
-        self.sender.send(Job { commit, reply }).map_err(|_| Error::Closed)?;
+        self.sender.send(Job { commit, prepared, reply }).map_err(|_| Error::Closed)?;
         receive.await.map_err(|_| Error::Closed)?
     }
 
@@ -756,7 +799,7 @@ impl crate::Store for SqliteStore {
         // Checkpoints are written through the writer like everything else.
         let (reply, receive) = oneshot::channel();
         let commit = Commit { checkpoint: Some((size, note, at)), ..Default::default() };
-        self.sender.send(Job { commit, reply }).map_err(|_| Error::Closed)?;
+        self.sender.send(Job { commit, prepared: Prepared::default(), reply }).map_err(|_| Error::Closed)?;
         receive.await.map_err(|_| Error::Closed)?
     }
 
