@@ -442,3 +442,110 @@ pub async fn sessions(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// The active revision, the candidate and the history.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Reload `[policy] dir`; refused (the active revision stays) if it does not compile or its
+    /// tests fail.
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Restore the previously active revision from the journal, without touching files.
+    Rollback {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Load a candidate directory (on the server) to run in shadow mode.
+    Shadow {
+        /// The candidate directory (relative to the server's config file).
+        #[arg(long)]
+        dir: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Where the shadow candidate disagrees with the active policy.
+    Diff {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make the candidate the active policy.
+    Promote {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn print_change(v: &Value) {
+    if v.get("changed") == Some(&Value::Bool(false)) {
+        println!("unchanged: {} is already active", output::short(&s(v, "active")));
+    } else {
+        println!("active: {} (was {})", output::short(&s(v, "active")), output::short(&s(v, "previous")));
+    }
+}
+
+pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+    let (conn, method, path, body) = match &cmd {
+        PolicyCommand::Status { conn } => (conn, reqwest::Method::GET, "/v1/policy", None),
+        PolicyCommand::Reload { conn } => (conn, reqwest::Method::POST, "/v1/policy/reload", None),
+        PolicyCommand::Rollback { conn } => (conn, reqwest::Method::POST, "/v1/policy/rollback", None),
+        PolicyCommand::Shadow { dir, conn } => {
+            (conn, reqwest::Method::POST, "/v1/policy/candidate", Some(json!({"dir": dir})))
+        }
+        PolicyCommand::Diff { conn } => (conn, reqwest::Method::GET, "/v1/policy/shadow", None),
+        PolicyCommand::Promote { conn } => (conn, reqwest::Method::POST, "/v1/policy/promote", None),
+    };
+    let c = Client::new(conn)?;
+    let v = c.call(method, path, body).await?;
+    if conn.json {
+        output::json(&v);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cmd {
+        PolicyCommand::Status { .. } => {
+            println!("active     {}", s(&v["active"], "revision"));
+            match v.get("candidate").filter(|c| !c.is_null()) {
+                Some(c) => println!("candidate  {} (shadow)", s(c, "revision")),
+                None => println!("candidate  none"),
+            }
+            let rows = v["history"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|h| vec![output::short(&s(h, "revision")), s(h, "activated_at"), s(h, "activated_by")])
+                .collect();
+            println!("{}", output::table(&["REVISION", "ACTIVATED", "HOW"], rows));
+        }
+        PolicyCommand::Shadow { .. } => {
+            println!("candidate {} runs in shadow mode", output::short(&s(&v, "candidate")))
+        }
+        PolicyCommand::Diff { .. } => {
+            println!(
+                "candidate {}: {} decisions evaluated, {} disagreements",
+                output::short(&s(&v, "candidate")),
+                s(&v, "evaluated"),
+                s(&v, "disagreements")
+            );
+            for (rule, m) in v["rules"].as_object().cloned().unwrap_or_default() {
+                println!("  {rule}: +{} -{}", m["added"].as_u64().unwrap_or(0), m["removed"].as_u64().unwrap_or(0));
+            }
+            for d in v["recent"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "  {} {}: {} -> {}",
+                    s(&d, "action_id"),
+                    s(&d, "tool"),
+                    s(&d["active"], "effect"),
+                    s(&d["candidate"], "effect")
+                );
+            }
+        }
+        _ => print_change(&v),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -157,7 +157,7 @@ fn policy_from_args(args: &PolicyArgs) -> anyhow::Result<Policy> {
         }
     };
     let timeout = args.timeout_ms.map(Duration::from_millis).or(config_timeout).unwrap_or(Duration::from_millis(1000));
-    Ok(Policy::load(&dir, &Options { timeout })?)
+    Ok(Policy::load(&dir, &Options { timeout, coverage: args.coverage })?)
 }
 
 pub fn eval(args: &PolicyArgs, input: &Path) -> anyhow::Result<ExitCode> {
@@ -244,7 +244,24 @@ pub fn test(args: &PolicyArgs) -> anyhow::Result<ExitCode> {
                 (true, _) => format!("\x1b[31m{label}\x1b[0m"),
                 _ => label.to_string(),
             };
-            println!("{label}  {} ({}){detail}  {}µs", case.name, case.file, case.duration_us);
+            let more = case.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+            println!("{label}  {} ({}){detail}{more}  {}µs", case.name, case.file, case.duration_us);
+        }
+        if let Some(files) = &report.coverage {
+            println!("coverage");
+            for f in files {
+                let total = f.covered.len() + f.not_covered.len();
+                let pct = if total == 0 { 100.0 } else { 100.0 * f.covered.len() as f64 / total as f64 };
+                let missed = if f.not_covered.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "  not reached: lines {}",
+                        f.not_covered.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                println!("  {:>5.1}%  {}{missed}", pct, f.file);
+            }
         }
         if report.cases.is_empty() {
             println!("no tests found: add `test_*` rules to `*_test.rego` files in {}", policy.dir().display());

@@ -63,6 +63,9 @@ enum Command {
     Token(TokenCommand),
     /// Re-evaluate recorded actions against another policy (replay, backtest).
     Replay(ReplayArgs),
+    /// Policy lifecycle on a running server: status, reload, rollback, shadow, diff, promote.
+    #[command(subcommand)]
+    Policy(client::PolicyCommand),
     /// Be a stdio MCP server that forwards to airlock's /mcp endpoint (for clients that only
     /// launch stdio servers). The agent's token comes from AIRLOCK_TOKEN.
     ///
@@ -123,6 +126,9 @@ struct PolicyArgs {
     /// Show every test, not only failures.
     #[arg(long, short)]
     verbose: bool,
+    /// Report which policy lines the tests reach.
+    #[arg(long)]
+    coverage: bool,
 }
 
 #[derive(Args)]
@@ -234,6 +240,7 @@ async fn main() -> ExitCode {
             local::audit_export(&config, &since, out.as_deref())
         }
         Command::Replay(args) => replay::run(&args),
+        Command::Policy(cmd) => client::policy(cmd).await,
         Command::Token(TokenCommand::New { json }) => local::token_new(json),
         Command::Token(TokenCommand::Hash) => local::token_hash(),
         Command::Connect(args) => connect(args).await,

@@ -66,7 +66,10 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("name the candidate policy with `--policy DIR`");
     };
     let config = Config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let policy = Policy::load(dir, &Options { timeout: config.policy.timeout.max(Duration::from_millis(500)) })?;
+    let policy = Policy::load(
+        dir,
+        &Options { timeout: config.policy.timeout.max(Duration::from_millis(500)), coverage: false },
+    )?;
     let defaults = ApprovalDefaults { ttl_seconds: config.approvals.default_ttl_seconds };
     let journal = config.server.data_dir.join(JOURNAL_FILE);
     let session = args.target.as_ref().map(|ReplayTarget::Session { id }| id.clone());

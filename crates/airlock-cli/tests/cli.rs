@@ -137,7 +137,8 @@ async fn audit_verify_detects_a_changed_byte() {
     let config = fx.config();
     let (code, out, err) = run(&["audit", "verify", "--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.starts_with("ok: 14 events in 2 streams"), "{out}");
+    // 6 actions × 2 events, the session, the kill switch and the first policy activation.
+    assert!(out.starts_with("ok: 15 events in 2 streams"), "{out}");
 
     // Flip one byte of one event's payload: `orders` → `orderz`.
     let conn = rusqlite::Connection::open(fx.journal()).unwrap();

@@ -24,6 +24,8 @@ pub struct PolicyOutput {
     pub require_approval: Vec<Value>,
     /// Value of `cost_usd`, if defined.
     pub cost_usd: Option<Value>,
+    /// Elements of the `warn` set: recorded, never enforced.
+    pub warn: Vec<Value>,
 }
 
 /// Settings the combiner needs from configuration.
@@ -73,6 +75,7 @@ pub fn policy_failure(msg: String, policy_revision: &str, eval_us: u64) -> Decis
         decided_by: "policy".into(),
         eval_us,
         retry_after_ms: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -86,14 +89,33 @@ struct Entry {
 }
 
 fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decision, String> {
-    let denies =
-        output.deny.iter().enumerate().map(|(i, v)| parse_entry("deny", i, v)).collect::<Result<Vec<_>, _>>()?;
-    let approvals = output
-        .require_approval
+    // Entries marked `"enforcement": "warn"` (and the `warn` set) are recorded, not enforced,
+    // as in Gatekeeper's dry-run and Kyverno's audit mode.
+    let is_warn = |v: &Value| v.get("enforcement").and_then(Value::as_str) == Some("warn");
+    let mut warnings = output
+        .warn
         .iter()
         .enumerate()
-        .map(|(i, v)| parse_entry("require_approval", i, v))
+        .map(|(i, v)| parse_entry("warn", i, v).map(|e| e.reason))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut denies = Vec::new();
+    for (i, v) in output.deny.iter().enumerate() {
+        let e = parse_entry("deny", i, v)?;
+        if is_warn(v) {
+            warnings.push(e.reason);
+        } else {
+            denies.push(e);
+        }
+    }
+    let mut approvals = Vec::new();
+    for (i, v) in output.require_approval.iter().enumerate() {
+        let e = parse_entry("require_approval", i, v)?;
+        if is_warn(v) {
+            warnings.push(e.reason);
+        } else {
+            approvals.push(e);
+        }
+    }
     let cost_usd = match &output.cost_usd {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_f64() {
@@ -117,6 +139,7 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
         decided_by: "policy".into(),
         eval_us: 0,
         retry_after_ms: None,
+        warnings,
     };
     if !denies.is_empty() {
         decision.effect = Effect::Deny;
@@ -242,7 +265,7 @@ mod tests {
 
     fn run(deny: Vec<Value>, approve: Vec<Value>) -> Decision {
         combine(
-            Ok(PolicyOutput { deny, require_approval: approve, cost_usd: None }),
+            Ok(PolicyOutput { deny, require_approval: approve, cost_usd: None, warn: vec![] }),
             &ApprovalDefaults::default(),
             "rev",
             1,
@@ -317,6 +340,23 @@ mod tests {
             1,
         );
         assert_eq!(d.effect, Effect::Deny);
+    }
+
+    #[test]
+    fn warn_rules_are_recorded_not_enforced() {
+        let d = combine(
+            Ok(PolicyOutput {
+                deny: vec![json!({"rule": "D1", "msg": "dry run", "enforcement": "warn"})],
+                warn: vec![json!({"rule": "W1", "msg": "heads up"})],
+                ..Default::default()
+            }),
+            &ApprovalDefaults::default(),
+            "rev",
+            1,
+        );
+        assert_eq!(d.effect, Effect::Allow);
+        let rules: Vec<&str> = d.warnings.iter().map(|r| r.rule.as_str()).collect();
+        assert_eq!(rules, vec!["W1", "D1"]);
     }
 
     #[test]

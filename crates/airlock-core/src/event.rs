@@ -56,6 +56,12 @@ pub enum EventKind {
     /// A tool's circuit breaker changed state.
     #[serde(rename = "breaker.changed")]
     BreakerChanged,
+    /// A policy revision became active (start, reload, rollback, promote).
+    #[serde(rename = "policy.activated")]
+    PolicyActivated,
+    /// The candidate policy in shadow mode would have decided an action differently.
+    #[serde(rename = "policy.shadow_disagreement")]
+    ShadowDisagreement,
 }
 
 impl EventKind {
@@ -78,6 +84,8 @@ impl EventKind {
             EventKind::KillEngaged => "kill.engaged",
             EventKind::KillReleased => "kill.released",
             EventKind::BreakerChanged => "breaker.changed",
+            EventKind::PolicyActivated => "policy.activated",
+            EventKind::ShadowDisagreement => "policy.shadow_disagreement",
         }
     }
 }

@@ -332,6 +332,9 @@ pub struct Decision {
     /// When a rate limit denied the action: how long to wait before retrying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Rules in `warn` mode that matched: recorded, not enforced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Reason>,
 }
 
 /// A requested call and everything airlock knows about it.

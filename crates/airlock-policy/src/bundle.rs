@@ -15,6 +15,7 @@ use crate::Error;
 pub(crate) const RULE_DENY: &str = "data.airlock.deny";
 pub(crate) const RULE_REQUIRE_APPROVAL: &str = "data.airlock.require_approval";
 pub(crate) const RULE_COST: &str = "data.airlock.cost_usd";
+pub(crate) const RULE_WARN: &str = "data.airlock.warn";
 
 /// How a policy is run.
 #[derive(Debug, Clone)]
@@ -22,11 +23,13 @@ pub struct Options {
     /// Wall-clock limit of one evaluation; past it the evaluation fails (and the action is
     /// denied).
     pub timeout: Duration,
+    /// Record which lines evaluation reaches (for `airlock test --coverage`).
+    pub coverage: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timeout: Duration::from_millis(100) }
+        Options { timeout: Duration::from_millis(100), coverage: false }
     }
 }
 
@@ -38,7 +41,11 @@ pub struct Policy {
     files: Vec<PathBuf>,
     engine: Engine,
     /// Which of the host rules the policy declares; a rule that is not declared is empty.
-    declared: [bool; 3],
+    declared: [bool; 4],
+    /// `(relative path, text)` of every file, for the journal's revision history.
+    sources: Vec<(String, String)>,
+    /// Golden fixtures found in `fixtures/`.
+    fixtures: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -63,49 +70,58 @@ impl Policy {
         let mut files = Vec::new();
         collect_files(dir, &mut files)?;
         files.sort();
-        let rego: Vec<&PathBuf> = files.iter().filter(|p| has_ext(p, "rego")).collect();
-        if rego.is_empty() {
+        let mut sources = Vec::new();
+        for path in &files {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            let rel = path.strip_prefix(dir).unwrap_or(path).to_string_lossy().replace('\\', "/");
+            sources.push((rel, text));
+        }
+        let mut policy = Policy::from_sources(dir, sources, options)?;
+        policy.files = files;
+        policy.fixtures = collect_fixtures(&dir.join("fixtures"));
+        Ok(policy)
+    }
+
+    /// Builds a policy from `(relative path, text)` pairs, as recorded in the journal (`dir` is
+    /// only used in messages).
+    pub fn from_sources(dir: &Path, mut sources: Vec<(String, String)>, options: &Options) -> Result<Policy, Error> {
+        sources.sort_by(|a, b| a.0.cmp(&b.0));
+        if !sources.iter().any(|(p, _)| p.ends_with(".rego")) {
             return Err(Error::Empty { dir: dir.to_path_buf() });
         }
-
         let mut hasher = Sha256::new();
         let mut engine = Engine::new();
         let check_interval = NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN);
         engine.set_execution_timer_config(ExecutionTimerConfig { limit: options.timeout, check_interval });
-        for path in &files {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.clone(), source })?;
-            let rel = path.strip_prefix(dir).unwrap_or(path);
-            let rel_name = rel.to_string_lossy().replace('\\', "/");
+        for (rel_name, text) in &sources {
+            let path = dir.join(rel_name);
             hasher.update(rel_name.as_bytes());
             hasher.update([0]);
             hasher.update((text.len() as u64).to_be_bytes());
             hasher.update(text.as_bytes());
-            if has_ext(path, "rego") {
+            if rel_name.ends_with(".rego") {
                 engine
-                    .add_policy(rel_name, text)
+                    .add_policy(rel_name.clone(), text.clone())
                     .map_err(|e| Error::Compile { path: path.clone(), message: indent(&e.to_string()) })?;
             } else {
-                let value = Value::from_json_str(&text)
+                let value = Value::from_json_str(text)
                     .map_err(|e| Error::Data { path: path.clone(), message: e.to_string() })?;
                 engine.add_data(value).map_err(|e| Error::Data { path: path.clone(), message: e.to_string() })?;
             }
         }
         let revision = format!("sha256:{}", hex::encode(hasher.finalize()));
 
-        // Probe the entry points with an empty input: this prepares the engine (so clones start
-        // prepared) and surfaces errors that only show at evaluation, such as unknown functions.
-        let mut declared = [false; 3];
         // Probing the template itself (not a clone) leaves it prepared, so that every evaluation
         // clones a prepared engine instead of analysing the policy again.
+        let mut declared = [false; 4];
         engine.set_input(Value::new_object());
-        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST].iter().enumerate() {
+        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST, RULE_WARN].iter().enumerate() {
             match engine.eval_rule((*rule).to_string()) {
                 Ok(_) => set(&mut declared, i),
                 Err(e) if is_missing_rule(&e.to_string()) => {}
                 Err(e) => {
                     // A rule that fails on an empty input may be fine on real input (for example
-                    // a division by an input field). Parse-level problems are caught by a full
-                    // evaluation of all modules instead.
+                    // a division by an input field). Unknown functions and the like fail here.
                     let msg = e.to_string();
                     if msg.contains("could not find function") || msg.contains("-->") && !msg.contains("time limit") {
                         return Err(Error::Evaluate { message: indent(&msg) });
@@ -114,8 +130,13 @@ impl Policy {
                 }
             }
         }
-        let policy = Policy { dir: dir.to_path_buf(), revision, files, engine, declared };
-        Ok(policy)
+        // After preparation: preparing the engine resets the interpreter's coverage switch.
+        if options.coverage {
+            engine.set_enable_coverage(true);
+            engine.clear_coverage_data();
+        }
+        let files = sources.iter().map(|(p, _)| dir.join(p)).collect();
+        Ok(Policy { dir: dir.to_path_buf(), revision, files, engine, declared, sources, fixtures: Vec::new() })
     }
 
     /// The content hash that names this revision, `sha256:<hex>`.
@@ -138,18 +159,33 @@ impl Policy {
         self.engine.clone()
     }
 
+    /// `(relative path, text)` of every file.
+    pub fn sources(&self) -> &[(String, String)] {
+        &self.sources
+    }
+
+    /// Golden fixture directories (`fixtures/<name>/` with `input.json` and `expected.json`).
+    pub fn fixtures(&self) -> &[PathBuf] {
+        &self.fixtures
+    }
+
     /// Evaluates the host contract on `input`. Never panics; failures are in `output`.
     pub fn evaluate(&self, input: &serde_json::Value) -> Evaluation {
+        let mut engine = self.engine.clone();
+        self.evaluate_on(&mut engine, input)
+    }
+
+    /// Evaluates on a given (prepared) engine, so that callers can accumulate coverage.
+    pub(crate) fn evaluate_on(&self, engine: &mut Engine, input: &serde_json::Value) -> Evaluation {
         let started = Instant::now();
-        let output = self.evaluate_inner(Value::from(input.clone()));
+        engine.set_input(Value::from(input.clone()));
+        let output = self.evaluate_inner(engine);
         Evaluation { output, eval_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) }
     }
 
-    fn evaluate_inner(&self, input: Value) -> Result<PolicyOutput, String> {
-        let mut engine = self.engine.clone();
-        engine.set_input(input);
+    fn evaluate_inner(&self, engine: &mut Engine) -> Result<PolicyOutput, String> {
         let mut out = PolicyOutput::default();
-        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST].iter().enumerate() {
+        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST, RULE_WARN].iter().enumerate() {
             if !self.declared.get(i).copied().unwrap_or(false) {
                 continue;
             }
@@ -159,14 +195,15 @@ impl Policy {
             match i {
                 0 => out.deny = as_list(rule, json)?,
                 1 => out.require_approval = as_list(rule, json)?,
-                _ => out.cost_usd = json,
+                2 => out.cost_usd = json,
+                _ => out.warn = as_list(rule, json)?,
             }
         }
         Ok(out)
     }
 }
 
-fn set(flags: &mut [bool; 3], i: usize) {
+fn set(flags: &mut [bool; 4], i: usize) {
     if let Some(f) = flags.get_mut(i) {
         *f = true;
     }
@@ -214,6 +251,14 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+fn collect_fixtures(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("input.json").exists()).collect();
+    out.sort();
+    out
 }
 
 fn has_ext(path: &Path, ext: &str) -> bool {

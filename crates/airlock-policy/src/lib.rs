@@ -12,7 +12,7 @@ mod bundle;
 mod testing;
 
 pub use bundle::{Evaluation, Options, Policy};
-pub use testing::{TestCase, TestOutcome, TestReport};
+pub use testing::{FileCoverage, TestCase, TestOutcome, TestReport};
 
 use std::path::PathBuf;
 

@@ -30,6 +30,20 @@ pub struct TestCase {
     pub outcome: TestOutcome,
     /// Evaluation time in microseconds.
     pub duration_us: u64,
+    /// What differed, for a failing golden fixture.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Line coverage of one policy file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileCoverage {
+    /// The file, relative to the policy directory.
+    pub file: String,
+    /// Lines evaluation reached.
+    pub covered: Vec<u32>,
+    /// Lines it did not reach.
+    pub not_covered: Vec<u32>,
 }
 
 /// All tests of a policy directory.
@@ -37,8 +51,11 @@ pub struct TestCase {
 pub struct TestReport {
     /// The revision tested.
     pub revision: String,
-    /// Every test, in file and declaration order.
+    /// Every test, in file and declaration order, then golden fixtures.
     pub cases: Vec<TestCase>,
+    /// Line coverage, when the policy was loaded with `coverage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Vec<FileCoverage>>,
 }
 
 impl TestReport {
@@ -57,6 +74,8 @@ impl Policy {
     /// Runs every `test_*` rule declared in the `*_test.rego` files of the policy.
     pub fn run_tests(&self) -> TestReport {
         let mut cases = Vec::new();
+        // One engine for every test, so coverage accumulates across them.
+        let mut shared = self.engine();
         for path in self.files() {
             let is_test = path.file_name().is_some_and(|n| n.to_string_lossy().ends_with("_test.rego"));
             if !is_test {
@@ -71,7 +90,7 @@ impl Policy {
             };
             for rule in test_rules(&text) {
                 let name = format!("data.{package}.{rule}");
-                let mut engine = self.engine();
+                let engine = &mut shared;
                 engine.set_input(Value::new_object());
                 let started = Instant::now();
                 let outcome = match engine.eval_rule(name.clone()) {
@@ -80,10 +99,76 @@ impl Policy {
                     Err(e) => TestOutcome::Error(one_line(&e.to_string())),
                 };
                 let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                cases.push(TestCase { file: rel.clone(), name, outcome, duration_us });
+                cases.push(TestCase { file: rel.clone(), name, outcome, duration_us, detail: None });
             }
         }
-        TestReport { revision: self.revision().to_string(), cases }
+        for dir in self.fixtures() {
+            cases.push(self.run_fixture(dir, &mut shared));
+        }
+        let coverage = shared.get_coverage_report().ok().filter(|r| !r.files.is_empty()).map(|r| {
+            r.files
+                .into_iter()
+                .map(|f| FileCoverage {
+                    file: f.path,
+                    covered: f.covered.into_iter().collect(),
+                    not_covered: f.not_covered.into_iter().collect(),
+                })
+                .collect()
+        });
+        TestReport { revision: self.revision().to_string(), cases, coverage }
+    }
+
+    /// A golden fixture: `input.json` evaluated as the policy input must give the `effect` (and,
+    /// when listed, exactly the `rules`) of `expected.json`.
+    fn run_fixture(&self, dir: &std::path::Path, engine: &mut regorus::Engine) -> TestCase {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = format!("fixtures/{name}");
+        let started = Instant::now();
+        let read = |f: &str| -> Result<serde_json::Value, String> {
+            let text = std::fs::read_to_string(dir.join(f)).map_err(|e| format!("cannot read {file}/{f}: {e}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("{file}/{f} is not valid JSON: {e}"))
+        };
+        let (outcome, detail) = match (read("input.json"), read("expected.json")) {
+            (Err(e), _) | (_, Err(e)) => (TestOutcome::Error(e), None),
+            (Ok(input), Ok(expected)) => {
+                let eval = self.evaluate_on(engine, &input);
+                let decision = airlock_core::combine(
+                    eval.output,
+                    &airlock_core::ApprovalDefaults::default(),
+                    self.revision(),
+                    eval.eval_us,
+                );
+                let mut rules: Vec<String> = decision.reasons.iter().map(|r| r.rule.clone()).collect();
+                rules.sort();
+                rules.dedup();
+                let want_effect = expected.get("effect").and_then(|v| v.as_str()).unwrap_or_default();
+                let mut want_rules: Option<Vec<String>> = expected
+                    .get("rules")
+                    .and_then(|v| v.as_array())
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect());
+                if let Some(w) = &mut want_rules {
+                    w.sort();
+                    w.dedup();
+                }
+                let effect_ok = decision.effect.as_str() == want_effect;
+                let rules_ok = want_rules.as_ref().is_none_or(|w| *w == rules);
+                if effect_ok && rules_ok {
+                    (TestOutcome::Pass, None)
+                } else {
+                    (
+                        TestOutcome::Fail,
+                        Some(format!(
+                            "expected {want_effect} {}, got {} {:?}",
+                            want_rules.map(|w| format!("{w:?}")).unwrap_or_default(),
+                            decision.effect.as_str(),
+                            rules
+                        )),
+                    )
+                }
+            }
+        };
+        let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        TestCase { file, name: format!("fixture {name}"), outcome, duration_us, detail }
     }
 }
 

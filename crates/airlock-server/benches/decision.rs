@@ -58,7 +58,8 @@ fn setup(rt: &tokio::runtime::Runtime) -> Setup {
     std::fs::write(dir.path().join("airlock.toml"), toml).unwrap();
     let env = BTreeMap::from([("BENCH_TOKEN".to_string(), "t".to_string())]);
     let config = Config::load_with_env(&dir.path().join("airlock.toml"), &env).unwrap();
-    let policy = Policy::load(&config.policy.dir, &Options { timeout: config.policy.timeout }).unwrap();
+    let policy =
+        Policy::load(&config.policy.dir, &Options { timeout: config.policy.timeout, coverage: false }).unwrap();
     let store =
         Arc::new(SqliteStore::open(&config.server.data_dir.join("journal.db"), SqliteOptions::default()).unwrap());
     let agent = config.agents[0].clone();

@@ -292,6 +292,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/actions", post(submit_action))
         .route("/v1/sessions/{id}/resume", post(resume_session))
         .route("/v1/breakers", get(list_breakers))
+        .route("/v1/policy", get(policy_status))
+        .route("/v1/policy/reload", post(policy_reload))
+        .route("/v1/policy/rollback", post(policy_rollback))
+        .route("/v1/policy/promote", post(policy_promote))
+        .route("/v1/policy/candidate", post(policy_candidate).delete(policy_candidate_clear))
+        .route("/v1/policy/shadow", get(policy_shadow))
         .route("/v1/actions/{id}", get(get_action))
         .route("/v1/actions/{id}/result", post(report_result))
         .route("/v1/approvals", get(list_approvals))
@@ -540,6 +546,73 @@ async fn resume_session(
 async fn list_breakers(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
     require_human(&principal)?;
     Ok(Json(json!({ "breakers": state.engine.breakers() })))
+}
+
+async fn policy_status(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+    require_human(&principal)?;
+    let policy = state.engine.policy();
+    let history = state.engine.store().policy_history(crate::lifecycle::HISTORY).await.map_err(engine::Error::from)?;
+    let shadow = state.engine.shadow_report();
+    Ok(Json(json!({
+        "active": {
+            "revision": policy.revision(),
+            "dir": policy.dir(),
+            "files": policy.sources().iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        },
+        "candidate": shadow.candidate.as_ref().map(|r| json!({"revision": r, "dir": shadow.dir})),
+        "history": history
+            .iter()
+            .map(|r| json!({"revision": r.revision, "activated_at": r.activated_at, "activated_by": r.activated_by}))
+            .collect::<Vec<_>>(),
+    })))
+}
+
+async fn policy_reload(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+    let human = require_role(&principal, airlock_core::Role::Admin)?;
+    let change = state.engine.reload_policy(&human.human.id).await?;
+    Ok(Json(serde_json::to_value(change).unwrap_or_default()))
+}
+
+async fn policy_rollback(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+    let human = require_role(&principal, airlock_core::Role::Admin)?;
+    let change = state.engine.rollback_policy(&human.human.id).await?;
+    Ok(Json(serde_json::to_value(change).unwrap_or_default()))
+}
+
+async fn policy_promote(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+    let human = require_role(&principal, airlock_core::Role::Admin)?;
+    let change = state.engine.promote_candidate(&human.human.id).await?;
+    Ok(Json(serde_json::to_value(change).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CandidateBody {
+    dir: String,
+}
+
+async fn policy_candidate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Body(body): Body<CandidateBody>,
+) -> Result<Json<Value>, Problem> {
+    require_role(&principal, airlock_core::Role::Admin)?;
+    let dir = std::path::PathBuf::from(&body.dir);
+    let dir =
+        if dir.is_absolute() { dir } else { state.engine.config().file.parent().map(|p| p.join(&dir)).unwrap_or(dir) };
+    let revision = state.engine.set_candidate(dir).await?;
+    Ok(Json(json!({"candidate": revision, "mode": "shadow"})))
+}
+
+async fn policy_candidate_clear(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+    require_role(&principal, airlock_core::Role::Admin)?;
+    state.engine.clear_candidate();
+    Ok(Json(json!({"candidate": null})))
+}
+
+async fn policy_shadow(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+    require_human(&principal)?;
+    Ok(Json(serde_json::to_value(state.engine.shadow_report()).unwrap_or_default()))
 }
 
 #[derive(Deserialize)]

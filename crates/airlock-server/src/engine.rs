@@ -176,6 +176,8 @@ struct Inner {
     inflight: Mutex<HashMap<String, InFlight>>,
     /// OpenTelemetry spans.
     tracing: crate::otel::Tracing,
+    /// The candidate policy in shadow mode.
+    shadow: crate::lifecycle::SharedShadow,
 }
 
 /// Handle to the decision pipeline.
@@ -270,6 +272,7 @@ impl Engine {
             breakers: Mutex::new(breakers),
             inflight: Mutex::new(HashMap::new()),
             tracing: tracing_setup,
+            shadow: Default::default(),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -277,6 +280,18 @@ impl Engine {
     /// The configuration the engine runs with.
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
+    }
+
+    pub(crate) fn shadow(&self) -> &crate::lifecycle::SharedShadow {
+        &self.inner.shadow
+    }
+
+    /// Replaces the active policy.
+    pub(crate) fn swap_policy(&self, policy: Policy) {
+        match self.inner.policy.write() {
+            Ok(mut p) => *p = Arc::new(policy),
+            Err(e) => *e.into_inner() = Arc::new(policy),
+        }
     }
 
     /// OpenTelemetry spans.
@@ -917,6 +932,7 @@ impl Engine {
             decided_by: "guard".into(),
             eval_us: 0,
             retry_after_ms,
+            warnings: Vec::new(),
         };
         let mut commit = Commit::default();
         let mut session = state.session.clone();
@@ -1109,6 +1125,9 @@ impl Engine {
             }
         }
         span.end_at(std::time::SystemTime::now());
+        if let Some(input) = &recorded_input {
+            self.shadow_evaluate(&action, input);
+        }
         drop(guard);
         if approval.is_some() {
             metrics::gauge!(tm::APPROVALS_PENDING).increment(1.0);

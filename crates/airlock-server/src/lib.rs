@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub mod engine;
 pub mod gateway;
+pub mod lifecycle;
 pub mod mfa;
 pub mod notify;
 pub mod otel;

@@ -27,7 +27,7 @@ pub const JOURNAL_FILE: &str = "journal.db";
 
 /// Loads the policy named by the configuration.
 pub fn load_policy(config: &Config) -> Result<Policy, airlock_policy::Error> {
-    Policy::load(&config.policy.dir, &PolicyOptions { timeout: config.policy.timeout })
+    Policy::load(&config.policy.dir, &PolicyOptions { timeout: config.policy.timeout, coverage: false })
 }
 
 /// A running server.
@@ -68,6 +68,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let config = Arc::new(config);
     let engine = Engine::start(config.clone(), policy, store).await.context("cannot restore state from the journal")?;
+    engine.record_policy("airlock").await.context("cannot record the policy revision")?;
     let upstreams = Upstreams::start(upstream_specs(&config));
     // Give upstreams a moment so the first tools/list is complete; slow ones join later.
     upstreams.wait_ready(std::time::Duration::from_secs(20)).await;
@@ -78,6 +79,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(engine.clone().run_background(rx.clone()));
+    #[cfg(unix)]
+    let reloader = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                match engine.reload_policy("SIGHUP").await {
+                    Ok(change) => {
+                        tracing::info!(active = %change.active, changed = change.changed, "policy reloaded on SIGHUP")
+                    }
+                    Err(e) => tracing::error!(error = %e, "policy reload on SIGHUP refused"),
+                }
+            }
+        })
+    };
     let deliveries = tokio::spawn(crate::notify::run_deliveries(engine.clone(), rx.clone()));
     let signer =
         crate::audit::CheckpointSigner::load_or_create(&config).context("cannot load the audit signing key")?;
@@ -98,6 +114,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .context("HTTP server failed")?;
         background.abort();
         deliveries.abort();
+        #[cfg(unix)]
+        reloader.abort();
         // The checkpointer signs a last checkpoint on shutdown; give it a moment.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), checkpoints).await;
         upstreams.shutdown().await;

@@ -91,6 +91,21 @@ pub enum Projection {
     KillSwitch(KillSwitch),
     /// A tool's circuit breaker.
     Breaker(Breaker),
+    /// A policy revision with its files, marked active at `activated_at`.
+    PolicyRevision(PolicyRecord),
+}
+
+/// A policy revision kept in the journal, so it can be restored without its files.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PolicyRecord {
+    /// `sha256:…` content hash.
+    pub revision: String,
+    /// `(relative path, text)` of every file.
+    pub sources: Vec<(String, String)>,
+    /// When it last became active.
+    pub activated_at: DateTime<Utc>,
+    /// Who or what activated it (`start`, `reload by root`, …).
+    pub activated_by: String,
 }
 
 /// One atomic unit: its events are appended and its projections written in one transaction, or
@@ -238,6 +253,8 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, stream: &str) -> Result<Vec<StoredEvent>>;
     /// Walks every hash chain.
     async fn verify(&self) -> Result<VerifyReport>;
+    /// Policy revisions, most recently activated first.
+    async fn policy_history(&self, limit: usize) -> Result<Vec<PolicyRecord>>;
     /// Every circuit breaker's last state.
     async fn breakers(&self) -> Result<Vec<Breaker>>;
     /// How many actions `agent_id` requested since `since`.

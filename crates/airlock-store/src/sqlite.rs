@@ -89,6 +89,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     note       TEXT    NOT NULL,
     created_at TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS policy_revisions (
+    revision     TEXT PRIMARY KEY,
+    activated_at TEXT NOT NULL,
+    body         TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS breakers (
     tool TEXT PRIMARY KEY,
     body TEXT NOT NULL
@@ -137,6 +142,7 @@ impl Prepared {
                 Projection::Approval(a) => to_json(a),
                 Projection::KillSwitch(k) => to_json(k),
                 Projection::Breaker(b) => to_json(b),
+                Projection::PolicyRevision(r) => to_json(r),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Prepared { payloads, documents })
@@ -486,6 +492,13 @@ fn apply(
                     doc(to_json(p))?
                 ])?;
             }
+            Projection::PolicyRevision(r) => {
+                conn.prepare_cached(
+                    "INSERT INTO policy_revisions (revision, activated_at, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (revision) DO UPDATE SET activated_at = excluded.activated_at, body = excluded.body",
+                )?
+                .execute(params![r.revision, fmt_time(&r.activated_at), doc(to_json(r))?])?;
+            }
             Projection::Breaker(b) => {
                 conn.prepare_cached(
                     "INSERT INTO breakers (tool, body) VALUES (?1, ?2) ON CONFLICT (tool) DO UPDATE SET body = excluded.body",
@@ -801,6 +814,14 @@ impl crate::Store for SqliteStore {
         let commit = Commit { checkpoint: Some((size, note, at)), ..Default::default() };
         self.sender.send(Job { commit, prepared: Prepared::default(), reply }).map_err(|_| Error::Closed)?;
         receive.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn policy_history(&self, limit: usize) -> Result<Vec<crate::PolicyRecord>> {
+        let limit = limit.max(1) as i64;
+        self.read(move |c| {
+            query_docs(c, "SELECT revision, body FROM policy_revisions ORDER BY activated_at DESC LIMIT ?1", &[&limit])
+        })
+        .await
     }
 
     async fn breakers(&self) -> Result<Vec<airlock_core::limits::Breaker>> {

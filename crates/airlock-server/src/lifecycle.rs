@@ -1,0 +1,280 @@
+//! Policy lifecycle: reload, rollback, a candidate in shadow mode, promote.
+//!
+//! A reload compiles the directory and runs its own tests before anything changes; if either
+//! fails, the active revision stays and the reasons come back. Every activated revision is kept
+//! in the journal with its files, so a rollback restores the previous one without touching the
+//! files. A candidate runs in shadow beside the active policy: evaluated after each live
+//! decision (never before it, never changing it), with disagreements journaled and counted per
+//! rule.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use airlock_core::decision::{ApprovalDefaults, apply_tier_floor};
+use airlock_core::{Action, EventKind, Tier, combine};
+use airlock_policy::{Options, Policy};
+use airlock_store::{Commit, PolicyRecord, Projection, SYSTEM_STREAM};
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::engine::{Engine, Error, Result};
+
+/// Revisions kept for rollback.
+pub const HISTORY: usize = 20;
+
+/// What a reload, rollback or promote did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyChange {
+    /// The revision active before.
+    pub previous: String,
+    /// The revision active now.
+    pub active: String,
+    /// Whether anything changed.
+    pub changed: bool,
+}
+
+/// One disagreement of the candidate, for `GET /v1/policy/shadow`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Disagreement {
+    /// The action.
+    pub action_id: String,
+    /// Its tool.
+    pub tool: String,
+    /// What the active policy decided: effect and rules.
+    pub active: Value,
+    /// What the candidate would have decided.
+    pub candidate: Value,
+}
+
+/// Shadow statistics of the current candidate.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ShadowReport {
+    /// Candidate revision, if one is loaded.
+    pub candidate: Option<String>,
+    /// Directory it was loaded from.
+    pub dir: Option<PathBuf>,
+    /// Live decisions it was evaluated on.
+    pub evaluated: u64,
+    /// How many it would have decided differently.
+    pub disagreements: u64,
+    /// `active effect -> candidate effect` counts.
+    pub flips: BTreeMap<String, u64>,
+    /// Per rule: how often it matched only under the candidate (`added`) or only under the
+    /// active policy (`removed`).
+    pub rules: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The latest disagreements (up to 20).
+    pub recent: Vec<Disagreement>,
+}
+
+/// The candidate and its statistics.
+#[derive(Default)]
+pub struct Shadow {
+    candidate: Option<Arc<Policy>>,
+    report: ShadowReport,
+}
+
+/// Shared shadow state.
+pub type SharedShadow = Arc<Mutex<Shadow>>;
+
+fn options(engine: &Engine) -> Options {
+    Options { timeout: engine.config().policy.timeout, coverage: false }
+}
+
+fn rules_of(reasons: &[airlock_core::Reason]) -> Vec<String> {
+    let mut r: Vec<String> = reasons.iter().map(|r| r.rule.clone()).collect();
+    r.sort();
+    r.dedup();
+    r
+}
+
+impl Engine {
+    fn shadow_state(&self) -> &SharedShadow {
+        self.shadow()
+    }
+
+    /// Records the active policy in the journal's revision history when it is new there.
+    pub async fn record_policy(&self, by: &str) -> Result<()> {
+        let policy = self.policy();
+        let history = self.store().policy_history(1).await?;
+        if history.first().is_some_and(|r| r.revision == policy.revision()) {
+            return Ok(());
+        }
+        self.commit_activation(&policy, by, "start", None).await
+    }
+
+    async fn commit_activation(&self, policy: &Policy, by: &str, how: &str, previous: Option<&str>) -> Result<()> {
+        let now = Utc::now();
+        let record = PolicyRecord {
+            revision: policy.revision().to_string(),
+            sources: policy.sources().to_vec(),
+            activated_at: now,
+            activated_by: format!("{how} by {by}"),
+        };
+        let mut commit = Commit::default();
+        commit
+            .event(
+                SYSTEM_STREAM,
+                EventKind::PolicyActivated,
+                now,
+                json!({"revision": record.revision, "previous": previous, "how": how, "by": by,
+                       "files": policy.sources().iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()}),
+            )
+            .project(Projection::PolicyRevision(record));
+        self.store().commit(commit).await?;
+        Ok(())
+    }
+
+    async fn activate(&self, policy: Policy, by: &str, how: &str) -> Result<PolicyChange> {
+        let previous = self.policy().revision().to_string();
+        let active = policy.revision().to_string();
+        if previous == active {
+            return Ok(PolicyChange { previous, active, changed: false });
+        }
+        self.commit_activation(&policy, by, how, Some(&previous)).await?;
+        self.swap_policy(policy);
+        tracing::info!(%previous, %active, how, by, "policy activated");
+        Ok(PolicyChange { previous, active, changed: true })
+    }
+
+    /// Reloads `[policy] dir`. A policy that does not compile, or whose own tests fail, is
+    /// refused and the active revision stays.
+    pub async fn reload_policy(&self, by: &str) -> Result<PolicyChange> {
+        let dir = self.config().policy.dir.clone();
+        let opts = options(self);
+        let loaded = tokio::task::spawn_blocking(move || Policy::load(&dir, &opts))
+            .await
+            .map_err(|e| Error::Invalid(format!("reload failed: {e}")))?;
+        let policy =
+            loaded.map_err(|e| Error::Invalid(format!("the new policy does not load, the active one stays: {e}")))?;
+        check_tests(&policy)?;
+        self.activate(policy, by, "reload").await
+    }
+
+    /// Restores the revision that was active before the current one, from the journal.
+    pub async fn rollback_policy(&self, by: &str) -> Result<PolicyChange> {
+        let active = self.policy().revision().to_string();
+        let history = self.store().policy_history(HISTORY).await?;
+        let Some(previous) = history.into_iter().find(|r| r.revision != active) else {
+            return Err(Error::Conflict("there is no earlier policy revision to roll back to".into()));
+        };
+        let dir = self.config().policy.dir.clone();
+        let policy = Policy::from_sources(&dir, previous.sources, &options(self))
+            .map_err(|e| Error::Invalid(format!("the earlier revision does not load: {e}")))?;
+        self.activate(policy, by, "rollback").await
+    }
+
+    /// Loads a candidate from `dir` to run in shadow mode.
+    pub async fn set_candidate(&self, dir: PathBuf) -> Result<String> {
+        let opts = options(self);
+        let d = dir.clone();
+        let policy = tokio::task::spawn_blocking(move || Policy::load(&d, &opts))
+            .await
+            .map_err(|e| Error::Invalid(format!("loading the candidate failed: {e}")))?
+            .map_err(|e| Error::Invalid(format!("the candidate does not load: {e}")))?;
+        check_tests(&policy)?;
+        let revision = policy.revision().to_string();
+        let mut shadow = self.shadow_state().lock().map_err(|_| Error::Conflict("shadow state poisoned".into()))?;
+        shadow.candidate = Some(Arc::new(policy));
+        shadow.report = ShadowReport { candidate: Some(revision.clone()), dir: Some(dir), ..Default::default() };
+        Ok(revision)
+    }
+
+    /// Stops shadow evaluation.
+    pub fn clear_candidate(&self) {
+        if let Ok(mut s) = self.shadow_state().lock() {
+            *s = Shadow::default();
+        }
+    }
+
+    /// Makes the candidate the active policy.
+    pub async fn promote_candidate(&self, by: &str) -> Result<PolicyChange> {
+        let candidate = self.shadow_state().lock().ok().and_then(|s| s.candidate.clone());
+        let Some(candidate) = candidate else {
+            return Err(Error::Conflict("no candidate is loaded; load one with POST /v1/policy/candidate".into()));
+        };
+        let change = self.activate((*candidate).clone(), by, "promote").await?;
+        self.clear_candidate();
+        Ok(change)
+    }
+
+    /// Shadow statistics.
+    pub fn shadow_report(&self) -> ShadowReport {
+        self.shadow_state().lock().map(|s| s.report.clone()).unwrap_or_default()
+    }
+
+    /// Evaluates the candidate (if any) on a decided action's recorded input, after the fact.
+    pub(crate) fn shadow_evaluate(&self, action: &Action, input: &Value) {
+        let candidate = self.shadow_state().lock().ok().and_then(|s| s.candidate.clone());
+        let Some(candidate) = candidate else { return };
+        let engine = self.clone();
+        let action = action.clone();
+        let input = input.clone();
+        tokio::spawn(async move {
+            let defaults = ApprovalDefaults { ttl_seconds: engine.config().approvals.default_ttl_seconds };
+            let eval = candidate.evaluate(&input);
+            let mut d = combine(eval.output, &defaults, candidate.revision(), eval.eval_us);
+            let tier = match input["agent"]["tier"].as_str() {
+                Some("advisory") => Tier::Advisory,
+                Some("change") => Tier::Change,
+                _ => Tier::Autonomous,
+            };
+            let read_only = input["action"]["annotations"]["readOnlyHint"].as_bool().unwrap_or(false);
+            d = apply_tier_floor(d, tier, read_only, &defaults);
+            let (old_rules, new_rules) = (rules_of(&action.decision.reasons), rules_of(&d.reasons));
+            let same = d.effect == action.decision.effect && old_rules == new_rules;
+            let disagreement = {
+                let Ok(mut s) = engine.shadow_state().lock() else { return };
+                if s.report.candidate.as_deref() != Some(candidate.revision()) {
+                    return;
+                }
+                s.report.evaluated += 1;
+                if same {
+                    return;
+                }
+                s.report.disagreements += 1;
+                *s.report.flips.entry(format!("{} -> {}", action.decision.effect, d.effect)).or_default() += 1;
+                for r in new_rules.iter().filter(|r| !old_rules.contains(r)) {
+                    *s.report.rules.entry(r.clone()).or_default().entry("added".into()).or_default() += 1;
+                }
+                for r in old_rules.iter().filter(|r| !new_rules.contains(r)) {
+                    *s.report.rules.entry(r.clone()).or_default().entry("removed".into()).or_default() += 1;
+                }
+                let item = Disagreement {
+                    action_id: action.id.clone(),
+                    tool: action.tool.clone(),
+                    active: json!({"effect": action.decision.effect, "rules": old_rules, "revision": action.decision.policy_revision}),
+                    candidate: json!({"effect": d.effect, "rules": new_rules, "revision": candidate.revision()}),
+                };
+                s.report.recent.insert(0, item.clone());
+                s.report.recent.truncate(20);
+                item
+            };
+            let mut commit = Commit::default();
+            commit.event(
+                &action.session_id,
+                EventKind::ShadowDisagreement,
+                Utc::now(),
+                json!({"action_id": disagreement.action_id, "active": disagreement.active, "candidate": disagreement.candidate}),
+            );
+            if let Err(e) = engine.store().commit(commit).await {
+                tracing::warn!(error = %e, "recording a shadow disagreement failed");
+            }
+        });
+    }
+}
+
+fn check_tests(policy: &Policy) -> Result<()> {
+    let report = policy.run_tests();
+    if report.failed() == 0 {
+        return Ok(());
+    }
+    let failing: Vec<String> = report
+        .cases
+        .iter()
+        .filter(|c| c.outcome != airlock_policy::TestOutcome::Pass)
+        .map(|c| format!("{} ({})", c.name, c.file))
+        .collect();
+    Err(Error::Invalid(format!("the new policy's own tests fail, the active one stays: {}", failing.join(", "))))
+}
