@@ -18,11 +18,48 @@ fn every_example_config_and_policy_is_valid() {
         run(&["check", "--config", repo().join("examples/quickstart/airlock.toml").to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("6 passed, 0 failed"), "{out}");
-    for dir in ["examples/quickstart/policies", "examples/terraform/policies"] {
+    for dir in ["examples/quickstart/policies", "examples/terraform/policies", "examples/policies"] {
         let (code, out, err) = run(&["test", "--policy", repo().join(dir).to_str().unwrap()], &[]);
         assert_eq!(code, 0, "{dir}: {out}{err}");
         assert!(out.contains(" passed, 0 failed"), "{out}");
     }
+}
+
+/// The policy library's fixtures: `airlock eval` gives the documented exit code on each.
+#[test]
+fn the_policy_library_gates_each_fixture_with_its_exit_code() {
+    let dir = repo().join("examples/policies");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir.join("fixtures")).unwrap() {
+        let fixture = entry.unwrap().path();
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
+        let code_for = match expected["effect"].as_str().unwrap() {
+            "allow" => 0,
+            "deny" => 1,
+            "require_approval" => 2,
+            other => panic!("unknown effect {other}"),
+        };
+        let (code, out, err) = run(
+            &[
+                "eval",
+                "--json",
+                "--policy",
+                dir.to_str().unwrap(),
+                "--input",
+                fixture.join("input.json").to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, code_for, "{}: {out}{err}", fixture.display());
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let rules: Vec<&str> =
+            v["decision"]["reasons"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
+        let want: Vec<&str> = expected["rules"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        assert_eq!(rules, want, "{}", fixture.display());
+        seen += 1;
+    }
+    assert_eq!(seen, 9);
 }
 
 #[test]
