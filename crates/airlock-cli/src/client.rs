@@ -437,6 +437,11 @@ pub async fn sessions(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                     })
                     .collect();
                 println!("{}", output::table(&["#", "TOOL", "DECISION", "STATUS", "RULES", "AGE"], rows));
+                let t = c.call(reqwest::Method::GET, &format!("/v1/sessions/{id}/timeline"), None).await?;
+                println!("timeline");
+                for e in t["timeline"].as_array().cloned().unwrap_or_default() {
+                    println!("  {:>3}  {}  {}", s(&e, "seq"), s(&e, "at").get(11..23).unwrap_or(""), s(&e, "summary"));
+                }
             }
         }
     }

@@ -125,3 +125,42 @@ async fn an_undelivered_notification_survives_a_crash() {
     assert_eq!(count, 1);
     drop(al);
 }
+
+#[tokio::test]
+async fn pauses_and_open_breakers_escalate_to_the_owner() {
+    let (url, received, _task) = receiver(0).await;
+    let extra = format!(
+        "{}\n[guards]\nloop_repeats = 2\nbreaker_failures = 1\nmax_consecutive_failures = 0\n",
+        notify_toml(&url)
+    );
+    let fx = Fixture::with_extra(POLICY, &extra);
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    al.act(BOT, &s, "inventory.list", json!({"x": 1})).await;
+    al.act(BOT, &s, "inventory.list", json!({"x": 1})).await;
+    let (_, paused) = received.wait_for("session.paused", Duration::from_secs(10)).await;
+    assert_eq!(paused["session"]["id"], s.as_str());
+    assert_eq!(paused["rule"], "airlock.loop");
+    assert_eq!(paused["agent"]["owner"], "platform");
+    assert!(paused["links"]["resume"].as_str().unwrap().ends_with(&format!("/v1/sessions/{s}/resume")));
+
+    let s2 = al.session(BOT).await;
+    let r = al.act(BOT, &s2, "flaky.op", json!({})).await;
+    let id = r.body["id"].as_str().unwrap();
+    al.post(&format!("/v1/actions/{id}/result"), BOT, json!({"ok": false, "error": "503"})).await;
+    let (_, opened) = received.wait_for("breaker.opened", Duration::from_secs(10)).await;
+    assert_eq!(opened["breaker"]["tool"], "flaky.op");
+    assert_eq!(opened["breaker"]["state"], "open");
+
+    // The session's timeline tells the story with links.
+    let t = al.get(&format!("/v1/sessions/{s}/timeline"), ALICE).await;
+    let summaries: Vec<&str> =
+        t.body["timeline"].as_array().unwrap().iter().map(|e| e["summary"].as_str().unwrap()).collect();
+    assert!(summaries[0].starts_with("session opened by bot"), "{summaries:?}");
+    assert!(summaries.iter().any(|x| x.starts_with("#1 inventory.list requested")), "{summaries:?}");
+    assert!(summaries.iter().any(|x| x.starts_with("allow by policy")), "{summaries:?}");
+    assert!(summaries.iter().any(|x| x.contains("deny by guard") && x.contains("[airlock.loop]")), "{summaries:?}");
+    assert!(summaries.iter().any(|x| x.starts_with("session paused by airlock [airlock.loop]")), "{summaries:?}");
+    let decided = t.body["timeline"].as_array().unwrap().iter().find(|e| e["kind"] == "action.decided").unwrap();
+    assert!(decided["links"]["action"].as_str().unwrap().starts_with("/v1/actions/act_"));
+}

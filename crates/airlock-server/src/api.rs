@@ -289,6 +289,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{id}", get(get_session))
         .route("/v1/sessions/{id}/events", get(session_events))
+        .route("/v1/sessions/{id}/timeline", get(session_timeline))
         .route("/v1/sessions/{id}/actions", post(submit_action))
         .route("/v1/sessions/{id}/resume", post(resume_session))
         .route("/v1/breakers", get(list_breakers))
@@ -419,6 +420,17 @@ async fn session_events(
     state.engine.session(&id, principal.agent_filter()).await?;
     let events = state.engine.store().events(&id).await.map_err(engine::Error::from)?;
     Ok(Json(json!({ "session_id": id, "events": events })))
+}
+
+async fn session_timeline(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let session = state.engine.session(&id, principal.agent_filter()).await?;
+    let events = state.engine.store().events(&id).await.map_err(engine::Error::from)?;
+    let entries: Vec<Value> = events.iter().map(crate::timeline::entry).collect();
+    Ok(Json(json!({ "session": session, "timeline": entries })))
 }
 
 #[derive(Deserialize)]

@@ -16,6 +16,7 @@ pub mod notify;
 pub mod otel;
 pub mod serve;
 pub mod telemetry;
+pub mod timeline;
 
 pub use config::Config;
 pub use engine::Engine;

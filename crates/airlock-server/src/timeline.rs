@@ -1,0 +1,111 @@
+//! A session's timeline: its journal events in order, each with a one-line summary and links to
+//! the action and approval it concerns — what an on-call engineer reads at 3 a.m.
+
+use airlock_store::StoredEvent;
+use serde_json::{Value, json};
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn rules(decision: &Value) -> String {
+    decision
+        .get("reasons")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().map(|x| format!("[{}] {}", s(x, "rule"), s(x, "msg"))).collect::<Vec<_>>().join("; "))
+        .unwrap_or_default()
+}
+
+/// One timeline entry for a journal event.
+pub fn entry(e: &StoredEvent) -> Value {
+    let p = &e.payload;
+    let action_id = p
+        .get("action_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| (e.kind == "approval.requested").then(|| s(p, "action_id").to_string()));
+    let approval_id = p
+        .get("approval_id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| (e.kind == "approval.requested").then(|| s(p, "id").to_string()));
+    let summary = match e.kind.as_str() {
+        "session.opened" => format!("session opened by {}: {}", s(p, "agent_id"), s(p, "task")),
+        "action.requested" => format!(
+            "#{} {} requested{}",
+            p.get("seq").and_then(Value::as_u64).unwrap_or(0),
+            s(p, "tool"),
+            if s(p, "justification").is_empty() { String::new() } else { format!(" — {}", s(p, "justification")) }
+        ),
+        "action.decided" => {
+            let d = &p["decision"];
+            let r = rules(d);
+            format!(
+                "{} by {} (policy {}){}",
+                s(d, "effect"),
+                s(d, "decided_by"),
+                s(d, "policy_revision").get(..19).unwrap_or(""),
+                if r.is_empty() { String::new() } else { format!(": {r}") }
+            )
+        }
+        "action.joined" => format!("an identical call joined the waiting action ({})", s(p, "status")),
+        "approval.requested" => {
+            let req = &p["requirements"];
+            format!(
+                "approval requested: {} approver(s){}{}, expires {}",
+                req.get("quorum").and_then(Value::as_u64).unwrap_or(1),
+                req.get("groups")
+                    .and_then(Value::as_array)
+                    .filter(|g| !g.is_empty())
+                    .map(|g| format!(" from {}", g.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("/")))
+                    .unwrap_or_default(),
+                if req.get("mfa") == Some(&Value::Bool(true)) { " with MFA" } else { "" },
+                s(p, "expires_at")
+            )
+        }
+        "approval.vote_cast" => {
+            let v = &p["vote"];
+            format!("{} voted {}: {}", s(v, "human"), s(v, "verdict"), s(v, "comment"))
+        }
+        "approval.vote_refused" => {
+            format!("vote by {} refused by rule `{}`: {}", s(p, "human"), s(p, "rule"), s(p, "reason"))
+        }
+        "approval.resolved" => format!("approval {}; action {}", s(p, "status"), s(p, "action_status")),
+        "approval.expired" => "approval expired; the action will not run".to_string(),
+        "action.executing" => "execution started".to_string(),
+        "action.completed" => {
+            let r = &p["result"];
+            match r.get("error").and_then(Value::as_str) {
+                Some(err) => format!("{}: {err}", s(p, "status")),
+                None => format!(
+                    "{}{}",
+                    s(p, "status"),
+                    r.get("duration_ms").and_then(Value::as_u64).map(|d| format!(" in {d} ms")).unwrap_or_default()
+                ),
+            }
+        }
+        "action.cancelled" => format!("cancelled: {}", s(&p["reason"], "msg")),
+        "session.status_changed" => match s(p, "status") {
+            "paused" => format!("session paused by {} [{}]: {}", s(p, "by"), s(p, "rule"), s(p, "reason")),
+            other => format!("session {other} by {}: {}", s(p, "by"), s(p, "comment")),
+        },
+        "policy.shadow_disagreement" => {
+            format!("shadow candidate would {} instead of {}", s(&p["candidate"], "effect"), s(&p["active"], "effect"))
+        }
+        other => other.to_string(),
+    };
+    json!({
+        "seq": e.seq,
+        "at": e.at,
+        "kind": e.kind,
+        "summary": summary,
+        "action_id": action_id,
+        "approval_id": approval_id,
+        "links": {
+            "action": action_id.as_ref().map(|a| format!("/v1/actions/{a}")),
+            "approval": approval_id.as_ref().map(|a| format!("/v1/approvals/{a}")),
+        },
+        "hash": e.hash,
+        "payload": e.payload,
+    })
+}
