@@ -49,13 +49,17 @@ struct Setup {
 }
 
 fn setup(rt: &tokio::runtime::Runtime) -> Setup {
+    setup_with(rt, "")
+}
+
+fn setup_with(rt: &tokio::runtime::Runtime, extra_toml: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/main.rego"), POLICY).unwrap();
     let toml = "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[policy]\ndir = \"policies\"\n\
                 [guards]\nactions_per_minute = 0\nloop_repeats = 0\n\
                 [[agents]]\nid = \"bench\"\ntoken = \"env:BENCH_TOKEN\"\nowner = \"bench\"\ntier = \"autonomous\"\n";
-    std::fs::write(dir.path().join("airlock.toml"), toml).unwrap();
+    std::fs::write(dir.path().join("airlock.toml"), format!("{toml}{extra_toml}")).unwrap();
     let env = BTreeMap::from([("BENCH_TOKEN".to_string(), "t".to_string())]);
     let config = Config::load_with_env(&dir.path().join("airlock.toml"), &env).unwrap();
     let policy =
@@ -190,10 +194,62 @@ fn percentiles() {
     }
 }
 
+/// Decision latency with an OTLP exporter configured against the same without, interleaved.
+/// The exporter sends to a local sink that accepts every export.
+fn tracing_overhead() {
+    let seconds: u64 = std::env::var("AIRLOCK_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let endpoint = rt.block_on(async {
+        let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    });
+    let plain = setup(&rt);
+    let traced = setup_with(&rt, &format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\n"));
+    assert!(traced.engine.tracing().enabled());
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(2_000_000_000));
+    let mut rows = Vec::new();
+    for round in 0..2 {
+        for (label, s) in [("off", &plain), ("on", &traced)] {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let started = Instant::now();
+            let mut done = 0u64;
+            while started.elapsed() < Duration::from_secs(seconds) {
+                for l in rt.block_on(run(s, 8, 400, &seq)) {
+                    hist.record(l.as_micros().max(1) as u64).unwrap();
+                    done += 1;
+                }
+            }
+            rows.push((
+                round,
+                label,
+                done as f64 / started.elapsed().as_secs_f64(),
+                hist.value_at_quantile(0.5),
+                hist.value_at_quantile(0.99),
+            ));
+        }
+    }
+    println!("\ntracing overhead (8 requesters, {seconds}s per run, runs interleaved)");
+    println!("{:>6} {:>8} {:>12} {:>9} {:>9}", "round", "tracing", "decisions/s", "p50", "p99");
+    for (round, label, rate, p50, p99) in &rows {
+        println!("{round:>6} {label:>8} {rate:>12.0} {p50:>7}µs {p99:>7}µs");
+    }
+    let med = |l: &str| {
+        let mut v: Vec<u64> = rows.iter().filter(|r| r.1 == l).map(|r| r.3).collect();
+        v.sort();
+        v.iter().sum::<u64>() as f64 / v.len() as f64
+    };
+    println!("p50 with tracing / without: {:.2}", med("on") / med("off"));
+    traced.engine.tracing().shutdown();
+}
+
 criterion_group!(benches, criterion_benches);
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     percentiles();
+    tracing_overhead();
 }

@@ -182,6 +182,7 @@ impl Tracing {
         if config.otlp_endpoint.is_none() && !env_endpoint() {
             return Ok(Tracing::disabled());
         }
+        airlock_mcp::ensure_crypto_provider();
         let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
         if let Some(endpoint) = &config.otlp_endpoint {
             let endpoint = endpoint.trim_end_matches('/');
