@@ -34,37 +34,88 @@ struct Collector(Arc<Mutex<Vec<RecordedSpan>>>);
 
 async fn receive(State(c): State<Collector>, body: Bytes) -> &'static str {
     let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
-    let mut spans = c.0.lock().unwrap();
-    for rs in req.resource_spans {
-        for ss in rs.scope_spans {
-            for s in ss.spans {
-                let attrs = s
-                    .attributes
-                    .iter()
-                    .map(|kv| {
-                        let v = match kv.value.as_ref().and_then(|v| v.value.clone()) {
-                            Some(AnyValue::StringValue(s)) => s,
-                            Some(AnyValue::IntValue(i)) => i.to_string(),
-                            Some(AnyValue::DoubleValue(d)) => d.to_string(),
-                            Some(AnyValue::BoolValue(b)) => b.to_string(),
-                            other => format!("{other:?}"),
-                        };
-                        (kv.key.clone(), v)
-                    })
-                    .collect();
-                spans.push(RecordedSpan {
-                    name: s.name,
-                    trace_id: hex::encode(s.trace_id),
-                    span_id: hex::encode(s.span_id),
-                    parent: hex::encode(s.parent_span_id),
-                    attrs,
-                    start: s.start_time_unix_nano,
-                    end: s.end_time_unix_nano,
-                });
+    c.record(req);
+    ""
+}
+
+impl Collector {
+    fn record(&self, req: ExportTraceServiceRequest) {
+        let mut spans = self.0.lock().unwrap();
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    let attrs = s
+                        .attributes
+                        .iter()
+                        .map(|kv| {
+                            let v = match kv.value.as_ref().and_then(|v| v.value.clone()) {
+                                Some(AnyValue::StringValue(s)) => s,
+                                Some(AnyValue::IntValue(i)) => i.to_string(),
+                                Some(AnyValue::DoubleValue(d)) => d.to_string(),
+                                Some(AnyValue::BoolValue(b)) => b.to_string(),
+                                other => format!("{other:?}"),
+                            };
+                            (kv.key.clone(), v)
+                        })
+                        .collect();
+                    spans.push(RecordedSpan {
+                        name: s.name,
+                        trace_id: hex::encode(s.trace_id),
+                        span_id: hex::encode(s.span_id),
+                        parent: hex::encode(s.parent_span_id),
+                        attrs,
+                        start: s.start_time_unix_nano,
+                        end: s.end_time_unix_nano,
+                    });
+                }
             }
         }
     }
-    ""
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        self.record(request.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// OTLP over gRPC too: the same session seen by a gRPC receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_are_exported_over_grpc() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+        collector.clone(),
+    );
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap()
+    });
+    let fx = Fixture::with_extra(
+        POLICY,
+        &format!("\n[telemetry]\notlp_endpoint = \"{endpoint}\"\notlp_protocol = \"grpc\"\n"),
+    );
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    al.act(BOT, &s, "ticket.create", json!({})).await;
+    al.stop();
+    let spans = collector.0.lock().unwrap().clone();
+    let root = spans.iter().find(|x| x.name == "invoke_agent bot").expect("root span over gRPC");
+    let tool = spans.iter().find(|x| x.name == "execute_tool ticket.create").expect("tool span over gRPC");
+    assert_eq!(tool.parent, root.span_id);
+    assert_eq!(tool.trace_id, root.trace_id);
 }
 
 // Multi-threaded: the receiver must keep answering while the test blocks on stopping airlock.

@@ -77,6 +77,7 @@ pub struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 struct RawTelemetry {
     otlp_endpoint: Option<String>,
+    otlp_protocol: Option<String>,
     capture_content: Option<bool>,
     service_name: Option<String>,
 }
@@ -852,7 +853,14 @@ impl RawConfig {
             otlp_endpoint: self.telemetry.otlp_endpoint,
             capture_content: self.telemetry.capture_content.unwrap_or(false),
             service_name: self.telemetry.service_name.unwrap_or_else(|| "airlock".into()),
+            protocol: self.telemetry.otlp_protocol.clone(),
         };
+        if let Some(p) = &self.telemetry.otlp_protocol
+            && p != "grpc"
+            && p != "http/protobuf"
+        {
+            push("telemetry.otlp_protocol", format!("`{p}` must be `grpc` or `http/protobuf`"));
+        }
 
         Config {
             file: PathBuf::new(),

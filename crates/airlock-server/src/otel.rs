@@ -12,6 +12,7 @@
 //! The GenAI and MCP semantic conventions are still marked Development, so their attribute
 //! names are defined here, in one place.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use airlock_core::{Action, Session, TraceRef};
@@ -78,6 +79,39 @@ pub struct TelemetryConfig {
     pub capture_content: bool,
     /// `service.name`.
     pub service_name: String,
+    /// `grpc` or `http/protobuf`; `None` reads `OTEL_EXPORTER_OTLP_PROTOCOL`, else HTTP.
+    pub protocol: Option<String>,
+}
+
+/// Runs an exporter's futures on the server's tokio runtime. The SDK's batch processor exports
+/// from its own thread with a plain executor, and the gRPC (tonic) client needs a tokio reactor.
+#[derive(Debug)]
+struct OnRuntime<E> {
+    inner: Arc<E>,
+    handle: tokio::runtime::Handle,
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter + 'static> opentelemetry_sdk::trace::SpanExporter for OnRuntime<E> {
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        let inner = self.inner.clone();
+        let task = self.handle.spawn(async move { inner.export(batch).await });
+        async move {
+            task.await.unwrap_or_else(|e| Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(e.to_string())))
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.set_resource(resource);
+        }
+    }
 }
 
 /// The tracer, or nothing when tracing is off.
@@ -183,16 +217,38 @@ impl Tracing {
             return Ok(Tracing::disabled());
         }
         airlock_mcp::ensure_crypto_provider();
-        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
-        if let Some(endpoint) = &config.otlp_endpoint {
-            let endpoint = endpoint.trim_end_matches('/');
-            let url =
-                if endpoint.ends_with("/v1/traces") { endpoint.to_string() } else { format!("{endpoint}/v1/traces") };
-            builder = builder.with_endpoint(url);
-        }
-        let exporter = builder.build()?;
+        let protocol = config
+            .protocol
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").ok())
+            .unwrap_or_else(|| "http/protobuf".into());
         let resource = opentelemetry_sdk::Resource::builder().with_service_name(config.service_name.clone()).build();
-        let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+        let builder = SdkTracerProvider::builder().with_resource(resource);
+        let provider = if protocol == "grpc" {
+            let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            if let Some(endpoint) = &config.otlp_endpoint {
+                b = b.with_endpoint(endpoint.trim_end_matches('/'));
+            }
+            let handle = tokio::runtime::Handle::try_current()
+                .map_err(|_| anyhow::anyhow!("OTLP over gRPC needs a tokio runtime"))?;
+            let exporter = {
+                let _guard = handle.enter();
+                b.build()?
+            };
+            builder.with_batch_exporter(OnRuntime { inner: Arc::new(exporter), handle }).build()
+        } else {
+            let mut b = opentelemetry_otlp::SpanExporter::builder().with_http();
+            if let Some(endpoint) = &config.otlp_endpoint {
+                let endpoint = endpoint.trim_end_matches('/');
+                let url = if endpoint.ends_with("/v1/traces") {
+                    endpoint.to_string()
+                } else {
+                    format!("{endpoint}/v1/traces")
+                };
+                b = b.with_endpoint(url);
+            }
+            builder.with_batch_exporter(b.build()?).build()
+        };
         let tracer = provider.tracer("airlock");
         Ok(Tracing { tracer: Some(tracer), provider: Some(provider), capture: config.capture_content })
     }
