@@ -103,7 +103,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mcp_router = axum::Router::new()
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_agent));
-    let app = router(state).merge(mcp_router).layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = router(state.clone())
+        .merge(crate::web::router(state))
+        .merge(mcp_router)
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     let mut rx_http = rx.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

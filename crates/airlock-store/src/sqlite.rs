@@ -298,9 +298,25 @@ impl Writer {
         }
     }
 
+    /// Puts back the chain heads recorded in `undo` (newest first), after a rollback.
+    fn undo(&mut self, undo: Vec<(String, Option<(u64, String)>)>) {
+        for (stream, old) in undo.into_iter().rev() {
+            match old {
+                Some(h) => {
+                    self.heads.insert(stream, h);
+                }
+                None => {
+                    self.heads.remove(&stream);
+                }
+            }
+        }
+    }
+
     fn write_batch(&mut self, batch: Vec<Job>) {
         let started = Instant::now();
-        let saved_heads = self.heads.clone();
+        // Undo logs of the heads each commit moved; cloning the whole map instead cost time in
+        // proportion to the number of streams (sessions) in the journal.
+        let mut batch_undo: Vec<(String, Option<(u64, String)>)> = Vec::new();
         let mut outcomes: Vec<Result<()>> = Vec::with_capacity(batch.len());
         let begin = self.conn.execute_batch("BEGIN IMMEDIATE");
         if let Err(e) = begin {
@@ -311,27 +327,28 @@ impl Writer {
             return;
         }
         for job in &batch {
-            let before = self.heads.clone();
+            let mut undo = Vec::new();
             let result = self
                 .conn
                 .execute_batch("SAVEPOINT job")
                 .map_err(Error::from)
-                .and_then(|_| apply(&self.conn, &mut self.heads, &job.commit, &job.prepared));
+                .and_then(|_| apply(&self.conn, &mut self.heads, &mut undo, &job.commit, &job.prepared));
             match result {
                 Ok(()) => {
                     let released = self.conn.execute_batch("RELEASE job").map_err(Error::from);
+                    batch_undo.extend(undo);
                     outcomes.push(released);
                 }
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                    self.heads = before;
+                    self.undo(undo);
                     outcomes.push(Err(e));
                 }
             }
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
-            self.heads = saved_heads;
+            self.undo(batch_undo);
             let msg = e.to_string();
             tracing::error!(error = %msg, "journal commit failed");
             for job in batch {
@@ -384,6 +401,7 @@ fn map_unique(e: rusqlite::Error, what: &str) -> Error {
 fn apply(
     conn: &Connection,
     heads: &mut HashMap<String, (u64, String)>,
+    undo: &mut Vec<(String, Option<(u64, String)>)>,
     commit: &Commit,
     prepared: &Prepared,
 ) -> Result<()> {
@@ -403,7 +421,8 @@ fn apply(
         insert
             .execute(params![event.stream, seq as i64, kind, at, payload, prev_hash, hash])
             .map_err(|e| map_unique(e, "event"))?;
-        heads.insert(event.stream.clone(), (seq, hash));
+        let old = heads.insert(event.stream.clone(), (seq, hash));
+        undo.push((event.stream.clone(), old));
     }
     if let Some((size, note, at)) = &commit.checkpoint {
         conn.prepare_cached("INSERT INTO checkpoints (size, note, created_at) VALUES (?1, ?2, ?3)")?
