@@ -190,8 +190,14 @@ pub fn eval(args: &PolicyArgs, input: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     let eval = policy.evaluate(&doc);
-    let failed = eval.output.as_ref().err().cloned();
+    let mut failed = eval.output.as_ref().err().cloned();
     let decision = combine(eval.output, &ApprovalDefaults::default(), policy.revision(), eval.eval_us);
+    // A malformed policy output is a policy error too: never a plain deny, never a pass.
+    if failed.is_none()
+        && let Some(r) = decision.reasons.first().filter(|r| r.rule == airlock_core::decision::RULE_POLICY_ERROR)
+    {
+        failed = Some(r.msg.clone());
+    }
     let code = match (&failed, decision.effect) {
         (Some(_), _) => EXIT_ERROR,
         (None, Effect::Allow) => 0,

@@ -130,6 +130,16 @@ impl Policy {
                 }
             }
         }
+        // A directory without `deny`, `require_approval` or `warn` in package `airlock` would allow
+        // everything, usually because the package is misnamed: refuse it instead.
+        if !(declared[0] || declared[1] || declared[3]) {
+            return Err(Error::Evaluate {
+                message: "it declares none of `deny`, `require_approval` or `warn` in package `airlock`, so it would \
+                          allow everything; check the package name (an allow-all policy can say \
+                          `deny contains \"never\" if false`)"
+                    .into(),
+            });
+        }
         // After preparation: preparing the engine resets the interpreter's coverage switch.
         if options.coverage {
             engine.set_enable_coverage(true);

@@ -65,7 +65,7 @@ fn ed25519_note(size: u64, root: &[u8; 32]) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let toml = "[server]\ndata_dir = \"data\"\n[policy]\ndir = \".\"\n";
     std::fs::write(dir.path().join("airlock.toml"), toml).unwrap();
-    std::fs::write(dir.path().join("p.rego"), "package airlock\n").unwrap();
+    std::fs::write(dir.path().join("p.rego"), "package airlock\n\ndeny contains \"never\" if false\n").unwrap();
     let config = airlock_server::Config::load(&dir.path().join("airlock.toml")).unwrap();
     let signer = airlock_server::audit::CheckpointSigner::load_or_create(&config).unwrap();
     (signer.note(size, root), signer.public_key())

@@ -508,12 +508,14 @@ async fn submit_action(
                 .to_string(),
         ),
     };
+    // Upstream tools carry what their server reported, as over MCP, so tiers agree.
+    let reported_annotations = state.gateway.as_ref().and_then(|g| g.reported_annotations(&body.tool));
     let request = ActionRequest {
         tool: body.tool,
         arguments: body.arguments,
         justification: body.justification,
+        reported_annotations,
         idempotency_key,
-        reported_annotations: None,
         traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string),
         mcp_session: None,
     };

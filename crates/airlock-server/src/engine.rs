@@ -1198,7 +1198,7 @@ impl Engine {
                 action.id, action.status
             )));
         }
-        if action.upstream.is_some() && action.status == ActionStatus::Executing {
+        if action.upstream.is_some() {
             return Err(Error::Conflict(format!(
                 "action {} is executed by airlock against upstream `{}`; agents don't report its result",
                 action.id,

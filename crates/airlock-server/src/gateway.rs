@@ -59,7 +59,7 @@ impl McpGateway {
     }
 
     /// Annotations the upstream reported for a full tool name, as JSON.
-    fn reported_annotations(&self, tool: &str) -> Option<Value> {
+    pub fn reported_annotations(&self, tool: &str) -> Option<Value> {
         let (upstream, name) = tool.split_once(TOOL_SEPARATOR)?;
         let t = self.upstreams.tool(upstream, name)?;
         t.annotations.as_ref().and_then(|a| serde_json::to_value(a).ok())

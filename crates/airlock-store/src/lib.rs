@@ -54,6 +54,9 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The journal could not write (disk full, I/O error, locked database).
+    #[error("the journal could not write: {0}")]
+    Unavailable(String),
     /// The writer has stopped (shutdown or a fatal error).
     #[error("the journal writer has stopped")]
     Closed,

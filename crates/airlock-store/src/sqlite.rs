@@ -322,7 +322,7 @@ impl Writer {
         if let Err(e) = begin {
             let msg = e.to_string();
             for job in batch {
-                let _ = job.reply.send(Err(Error::Conflict(format!("cannot begin a transaction: {msg}"))));
+                let _ = job.reply.send(Err(Error::Unavailable(format!("cannot begin a transaction: {msg}"))));
             }
             return;
         }
@@ -352,7 +352,7 @@ impl Writer {
             let msg = e.to_string();
             tracing::error!(error = %msg, "journal commit failed");
             for job in batch {
-                let _ = job.reply.send(Err(Error::Conflict(format!("journal commit failed: {msg}"))));
+                let _ = job.reply.send(Err(Error::Unavailable(format!("journal commit failed: {msg}"))));
             }
             return;
         }
