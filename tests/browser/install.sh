@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# Installs what the browser test needs: Debian's Chromium (/usr/bin/chromium, from the
-# distribution's packages; never a browser download) and playwright-core (pinned, into
-# node_modules here, git-ignored). Quick when already installed.
+# Installs what the browser test (crates/airlock-cli/tests/web_ui.rs) needs: Debian's Chromium
+# at /usr/bin/chromium, from the distribution's packages, and playwright-core (pinned in
+# package.json / package-lock.json) into node_modules here, which git ignores. playwright-core
+# downloads no browser of its own. Quiet and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")"
-say() { echo "browser test: $*"; }
+say() { echo "tests/browser: $*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    say "installing Debian's $*"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 if [ ! -x /usr/bin/chromium ]; then
-    say "installing Debian's chromium"
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    apt_install chromium fonts-dejavu-core
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm
 fi
 
-want="$(cat install.sh package.json package-lock.json | sha256sum | cut -d' ' -f1)"
-if [ -f .installed ] && [ "$(cat .installed)" = "$want" ] && [ -d node_modules/playwright-core ]; then
-    say "up to date ($(/usr/bin/chromium --version 2>/dev/null | head -1))"
+# Re-run npm only when what it installs from changed.
+stamp=".installed"
+want="$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f node_modules/playwright-core/package.json ]; then
     exit 0
 fi
 say "npm ci (playwright-core)"
 npm ci --no-audit --no-fund --loglevel=error
-echo "$want" > .installed
-say "installed"
+echo "$want" > "$stamp"
+say "ready: $(/usr/bin/chromium --version 2>/dev/null || echo 'chromium version unknown'), node $(node --version)"

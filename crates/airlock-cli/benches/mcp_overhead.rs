@@ -93,7 +93,8 @@ async fn main() {
     // Through airlock.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
-    std::fs::write(dir.path().join("policies/allow.rego"), "package airlock\n\ndeny contains \"never\" if false\n").unwrap();
+    std::fs::write(dir.path().join("policies/allow.rego"), "package airlock\n\ndeny contains \"never\" if false\n")
+        .unwrap();
     let token = "bench-token";
     let hash = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
     let config = format!(

@@ -1,41 +1,112 @@
-//! The review UI: sign-in and CSRF over plain HTTP, and a real browser (Debian's Chromium driven
-//! by playwright-core, installed by tests/browser/install.sh) approving a held action while the
+//! The review UI at `/ui` against the real binary: sign-in and CSRF over plain HTTP, and a real
+//! browser (Debian's Chromium driven by playwright-core, both installed by
+//! `tests/browser/install.sh`, which `scripts/test.sh` runs) approving a held action while the
 //! agent long-polls for it.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use common::*;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// `name=value` of the cookie `name` set by a response.
+fn cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().to_string())
+        .find(|c| c.starts_with(&format!("{name}=")) && c.len() > name.len() + 1)
+}
+
+/// The CSRF token of the first form in `html`.
+fn csrf(html: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let v: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                    b' ' => "+".to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Signs in with `token` the way a browser does; returns the status and the session cookie.
+async fn sign_in(al: &Airlock, token: &str) -> (StatusCode, Option<String>) {
+    let http = client();
+    let page = http.get(format!("{}/ui/login", al.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let nonce = cookie(&page, "airlock_ui_login").expect("the sign-in form sets its nonce cookie");
+    let html = page.text().await.unwrap();
+    let r = http
+        .post(format!("{}/ui/login", al.url))
+        .header("cookie", &nonce)
+        .header("content-type", FORM)
+        .body(form(&[("csrf", &csrf(&html)), ("token", token)]))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), cookie(&r, "airlock_ui"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_and_csrf_over_http() {
     let fx = Fixture::new(POLICY);
     let al = fx.start();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    // Not signed in: to the sign-in page.
-    let r = http.get(format!("{}/ui/inbox", al.url)).send().await.unwrap();
+    let http = client();
+
+    let r = http.get(format!("{}/ui", al.url)).send().await.unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/ui/login");
-    // An agent's token is not a human's.
-    let r = http.post(format!("{}/ui/login", al.url)).form(&[("token", BOT)]).send().await.unwrap();
-    assert!(r.headers()["location"].to_str().unwrap().contains("err="));
-    let r = http.post(format!("{}/ui/login", al.url)).form(&[("token", ALICE)]).send().await.unwrap();
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
-    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
-    let inbox = http.get(format!("{}/ui/inbox", al.url)).header("cookie", &cookie).send().await.unwrap();
-    assert_eq!(inbox.status(), 200);
-    let html = inbox.text().await.unwrap();
-    assert!(html.contains("Pending approvals") && html.contains("alice"));
+    let css = http.get(format!("{}/ui/static/airlock.css", al.url)).send().await.unwrap();
+    assert_eq!(css.status(), 200);
+    assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
 
-    // A hostile justification is shown as text, never as markup.
+    // Agents and unknown tokens can't sign in.
+    for token in [BOT, "not-a-token"] {
+        let (status, session) = sign_in(&al, token).await;
+        assert_eq!(status, 401, "{token}");
+        assert!(session.is_none(), "{token}");
+    }
+    let (status, session) = sign_in(&al, ALICE).await;
+    assert_eq!(status, 303);
+    let session = session.expect("a session cookie");
+    let inbox = http.get(format!("{}/ui/inbox", al.url)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(inbox.status(), 200);
+    assert!(inbox.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let html = inbox.text().await.unwrap();
+    assert!(html.contains("Pending approvals") && html.contains("<strong>alice</strong>"), "{html}");
+
+    // A held action shows up, with the agent's text escaped.
     let s = al.session(BOT).await;
     let held = al
         .post(
@@ -44,71 +115,169 @@ async fn sign_in_and_csrf_over_http() {
             json!({"tool": "nodepool.scale", "arguments": {"count": 2}, "justification": "<script>alert(1)</script>"}),
         )
         .await;
-    let id = held.body["approval"]["id"].as_str().unwrap();
-    let page = http.get(format!("{}/ui/approvals/{id}", al.url)).header("cookie", &cookie).send().await.unwrap();
+    let id = held.body["approval"]["id"].as_str().unwrap().to_string();
+    let list = http.get(format!("{}/ui/inbox/list", al.url)).header("cookie", &session).send().await.unwrap();
+    let html = list.text().await.unwrap();
+    assert!(html.contains(&format!(r#"data-approval="{id}""#)), "{html}");
+    let page = http.get(format!("{}/ui/approvals/{id}", al.url)).header("cookie", &session).send().await.unwrap();
     let html = page.text().await.unwrap();
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !html.contains("<script>alert(1)"));
-    // A vote without the session's CSRF token is refused and changes nothing.
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !html.contains("<script>alert(1)"), "{html}");
+    let token = csrf(&html);
+
+    // A vote without the session's CSRF token, or from another site, is refused and changes nothing.
+    let vote = |csrf: String, origin: Option<String>| {
+        let mut req = http
+            .post(format!("{}/ui/approvals/{id}", al.url))
+            .header("cookie", &session)
+            .header("content-type", FORM)
+            .body(form(&[("csrf", &csrf), ("verdict", "approve"), ("comment", "ok")]));
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    assert_eq!(vote(String::new(), None).await.unwrap().status(), 403);
+    assert_eq!(vote("f".repeat(64), None).await.unwrap().status(), 403);
+    assert_eq!(vote(token.clone(), Some("http://evil.example".into())).await.unwrap().status(), 403);
+    assert_eq!(al.get(&format!("/v1/approvals/{id}"), ALICE).await.body["status"], "pending");
+
+    // With it, from our own origin, the vote counts.
+    let r = vote(token, Some(al.url.clone())).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(al.get(&format!("/v1/approvals/{id}"), ALICE).await.body["status"], "approved");
+
+    // Signing out ends the session.
+    let page = http.get(format!("{}/ui/history", al.url)).header("cookie", &session).send().await.unwrap();
+    let token = csrf(&page.text().await.unwrap());
     let r = http
-        .post(format!("{}/ui/approvals/{id}", al.url))
-        .header("cookie", &cookie)
-        .form(&[("csrf", "forged"), ("verdict", "approve"), ("comment", "x")])
+        .post(format!("{}/ui/logout", al.url))
+        .header("cookie", &session)
+        .header("content-type", FORM)
+        .body(form(&[("csrf", &token)]))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
-    assert_eq!(al.get(&format!("/v1/approvals/{id}"), ALICE).await.body["status"], "pending");
+    assert_eq!(r.status(), 303);
+    let r = http.get(format!("{}/ui/inbox", al.url)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/ui/login");
+}
+
+/// Kills the browser driver if the test fails half-way.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
-    let dir = browser_dir();
-    assert!(
-        PathBuf::from("/usr/bin/chromium").exists() && dir.join("node_modules/playwright-core").exists(),
-        "run tests/browser/install.sh (scripts/test.sh does)"
-    );
+    let browser = repo().join("tests/browser");
+    let missing: Vec<&str> = [
+        (Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium"),
+        (
+            browser.join("node_modules/playwright-core/package.json").exists(),
+            "tests/browser/node_modules/playwright-core",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(ok, what)| (!ok).then_some(what))
+    .collect();
+    assert!(missing.is_empty(), "missing {missing:?}: run tests/browser/install.sh (scripts/test.sh runs it)");
+
     let fx = Fixture::new(POLICY);
     let al = fx.start();
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/browser-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
+    // An earlier call of the same tool in the session, still pending: the detail page diffs
+    // against it, and the browser must pick out the new approval next to it.
+    let s = al.session(BOT).await;
+    let earlier = al
+        .post(
+            &format!("/v1/sessions/{s}/actions"),
+            BOT,
+            json!({"tool": "firewall.open", "arguments": {"port": 80, "cidr": "10.20.0.0/16"},
+                   "justification": "plain HTTP for the office network"}),
+        )
+        .await;
+    assert_eq!(earlier.body["status"], "pending_approval", "{}", earlier.body);
+
+    let shots = repo().join("target/browser-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
     let code = airlock_server::mfa::code_at(CAROL_TOTP, chrono::Utc::now()).unwrap();
     let mut child = Command::new("node")
-        .arg(dir.join("approve.mjs"))
+        .arg(browser.join("approve.mjs"))
+        .current_dir(&browser)
         .env("AIRLOCK_URL", &al.url)
         .env("HUMAN_TOKEN", CAROL)
         .env("TOTP_CODE", &code)
         .env("SCREENSHOT_DIR", &shots)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    // Wait until the browser sits on the inbox, then ask for an approval.
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "the browser did not sign in");
-    let s = al.session(BOT).await;
-    let held = al.act(BOT, &s, "firewall.open", json!({"port": 443, "cidr": "10.0.0.0/8"})).await;
-    assert_eq!(held.body["status"], "pending_approval");
-    let id = held.body["id"].as_str().unwrap().to_string();
-    let poll = al.get(&format!("/v1/actions/{id}?wait=55"), BOT).await;
-    assert_eq!(poll.body["status"], "approved", "the long-poll was not released by the browser's vote: {}", poll.body);
-    assert_eq!(poll.body["approval"]["votes"][0]["human"], "carol");
-    assert_eq!(poll.body["approval"]["votes"][0]["mfa"], true);
+        .expect("node (Node.js 20 or later) must be on PATH");
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut driver = Driver(child);
+    let (tx, rx) = mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+        }
+    });
+    let stderr_text = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(90))
+            .unwrap_or_else(|_| panic!("the browser driver said nothing while {what}"))
+    };
 
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{rest}\n{err}");
-    let summary: Value = serde_json::from_str(rest.lines().last().unwrap_or("{}")).unwrap();
-    assert_eq!(summary["appeared"], true, "{summary}");
-    assert_eq!(summary["approved"], true, "{summary}");
-    assert_eq!(summary["mobile_overflow"], false, "the page is wider than a phone: {summary}");
-    for shot in summary["screenshots"].as_array().unwrap() {
-        let p = shots.join(shot.as_str().unwrap());
-        assert!(std::fs::metadata(&p).unwrap().len() > 1000, "{}", p.display());
-        println!("screenshot: {}", p.display());
+    // The browser is signed in and its inbox is live: now the agent asks.
+    let ready = next("signing in");
+    assert_eq!(ready["event"], "ready", "the browser did not get to a live inbox: {ready}");
+    assert_eq!(ready["pending"], 1, "{ready}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = al
+        .post(
+            &format!("/v1/sessions/{s}/actions"),
+            BOT,
+            json!({"tool": "firewall.open", "arguments": {"port": 443, "cidr": "10.20.0.0/16"},
+                   "justification": "open HTTPS from the new office network for the rollout"}),
+        )
+        .await;
+    assert_eq!(held.body["status"], "pending_approval", "{}", held.body);
+    let action = held.body["id"].as_str().unwrap().to_string();
+    let approval = held.body["approval"]["id"].as_str().unwrap().to_string();
+
+    // The agent's long-poll returns when the human approves in the browser.
+    let started = std::time::Instant::now();
+    let poll = al.get(&format!("/v1/actions/{action}?wait=60"), BOT).await;
+    assert_eq!(poll.body["status"], "approved", "the long-poll was not released by the browser's vote: {}", poll.body);
+    assert!(started.elapsed() < Duration::from_secs(55), "the long-poll ran into its limit");
+    let vote = &poll.body["approval"]["votes"][0];
+    assert_eq!(vote["human"], "carol");
+    assert_eq!(vote["mfa"], true);
+    assert!(vote["comment"].as_str().unwrap().starts_with("Checked the rule"), "{vote}");
+
+    let summary = next("finishing");
+    let status = driver.0.wait().unwrap();
+    let stderr_text = stderr_text.join().unwrap_or_default();
+    assert!(status.success(), "the browser run failed: {summary}\n{stderr_text}");
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["approval"], approval.as_str(), "{summary}");
+    assert_eq!(summary["appeared_live"], true, "{summary}");
+    assert_eq!(summary["mobile_overflow"], false, "{summary}");
+    assert_eq!(summary["diff_lines"], 2, "the port change is shown as one line out, one in: {summary}");
+    let files = summary["screenshots"].as_array().unwrap();
+    assert!(files.len() >= 9, "{summary}");
+    for file in files {
+        let path = PathBuf::from(file.as_str().unwrap());
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 2000, "screenshot {} is missing or empty", path.display());
+        println!("screenshot: {}", path.canonicalize().unwrap_or(path).display());
     }
 }

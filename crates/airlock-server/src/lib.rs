@@ -17,7 +17,7 @@ pub mod otel;
 pub mod serve;
 pub mod telemetry;
 pub mod timeline;
-pub mod web;
+pub mod ui;
 
 pub use config::Config;
 pub use engine::Engine;

@@ -104,7 +104,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_agent));
     let app = router(state.clone())
-        .merge(crate::web::router(state))
+        .merge(crate::ui::router(state))
         .merge(mcp_router)
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let mut rx_http = rx.clone();
