@@ -494,6 +494,36 @@ fn print_change(v: &Value) {
     }
 }
 
+/// `airlock upstreams`: the MCP servers behind the gateway and whether they are connected.
+/// Exit status 1 when any is not up, so scripts and probes can use it.
+pub async fn upstreams(conn: Conn) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&conn)?;
+    let v = c.call(reqwest::Method::GET, "/v1/upstreams", None).await?;
+    let list = v.get("upstreams").and_then(Value::as_array).cloned().unwrap_or_default();
+    let all_up = list.iter().all(|u| s(u, "state") == "up");
+    if conn.json {
+        output::json(&v);
+    } else if list.is_empty() {
+        println!("no upstreams configured (add [[upstreams]] to the config to put MCP servers behind airlock)");
+    } else {
+        let rows = list
+            .iter()
+            .map(|u| {
+                let detail = match s(u, "state").as_str() {
+                    "up" => {
+                        format!("{} tools, {} (protocol {})", s(u, "tools"), s(u, "server"), s(u, "protocol_version"))
+                    }
+                    "down" => s(u, "error"),
+                    _ => String::new(),
+                };
+                vec![s(u, "name"), s(u, "transport"), s(u, "state"), s(u, "connections"), detail]
+            })
+            .collect();
+        println!("{}", output::table(&["NAME", "TRANSPORT", "STATE", "CONNECTIONS", "DETAIL"], rows));
+    }
+    Ok(if all_up { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     let (conn, method, path, body) = match &cmd {
         PolicyCommand::Status { conn } => (conn, reqwest::Method::GET, "/v1/policy", None),

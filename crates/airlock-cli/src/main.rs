@@ -66,6 +66,9 @@ enum Command {
     /// Policy lifecycle on a running server: status, reload, rollback, shadow, diff, promote.
     #[command(subcommand)]
     Policy(client::PolicyCommand),
+    /// Show the MCP servers behind the gateway: connected or not, why, and how often they were
+    /// (re)connected (humans; token in AIRLOCK_TOKEN). Exits 1 when any upstream is not up.
+    Upstreams(client::Conn),
     /// Be a stdio MCP server that forwards to airlock's /mcp endpoint (for clients that only
     /// launch stdio servers). The agent's token comes from AIRLOCK_TOKEN.
     ///
@@ -244,6 +247,7 @@ async fn main() -> ExitCode {
         Command::Token(TokenCommand::New { json }) => local::token_new(json),
         Command::Token(TokenCommand::Hash) => local::token_hash(),
         Command::Connect(args) => connect(args).await,
+        Command::Upstreams(conn) => client::upstreams(conn).await,
     };
     match result {
         Ok(code) => code,

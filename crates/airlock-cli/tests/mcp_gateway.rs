@@ -250,16 +250,27 @@ async fn a_killed_upstream_fails_clearly_and_comes_back() {
     let t = text(&r);
     assert!(t.contains("upstream `every`"), "{t}");
 
-    let mut recovered = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = call(&c, "every__echo", json!({"message": "after"})).await;
-        if r.is_error != Some(true) && text(&r).contains("after") {
-            recovered = true;
+    // Operators see it come back in `GET /v1/upstreams` (polled, not retried as calls: five
+    // identical failing calls would rightly trip the loop guard).
+    let mut status = Value::Null;
+    for _ in 0..300 {
+        status = gw.al.get("/v1/upstreams", ADMIN).await.body;
+        let every = status["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "every").cloned();
+        if every.as_ref().is_some_and(|u| u["state"] == "up" && u["connections"].as_u64() >= Some(2)) {
             break;
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(recovered, "the upstream was not restarted");
+    let every = status["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "every").unwrap();
+    assert_eq!(every["state"], "up", "the upstream was not restarted within 60 s: {status}");
+    assert_eq!(every["transport"], "stdio");
+    assert!(every["tools"].as_u64().unwrap() > 0, "{every}");
+    let r = call(&c, "every__echo", json!({"message": "after"})).await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert!(text(&r).contains("after"), "{}", text(&r));
+    let (code, out, err) = run(&["upstreams", "--server", &gw.al.url], &[("AIRLOCK_TOKEN", ADMIN)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("every") && out.contains("up") && out.contains("fs"), "{out}");
     let new_pid = std::fs::read_to_string(&gw.pid_file).unwrap().trim().to_string();
     assert_ne!(pid, new_pid);
     let actions = session_actions(&gw.al).await;

@@ -90,7 +90,7 @@ async fn sighup_reloads_the_policy() {
     assert!(!pid.is_empty());
     std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     let mut changed = false;
-    for _ in 0..50 {
+    for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if revision(&al).await != first {
             changed = true;
@@ -118,7 +118,7 @@ async fn a_shadow_candidate_records_disagreements_without_changing_outcomes() {
     al.act(BOT, &s, "inventory.list", json!({})).await;
 
     let mut report = Value::Null;
-    for _ in 0..50 {
+    for _ in 0..200 {
         report = al.get("/v1/policy/shadow", ALICE).await.body;
         if report["evaluated"] == 2 {
             break;

@@ -11,7 +11,7 @@ pub mod front;
 pub mod upstream;
 
 pub use front::{CallerIdentity, Front, Gateway, ToolCall, error_result};
-pub use upstream::{Health, Transport, UpstreamError, UpstreamSpec, Upstreams};
+pub use upstream::{Health, Transport, UpstreamError, UpstreamSpec, UpstreamStatus, Upstreams};
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client, once.
 /// Called before any HTTP client is built; harmless when a provider is already installed.

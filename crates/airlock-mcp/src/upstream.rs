@@ -110,6 +110,20 @@ pub enum Health {
     },
 }
 
+/// One upstream's status: what `GET /v1/upstreams` lists.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpstreamStatus {
+    /// The configured name (the prefix of its tools).
+    pub name: String,
+    /// `stdio` (a child process) or `http` (streamable HTTP).
+    pub transport: &'static str,
+    /// Connection state, flattened: `state` plus its fields.
+    #[serde(flatten)]
+    pub health: Health,
+    /// Connections made since start; more than 1 means it was restarted or reconnected.
+    pub connections: u64,
+}
+
 struct Conn {
     peer: Peer<RoleClient>,
     tools: Vec<Tool>,
@@ -229,6 +243,22 @@ impl Upstreams {
     /// Health of every upstream, by name.
     pub fn health(&self) -> Vec<(String, Health)> {
         self.inner.iter().map(|u| (u.spec.name.clone(), read(&u.health))).collect()
+    }
+
+    /// Status of every upstream, in configuration order, for status pages and `airlock upstreams`.
+    pub fn status(&self) -> Vec<UpstreamStatus> {
+        self.inner
+            .iter()
+            .map(|u| UpstreamStatus {
+                name: u.spec.name.clone(),
+                transport: match u.spec.transport {
+                    Transport::Stdio { .. } => "stdio",
+                    Transport::Http { .. } => "http",
+                },
+                health: read(&u.health),
+                connections: u.generation.load(std::sync::atomic::Ordering::SeqCst),
+            })
+            .collect()
     }
 
     /// The tools of every connected upstream, as `(upstream, tool)` with the upstream's own names.

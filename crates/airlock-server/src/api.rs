@@ -293,6 +293,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/actions", post(submit_action))
         .route("/v1/sessions/{id}/resume", post(resume_session))
         .route("/v1/breakers", get(list_breakers))
+        .route("/v1/upstreams", get(list_upstreams))
         .route("/v1/policy", get(policy_status))
         .route("/v1/policy/reload", post(policy_reload))
         .route("/v1/policy/rollback", post(policy_rollback))
@@ -560,6 +561,12 @@ async fn resume_session(
 async fn list_breakers(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
     require_human(&principal)?;
     Ok(Json(json!({ "breakers": state.engine.breakers() })))
+}
+
+async fn list_upstreams(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+    require_human(&principal)?;
+    let upstreams = state.gateway.as_ref().map(|g| g.upstreams().status()).unwrap_or_default();
+    Ok(Json(json!({ "upstreams": upstreams })))
 }
 
 async fn policy_status(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
