@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn allowed_action_runs_and_records_its_result() {
@@ -341,6 +341,64 @@ async fn expired_approval_releases_nothing() {
     // The same call again is a new action with a new approval.
     let again = al.act(BOT, &s, "short.lived", json!({})).await;
     assert_ne!(again.body["id"], r.body["id"]);
+}
+
+#[tokio::test]
+async fn an_approval_is_not_a_blank_cheque() {
+    let fx = Fixture::with_extra(POLICY, "[approvals]\nexecute_within_seconds = 1\n");
+    let al = fx.start();
+    let s = al.session(BOT).await;
+
+    // Approved but never run: it expires, and the agent can no longer report it as done.
+    let r = al.act(BOT, &s, "nodepool.scale", json!({"pool": "web", "count": 4})).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let approval = r.body["approval"]["id"].as_str().unwrap();
+    let vote = al.post(&format!("/v1/approvals/{approval}/approve"), ALICE, json!({"comment": "ok"})).await;
+    assert_eq!(vote.status, StatusCode::OK, "{}", vote.body);
+    let mut action = Value::Null;
+    for _ in 0..100 {
+        action = al.get(&format!("/v1/actions/{id}"), BOT).await.body;
+        if action["status"] != "approved" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(action["status"], "expired", "{action}");
+    al.post(&format!("/v1/actions/{id}/result"), BOT, json!({"ok": true}))
+        .await
+        .assert_problem(StatusCode::CONFLICT, "expired");
+    let events = al.get(&format!("/v1/sessions/{s}/events"), ADMIN).await;
+    let expired = events.body["events"].as_array().unwrap().iter().find(|e| e["kind"] == "action.expired").cloned();
+    let expired = expired.expect("an action.expired event in the journal");
+    assert_eq!(expired["payload"]["reason"]["rule"], "airlock.approval_unused", "{expired}");
+    // The same call again asks again.
+    let again = al.act(BOT, &s, "nodepool.scale", json!({"pool": "web", "count": 4})).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_ne!(again.body["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_kill_switch_cancels_approved_actions_that_have_not_run() {
+    let fx = Fixture::new(POLICY);
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    let r = al.act(BOT, &s, "nodepool.scale", json!({"pool": "web", "count": 6})).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let approval = r.body["approval"]["id"].as_str().unwrap();
+    al.post(&format!("/v1/approvals/{approval}/approve"), ALICE, json!({"comment": "ok"})).await;
+    assert_eq!(al.get(&format!("/v1/actions/{id}"), BOT).await.body["status"], "approved");
+
+    let ks = al.post("/v1/kill", ADMIN, json!({"scope": "agent", "target": "bot", "reason": "incident 77"})).await;
+    assert_eq!(ks.status, StatusCode::CREATED, "{}", ks.body);
+    let action = al.get(&format!("/v1/actions/{id}"), BOT).await.body;
+    assert_eq!(action["status"], "cancelled", "an approval given before the kill switch still let it run: {action}");
+    // Re-submitting the call does not join the old approval: the switch denies it.
+    let again = al.act(BOT, &s, "nodepool.scale", json!({"pool": "web", "count": 6})).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN, "{}", again.body);
+    assert_eq!(again.body["decision"]["reasons"][0]["rule"], "airlock.kill_switch");
+    al.post(&format!("/v1/actions/{id}/result"), BOT, json!({"ok": true}))
+        .await
+        .assert_problem(StatusCode::CONFLICT, "cancelled");
 }
 
 #[tokio::test]

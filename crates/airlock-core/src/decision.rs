@@ -13,6 +13,8 @@ use crate::model::{ApprovalRequirements, Decision, Effect, Reason, Risk, Tier};
 pub const RULE_POLICY_ERROR: &str = "airlock.policy_error";
 /// Rule name used when a `change` agent's allowed write is held for approval.
 pub const RULE_TIER_FLOOR: &str = "airlock.tier_floor";
+/// Reason rule of an approved action that was not run in time and expired.
+pub const RULE_APPROVAL_UNUSED: &str = "airlock.approval_unused";
 
 /// What the host read from the policy, before interpretation: the values of the rules
 /// `deny`, `require_approval` and `cost_usd` of package `airlock` (undefined rules are empty).

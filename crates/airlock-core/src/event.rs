@@ -47,6 +47,9 @@ pub enum EventKind {
     /// An action was cancelled before it ran.
     #[serde(rename = "action.cancelled")]
     ActionCancelled,
+    /// An approved action was not run within `[approvals] execute_within_seconds`.
+    #[serde(rename = "action.expired")]
+    ActionExpired,
     /// A kill switch was engaged.
     #[serde(rename = "kill.engaged")]
     KillEngaged,
@@ -81,6 +84,7 @@ impl EventKind {
             EventKind::ActionExecuting => "action.executing",
             EventKind::ActionCompleted => "action.completed",
             EventKind::ActionCancelled => "action.cancelled",
+            EventKind::ActionExpired => "action.expired",
             EventKind::KillEngaged => "kill.engaged",
             EventKind::KillReleased => "kill.released",
             EventKind::BreakerChanged => "breaker.changed",

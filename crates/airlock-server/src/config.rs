@@ -183,6 +183,7 @@ struct RawPolicy {
 struct RawApprovals {
     default_ttl_seconds: Option<u64>,
     allow_requester: Option<bool>,
+    execute_within_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -322,6 +323,8 @@ pub struct ApprovalsConfig {
     pub default_ttl_seconds: u64,
     /// Whether the human a session acts for may approve its actions.
     pub allow_requester: bool,
+    /// How long an approved action stays runnable; after that it expires unused.
+    pub execute_within_seconds: u64,
 }
 
 /// `[mcp]`
@@ -601,9 +604,14 @@ impl RawConfig {
         if !(1..=30 * 24 * 3600).contains(&ttl) {
             push("approvals.default_ttl_seconds", format!("must be between 1 and 2592000, got {ttl}"));
         }
+        let execute_within = self.approvals.execute_within_seconds.unwrap_or(3600);
+        if !(1..=7 * 24 * 3600).contains(&execute_within) {
+            push("approvals.execute_within_seconds", format!("must be between 1 and 604800, got {execute_within}"));
+        }
         let approvals = ApprovalsConfig {
             default_ttl_seconds: ttl,
             allow_requester: self.approvals.allow_requester.unwrap_or(false),
+            execute_within_seconds: execute_within,
         };
         let wait = self.mcp.approval_wait_seconds.unwrap_or(30);
         if wait > 3600 {

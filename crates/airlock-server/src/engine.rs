@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use airlock_core::decision::{ApprovalDefaults, apply_tier_floor};
+use airlock_core::decision::{ApprovalDefaults, RULE_APPROVAL_UNUSED, apply_tier_floor};
 use airlock_core::guard::{self, GuardContext};
 use airlock_core::limits::{self, Admission, Breaker, GuardLimits, TokenBucket, Transition};
 use airlock_core::{
@@ -1562,11 +1562,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Expires every pending approval past its time. Returns how many expired.
+    /// Expires every pending approval past its time, and every approved action not run within
+    /// `[approvals] execute_within_seconds`. Returns how many expired.
     pub async fn expire_due(&self) -> Result<usize> {
         let now = Utc::now();
+        let mut n = self.expire_unused(now).await?;
         let due = self.inner.store.approvals_due(now).await?;
-        let mut n = 0;
         for approval in due {
             let cell = self.cell(&approval.session_id);
             let mut guard = cell.lock().await;
@@ -1577,6 +1578,50 @@ impl Engine {
                 self.expire_locked(state, &mut approval, &mut action, now).await?;
                 n += 1;
             }
+        }
+        Ok(n)
+    }
+
+    /// An approval is consent to run an action soon, not whenever: approved actions that were not
+    /// run (claimed by the gateway, or reported by the agent) in time expire.
+    async fn expire_unused(&self, now: DateTime<Utc>) -> Result<usize> {
+        let window = chrono::Duration::seconds(self.inner.config.approvals.execute_within_seconds as i64);
+        let approved = self.inner.store.actions_with_status(ActionStatus::Approved, 1000).await?;
+        let mut n = 0;
+        for action in approved.into_iter().filter(|a| a.updated_at + window <= now) {
+            let cell = self.cell(&action.session_id);
+            let mut guard = cell.lock().await;
+            self.load_cell(&mut guard, &action.session_id).await?;
+            let Some(state) = guard.as_mut() else { continue };
+            let Some(mut action) = self.inner.store.action(&action.id).await? else { continue };
+            if action.status != ActionStatus::Approved || action.updated_at + window > now {
+                continue;
+            }
+            let approved_at = action.updated_at;
+            action.status = ActionStatus::Expired;
+            action.updated_at = now;
+            let reason = Reason::new(
+                RULE_APPROVAL_UNUSED,
+                format!(
+                    "approved at {} but not run within {} s ([approvals] execute_within_seconds); ask again",
+                    approved_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    window.num_seconds()
+                ),
+            );
+            let mut commit = Commit::default();
+            commit
+                .event(
+                    &action.session_id,
+                    EventKind::ActionExpired,
+                    now,
+                    json!({"action_id": action.id, "approved_at": approved_at, "reason": reason}),
+                )
+                .project(Projection::Action(Box::new(action.clone())));
+            self.commit(commit).await?;
+            state.waiting.retain(|_, id| id != &action.id);
+            drop(guard);
+            self.notify(&action.id);
+            n += 1;
         }
         Ok(n)
     }
@@ -1628,7 +1673,45 @@ impl Engine {
             }
         }
         self.cancel_covered(&ks).await?;
+        self.cancel_covered_approved(&ks).await?;
         Ok(ks)
+    }
+
+    /// Approved actions that have not run yet are cancelled by a kill switch that covers them:
+    /// an approval given before the switch must not let the action through after it.
+    async fn cancel_covered_approved(&self, ks: &KillSwitch) -> Result<()> {
+        let approved = self.inner.store.actions_with_status(ActionStatus::Approved, 100_000).await?;
+        for action in approved {
+            if !guard::kill_switch_covers(ks, &action.agent_id, action.upstream.as_deref(), &action.tool) {
+                continue;
+            }
+            let cell = self.cell(&action.session_id);
+            let mut guard = cell.lock().await;
+            self.load_cell(&mut guard, &action.session_id).await?;
+            let Some(state) = guard.as_mut() else { continue };
+            let Some(mut action) = self.inner.store.action(&action.id).await? else { continue };
+            if action.status != ActionStatus::Approved {
+                continue;
+            }
+            let now = Utc::now();
+            action.status = ActionStatus::Cancelled;
+            action.updated_at = now;
+            let reason = Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason));
+            let mut commit = Commit::default();
+            commit
+                .event(
+                    &action.session_id,
+                    EventKind::ActionCancelled,
+                    now,
+                    json!({"action_id": action.id, "reason": reason}),
+                )
+                .project(Projection::Action(Box::new(action.clone())));
+            self.commit(commit).await?;
+            state.waiting.retain(|_, id| id != &action.id);
+            drop(guard);
+            self.notify(&action.id);
+        }
+        Ok(())
     }
 
     async fn cancel_covered(&self, ks: &KillSwitch) -> Result<()> {

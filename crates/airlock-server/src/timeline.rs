@@ -85,6 +85,7 @@ pub fn entry(e: &StoredEvent) -> Value {
             }
         }
         "action.cancelled" => format!("cancelled: {}", s(&p["reason"], "msg")),
+        "action.expired" => format!("expired: {}", s(&p["reason"], "msg")),
         "session.status_changed" => match s(p, "status") {
             "paused" => format!("session paused by {} [{}]: {}", s(p, "by"), s(p, "rule"), s(p, "reason")),
             other => format!("session {other} by {}: {}", s(p, "by"), s(p, "comment")),
