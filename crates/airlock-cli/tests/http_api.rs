@@ -254,6 +254,21 @@ async fn restart_keeps_sessions_pending_approvals_and_kill_switches() {
 }
 
 #[tokio::test]
+async fn a_second_server_on_the_same_journal_is_refused() {
+    let fx = Fixture::new(POLICY);
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    let err = Airlock::start(&fx.config()).err().expect("a second airlock started on the same journal");
+    assert!(err.contains("in use by another airlock process (pid "), "{err}");
+    assert!(err.contains("data_dir"), "the error should say how to fix it: {err}");
+    // The first one is unaffected, and once it stops the journal opens again with its state.
+    assert_eq!(al.act(BOT, &s, "ticket.create", json!({"n": 1})).await.status, StatusCode::OK);
+    al.stop();
+    let again = fx.start();
+    assert_eq!(again.get(&format!("/v1/sessions/{s}"), BOT).await.body["actions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn approval_rules_are_enforced() {
     let fx = Fixture::new(POLICY);
     let al = fx.start();

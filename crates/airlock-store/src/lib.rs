@@ -54,6 +54,17 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Another process holds the journal's writer lock.
+    #[error(
+        "the journal at `{path}` is in use by another airlock process{holder}; stop that one first, \
+         or give this one its own `[server] data_dir` (`airlock audit verify` can read a journal in use)"
+    )]
+    InUse {
+        /// Path of the database.
+        path: String,
+        /// ` (pid N)` when the lock file names it.
+        holder: String,
+    },
     /// The journal could not write (disk full, I/O error, locked database).
     #[error("the journal could not write: {0}")]
     Unavailable(String),

@@ -196,6 +196,7 @@ impl SqliteStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::Open { path: path.display().to_string(), message: e.to_string() })?;
         }
+        let lock = lock_writer(path)?;
         let conn = open_connection(path)?;
         conn.execute_batch(SCHEMA)?;
         let heads = load_heads(&conn)?;
@@ -205,7 +206,7 @@ impl SqliteStore {
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
             .name("airlock-journal".into())
-            .spawn(move || Writer { conn, heads, stats: writer_stats, max_batch }.run(receiver))
+            .spawn(move || Writer { conn, heads, stats: writer_stats, max_batch, _lock: lock }.run(receiver))
             .map_err(|e| Error::Open { path: path.display().to_string(), message: e.to_string() })?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -284,6 +285,40 @@ struct Writer {
     heads: HashMap<String, (u64, String)>,
     stats: Arc<Mutex<WriterStats>>,
     max_batch: usize,
+    /// Held until the writer thread ends: one writer per journal.
+    _lock: std::fs::File,
+}
+
+/// Takes the exclusive writer lock `<journal>.lock` (an advisory `flock`, released by the kernel
+/// when the process exits, also on a crash). The writer keeps the hash-chain heads in memory, so
+/// a second writer on the same file would fork the chains: refuse it instead.
+fn lock_writer(path: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let open_err = |e: std::io::Error| Error::Open { path: lock_path.display().to_string(), message: e.to_string() };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(open_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim().parse::<u32>().map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+            return Err(Error::InUse { path: path.display().to_string(), holder });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
+    }
+    file.set_len(0).map_err(open_err)?;
+    file.rewind().map_err(open_err)?;
+    write!(file, "{}", std::process::id()).map_err(open_err)?;
+    Ok(file)
 }
 
 impl Writer {
