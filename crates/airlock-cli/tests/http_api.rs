@@ -486,4 +486,9 @@ async fn bad_input_gets_clear_errors() {
     // Nothing was recorded for the refused requests.
     let session = al.get(&format!("/v1/sessions/{s}"), BOT).await;
     assert_eq!(session.body["actions"], json!([]));
+    // Query strings are checked too, with the same kind of answer.
+    let first = al.act(BOT, &s, "ticket.create", json!({"n": 0})).await;
+    let first = first.body["id"].as_str().unwrap().to_string();
+    al.get(&format!("/v1/actions/{first}?wait=soon"), BOT).await.assert_problem(StatusCode::BAD_REQUEST, "wait");
+    al.get("/v1/approvals?limit=lots", ALICE).await.assert_problem(StatusCode::BAD_REQUEST, "limit");
 }

@@ -280,6 +280,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// Query-string parameters, with errors as `problem+json` naming the parameter (axum's own
+/// `Query` answers in plain text).
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri).map(|Query(v)| Params(v)).map_err(|e| {
+            let detail = e.body_text();
+            let detail = detail.strip_prefix("Failed to deserialize query string: ").unwrap_or(&detail);
+            Problem::bad_request(format!("invalid query string `?{}`: {detail}", parts.uri.query().unwrap_or("")))
+        })
+    }
+}
+
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
     let limit = state.engine.config().server.max_body_bytes;
@@ -379,7 +395,7 @@ struct SessionQuery {
 async fn list_sessions(
     State(state): State<AppState>,
     principal: Principal,
-    Query(q): Query<SessionQuery>,
+    Params(q): Params<SessionQuery>,
 ) -> Result<Json<Value>, Problem> {
     let status = match q.status.as_deref() {
         None => None,
@@ -645,7 +661,7 @@ async fn get_action(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    Params(q): Params<WaitQuery>,
 ) -> Result<Json<ActionView>, Problem> {
     let max = state.engine.config().server.max_wait;
     let wait = match q.wait {
@@ -694,7 +710,7 @@ struct ApprovalSummary {
 async fn list_approvals(
     State(state): State<AppState>,
     principal: Principal,
-    Query(q): Query<ApprovalQuery>,
+    Params(q): Params<ApprovalQuery>,
 ) -> Result<Json<Value>, Problem> {
     require_human(&principal)?;
     let status = match q.status.as_deref() {
@@ -792,7 +808,7 @@ struct KillQuery {
 async fn list_kill(
     State(state): State<AppState>,
     principal: Principal,
-    Query(q): Query<KillQuery>,
+    Params(q): Params<KillQuery>,
 ) -> Result<Json<Value>, Problem> {
     require_human(&principal)?;
     let list = state.engine.kill_switches(q.all).await?;
