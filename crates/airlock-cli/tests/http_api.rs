@@ -163,6 +163,25 @@ async fn idempotency_key_retry_returns_the_first_outcome() {
     let d2 = al.raw_post(&format!("/v1/sessions/{s}/actions"), BOT, deny, &h2).await;
     assert_eq!((d1.status, d2.status), (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN));
     assert_eq!(d1.body["id"], d2.body["id"]);
+
+    // A keyed call that joined a waiting action replays that action after it finished, instead
+    // of asking (and running) again.
+    let scale = json!({"tool": "nodepool.scale", "arguments": {"pool": "gpu", "count": 8}});
+    let scale = serde_json::to_vec(&scale).unwrap();
+    let opened = al.raw_post(&format!("/v1/sessions/{s}/actions"), BOT, scale.clone(), &[]).await;
+    assert_eq!(opened.status, StatusCode::ACCEPTED);
+    let h3 = [("idempotency-key", "req-9")];
+    let joined = al.raw_post(&format!("/v1/sessions/{s}/actions"), BOT, scale.clone(), &h3).await;
+    assert_eq!(joined.body["id"], opened.body["id"], "{}", joined.body);
+    let approval = opened.body["approval"]["id"].as_str().unwrap();
+    al.post(&format!("/v1/approvals/{approval}/approve"), ALICE, json!({"comment": "ok"})).await;
+    let id = opened.body["id"].as_str().unwrap();
+    let done = al.post(&format!("/v1/actions/{id}/result"), BOT, json!({"ok": true})).await;
+    assert_eq!(done.body["status"], "succeeded", "{}", done.body);
+    let retry = al.raw_post(&format!("/v1/sessions/{s}/actions"), BOT, scale, &h3).await;
+    assert_eq!(retry.body["id"], opened.body["id"], "the keyed retry became a new action: {}", retry.body);
+    assert_eq!(retry.body["status"], "succeeded");
+    assert_eq!(retry.headers.get("idempotent-replayed").unwrap(), "true");
 }
 
 #[tokio::test]

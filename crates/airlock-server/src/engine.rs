@@ -857,6 +857,14 @@ impl Engine {
                         now,
                         json!({"action_id": existing.id, "digest": digest, "status": existing.status}),
                     );
+                    // A retry with this call's key must find the action it joined, not run anew.
+                    if let Some(key) = &request.idempotency_key {
+                        commit.project(Projection::IdempotencyKey {
+                            agent_id: agent.agent.id.clone(),
+                            key: key.clone(),
+                            action_id: existing.id.clone(),
+                        });
+                    }
                     self.inner.store.commit(commit).await?;
                     return Ok(Submission { view: self.view(existing).await?, outcome: Outcome::Joined });
                 }

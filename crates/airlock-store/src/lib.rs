@@ -107,6 +107,16 @@ pub enum Projection {
     Breaker(Breaker),
     /// A policy revision with its files, marked active at `activated_at`.
     PolicyRevision(PolicyRecord),
+    /// An `Idempotency-Key` sent with a call that joined an existing action: a retry with the
+    /// key returns that action. (The key of the call that opened an action is on the action.)
+    IdempotencyKey {
+        /// The agent; keys are per agent.
+        agent_id: String,
+        /// The key.
+        key: String,
+        /// The action the call joined.
+        action_id: String,
+    },
 }
 
 /// A policy revision kept in the journal, so it can be restored without its files.

@@ -99,6 +99,12 @@ CREATE TABLE IF NOT EXISTS breakers (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS actions_agent ON actions (agent_id, created_at);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    agent_id  TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    action_id TEXT NOT NULL,
+    PRIMARY KEY (agent_id, key)
+);
 CREATE INDEX IF NOT EXISTS actions_open ON actions (status, created_at)
     WHERE status IN ('pending_approval', 'approved', 'executing');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
@@ -135,19 +141,21 @@ struct Prepared {
 impl Prepared {
     fn of(commit: &Commit) -> Result<Prepared> {
         let payloads = commit.events.iter().map(|e| airlock_core::canonical_json(&e.payload)).collect();
-        let documents = commit
-            .projections
-            .iter()
-            .map(|p| match p {
-                Projection::Session(s) => to_json(s),
-                Projection::Action(a) => to_json(a.as_ref()),
-                Projection::Approval(a) => to_json(a),
-                Projection::KillSwitch(k) => to_json(k),
-                Projection::Breaker(b) => to_json(b),
-                Projection::PolicyRevision(r) => to_json(r),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let documents = commit.projections.iter().map(projection_json).collect::<Result<Vec<_>>>()?;
         Ok(Prepared { payloads, documents })
+    }
+}
+
+/// The stored JSON document of a projection (empty for rows without one).
+fn projection_json(p: &Projection) -> Result<String> {
+    match p {
+        Projection::Session(s) => to_json(s),
+        Projection::Action(a) => to_json(a.as_ref()),
+        Projection::Approval(a) => to_json(a),
+        Projection::KillSwitch(k) => to_json(k),
+        Projection::Breaker(b) => to_json(b),
+        Projection::PolicyRevision(r) => to_json(r),
+        Projection::IdempotencyKey { .. } => Ok(String::new()),
     }
 }
 
@@ -493,10 +501,13 @@ fn apply(
         }
     }
     for (i, projection) in commit.projections.iter().enumerate() {
-        let doc = |fallback: Result<String>| -> Result<String> {
-            match prepared.documents.get(i) {
-                Some(d) => Ok(d.clone()),
-                None => fallback,
+        // Serialised by the caller (`Prepared`), so the single writer does not do it again.
+        let fallback;
+        let doc: &str = match prepared.documents.get(i) {
+            Some(d) => d,
+            None => {
+                fallback = projection_json(projection)?;
+                &fallback
             }
         };
         match projection {
@@ -510,7 +521,7 @@ fn apply(
                     s.agent_id,
                     status_name(&s.status),
                     fmt_time(&s.created_at),
-                    doc(to_json(s))?
+                    doc
                 ])?;
             }
             Projection::Action(a) => {
@@ -528,7 +539,7 @@ fn apply(
                     a.digest,
                     a.idempotency_key,
                     fmt_time(&a.created_at),
-                    doc(to_json(a.as_ref()))?
+                    doc
                 ])
                 .map_err(|e| map_unique(e, "idempotency key already used"))?;
             }
@@ -545,7 +556,7 @@ fn apply(
                     p.status.as_str(),
                     fmt_time(&p.expires_at),
                     fmt_time(&p.created_at),
-                    doc(to_json(p))?
+                    doc
                 ])?;
             }
             Projection::PolicyRevision(r) => {
@@ -553,20 +564,25 @@ fn apply(
                     "INSERT INTO policy_revisions (revision, activated_at, body) VALUES (?1, ?2, ?3)
                      ON CONFLICT (revision) DO UPDATE SET activated_at = excluded.activated_at, body = excluded.body",
                 )?
-                .execute(params![r.revision, fmt_time(&r.activated_at), doc(to_json(r))?])?;
+                .execute(params![r.revision, fmt_time(&r.activated_at), doc])?;
+            }
+            Projection::IdempotencyKey { agent_id, key, action_id } => {
+                conn.prepare_cached("INSERT INTO idempotency_keys (agent_id, key, action_id) VALUES (?1, ?2, ?3)")?
+                    .execute(params![agent_id, key, action_id])
+                    .map_err(|e| map_unique(e, "idempotency key already used"))?;
             }
             Projection::Breaker(b) => {
                 conn.prepare_cached(
                     "INSERT INTO breakers (tool, body) VALUES (?1, ?2) ON CONFLICT (tool) DO UPDATE SET body = excluded.body",
                 )?
-                .execute(params![b.tool, doc(to_json(b))?])?;
+                .execute(params![b.tool, doc])?;
             }
             Projection::KillSwitch(k) => {
                 conn.prepare_cached(
                     "INSERT INTO kill_switches (id, active, engaged_at, body) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (id) DO UPDATE SET active = excluded.active, body = excluded.body",
                 )?
-                .execute(params![k.id, k.is_active(), fmt_time(&k.engaged_at), doc(to_json(k))?])?;
+                .execute(params![k.id, k.is_active(), fmt_time(&k.engaged_at), doc])?;
             }
         }
     }
@@ -781,7 +797,16 @@ impl crate::Store for SqliteStore {
     async fn action_by_idempotency_key(&self, agent_id: &str, key: &str) -> Result<Option<Action>> {
         let (agent, key) = (agent_id.to_string(), key.to_string());
         self.read(move |c| {
-            query_doc(c, "SELECT id, body FROM actions WHERE agent_id = ?1 AND idempotency_key = ?2", &[&agent, &key])
+            // The key of the call that opened the action, or of a call that joined it.
+            query_doc(
+                c,
+                "SELECT id, body FROM actions WHERE agent_id = ?1 AND idempotency_key = ?2
+                 UNION ALL
+                 SELECT a.id, a.body FROM idempotency_keys k JOIN actions a ON a.id = k.action_id
+                 WHERE k.agent_id = ?1 AND k.key = ?2
+                 LIMIT 1",
+                &[&agent, &key],
+            )
         })
         .await
     }
