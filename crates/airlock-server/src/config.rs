@@ -721,6 +721,26 @@ impl RawConfig {
             } else if !names.insert(u.name.clone()) {
                 push(&key("name"), format!("`{}` is used twice", u.name));
             }
+            // Header and environment values may be `env:NAME`, so tokens stay out of the file.
+            let mut from_env = |field: &str, map: BTreeMap<String, String>| -> BTreeMap<String, String> {
+                map.into_iter()
+                    .map(|(name, value)| match value.strip_prefix("env:") {
+                        Some(var) => match env.var(var) {
+                            Some(v) => (name, v),
+                            None => {
+                                push(
+                                    &format!("upstreams[{i}].{field}.{name}"),
+                                    format!("environment variable `{var}` is not set"),
+                                );
+                                (name, String::new())
+                            }
+                        },
+                        None => (name, value),
+                    })
+                    .collect()
+            };
+            let (u_env, u_headers) = (from_env("env", u.env), from_env("headers", u.headers));
+            let u = RawUpstream { env: u_env, headers: u_headers, ..u };
             let transport = match (u.command, u.url) {
                 (Some(command), None) => {
                     if !u.headers.is_empty() {
@@ -973,5 +993,22 @@ mod tests {
         let err = parse("[policy]\ndir = \".\"\n[[upstreams]]\nname = \"a__b\"\n").unwrap_err();
         let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, vec!["upstreams[0].name", "upstreams[0].command"]);
+    }
+
+    #[test]
+    fn upstream_headers_and_env_read_env_references() {
+        let base = "[policy]\ndir = \".\"\n[[upstreams]]\nname = \"tickets\"\nurl = \"https://mcp.example/mcp\"\n";
+        let c = parse(&format!("{base}headers = {{ Authorization = \"env:BOT_TOKEN\", X-Team = \"sre\" }}\n")).unwrap();
+        let UpstreamTransport::Http { headers, .. } = &c.upstreams[0].transport else { panic!("not http") };
+        assert_eq!(headers["Authorization"], env().var("BOT_TOKEN").unwrap());
+        assert_eq!(headers["X-Team"], "sre");
+
+        let err = parse(&format!(
+            "{base}headers = {{ Authorization = \"env:NOPE\" }}\n[[upstreams]]\nname = \"fs\"\ncommand = \"x\"\nenv = {{ KEY = \"env:ALSO_NOPE\" }}\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["upstreams[0].headers.Authorization", "upstreams[1].env.KEY"], "{err}");
+        assert!(err.to_string().contains("`NOPE` is not set"), "{err}");
     }
 }
