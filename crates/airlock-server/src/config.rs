@@ -459,12 +459,10 @@ impl Config {
             Ok(raw) => raw,
             Err(e) => {
                 // Report the typed error with its key path.
-                let mut problems: Vec<(String, String)> =
-                    unknown.iter().map(|k| (fix_path(k), "unknown key".to_string())).collect();
-                let typed: Result<RawConfig, _> = serde_path_to_error::deserialize(value);
-                match typed {
-                    Err(e) => problems.push((fix_path(&e.path().to_string()), e.inner().to_string())),
-                    Ok(_) => problems.push((String::new(), e.to_string())),
+                let mut problems = type_problems(&value);
+                if problems.is_empty() {
+                    problems.extend(unknown.iter().map(|k| (fix_path(k), unknown_key_message(k))));
+                    problems.push((String::new(), e.to_string()));
                 }
                 return Err(fail(problems));
             }
@@ -481,6 +479,79 @@ impl Config {
             Err(fail(problems))
         }
     }
+}
+
+/// Every type error in the file, not only the first: each field of each section (and of each
+/// array element) is checked on its own, then each element whole for missing fields.
+fn type_problems(value: &toml::Value) -> Vec<(String, String)> {
+    /// Deserialises `{section: value}` and returns its first error, if any.
+    /// Unknown keys met on the way are reported too: the full pass stopped before most of them.
+    fn first_error(section: &str, value: toml::Value) -> Option<(String, String)> {
+        let mut root = toml::Table::new();
+        root.insert(section.to_string(), value);
+        let mut unknown = Vec::new();
+        let mut note = |p: serde_ignored::Path| unknown.push(p.to_string());
+        let result = serde_path_to_error::deserialize::<_, RawConfig>(serde_ignored::Deserializer::new(
+            toml::Value::Table(root),
+            &mut note,
+        ));
+        if let Some(k) = unknown.first() {
+            return Some((fix_path(k), unknown_key_message(k)));
+        }
+        result.err().map(|e| {
+            let message = e.inner().to_string();
+            // toml appends its own `in `a.b`` location; the key path is reported already.
+            let message = message.split("\nin `").next().unwrap_or(&message).trim_end().to_string();
+            (fix_path(&e.path().to_string()), message)
+        })
+    }
+    // Each field alone, then the table without the fields already reported, for missing fields.
+    fn check_table(
+        section: &str,
+        table: &toml::Table,
+        wrap: &dyn Fn(toml::Value) -> toml::Value,
+        out: &mut Vec<(String, String)>,
+    ) {
+        let mut rest = table.clone();
+        for (field, v) in table {
+            let mut one = toml::Table::new();
+            one.insert(field.clone(), v.clone());
+            if let Some(problem) =
+                first_error(section, wrap(toml::Value::Table(one))).filter(|(_, m)| !m.starts_with("missing field"))
+            {
+                out.push(problem);
+                rest.remove(field);
+            }
+        }
+        if let Some((key, message)) = first_error(section, wrap(toml::Value::Table(rest))) {
+            let removed = table.keys().any(|f| message.starts_with(&format!("missing field `{f}`")));
+            if message.starts_with("missing field") && !removed {
+                out.push((key, message));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let Some(root) = value.as_table() else { return out };
+    for (section, v) in root {
+        match v {
+            toml::Value::Array(items) => {
+                for (j, item) in items.iter().enumerate() {
+                    let mut found = Vec::new();
+                    match item.as_table() {
+                        Some(t) => check_table(section, t, &|x| toml::Value::Array(vec![x]), &mut found),
+                        None => found.extend(first_error(section, toml::Value::Array(vec![item.clone()]))),
+                    }
+                    let (from, to) = (format!("{section}[0]"), format!("{section}[{j}]"));
+                    out.extend(found.into_iter().map(|(k, m)| (k.replacen(&from, &to, 1), m)));
+                }
+            }
+            toml::Value::Table(t) => check_table(section, t, &|x| x, &mut out),
+            other => out.extend(first_error(section, other.clone())),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn toml_message(e: &toml::de::Error) -> String {
@@ -966,6 +1037,29 @@ mod tests {
         let (key, msg) = &err.problems[0];
         assert_eq!(key, "agents[0].tier");
         assert!(msg.contains("boss"), "{msg}");
+
+        // Every type error at once, across sections, fields and array elements, with missing
+        // fields named too.
+        let err = parse(
+            "[server]\nlisten = 7878\nmax_body_bytes = \"big\"\nport = 1\n[policy]\ndir = \".\"\ntimeout_ms = \"fast\"\n\
+             [[agents]]\nid = \"a\"\ntoken = \"env:BOT_TOKEN\"\nowner = \"o\"\ntier = \"change\"\n\
+             [[agents]]\nid = \"b\"\ntoken = \"env:BOT_TOKEN\"\ntier = \"boss\"\nlabels = [1]\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
+        for expected in [
+            "server.listen",
+            "server.max_body_bytes",
+            "server.port",
+            "policy.timeout_ms",
+            "agents[1].tier",
+            "agents[1].labels",
+            "agents[1]",
+        ] {
+            assert!(keys.contains(&expected), "`{expected}` not reported: {err}");
+        }
+        assert!(!keys.iter().any(|k| k.starts_with("agents[0]")), "agents[0] is fine: {err}");
+        assert!(err.to_string().contains("missing field `owner`"), "{err}");
     }
 
     #[test]
