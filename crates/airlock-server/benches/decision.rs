@@ -149,13 +149,6 @@ impl Store for Discard {
     ) -> airlock_store::Result<Vec<airlock_core::Approval>> {
         self.0.approvals(status, limit).await
     }
-    async fn actions_with_status(
-        &self,
-        status: airlock_core::ActionStatus,
-        limit: usize,
-    ) -> airlock_store::Result<Vec<airlock_core::Action>> {
-        self.0.actions_with_status(status, limit).await
-    }
     async fn approvals_due(&self, now: chrono::DateTime<Utc>) -> airlock_store::Result<Vec<airlock_core::Approval>> {
         self.0.approvals_due(now).await
     }

@@ -1594,7 +1594,7 @@ impl Engine {
     /// run (claimed by the gateway, or reported by the agent) in time expire.
     async fn expire_unused(&self, now: DateTime<Utc>) -> Result<usize> {
         let window = chrono::Duration::seconds(self.inner.config.approvals.execute_within_seconds as i64);
-        let approved = self.inner.store.actions_with_status(ActionStatus::Approved, 1000).await?;
+        let approved = self.inner.store.actions_in_status(ActionStatus::Approved).await?;
         let mut n = 0;
         for action in approved.into_iter().filter(|a| a.updated_at + window <= now) {
             let cell = self.cell(&action.session_id);
@@ -1688,7 +1688,7 @@ impl Engine {
     /// Approved actions that have not run yet are cancelled by a kill switch that covers them:
     /// an approval given before the switch must not let the action through after it.
     async fn cancel_covered_approved(&self, ks: &KillSwitch) -> Result<()> {
-        let approved = self.inner.store.actions_with_status(ActionStatus::Approved, 100_000).await?;
+        let approved = self.inner.store.actions_in_status(ActionStatus::Approved).await?;
         for action in approved {
             if !guard::kill_switch_covers(ks, &action.agent_id, action.upstream.as_deref(), &action.tool) {
                 continue;

@@ -269,8 +269,6 @@ pub trait Store: Send + Sync + 'static {
     async fn approval(&self, id: &str) -> Result<Option<Approval>>;
     /// Approvals, newest first, optionally in one state.
     async fn approvals(&self, status: Option<ApprovalStatus>, limit: usize) -> Result<Vec<Approval>>;
-    /// Actions in one status, oldest first (for sweeps over the few open ones).
-    async fn actions_with_status(&self, status: ActionStatus, limit: usize) -> Result<Vec<Action>>;
     /// Pending approvals whose expiry is at or before `now`.
     async fn approvals_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>>;
     /// Kill switches, newest first.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use airlock_core::{Action, ActionStatus, Approval, ApprovalStatus, KillSwitch, Session};
+use airlock_core::{Action, Approval, ApprovalStatus, KillSwitch, Session};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
@@ -823,19 +823,6 @@ impl crate::Store for SqliteStore {
             query_docs(
                 c,
                 "SELECT id, body FROM approvals WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2",
-                &[&status, &limit],
-            )
-        })
-        .await
-    }
-
-    async fn actions_with_status(&self, status: ActionStatus, limit: usize) -> Result<Vec<Action>> {
-        let status = status.as_str().to_string();
-        let limit = if limit == 0 { 100 } else { limit } as i64;
-        self.read(move |c| {
-            query_docs(
-                c,
-                "SELECT id, body FROM actions WHERE status = ?1 ORDER BY created_at, id LIMIT ?2",
                 &[&status, &limit],
             )
         })
