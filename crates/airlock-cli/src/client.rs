@@ -119,6 +119,17 @@ pub enum SessionsCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Close a session (admins, or the session's agent): no new actions, and its pending
+    /// approvals and approved-but-unrun actions are cancelled.
+    Close {
+        /// Session id (`ses_…`).
+        id: String,
+        /// Why; recorded in the journal.
+        #[arg(long, short = 'm', default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 struct Client {
@@ -406,6 +417,17 @@ pub async fn sessions(cmd: SessionsCommand) -> anyhow::Result<ExitCode> {
                 output::json(&v);
             } else {
                 println!("session {id} is {} again", s(&v, "status"));
+            }
+        }
+        SessionsCommand::Close { id, reason, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c
+                .call(reqwest::Method::POST, &format!("/v1/sessions/{id}/close"), Some(json!({"reason": reason})))
+                .await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                println!("session {id} is {} ({})", s(&v, "status"), s(&v, "status_reason"));
             }
         }
         SessionsCommand::Show { id, conn } => {

@@ -288,6 +288,55 @@ async fn a_second_server_on_the_same_journal_is_refused() {
 }
 
 #[tokio::test]
+async fn closing_a_session_cancels_what_waits_in_it() {
+    let fx = Fixture::new(POLICY);
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    let pending = al.act(BOT, &s, "nodepool.scale", json!({"pool": "a", "count": 2})).await;
+    let approved = al.act(BOT, &s, "nodepool.scale", json!({"pool": "b", "count": 2})).await;
+    let approval = approved.body["approval"]["id"].as_str().unwrap();
+    al.post(&format!("/v1/approvals/{approval}/approve"), ALICE, json!({"comment": "ok"})).await;
+    let running = al.act(BOT, &s, "ticket.create", json!({"n": 1})).await;
+    assert_eq!(running.body["status"], "executing");
+    let close = format!("/v1/sessions/{s}/close");
+
+    // Only its agent or an admin.
+    al.post(&close, ALICE, json!({})).await.assert_problem(StatusCode::FORBIDDEN, "admin");
+    al.post(&close, CHANGE_BOT, json!({})).await.assert_problem(StatusCode::NOT_FOUND, &s);
+    let closed = al.post(&close, BOT, json!({"reason": "task done"})).await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+    assert_eq!(closed.body["status"], "closed");
+    assert_eq!(closed.body["status_reason"], "task done");
+
+    let action = |r: &Reply| format!("/v1/actions/{}", r.body["id"].as_str().unwrap());
+    let p = al.get(&action(&pending), BOT).await;
+    assert_eq!(
+        (p.body["status"].as_str(), p.body["approval"]["status"].as_str()),
+        (Some("cancelled"), Some("cancelled"))
+    );
+    assert_eq!(al.get(&action(&approved), BOT).await.body["status"], "cancelled");
+    assert_eq!(al.get("/v1/approvals?status=pending", ALICE).await.body["approvals"], json!([]));
+    // What was already running can still report its outcome; nothing new is accepted.
+    let done = al.post(&format!("{}/result", action(&running)), BOT, json!({"ok": true})).await;
+    assert_eq!(done.body["status"], "succeeded", "{}", done.body);
+    let after = al.act(BOT, &s, "ticket.create", json!({"n": 2})).await;
+    assert_eq!(after.status, StatusCode::FORBIDDEN);
+    assert!(after.body["decision"]["reasons"][0]["msg"].as_str().unwrap().contains("closed"), "{}", after.body);
+    // Closing again changes nothing; the close survives a restart.
+    assert_eq!(al.post(&close, BOT, json!({})).await.body["status_reason"], "task done");
+    al.stop();
+    let al = fx.start();
+    assert_eq!(al.get(&format!("/v1/sessions/{s}"), BOT).await.body["status"], "closed");
+
+    // Admins close from the command line.
+    let other = al.session(BOT).await;
+    let (code, out, err) =
+        run(&["sessions", "close", &other, "-m", "runaway agent", "--server", &al.url], &[("AIRLOCK_TOKEN", ADMIN)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("closed") && out.contains("runaway agent"), "{out}");
+}
+
+#[tokio::test]
 async fn approval_rules_are_enforced() {
     let fx = Fixture::new(POLICY);
     let al = fx.start();

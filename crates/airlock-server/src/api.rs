@@ -308,6 +308,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/timeline", get(session_timeline))
         .route("/v1/sessions/{id}/actions", post(submit_action))
         .route("/v1/sessions/{id}/resume", post(resume_session))
+        .route("/v1/sessions/{id}/close", post(close_session))
         .route("/v1/breakers", get(list_breakers))
         .route("/v1/upstreams", get(list_upstreams))
         .route("/v1/policy", get(policy_status))
@@ -572,6 +573,26 @@ async fn resume_session(
 ) -> Result<Json<airlock_core::Session>, Problem> {
     let human = require_human(&principal)?;
     Ok(Json(state.engine.resume_session(&human, &id, &body.comment).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    #[serde(default)]
+    reason: String,
+}
+
+async fn close_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Body(body): Body<CloseBody>,
+) -> Result<Json<airlock_core::Session>, Problem> {
+    let closer = match &principal {
+        Principal::Agent(a) => engine::SessionCloser::Agent(a),
+        Principal::Human(h) => engine::SessionCloser::Human(h),
+    };
+    Ok(Json(state.engine.close_session(closer, &id, &body.reason).await?))
 }
 
 async fn list_breakers(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {

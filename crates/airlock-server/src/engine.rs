@@ -28,6 +28,15 @@ use crate::catalog::{Catalog, ToolInfo, allowlist_covers};
 use crate::config::{AgentConfig, Config, HumanConfig};
 use crate::telemetry as tm;
 
+/// Who closes a session ([`Engine::close_session`]).
+#[derive(Debug, Clone, Copy)]
+pub enum SessionCloser<'a> {
+    /// The session's own agent, when its task is done.
+    Agent(&'a AgentConfig),
+    /// An admin.
+    Human(&'a HumanConfig),
+}
+
 /// Why the engine refused a request. Policy denials are not errors: they are decisions.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -675,6 +684,94 @@ impl Engine {
         self.commit(commit).await?;
         state.session = session.clone();
         state.recent.clear();
+        Ok(session)
+    }
+
+    /// Closes a session: no new actions, and what still waits in it (pending approvals, approved
+    /// actions that have not run) is cancelled, all in one journal commit. The session's own
+    /// agent or an admin may close it; closing a closed session returns it unchanged.
+    pub async fn close_session(&self, by: SessionCloser<'_>, session_id: &str, reason: &str) -> Result<Session> {
+        let by_id = match by {
+            SessionCloser::Agent(a) => a.agent.id.clone(),
+            SessionCloser::Human(h) => {
+                if !h.human.has_role(Role::Admin) {
+                    return Err(Error::Forbidden {
+                        rule: "role",
+                        msg: format!("`{}` needs the `admin` role to close another's session", h.human.id),
+                    });
+                }
+                h.human.id.clone()
+            }
+        };
+        let cell = self.cell(session_id);
+        let mut guard = cell.lock().await;
+        self.load_cell(&mut guard, session_id).await?;
+        let Some(state) = guard.as_mut() else {
+            return Err(Error::NotFound { what: "session", id: session_id.to_string() });
+        };
+        if let SessionCloser::Agent(a) = by
+            && state.session.agent_id != a.agent.id
+        {
+            return Err(Error::NotFound { what: "session", id: session_id.to_string() });
+        }
+        if state.session.status == SessionStatus::Closed {
+            return Ok(state.session.clone());
+        }
+        let now = Utc::now();
+        let reason = match reason.trim() {
+            "" => format!("closed by {by_id}"),
+            r => r.to_string(),
+        };
+        let mut commit = Commit::default();
+        let why = Reason::new(guard::RULE_SESSION_STATE, format!("session closed: {reason}"));
+        let mut cancelled = Vec::new();
+        let mut approvals_closed = false;
+        for mut action in self.inner.store.waiting_actions(session_id).await? {
+            let mut approval = match &action.approval_id {
+                Some(id) if action.status == ActionStatus::PendingApproval => self.inner.store.approval(id).await?,
+                _ => None,
+            };
+            action.status = ActionStatus::Cancelled;
+            action.updated_at = now;
+            commit.event(
+                session_id,
+                EventKind::ActionCancelled,
+                now,
+                json!({"action_id": action.id, "approval_id": approval.as_ref().map(|a| a.id.clone()), "reason": why}),
+            );
+            if let Some(approval) = approval.as_mut().filter(|a| a.status == ApprovalStatus::Pending) {
+                self.approval_closed(approval, action.trace.as_ref(), ApprovalStatus::Cancelled, now);
+                approval.status = ApprovalStatus::Cancelled;
+                approval.resolved_at = Some(now);
+                crate::notify::enqueue(&self.inner.config, &mut commit, "approval.resolved", approval, &action, now);
+                commit.project(Projection::Approval(approval.clone()));
+                approvals_closed = true;
+            }
+            commit.project(Projection::Action(Box::new(action.clone())));
+            cancelled.push(action.id);
+        }
+        let mut session = state.session.clone();
+        session.status = SessionStatus::Closed;
+        session.status_reason = Some(reason.clone());
+        session.updated_at = now;
+        commit
+            .event(
+                session_id,
+                EventKind::SessionStatusChanged,
+                now,
+                json!({"status": "closed", "by": by_id, "reason": reason, "cancelled": cancelled}),
+            )
+            .project(Projection::Session(session.clone()));
+        self.commit(commit).await?;
+        state.session = session.clone();
+        state.waiting.clear();
+        drop(guard);
+        for id in &cancelled {
+            self.notify(id);
+        }
+        if approvals_closed {
+            self.bump_approvals();
+        }
         Ok(session)
     }
 
