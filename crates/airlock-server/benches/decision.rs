@@ -76,6 +76,10 @@ enum Journal {
 }
 
 fn setup_journal(rt: &tokio::runtime::Runtime, extra_toml: &str, journal: Journal) -> Setup {
+    setup_store(rt, extra_toml, journal, SqliteOptions::default())
+}
+
+fn setup_store(rt: &tokio::runtime::Runtime, extra_toml: &str, journal: Journal, options: SqliteOptions) -> Setup {
     let dir = match journal {
         Journal::Tmpfs => tempfile::tempdir_in("/dev/shm").unwrap(),
         _ => tempfile::tempdir().unwrap(),
@@ -90,8 +94,7 @@ fn setup_journal(rt: &tokio::runtime::Runtime, extra_toml: &str, journal: Journa
     let config = Config::load_with_env(&dir.path().join("airlock.toml"), &env).unwrap();
     let policy =
         Policy::load(&config.policy.dir, &Options { timeout: config.policy.timeout, coverage: false }).unwrap();
-    let store =
-        Arc::new(SqliteStore::open(&config.server.data_dir.join("journal.db"), SqliteOptions::default()).unwrap());
+    let store = Arc::new(SqliteStore::open(&config.server.data_dir.join("journal.db"), options).unwrap());
     let agent = config.agents[0].clone();
     let dyn_store: Arc<dyn Store> =
         if journal == Journal::Discard { Arc::new(Discard(store.clone())) } else { store.clone() };
@@ -447,6 +450,40 @@ fn breakdown() {
     }
 }
 
+/// WAL checkpoints inside commits (SQLite's automatic ones) against a background thread,
+/// interleaved rounds on fresh journals, so both sides see the same machine.
+fn checkpoints() {
+    let seconds = bench_seconds();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(5_000_000_000));
+    println!("\nWAL checkpoints ({seconds}s per run, 3 interleaved rounds, fresh journal per run)");
+    header("where/requesters");
+    let mut rows: Vec<(String, usize, Row)> = Vec::new();
+    for _round in 0..3 {
+        for concurrency in [1usize, 8, 64] {
+            for (label, background) in [("commit", false), ("thread", true)] {
+                let options = SqliteOptions { background_checkpoints: background, ..SqliteOptions::default() };
+                let s = setup_store(&rt, "", Journal::Disk, options);
+                let row = measure(&rt, &s, concurrency, 50, seconds, &seq);
+                print_row(&format!("{label}/{concurrency}"), &row);
+                rows.push((label.to_string(), concurrency, row));
+            }
+        }
+    }
+    let median = |label: &str, c: usize, f: &dyn Fn(&Row) -> f64| {
+        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == label && r.1 == c).map(|r| f(&r.2)).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for c in [1usize, 8, 64] {
+        println!(
+            "{c:>2} requesters, background / in-commit medians: throughput {:.2}, p99 {:.2}",
+            median("thread", c, &|r| r.rate) / median("commit", c, &|r| r.rate),
+            median("thread", c, &|r| r.p99 as f64) / median("commit", c, &|r| r.p99 as f64),
+        );
+    }
+}
+
 /// Decision latency with an OTLP exporter configured against the same without, interleaved.
 /// The exporter sends to a local sink that accepts every export.
 fn tracing_overhead() {
@@ -506,5 +543,6 @@ fn main() {
     percentiles();
     journal_size();
     breakdown();
+    checkpoints();
     tracing_overhead();
 }

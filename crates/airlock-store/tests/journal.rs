@@ -173,3 +173,39 @@ async fn tampering_is_detected() {
     assert_eq!(problem.seq, 2);
     assert!(problem.problem.contains("removed"), "{}", problem.problem);
 }
+
+/// Counts the events in the database file alone, as if its WAL were lost: only what a
+/// checkpoint has copied back is there.
+fn events_in_main_file(path: &std::path::Path) -> i64 {
+    let copy = tempfile::tempdir().unwrap();
+    let alone = copy.path().join("alone.db");
+    std::fs::copy(path, &alone).unwrap();
+    let conn = rusqlite::Connection::open(&alone).unwrap();
+    conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_wal_is_checkpointed_in_the_background_and_a_second_writer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+    let err = SqliteStore::open(&path, SqliteOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("in use by another airlock process"), "{err}");
+    // One transaction per commit, enough to pass the checkpoint threshold.
+    for i in 0..120 {
+        store.commit(open_session(&format!("ses_{i}"))).await.unwrap();
+    }
+    let mut copied = 0;
+    for _ in 0..50 {
+        copied = events_in_main_file(&path);
+        if copied >= 80 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(copied >= 80, "no checkpoint copied the WAL into the database file ({copied} events there)");
+    // Everything is in the file after a clean close, and the lock is released.
+    drop(store);
+    assert_eq!(events_in_main_file(&path), 120);
+    SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+}
