@@ -1369,21 +1369,7 @@ impl Engine {
             .iter()
             .find(|k| guard::kill_switch_covers(k, &action.agent_id, action.upstream.as_deref(), &action.tool))
         {
-            let now = Utc::now();
-            action.status = ActionStatus::Cancelled;
-            action.updated_at = now;
-            let reason = Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason));
-            let mut commit = Commit::default();
-            commit
-                .event(
-                    &action.session_id,
-                    EventKind::ActionCancelled,
-                    now,
-                    json!({"action_id": action.id, "reason": reason}),
-                )
-                .project(Projection::Action(Box::new(action.clone())));
-            self.inner.store.commit(commit).await?;
-            state.waiting.retain(|_, id| id != &action.id);
+            self.cancel_approved_locked(state, &mut action, ks).await?;
             drop(guard);
             self.notify(&action.id);
             return Ok(Claim::Finished(Box::new(action)));
@@ -1798,24 +1784,36 @@ impl Engine {
             if action.status != ActionStatus::Approved {
                 continue;
             }
-            let now = Utc::now();
-            action.status = ActionStatus::Cancelled;
-            action.updated_at = now;
-            let reason = Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason));
-            let mut commit = Commit::default();
-            commit
-                .event(
-                    &action.session_id,
-                    EventKind::ActionCancelled,
-                    now,
-                    json!({"action_id": action.id, "reason": reason}),
-                )
-                .project(Projection::Action(Box::new(action.clone())));
-            self.commit(commit).await?;
-            state.waiting.retain(|_, id| id != &action.id);
+            self.cancel_approved_locked(state, &mut action, ks).await?;
             drop(guard);
             self.notify(&action.id);
         }
+        Ok(())
+    }
+
+    /// `approved → cancelled` by a kill switch, journaled; the caller holds the session's lock
+    /// and notifies the action's watchers after releasing it.
+    async fn cancel_approved_locked(
+        &self,
+        state: &mut SessionCell,
+        action: &mut Action,
+        ks: &KillSwitch,
+    ) -> Result<()> {
+        let now = Utc::now();
+        action.status = ActionStatus::Cancelled;
+        action.updated_at = now;
+        let reason = Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason));
+        let mut commit = Commit::default();
+        commit
+            .event(
+                &action.session_id,
+                EventKind::ActionCancelled,
+                now,
+                json!({"action_id": action.id, "reason": reason}),
+            )
+            .project(Projection::Action(Box::new(action.clone())));
+        self.commit(commit).await?;
+        state.waiting.retain(|_, id| id != &action.id);
         Ok(())
     }
 
