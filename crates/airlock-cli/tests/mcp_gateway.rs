@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use common::*;
 use reqwest::StatusCode;
+use rmcp::ClientHandler;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, ProtocolVersion,
+    ArgumentInfo, CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
+    ClientRequest, CompleteRequestParams, GetPromptRequestParams, Implementation, ProgressNotificationParam,
+    ProtocolVersion, ReadResourceRequestParams, Reference, ResourceContents, ServerResult,
 };
-use rmcp::service::RunningService;
+use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
@@ -127,7 +130,7 @@ async fn tools_from_two_upstreams_are_listed_and_called() {
     let info = c.peer_info().unwrap();
     assert_eq!(info.server_info.as_ref().unwrap().name, "airlock");
     assert!(info.capabilities.tools.is_some());
-    assert!(info.capabilities.resources.is_none(), "airlock must not advertise what it does not forward");
+    assert!(info.capabilities.logging.is_none(), "airlock must not advertise what it does not forward");
 
     let tools = c.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
@@ -286,7 +289,7 @@ async fn the_tool_allowlist_hides_and_denies_other_tools() {
     let text_cfg = std::fs::read_to_string(gw.fx.config()).unwrap();
     let text_cfg = text_cfg.replacen(
         "labels = { env = \"prod\" }",
-        "labels = { env = \"prod\" }\ntools = [\"every__echo\", \"fs__read_*\"]",
+        "labels = { env = \"prod\" }\ntools = [\"every__echo\", \"fs__read_*\", \"every__args-*\"]",
         1,
     );
     std::fs::write(gw.fx.config(), text_cfg).unwrap();
@@ -298,6 +301,18 @@ async fn the_tool_allowlist_hides_and_denies_other_tools() {
     let r = call(&c, "every__get-env", json!({})).await;
     assert_eq!(r.is_error, Some(true));
     assert!(text(&r).contains("airlock.tool_allowlist"), "{}", text(&r));
+    // The allowlist covers prompts and resources by their prefixed names too.
+    let prompts: Vec<String> = c.list_all_prompts().await.unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(prompts, vec!["every__args-prompt".to_string()]);
+    let err = c.get_prompt(GetPromptRequestParams::new("every__simple-prompt")).await.unwrap_err().to_string();
+    assert!(err.contains("no prompt `every__simple-prompt`"), "{err}");
+    assert!(c.list_all_resources().await.unwrap().is_empty());
+    let err = c
+        .read_resource(ReadResourceRequestParams::new("demo://resource/dynamic/text/1"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no upstream offers the resource"), "{err}");
     c.cancel().await.unwrap();
 }
 
@@ -331,5 +346,180 @@ async fn airlock_connect_bridges_a_stdio_client() {
     assert!(text(&r).contains("bridged"));
     let sessions = gw.al.get("/v1/sessions", ADMIN).await;
     assert_eq!(sessions.body["sessions"][0]["task"], "stdio bridge test");
+    c.cancel().await.unwrap();
+}
+
+/// A client that keeps every progress notification it receives.
+#[derive(Clone, Default)]
+struct ProgressLog(std::sync::Arc<std::sync::Mutex<Vec<ProgressNotificationParam>>>);
+
+impl ClientHandler for ProgressLog {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("airlock-tests", "1"))
+            .with_protocol_version(ProtocolVersion::V_2025_06_18)
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        self.0.lock().unwrap().push(params);
+    }
+}
+
+#[tokio::test]
+async fn prompts_resources_completions_and_progress_pass_through() {
+    let gw = start_gateway(30, "");
+    let log = ProgressLog::default();
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.al.url)).auth_header(BOT);
+    let c = log.clone().serve(StreamableHttpClientTransport::from_config(config)).await.expect("MCP handshake");
+    let caps = &c.peer_info().unwrap().capabilities;
+    assert!(caps.prompts.is_some() && caps.resources.is_some() && caps.completions.is_some(), "{caps:?}");
+
+    // Prompts carry the upstream prefix and resolve back to it.
+    let prompts = c.list_all_prompts().await.unwrap();
+    let names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+    assert!(names.contains(&"every__args-prompt"), "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("every__")), "filesystem offers no prompts: {names:?}");
+    let mut args = serde_json::Map::new();
+    args.insert("city".into(), json!("Lisbon"));
+    let prompt = c.get_prompt(GetPromptRequestParams::new("every__args-prompt").with_arguments(args)).await.unwrap();
+    let said = serde_json::to_string(&prompt.messages).unwrap();
+    assert!(said.contains("Lisbon"), "{said}");
+    let err = c.get_prompt(GetPromptRequestParams::new("args-prompt")).await.unwrap_err().to_string();
+    assert!(err.contains("no prompt `args-prompt`"), "{err}");
+
+    // Resources keep their URIs; a listed one and a templated one are both read from the upstream.
+    let resources = c.list_all_resources().await.unwrap();
+    let listed =
+        resources.iter().find(|r| r.uri.starts_with("demo://resource/static/document/")).expect("a static document");
+    assert!(listed.name.starts_with("every__"), "{}", listed.name);
+    let read = c.read_resource(ReadResourceRequestParams::new(listed.uri.clone())).await.unwrap();
+    assert!(!read.contents.is_empty());
+    let templates = c.list_all_resource_templates().await.unwrap();
+    let text_template = templates.iter().find(|t| t.uri_template.contains("/dynamic/text/")).expect("a text template");
+    assert!(text_template.name.starts_with("every__"), "{}", text_template.name);
+    let read = c.read_resource(ReadResourceRequestParams::new("demo://resource/dynamic/text/3")).await.unwrap();
+    match &read.contents[0] {
+        ResourceContents::TextResourceContents { text, .. } => assert!(text.starts_with("Resource 3:"), "{text}"),
+        other => panic!("expected text, got {other:?}"),
+    }
+    let err = c.read_resource(ReadResourceRequestParams::new("nope://x")).await.unwrap_err().to_string();
+    assert!(err.contains("no upstream offers the resource `nope://x`"), "{err}");
+
+    // Completions reach the upstream's completer through the prefixed prompt name.
+    let done = c
+        .complete(CompleteRequestParams::new(
+            Reference::for_prompt("every__completable-prompt"),
+            ArgumentInfo::new("department", "Eng"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(done.completion.values, vec!["Engineering".to_string()]);
+
+    // The upstream's progress reaches the client under the client's own token, still increasing.
+    let params = CallToolRequestParams::new("every__trigger-long-running-operation")
+        .with_arguments(json!({"duration": 0.6, "steps": 3}).as_object().unwrap().clone());
+    let handle = c
+        .peer()
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let token = handle.progress_token.clone();
+    let ServerResult::CallToolResult(r) = handle.await_response().await.unwrap() else { panic!("not a tool result") };
+    assert!(text(&r).contains("Long running operation completed"), "{}", text(&r));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while log.0.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = log.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.iter().all(|p| p.progress_token == token), "{token:?} {seen:?}");
+    assert!(seen.windows(2).all(|w| w[1].progress > w[0].progress), "{seen:?}");
+    assert_eq!(seen[2].total, Some(seen[2].progress), "the last step completes the total: {seen:?}");
+    c.cancel().await.unwrap();
+}
+
+/// `server-everything` in its streamable HTTP mode, on a loopback port the kernel picks; killed
+/// when dropped.
+struct HttpEverything {
+    child: std::process::Child,
+    url: String,
+}
+
+impl HttpEverything {
+    fn start() -> HttpEverything {
+        use std::io::BufRead;
+        let preload = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/loopback.cjs");
+        let mut child = std::process::Command::new(peer_bin("mcp-server-everything"))
+            .arg("streamableHttp")
+            .env("PORT", "0")
+            .env("NODE_OPTIONS", format!("--require {}", preload.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start server-everything over HTTP");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("airlock-interop: listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server-everything did not say where it listens");
+        HttpEverything { child, url: format!("http://{addr}/mcp") }
+    }
+}
+
+impl Drop for HttpEverything {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_streamable_http_upstream_with_local_overrides_and_a_time_limit() {
+    let upstream = HttpEverything::start();
+    let tmp = tempfile::tempdir().unwrap().keep();
+    let extra = format!(
+        r#"
+[[upstreams]]
+name = "web"
+url = "{url}"
+headers = {{ "X-Test" = "1" }}
+destructive = ["echo"]
+read_only = ["get-*"]
+timeout_ms = 700
+"#,
+        url = upstream.url
+    );
+    let fx = Fixture::with_extra(&policy(&tmp), &extra);
+    let al = fx.start();
+    let c = client(&al.url, BOT).await;
+
+    let tools = c.list_all_tools().await.unwrap();
+    let echo = tools.iter().find(|t| t.name == "web__echo").expect("web__echo listed");
+    assert_eq!(echo.annotations.as_ref().and_then(|a| a.destructive_hint), Some(true), "the local override wins");
+    let sum = tools.iter().find(|t| t.name == "web__get-sum").expect("web__get-sum listed");
+    assert_eq!(sum.annotations.as_ref().and_then(|a| a.read_only_hint), Some(true));
+
+    let r = call(&c, "web__echo", json!({"message": "over http"})).await;
+    assert_ne!(r.is_error, Some(true), "{r:?}");
+    assert!(text(&r).contains("over http"));
+
+    // A call that outlives `timeout_ms` is a tool error that says so, well before it would end.
+    let started = std::time::Instant::now();
+    let r = call(&c, "web__trigger-long-running-operation", json!({"duration": 20, "steps": 2})).await;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    assert!(text(&r).contains("did not answer within 0.7s"), "{}", text(&r));
+    assert!(started.elapsed() < Duration::from_secs(15), "the time limit did not cut the call short");
+
+    let actions = session_actions(&al).await;
+    assert_eq!(actions[0]["upstream"], "web");
+    assert_eq!(actions[0]["annotations"]["destructiveHint"], true, "policy saw the override: {}", actions[0]);
+    assert_eq!(actions[1]["status"], "failed", "{}", actions[1]);
     c.cancel().await.unwrap();
 }

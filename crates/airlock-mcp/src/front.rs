@@ -1,17 +1,23 @@
 //! airlock as an MCP server: the endpoint agents connect to.
 //!
-//! One [`Front`] is created per MCP session. It advertises tools only (no resources, prompts,
-//! completions or logging, because it does not forward them yet: a proxy must not advertise what
-//! it can't serve), and protocol versions up to `2025-11-25` (the ones that use `initialize`;
-//! see docs/adr/0008-mcp-gateway.md). Every `tools/call` goes to the [`Gateway`].
+//! One [`Front`] is created per MCP session. It advertises tools, prompts, resources and
+//! completions (merged from every upstream, see [`crate::aggregate`]), and protocol versions up to
+//! `2025-11-25` (the ones that use `initialize`; see docs/adr/0008-mcp-gateway.md). It does not
+//! advertise logging, subscriptions or list-changed notifications, and as a client it offers no
+//! sampling, elicitation or roots, because it does not forward them: a proxy must not advertise
+//! what it can't serve. Every `tools/call` goes to the [`Gateway`]; progress notifications from
+//! the upstream are relayed to the caller, and a cancelled request is cancelled upstream.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
+    GetPromptRequestParams, GetPromptResponse, Implementation, JsonObject, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -23,6 +29,9 @@ pub struct CallerIdentity {
     /// The authenticated agent.
     pub agent_id: String,
 }
+
+/// Separator between an upstream's name and the name of its tool, prompt or resource.
+pub const TOOL_SEPARATOR: &str = "__";
 
 /// Header a client may send to name the session's task.
 pub const TASK_HEADER: &str = "x-airlock-task";
@@ -49,6 +58,8 @@ pub struct ToolCall {
     pub cancel: CancellationToken,
     /// Progress reporting, a no-op when the client sent no progress token.
     pub progress: Progress,
+    /// Relays the upstream's own progress to the caller; `None` when the client sent no token.
+    pub relay: Option<crate::upstream::ProgressRelay>,
     /// W3C `traceparent` from `params._meta`.
     pub traceparent: Option<String>,
     /// The MCP session id (`Mcp-Session-Id`).
@@ -60,6 +71,10 @@ pub struct ToolCall {
 pub trait Gateway: Send + Sync + 'static {
     /// The tools `agent_id` may see, already prefixed and with local overrides applied.
     fn tools_for(&self, agent_id: &str) -> Vec<Tool>;
+    /// The upstreams, for prompts, resources and completions.
+    fn upstreams(&self) -> &crate::Upstreams;
+    /// Whether `agent_id`'s allowlist admits a prefixed name (`{upstream}__{name}`).
+    fn admits(&self, agent_id: &str, name: &str) -> bool;
     /// Opens the airlock session backing one MCP session; returns its id.
     async fn open_session(&self, agent_id: &str, task: String) -> Result<String, String>;
     /// Runs one call through the pipeline. Denials, pending approvals and upstream failures are
@@ -104,13 +119,20 @@ pub fn supported_versions() -> &'static [ProtocolVersion] {
 
 impl ServerHandler for Front {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")).with_title("airlock gateway"))
-            .with_instructions(
-                "Every tool call passes airlock's policy. A call may be denied (the result says why) or held \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .enable_completions()
+                .build(),
+        )
+        .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")).with_title("airlock gateway"))
+        .with_instructions(
+            "Every tool call passes airlock's policy. A call may be denied (the result says why) or held \
                  for human approval (retry the same call to keep waiting; it runs once approved).",
-            )
-            .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+        )
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -154,20 +176,35 @@ impl ServerHandler for Front {
         let mcp_session = header(&context, "mcp-session-id");
         let token =
             request.meta.as_ref().and_then(|m| m.get_progress_token()).or_else(|| context.meta.get_progress_token());
-        let progress: Progress = match token {
+        let (progress, relay): (Progress, Option<crate::upstream::ProgressRelay>) = match token {
             Some(token) => {
-                let peer = context.peer.clone();
                 let step = Arc::new(AtomicU64::new(0));
-                Arc::new(move |message: String| {
-                    let n = step.fetch_add(1, Ordering::SeqCst) + 1;
-                    let param = ProgressNotificationParam::new(token.clone(), n as f64).with_message(message);
+                let (peer, waiting_token, waiting_step) = (context.peer.clone(), token.clone(), step.clone());
+                let progress: Progress = Arc::new(move |message: String| {
+                    let n = waiting_step.fetch_add(1, Ordering::SeqCst) + 1;
+                    let param = ProgressNotificationParam::new(waiting_token.clone(), n as f64).with_message(message);
                     let peer = peer.clone();
                     tokio::spawn(async move {
                         let _ = peer.notify_progress(param).await;
                     });
-                })
+                });
+                // The upstream counts from its own zero; progress must keep increasing for the
+                // client, so its values are shifted past the waiting messages already sent.
+                let peer = context.peer.clone();
+                let relay: crate::upstream::ProgressRelay =
+                    Arc::new(move |value: f64, total: Option<f64>, message: Option<String>| {
+                        let base = step.load(Ordering::SeqCst) as f64;
+                        let mut param = ProgressNotificationParam::new(token.clone(), base + value);
+                        param.total = total.map(|t| base + t);
+                        param.message = message;
+                        let peer = peer.clone();
+                        tokio::spawn(async move {
+                            let _ = peer.notify_progress(param).await;
+                        });
+                    });
+                (progress, Some(relay))
             }
-            None => Arc::new(|_| {}),
+            None => (Arc::new(|_| {}), None),
         };
         let call = ToolCall {
             agent_id: who.agent_id,
@@ -177,10 +214,73 @@ impl ServerHandler for Front {
             justification,
             cancel: context.ct.clone(),
             progress,
+            relay,
             traceparent,
             mcp_session,
         };
         Ok(self.gateway.call(call).await.into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let who = identity(&context)?;
+        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        Ok(ListPromptsResult::with_all_items(crate::aggregate::prompts(self.gateway.upstreams(), &admits).await))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let who = identity(&context)?;
+        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        crate::aggregate::get_prompt(self.gateway.upstreams(), &admits, request).await
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let who = identity(&context)?;
+        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        Ok(ListResourcesResult::with_all_items(crate::aggregate::resources(self.gateway.upstreams(), &admits).await))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let who = identity(&context)?;
+        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        Ok(ListResourceTemplatesResult::with_all_items(
+            crate::aggregate::resource_templates(self.gateway.upstreams(), &admits).await,
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let who = identity(&context)?;
+        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        crate::aggregate::read_resource(self.gateway.upstreams(), &admits, request).await
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let who = identity(&context)?;
+        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        crate::aggregate::complete(self.gateway.upstreams(), &admits, request).await
     }
 }
 

@@ -6,12 +6,13 @@
 //! arrives at the front is handed to a [`Gateway`], which the server implements with the
 //! decision pipeline. Only this crate and `airlock-server` know JSON-RPC or wire types.
 
+pub mod aggregate;
 pub mod connect;
 pub mod front;
 pub mod upstream;
 
 pub use front::{CallerIdentity, Front, Gateway, ToolCall, error_result};
-pub use upstream::{Health, Transport, UpstreamError, UpstreamSpec, UpstreamStatus, Upstreams};
+pub use upstream::{Health, ProgressRelay, Transport, UpstreamError, UpstreamSpec, UpstreamStatus, Upstreams};
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client, once.
 /// Called before any HTTP client is built; harmless when a provider is already installed.

@@ -12,10 +12,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation, JsonObject,
-    ProtocolVersion, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientCapabilities,
+    ClientConfig, ClientRequest, CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
+    Implementation, JsonObject, NumberOrString, ProgressNotificationParam, ProgressToken, Prompt, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, RequestId, Resource, ResourceTemplate, ServerCapabilities,
+    ServerResult, Tool,
 };
-use rmcp::service::{NotificationContext, Peer, RunningService};
+use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -124,11 +127,15 @@ pub struct UpstreamStatus {
     pub connections: u64,
 }
 
+/// Receives an upstream's progress notifications for one call: `(progress, total, message)`.
+pub type ProgressRelay = Arc<dyn Fn(f64, Option<f64>, Option<String>) + Send + Sync>;
+
 struct Conn {
     peer: Peer<RoleClient>,
     tools: Vec<Tool>,
     server: String,
     protocol_version: String,
+    capabilities: ServerCapabilities,
 }
 
 struct Upstream {
@@ -140,6 +147,8 @@ struct Upstream {
     /// Bumped whenever the tool list may have changed.
     generation: std::sync::atomic::AtomicU64,
     refresh_tools: std::sync::atomic::AtomicBool,
+    /// Calls in flight that relay progress, by the progress token airlock sent upstream.
+    progress: std::sync::Mutex<HashMap<String, ProgressRelay>>,
 }
 
 /// All upstreams. Cheap to clone.
@@ -176,7 +185,63 @@ impl ClientHandler for UpstreamClient {
         self.upstream.refresh_tools.store(true, std::sync::atomic::Ordering::SeqCst);
         self.upstream.poke.notify_one();
     }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let key = token_key(&params.progress_token);
+        let relay = match self.upstream.progress.lock() {
+            Ok(m) => m.get(&key).cloned(),
+            Err(e) => e.into_inner().get(&key).cloned(),
+        };
+        if let Some(relay) = relay {
+            relay(params.progress, params.total, params.message);
+        }
+    }
 }
+
+fn token_key(token: &ProgressToken) -> String {
+    match &token.0 {
+        NumberOrString::Number(n) => n.to_string(),
+        NumberOrString::String(s) => s.to_string(),
+    }
+}
+
+/// Removes a progress relay when the call it belongs to ends, however it ends.
+struct RelayRegistration<'a> {
+    upstream: &'a Upstream,
+    key: String,
+}
+
+impl Drop for RelayRegistration<'_> {
+    fn drop(&mut self) {
+        match self.upstream.progress.lock() {
+            Ok(mut m) => m.remove(&self.key),
+            Err(e) => e.into_inner().remove(&self.key),
+        };
+    }
+}
+
+/// Sends `notifications/cancelled` for a request that is dropped before its answer arrives.
+struct AbandonGuard {
+    peer: Peer<RoleClient>,
+    id: Option<RequestId>,
+    reason: &'static str,
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let (peer, reason) = (self.peer.clone(), self.reason.to_string());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = peer.notify_cancelled(CancelledNotificationParam::new(Some(id), Some(reason))).await;
+            });
+        }
+    }
+}
+
+/// How long listing prompts or resources, reading a resource, or completing may take at one
+/// upstream before airlock gives up on it.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Upstreams {
     /// Starts a supervisor per upstream. Connections come up in the background; use
@@ -196,6 +261,7 @@ impl Upstreams {
                     poke: Notify::new(),
                     generation: std::sync::atomic::AtomicU64::new(0),
                     refresh_tools: std::sync::atomic::AtomicBool::new(false),
+                    progress: std::sync::Mutex::new(HashMap::new()),
                 })
             })
             .collect();
@@ -283,15 +349,7 @@ impl Upstreams {
         self.inner.iter().any(|u| u.spec.name == upstream)
     }
 
-    /// Calls a tool. `cancel` aborts the call (the request is cancelled at the upstream too).
-    pub async fn call(
-        &self,
-        upstream: &str,
-        name: &str,
-        arguments: JsonObject,
-        cancel: CancellationToken,
-        traceparent: Option<String>,
-    ) -> Result<CallToolResult, UpstreamError> {
+    fn connected(&self, upstream: &str) -> Result<(&Arc<Upstream>, Arc<Conn>), UpstreamError> {
         let up = self
             .inner
             .iter()
@@ -305,6 +363,22 @@ impl Upstreams {
             };
             return Err(UpstreamError::Unavailable { name: upstream.to_string(), reason });
         };
+        Ok((up, conn))
+    }
+
+    /// Calls a tool. `cancel` aborts the call (the request is cancelled at the upstream too).
+    /// With `relay`, airlock asks the upstream for progress (under a token of its own, so two
+    /// clients' tokens never collide) and hands each notification to `relay`.
+    pub async fn call(
+        &self,
+        upstream: &str,
+        name: &str,
+        arguments: JsonObject,
+        cancel: CancellationToken,
+        traceparent: Option<String>,
+        relay: Option<ProgressRelay>,
+    ) -> Result<CallToolResult, UpstreamError> {
+        let (up, conn) = self.connected(upstream)?;
         let mut params = CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
         if let Some(tp) = traceparent {
             // W3C trace context travels in `_meta` (MCP convention).
@@ -313,29 +387,178 @@ impl Upstreams {
             params.meta = Some(meta);
         }
         let timeout = up.spec.call_timeout;
-        // Dropping the request future cancels it at the upstream (rmcp sends
-        // `notifications/cancelled`).
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        // rmcp gives every request a progress token of its own (unique on this connection), so
+        // the relay is registered under that token.
+        let handle = conn
+            .peer
+            .send_request_with_option(request, PeerRequestOptions::no_options())
+            .await
+            .map_err(|e| failed(up, e))?;
+        let _registration = relay.map(|relay| {
+            let key = token_key(&handle.progress_token);
+            match up.progress.lock() {
+                Ok(mut m) => m.insert(key.clone(), relay),
+                Err(e) => e.into_inner().insert(key.clone(), relay),
+            };
+            RelayRegistration { upstream: up, key }
+        });
+        // Abandoning the call (time-out, cancellation, the caller going away) cancels it at the
+        // upstream with `notifications/cancelled`.
+        let mut abandoned = AbandonGuard { peer: conn.peer.clone(), id: Some(handle.id.clone()), reason: "abandoned" };
         let result = tokio::select! {
-            r = tokio::time::timeout(timeout, conn.peer.call_tool(params)) => r,
+            r = tokio::time::timeout(timeout, handle.await_response()) => r,
             _ = cancel.cancelled() => {
+                abandoned.reason = "cancelled by airlock";
                 return Err(UpstreamError::Failed { name: upstream.to_string(), message: "the call was cancelled".into() });
             }
         };
         match result {
-            Err(_) => Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: timeout.as_secs_f64() }),
-            Ok(Ok(result)) => Ok(result),
+            Err(_) => {
+                abandoned.reason = "timed out at airlock";
+                Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: timeout.as_secs_f64() })
+            }
+            Ok(Ok(ServerResult::CallToolResult(result))) => {
+                abandoned.id = None;
+                Ok(result)
+            }
+            Ok(Ok(other)) => {
+                abandoned.id = None;
+                let kind = serde_json::to_value(&other)
+                    .ok()
+                    .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")))
+                    .unwrap_or_default();
+                Err(UpstreamError::Failed {
+                    name: upstream.to_string(),
+                    message: format!("answered tools/call with something other than a tool result ({kind})"),
+                })
+            }
             Ok(Err(e)) => {
-                let message = e.to_string();
-                if matches!(e, rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)) {
-                    if let Ok(mut c) = up.conn.write() {
-                        *c = None;
-                    }
-                    up.poke.notify_one();
-                }
-                Err(UpstreamError::Failed { name: upstream.to_string(), message })
+                abandoned.id = None;
+                Err(failed(up, e))
             }
         }
     }
+
+    /// Connected upstreams that offer `what` (prompts, resources, completions).
+    fn offering(&self, what: fn(&ServerCapabilities) -> bool) -> Vec<(String, Arc<Conn>)> {
+        self.inner
+            .iter()
+            .filter_map(|u| read_conn(u).map(|c| (u.spec.name.clone(), c)))
+            .filter(|(_, c)| what(&c.capabilities))
+            .collect()
+    }
+
+    /// Every connected upstream's prompts (all pages), as `(upstream, prompt)`. An upstream that
+    /// fails to list is left out and logged; the others still answer.
+    pub async fn prompts(&self) -> Vec<(String, Prompt)> {
+        let lists = self.offering(|c| c.prompts.is_some()).into_iter().map(|(name, conn)| async move {
+            match tokio::time::timeout(LIST_TIMEOUT, conn.peer.list_all_prompts()).await {
+                Ok(Ok(items)) => items.into_iter().map(|p| (name.clone(), p)).collect(),
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %name, error = %e, "prompts/list failed");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %name, "prompts/list timed out");
+                    Vec::new()
+                }
+            }
+        });
+        futures::future::join_all(lists).await.into_iter().flatten().collect()
+    }
+
+    /// Every connected upstream's resources (all pages), as `(upstream, resource)`.
+    pub async fn resources(&self) -> Vec<(String, Resource)> {
+        let lists = self.offering(|c| c.resources.is_some()).into_iter().map(|(name, conn)| async move {
+            match tokio::time::timeout(LIST_TIMEOUT, conn.peer.list_all_resources()).await {
+                Ok(Ok(items)) => items.into_iter().map(|r| (name.clone(), r)).collect(),
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %name, error = %e, "resources/list failed");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %name, "resources/list timed out");
+                    Vec::new()
+                }
+            }
+        });
+        futures::future::join_all(lists).await.into_iter().flatten().collect()
+    }
+
+    /// Every connected upstream's resource templates (all pages), as `(upstream, template)`.
+    pub async fn resource_templates(&self) -> Vec<(String, ResourceTemplate)> {
+        let lists = self.offering(|c| c.resources.is_some()).into_iter().map(|(name, conn)| async move {
+            match tokio::time::timeout(LIST_TIMEOUT, conn.peer.list_all_resource_templates()).await {
+                Ok(Ok(items)) => items.into_iter().map(|t| (name.clone(), t)).collect(),
+                Ok(Err(e)) => {
+                    tracing::warn!(upstream = %name, error = %e, "resources/templates/list failed");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(upstream = %name, "resources/templates/list timed out");
+                    Vec::new()
+                }
+            }
+        });
+        futures::future::join_all(lists).await.into_iter().flatten().collect()
+    }
+
+    /// `prompts/get` at one upstream, with the upstream's own prompt name in `params`.
+    pub async fn get_prompt(
+        &self,
+        upstream: &str,
+        params: GetPromptRequestParams,
+    ) -> Result<GetPromptResponse, UpstreamError> {
+        let (up, conn) = self.connected(upstream)?;
+        match tokio::time::timeout(up.spec.call_timeout, conn.peer.get_prompt_once(params)).await {
+            Err(_) => {
+                Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: up.spec.call_timeout.as_secs_f64() })
+            }
+            Ok(r) => r.map_err(|e| failed(up, e)),
+        }
+    }
+
+    /// `resources/read` at one upstream.
+    pub async fn read_resource(
+        &self,
+        upstream: &str,
+        params: ReadResourceRequestParams,
+    ) -> Result<ReadResourceResponse, UpstreamError> {
+        let (up, conn) = self.connected(upstream)?;
+        match tokio::time::timeout(up.spec.call_timeout, conn.peer.read_resource_once(params)).await {
+            Err(_) => {
+                Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: up.spec.call_timeout.as_secs_f64() })
+            }
+            Ok(r) => r.map_err(|e| failed(up, e)),
+        }
+    }
+
+    /// `completion/complete` at one upstream, with the upstream's own names in `params`.
+    pub async fn complete(
+        &self,
+        upstream: &str,
+        params: CompleteRequestParams,
+    ) -> Result<CompleteResult, UpstreamError> {
+        let (up, conn) = self.connected(upstream)?;
+        match tokio::time::timeout(LIST_TIMEOUT, conn.peer.complete(params)).await {
+            Err(_) => Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: LIST_TIMEOUT.as_secs_f64() }),
+            Ok(r) => r.map_err(|e| failed(up, e)),
+        }
+    }
+}
+
+/// An upstream's error as an [`UpstreamError`]; a broken transport also wakes the supervisor so
+/// it reconnects.
+fn failed(up: &Upstream, e: rmcp::ServiceError) -> UpstreamError {
+    let message = e.to_string();
+    if matches!(e, rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)) {
+        if let Ok(mut c) = up.conn.write() {
+            *c = None;
+        }
+        up.poke.notify_one();
+    }
+    UpstreamError::Failed { name: up.spec.name.clone(), message }
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -434,11 +657,13 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
         let peer = running.peer().clone();
         let info = peer.peer_info();
         let (server, protocol_version) = info
+            .as_ref()
             .map(|i| {
                 let server = i.server_info.as_ref().map(|s| format!("{} {}", s.name, s.version)).unwrap_or_default();
                 (server, i.protocol_version.to_string())
             })
             .unwrap_or_default();
+        let capabilities = info.as_ref().map(|i| i.capabilities.clone()).unwrap_or_default();
         match list_tools(&peer).await {
             Ok(tools) => {
                 tracing::info!(upstream = %name, %server, %protocol_version, tools = tools.len(), "upstream connected");
@@ -447,6 +672,7 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
                     tools,
                     server: server.clone(),
                     protocol_version: protocol_version.clone(),
+                    capabilities: capabilities.clone(),
                 };
                 let count = conn.tools.len();
                 if let Ok(mut c) = up.conn.write() {
@@ -487,6 +713,7 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
                     tools,
                     server: old.server.clone(),
                     protocol_version: old.protocol_version.clone(),
+                    capabilities: old.capabilities.clone(),
                 };
                 if let Ok(mut c) = up.conn.write() {
                     *c = Some(Arc::new(conn));

@@ -545,11 +545,11 @@ async fn submit_action(
         let cancel = tokio_util::sync::CancellationToken::new();
         match (view.action.status, submission.outcome) {
             (ActionStatus::Executing, Outcome::New) => {
-                view.action = gateway.execute(&view.action, cancel).await.0;
+                view.action = gateway.execute(&view.action, cancel, None).await.0;
             }
             (ActionStatus::Approved, _) => {
                 if let Claim::Run(action) = state.engine.claim_execution(&view.action.id).await? {
-                    view.action = gateway.execute(&action, cancel).await.0;
+                    view.action = gateway.execute(&action, cancel, None).await.0;
                 }
             }
             _ => {}

@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, ToolConfig};
 
-/// Separator between upstream and tool in the names agents see (`infra__scale_node_pool`).
-pub const TOOL_SEPARATOR: &str = "__";
+/// Separator between an upstream's name and its tool's name (`{upstream}__{tool}`).
+pub use airlock_mcp::front::TOOL_SEPARATOR;
 
 /// A tool as the pipeline sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -67,7 +67,13 @@ impl McpGateway {
 
     /// Runs an action that is `executing` (just allowed, or just claimed after approval) against
     /// its upstream and records the outcome.
-    pub async fn execute(&self, action: &Action, cancel: CancellationToken) -> (Action, CallToolResult) {
+    /// `relay` passes the upstream's progress notifications on to an MCP caller.
+    pub async fn execute(
+        &self,
+        action: &Action,
+        cancel: CancellationToken,
+        relay: Option<airlock_mcp::ProgressRelay>,
+    ) -> (Action, CallToolResult) {
         let (Some(upstream), arguments) = (action.upstream.clone(), action.arguments.clone()) else {
             return (action.clone(), error_result("internal error: not an upstream action"));
         };
@@ -92,7 +98,7 @@ impl McpGateway {
         // A kill switch engaged while the call is out cancels it.
         let cancel = cancel.child_token();
         self.engine.track_inflight(action, cancel.clone());
-        let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel, traceparent).await;
+        let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel, traceparent, relay).await;
         self.engine.untrack_inflight(&action.id);
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         metrics::histogram!(crate::telemetry::UPSTREAM_SECONDS, "upstream" => upstream.clone())
@@ -175,9 +181,14 @@ impl McpGateway {
     }
 
     /// Takes an approved action to its result: claim it and run it, or wait for whoever runs it.
-    async fn run_approved(&self, action: &Action, cancel: CancellationToken) -> CallToolResult {
+    async fn run_approved(
+        &self,
+        action: &Action,
+        cancel: CancellationToken,
+        relay: Option<airlock_mcp::ProgressRelay>,
+    ) -> CallToolResult {
         match self.engine.claim_execution(&action.id).await {
-            Ok(Claim::Run(a)) => self.execute(&a, cancel).await.1,
+            Ok(Claim::Run(a)) => self.execute(&a, cancel, relay).await.1,
             Ok(Claim::Running(a)) => {
                 let limit = Duration::from_secs(3600);
                 match self.engine.wait_for_change(&a.id, None, limit).await {
@@ -252,6 +263,14 @@ fn pending_text(action: &Action, approval: Option<&Approval>, waited: Duration) 
 
 #[async_trait::async_trait]
 impl Gateway for McpGateway {
+    fn upstreams(&self) -> &airlock_mcp::Upstreams {
+        &self.upstreams
+    }
+
+    fn admits(&self, agent_id: &str, name: &str) -> bool {
+        self.agents.get(agent_id).is_some_and(|agent| allowlist_covers(agent.tools.as_deref(), name))
+    }
+
     fn tools_for(&self, agent_id: &str) -> Vec<Tool> {
         let Some(agent) = self.agents.get(agent_id) else { return Vec::new() };
         let mut out = Vec::new();
@@ -304,13 +323,15 @@ impl Gateway for McpGateway {
         };
         let action = submission.view.action;
         match action.status {
-            ActionStatus::Executing => self.execute(&action, call.cancel.clone()).await.1,
-            ActionStatus::Approved => self.run_approved(&action, call.cancel.clone()).await,
+            ActionStatus::Executing => self.execute(&action, call.cancel.clone(), call.relay.clone()).await.1,
+            ActionStatus::Approved => self.run_approved(&action, call.cancel.clone(), call.relay.clone()).await,
             ActionStatus::PendingApproval => {
                 let started = Instant::now();
                 let current = self.wait_for_approval(&action, self.approval_wait, &call).await;
                 match current.status {
-                    ActionStatus::Approved => self.run_approved(&current, call.cancel.clone()).await,
+                    ActionStatus::Approved => {
+                        self.run_approved(&current, call.cancel.clone(), call.relay.clone()).await
+                    }
                     ActionStatus::PendingApproval => {
                         let approval = match &current.approval_id {
                             Some(id) => self.engine.approval(id).await.ok().map(|(a, _)| a),
