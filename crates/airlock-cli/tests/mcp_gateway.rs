@@ -101,7 +101,7 @@ async fn client(url: &str, token: &str) -> RunningService<RoleClient, ClientConf
         .expect("MCP handshake with airlock")
 }
 
-async fn call(c: &RunningService<RoleClient, ClientConfig>, tool: &str, args: Value) -> CallToolResult {
+async fn call<H: ClientHandler>(c: &RunningService<RoleClient, H>, tool: &str, args: Value) -> CallToolResult {
     let Value::Object(map) = args else { panic!("args must be an object") };
     c.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(map)).await.expect("tools/call")
 }
@@ -178,7 +178,9 @@ async fn a_denied_write_is_a_readable_tool_error_and_nothing_is_written() {
 #[tokio::test]
 async fn a_held_call_runs_when_a_human_approves() {
     let gw = start_gateway(30, "");
-    let c = client(&gw.al.url, BOT).await;
+    let log = ProgressLog::default();
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.al.url)).auth_header(BOT);
+    let c = log.clone().serve(StreamableHttpClientTransport::from_config(config)).await.expect("MCP handshake");
     let al = &gw.al;
     let approve = async {
         let id = loop {
@@ -197,6 +199,12 @@ async fn a_held_call_runs_when_a_human_approves() {
     let actions = session_actions(al).await;
     assert_eq!(actions.len(), 1);
     assert_eq!(actions[0]["status"], "succeeded");
+    // While it was held, the client heard why (rmcp gives every request a progress token).
+    let waiting = log.0.lock().unwrap().clone();
+    assert!(
+        waiting.iter().any(|p| p.message.as_deref().is_some_and(|m| m.contains("waiting for human approval apr_"))),
+        "{waiting:?}"
+    );
     c.cancel().await.unwrap();
 }
 
@@ -335,28 +343,63 @@ async fn airlock_connect_bridges_a_stdio_client() {
         .env("AIRLOCK_TOKEN", BOT)
         .kill_on_drop(true);
     let transport = TokioChildProcess::new(cmd).unwrap();
-    let c = ClientConfig::new(ClientCapabilities::default(), Implementation::new("stdio-client", "1"))
-        .with_protocol_version(ProtocolVersion::V_2025_03_26)
-        .serve(transport)
-        .await
-        .expect("handshake through airlock connect");
+    let log = ProgressLog(Default::default(), Some(ProtocolVersion::V_2025_03_26));
+    let c = log.clone().serve(transport).await.expect("handshake through airlock connect");
     let names: Vec<String> = c.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     assert!(names.contains(&"every__echo".to_string()), "{names:?}");
     let r = call(&c, "every__echo", json!({"message": "bridged"})).await;
     assert!(text(&r).contains("bridged"));
     let sessions = gw.al.get("/v1/sessions", ADMIN).await;
     assert_eq!(sessions.body["sessions"][0]["task"], "stdio bridge test");
+
+    // Prompts and resources cross the bridge, and so does a call's progress.
+    let prompts = c.list_all_prompts().await.unwrap();
+    assert!(prompts.iter().any(|p| p.name == "every__simple-prompt"), "{prompts:?}");
+    let read = c.read_resource(ReadResourceRequestParams::new("demo://resource/dynamic/text/5")).await.unwrap();
+    assert!(serde_json::to_string(&read).unwrap().contains("Resource 5:"));
+    let seen = long_operation_progress(&c, &log).await;
+    assert_eq!(seen, 3);
     c.cancel().await.unwrap();
+}
+
+/// Runs `every__trigger-long-running-operation` in three steps with a progress token and returns
+/// how many progress notifications arrived for that token, all increasing.
+async fn long_operation_progress(c: &RunningService<RoleClient, ProgressLog>, log: &ProgressLog) -> usize {
+    log.0.lock().unwrap().clear();
+    let params = CallToolRequestParams::new("every__trigger-long-running-operation")
+        .with_arguments(json!({"duration": 0.6, "steps": 3}).as_object().unwrap().clone());
+    let handle = c
+        .peer()
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let token = handle.progress_token.clone();
+    let ServerResult::CallToolResult(r) = handle.await_response().await.unwrap() else { panic!("not a tool result") };
+    assert!(text(&r).contains("Long running operation completed"), "{}", text(&r));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while log.0.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = log.0.lock().unwrap().clone();
+    assert!(seen.iter().all(|p| p.progress_token == token), "{token:?} {seen:?}");
+    assert!(seen.windows(2).all(|w| w[1].progress > w[0].progress), "{seen:?}");
+    if let Some(last) = seen.last() {
+        assert_eq!(last.total, Some(last.progress), "the last step completes the total: {seen:?}");
+    }
+    seen.len()
 }
 
 /// A client that keeps every progress notification it receives.
 #[derive(Clone, Default)]
-struct ProgressLog(std::sync::Arc<std::sync::Mutex<Vec<ProgressNotificationParam>>>);
+struct ProgressLog(std::sync::Arc<std::sync::Mutex<Vec<ProgressNotificationParam>>>, Option<ProtocolVersion>);
 
 impl ClientHandler for ProgressLog {
     fn get_info(&self) -> ClientConfig {
         ClientConfig::new(ClientCapabilities::default(), Implementation::new("airlock-tests", "1"))
-            .with_protocol_version(ProtocolVersion::V_2025_06_18)
+            .with_protocol_version(self.1.clone().unwrap_or(ProtocolVersion::V_2025_06_18))
     }
 
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
@@ -415,28 +458,7 @@ async fn prompts_resources_completions_and_progress_pass_through() {
     assert_eq!(done.completion.values, vec!["Engineering".to_string()]);
 
     // The upstream's progress reaches the client under the client's own token, still increasing.
-    let params = CallToolRequestParams::new("every__trigger-long-running-operation")
-        .with_arguments(json!({"duration": 0.6, "steps": 3}).as_object().unwrap().clone());
-    let handle = c
-        .peer()
-        .send_request_with_option(
-            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
-    let token = handle.progress_token.clone();
-    let ServerResult::CallToolResult(r) = handle.await_response().await.unwrap() else { panic!("not a tool result") };
-    assert!(text(&r).contains("Long running operation completed"), "{}", text(&r));
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while log.0.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let seen = log.0.lock().unwrap().clone();
-    assert_eq!(seen.len(), 3, "{seen:?}");
-    assert!(seen.iter().all(|p| p.progress_token == token), "{token:?} {seen:?}");
-    assert!(seen.windows(2).all(|w| w[1].progress > w[0].progress), "{seen:?}");
-    assert_eq!(seen[2].total, Some(seen[2].progress), "the last step completes the total: {seen:?}");
+    assert_eq!(long_operation_progress(&c, &log).await, 3);
     c.cancel().await.unwrap();
 }
 

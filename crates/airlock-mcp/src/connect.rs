@@ -1,18 +1,23 @@
 //! `airlock connect`: a stdio MCP server that forwards to airlock's `/mcp` endpoint, for
 //! clients that can only launch stdio servers. Authentication and every decision happen at the
-//! server; the bridge only carries messages.
+//! server; the bridge only carries messages: tools, prompts, resources and completions, progress
+//! notifications of a call back to the client, and the client's cancellation of a call to airlock.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientCapabilities,
+    ClientConfig, ClientRequest, CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
+    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    NumberOrString, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, ServerResult,
 };
-use rmcp::service::{Peer, RequestContext};
+use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RequestContext};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt};
+use rmcp::{ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt};
 
 use crate::front::{TASK_HEADER, supported_versions};
 
@@ -32,10 +37,47 @@ pub enum Error {
     Stdio(String),
 }
 
+/// Where a call's progress goes: the local client and the token it asked for.
+type Relays = Arc<Mutex<HashMap<String, (Peer<RoleServer>, ProgressToken)>>>;
+
+fn token_key(token: &ProgressToken) -> String {
+    match &token.0 {
+        NumberOrString::Number(n) => n.to_string(),
+        NumberOrString::String(s) => s.to_string(),
+    }
+}
+
+/// The bridge's client side, towards airlock: passes progress notifications on.
+#[derive(Clone)]
+struct Remote {
+    info: ClientConfig,
+    relays: Relays,
+}
+
+impl ClientHandler for Remote {
+    fn get_info(&self) -> ClientConfig {
+        self.info.clone()
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let target = match self.relays.lock() {
+            Ok(m) => m.get(&token_key(&params.progress_token)).cloned(),
+            Err(e) => e.into_inner().get(&token_key(&params.progress_token)).cloned(),
+        };
+        if let Some((peer, token)) = target {
+            let mut local = ProgressNotificationParam::new(token, params.progress);
+            local.total = params.total;
+            local.message = params.message;
+            let _ = peer.notify_progress(local).await;
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Bridge {
     remote: Peer<RoleClient>,
     info: ServerConfig,
+    relays: Relays,
 }
 
 fn remote_error(e: rmcp::ServiceError) -> ErrorData {
@@ -65,9 +107,92 @@ impl ServerHandler for Bridge {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        self.remote.call_tool(request).await.map(Into::into).map_err(remote_error)
+        let local_token =
+            request.meta.as_ref().and_then(|m| m.get_progress_token()).or_else(|| context.meta.get_progress_token());
+        let handle = self
+            .remote
+            .send_request_with_option(
+                ClientRequest::CallToolRequest(CallToolRequest::new(request)),
+                PeerRequestOptions::no_options(),
+            )
+            .await
+            .map_err(remote_error)?;
+        let key = token_key(&handle.progress_token);
+        if let Some(token) = local_token {
+            match self.relays.lock() {
+                Ok(mut m) => m.insert(key.clone(), (context.peer.clone(), token)),
+                Err(e) => e.into_inner().insert(key.clone(), (context.peer.clone(), token)),
+            };
+        }
+        let id = handle.id.clone();
+        let outcome = tokio::select! {
+            r = handle.await_response() => Some(r),
+            _ = context.ct.cancelled() => None,
+        };
+        match self.relays.lock() {
+            Ok(mut m) => m.remove(&key),
+            Err(e) => e.into_inner().remove(&key),
+        };
+        match outcome {
+            None => {
+                let cancel = CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()));
+                let _ = self.remote.notify_cancelled(cancel).await;
+                Err(ErrorData::internal_error("the call was cancelled", None))
+            }
+            Some(Ok(ServerResult::CallToolResult(result))) => Ok(result.into()),
+            Some(Ok(_)) => Err(ErrorData::internal_error("airlock answered tools/call with something else", None)),
+            Some(Err(e)) => Err(remote_error(e)),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        self.remote.list_prompts(request).await.map_err(remote_error)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        self.remote.get_prompt_once(request).await.map_err(remote_error)
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        self.remote.list_resources(request).await.map_err(remote_error)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        self.remote.list_resource_templates(request).await.map_err(remote_error)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.remote.read_resource_once(request).await.map_err(remote_error)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        self.remote.complete(request).await.map_err(remote_error)
     }
 }
 
@@ -86,12 +211,18 @@ pub async fn run_stdio_bridge(url: &str, token: &str, task: Option<String>) -> R
         Implementation::new("airlock-connect", env!("CARGO_PKG_VERSION")),
     )
     .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE);
-    let remote = client_info
+    let relays = Relays::default();
+    let remote = Remote { info: client_info, relays: relays.clone() }
         .serve(StreamableHttpClientTransport::from_config(config))
         .await
         .map_err(|e| Error::Connect { url: url.to_string(), message: e.to_string() })?;
-    let mut info = ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE);
+    // The bridge offers what airlock offers, and nothing more.
+    let capabilities = remote
+        .peer()
+        .peer_info()
+        .map(|i| i.capabilities.clone())
+        .unwrap_or_else(|| ServerCapabilities::builder().enable_tools().build());
+    let mut info = ServerConfig::new(capabilities).with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE);
     if let Some(peer_info) = remote.peer().peer_info() {
         if let Some(server) = &peer_info.server_info {
             info = info.with_server_info(server.clone());
@@ -100,7 +231,7 @@ pub async fn run_stdio_bridge(url: &str, token: &str, task: Option<String>) -> R
             info = info.with_instructions(instructions.clone());
         }
     }
-    let bridge = Bridge { remote: remote.peer().clone(), info };
+    let bridge = Bridge { remote: remote.peer().clone(), info, relays };
     let local = bridge.serve(rmcp::transport::stdio()).await.map_err(|e| Error::Stdio(e.to_string()))?;
     let _ = local.waiting().await;
     let _ = remote.cancel().await;
