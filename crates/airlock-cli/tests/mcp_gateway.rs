@@ -545,3 +545,50 @@ timeout_ms = 700
     assert_eq!(actions[1]["status"], "failed", "{}", actions[1]);
     c.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn clients_and_upstreams_of_every_initialize_version_work_through_airlock() {
+    let tmp = tempfile::tempdir().unwrap().keep();
+    let fake = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/fakes/fake_versioned_server.py");
+    let versions = ["2025-03-26", "2025-06-18", "2025-11-25"];
+    let extra: String = versions
+        .iter()
+        .map(|v| {
+            format!(
+                "[[upstreams]]\nname = \"v{}\"\ncommand = \"python3\"\nargs = [\"{}\", \"{v}\"]\n\n",
+                v.replace('-', ""),
+                fake.display()
+            )
+        })
+        .collect();
+    let fx = Fixture::with_extra(&policy(&tmp), &extra);
+    let al = fx.start();
+
+    // Each upstream speaks only its own version, and airlock agreed to it.
+    let status = al.get("/v1/upstreams", ADMIN).await;
+    for v in versions {
+        let name = format!("v{}", v.replace('-', ""));
+        let up = status.body["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == name).unwrap().clone();
+        assert_eq!(up["state"], "up", "{up}");
+        assert_eq!(up["protocol_version"], v, "{up}");
+    }
+
+    // A client of each version reaches every upstream.
+    for client_version in versions {
+        let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", al.url)).auth_header(BOT);
+        let version: ProtocolVersion = serde_json::from_value(json!(client_version)).unwrap();
+        let c = ClientConfig::new(ClientCapabilities::default(), Implementation::new("versions", "1"))
+            .with_protocol_version(version)
+            .serve(StreamableHttpClientTransport::from_config(config))
+            .await
+            .expect("handshake");
+        assert_eq!(c.peer_info().unwrap().protocol_version.to_string(), client_version);
+        for upstream_version in versions {
+            let tool = format!("v{}__version", upstream_version.replace('-', ""));
+            let r = call(&c, &tool, json!({})).await;
+            assert_ne!(r.is_error, Some(true), "{client_version} → {upstream_version}: {}", text(&r));
+            assert_eq!(text(&r), format!("speaking {upstream_version}"));
+        }
+        c.cancel().await.unwrap();
+    }
+}
