@@ -405,6 +405,28 @@ async fn maker_checker_and_mfa() {
 }
 
 #[tokio::test]
+async fn one_totp_code_approves_once_even_in_concurrent_votes() {
+    let fx = Fixture::new(POLICY);
+    let al = fx.start();
+    // Two sessions, so the two votes don't queue behind one session's lock.
+    let mut urls = Vec::new();
+    for port in [80, 8080] {
+        let s = al.session(BOT).await;
+        let f = al.act(BOT, &s, "firewall.open", json!({"port": port})).await;
+        urls.push(format!("/v1/approvals/{}/approve", f.body["approval"]["id"].as_str().unwrap()));
+    }
+    let code = airlock_server::mfa::code_at(CAROL_TOTP, chrono::Utc::now()).unwrap();
+    let body = json!({"comment": "ok", "totp": code});
+    let (a, b) = tokio::join!(al.post(&urls[0], CAROL, body.clone()), al.post(&urls[1], CAROL, body.clone()));
+    let approved = [&a, &b].iter().filter(|r| r.body["status"] == "approved").count();
+    let reused = [&a, &b]
+        .iter()
+        .filter(|r| r.body["rule"] == "mfa" && r.body["detail"].as_str().is_some_and(|d| d.contains("already used")))
+        .count();
+    assert_eq!((approved, reused), (1, 1), "{} / {}", a.body, b.body);
+}
+
+#[tokio::test]
 async fn expired_approval_releases_nothing() {
     let fx = Fixture::new(POLICY);
     let al = fx.start();

@@ -1551,11 +1551,6 @@ impl Engine {
             crate::notify::enqueue(&self.inner.config, &mut commit, "approval.resolved", &approval, &action, now);
         }
         self.commit(commit).await?;
-        if let Some(step) = mfa_step
-            && let Ok(mut steps) = self.inner.totp_steps.lock()
-        {
-            steps.insert(human.human.id.clone(), step);
-        }
         if !action.status.is_waiting() {
             state.waiting.retain(|_, id| id != &action.id);
         }
@@ -1614,10 +1609,17 @@ impl Engine {
             };
             let step =
                 crate::mfa::verify(secret, code, now).map_err(|msg| ("mfa", format!("TOTP code refused: {msg}")))?;
-            let last = self.inner.totp_steps.lock().ok().and_then(|s| s.get(&h.id).copied());
-            if last.is_some_and(|l| step <= l) {
+            // Check and consume the code in one step: votes in different sessions run
+            // concurrently, and one code must not pass twice. A code consumed by a vote whose
+            // commit then fails stays used; the approver waits for the next one.
+            let mut steps = match self.inner.totp_steps.lock() {
+                Ok(s) => s,
+                Err(e) => e.into_inner(),
+            };
+            if steps.get(&h.id).is_some_and(|&last| step <= last) {
                 return Err(("mfa", "TOTP code refused: this code was already used; wait for the next one".into()));
             }
+            steps.insert(h.id.clone(), step);
             return Ok(Some(step));
         }
         Ok(None)
