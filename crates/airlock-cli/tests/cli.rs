@@ -223,6 +223,28 @@ async fn approvals_and_kill_from_the_command_line() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["approvals"][0]["id"], approval.as_str());
 
+    // Step-up from the command line: without a code it says what to send; with one it counts.
+    let fw = al.act(BOT, &s, "firewall.open", json!({"port": 22})).await;
+    let fw_approval = fw.body["approval"]["id"].as_str().unwrap().to_string();
+    let carol = [("AIRLOCK_TOKEN", CAROL)];
+    let (code, _, err) = run(&["approvals", "approve", &fw_approval, "--server", &server, "-m", "ok"], &carol);
+    assert_eq!(code, 1);
+    assert!(err.contains("[rule mfa]") && err.contains("totp"), "{err}");
+    let totp = airlock_server::mfa::code_at(CAROL_TOTP, chrono::Utc::now()).unwrap();
+    let (code, out, err) =
+        run(&["approvals", "approve", &fw_approval, "--server", &server, "-m", "ok", "--totp", &totp], &carol);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is approved"), "{out}");
+    // A deny ends an approval at once, and the agent sees it denied.
+    let other = al.act(BOT, &s, "nodepool.scale", json!({"pool": "db", "count": 2})).await;
+    let other_approval = other.body["approval"]["id"].as_str().unwrap().to_string();
+    let (code, out, err) =
+        run(&["approvals", "deny", &other_approval, "--server", &server, "-m", "not during the freeze"], &alice);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is denied"), "{out}");
+    let seen = al.get(&format!("/v1/actions/{}", other.body["id"].as_str().unwrap()), BOT).await;
+    assert_eq!(seen.body["status"], "denied", "{}", seen.body);
+
     let admin = [("AIRLOCK_TOKEN", ADMIN)];
     let (code, out, err) =
         run(&["kill", "engage", "--scope", "all", "--reason", "game day", "--server", &server, "--json"], &admin);
