@@ -592,3 +592,37 @@ async fn clients_and_upstreams_of_every_initialize_version_work_through_airlock(
         c.cancel().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_kill_switch_cancels_a_call_already_out_at_the_upstream() {
+    let gw = start_gateway(30, "");
+    let c = client(&gw.al.url, BOT).await;
+    let al = &gw.al;
+    let started = std::time::Instant::now();
+    let kill = async {
+        // Wait until the long call is out at the upstream, then stop that upstream.
+        loop {
+            let sessions = al.get("/v1/sessions", ADMIN).await;
+            if let Some(id) = sessions.body["sessions"][0]["id"].as_str() {
+                let s = al.get(&format!("/v1/sessions/{id}"), ADMIN).await;
+                if s.body["actions"][0]["status"] == "executing" {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ks = al.post("/v1/kill", ADMIN, json!({"scope": "upstream", "target": "every", "reason": "runaway"})).await;
+        assert_eq!(ks.status, StatusCode::CREATED, "{}", ks.body);
+    };
+    let long = call(&c, "every__trigger-long-running-operation", json!({"duration": 30, "steps": 3}));
+    let (r, ()) = tokio::join!(long, kill);
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    assert!(text(&r).contains("cancelled"), "{}", text(&r));
+    assert!(started.elapsed() < Duration::from_secs(20), "the call ran on after the kill switch");
+    let actions = session_actions(al).await;
+    assert_eq!(actions[0]["status"], "failed", "{}", actions[0]);
+    // And the next call to that upstream is refused before it leaves airlock.
+    let next = call(&c, "every__echo", json!({"message": "again"})).await;
+    assert!(text(&next).contains("airlock.kill_switch") || text(&next).contains("runaway"), "{}", text(&next));
+    c.cancel().await.unwrap();
+}
