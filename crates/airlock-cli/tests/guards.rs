@@ -124,6 +124,63 @@ async fn a_failing_tool_opens_its_breaker_which_half_opens_after_the_cool_down()
 }
 
 #[tokio::test]
+async fn failures_interleaved_with_successes_open_the_breaker_by_error_rate_across_restarts() {
+    // Two failures in a row would open it; the agent never fails twice in a row, so only the
+    // error rate can.
+    let fx = fixture(
+        "breaker_failures = 2\nbreaker_error_rate = 0.5\nbreaker_window_seconds = 300\nbreaker_min_calls = 6\nmax_consecutive_failures = 0",
+    );
+    let mut al = fx.start();
+    let s = al.session(BOT).await;
+    // fail, succeed, fail, succeed | restart | fail, succeed, fail: 4 of 7 failed.
+    let outcomes = [false, true, false, true, false, true, false];
+    for (n, ok) in outcomes.into_iter().enumerate() {
+        if n == 4 {
+            // The window's counts are journaled: a restart in the middle forgets nothing.
+            al.crash();
+            al = fx.start();
+        }
+        let r = al.act(BOT, &s, "flaky.op", json!({"n": n})).await;
+        assert_eq!(r.status, StatusCode::OK, "call {n} was not let through: {}", r.body);
+        report(&al, r.body["id"].as_str().unwrap(), ok).await;
+        let state = al.get("/v1/breakers", ALICE).await.body["breakers"][0]["state"].clone();
+        assert_eq!(state, if n < 6 { "closed" } else { "open" }, "after call {n}");
+    }
+    let breaker = al.get("/v1/breakers", ALICE).await.body["breakers"][0].clone();
+    assert_eq!(breaker["consecutive_failures"], 1, "{breaker}");
+    assert_eq!(breaker["tripped_by"]["kind"], "error_rate", "{breaker}");
+    assert_eq!(breaker["tripped_by"]["failures"], 4);
+    assert_eq!(breaker["tripped_by"]["calls"], 7);
+
+    let r = al.act(BOT, &s, "flaky.op", json!({"n": 7})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let reason = &r.body["decision"]["reasons"][0];
+    assert_eq!(reason["rule"], "airlock.circuit_breaker");
+    let msg = reason["msg"].as_str().unwrap();
+    assert!(msg.contains("4 of 7 calls failed within 300s"), "{msg}");
+    assert!(msg.contains("error rate of 57.1% at or over its limit of 50%"), "{msg}");
+    assert!(msg.contains("HTTP 503"), "{msg}");
+
+    // The trip is journaled with its cause.
+    let (code, out, err) = run(&["audit", "export", "--since", "1h", "--config", fx.config().to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let opened: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "breaker.changed" && e["payload"]["state"] == "open")
+        .collect();
+    assert_eq!(opened.len(), 1, "{out}");
+    assert_eq!(opened[0]["payload"]["tripped_by"]["kind"], "error_rate", "{}", opened[0]);
+
+    // Still open, for the same reason, after a restart.
+    al.crash();
+    let al = fx.start();
+    let r = al.act(BOT, &s, "flaky.op", json!({"n": 8})).await;
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.circuit_breaker", "{}", r.body);
+    assert!(r.body["decision"]["reasons"][0]["msg"].as_str().unwrap().contains("4 of 7 calls failed"), "{}", r.body);
+}
+
+#[tokio::test]
 async fn a_loop_of_identical_calls_pauses_the_session_until_a_human_resumes_it() {
     let fx = fixture("loop_repeats = 3");
     let al = fx.start();

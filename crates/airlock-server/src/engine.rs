@@ -501,7 +501,7 @@ impl Engine {
         now: DateTime<Utc>,
         commit: &mut Commit,
     ) -> Option<Reason> {
-        if limits.breaker_failures == 0 {
+        if !limits.breaker_enabled() {
             return None;
         }
         let mut breakers = match self.inner.breakers.lock() {
@@ -530,7 +530,7 @@ impl Engine {
         commit: &mut Commit,
     ) {
         let (tool, agent) = (action.tool.as_str(), action.agent_id.as_str());
-        if limits.breaker_failures == 0 {
+        if !limits.breaker_enabled() {
             return;
         }
         let mut breakers = match self.inner.breakers.lock() {
@@ -539,7 +539,7 @@ impl Engine {
         };
         let breaker = breakers.entry(tool.to_string()).or_insert_with(|| Breaker::new(tool));
         let before = breaker.clone();
-        let transition = breaker.record(ok, error, now, limits.breaker_failures);
+        let transition = breaker.record(ok, error, now, limits);
         if let Some(t) = transition {
             Self::journal_breaker(breaker, t, commit, now);
             if t == Transition::Opened {
@@ -563,7 +563,7 @@ impl Engine {
                 SYSTEM_STREAM,
                 EventKind::BreakerChanged,
                 now,
-                json!({"tool": breaker.tool, "state": state, "consecutive_failures": breaker.consecutive_failures, "last_error": breaker.last_error}),
+                json!({"tool": breaker.tool, "state": state, "consecutive_failures": breaker.consecutive_failures, "last_error": breaker.last_error, "tripped_by": breaker.tripped_by}),
             )
             .project(Projection::Breaker(breaker.clone()));
     }
