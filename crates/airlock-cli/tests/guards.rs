@@ -259,3 +259,144 @@ async fn streaks_of_denials_or_failures_pause_the_session() {
     assert!(session.body["status_reason"].as_str().unwrap().contains("airlock.consecutive_failures"));
     assert_eq!(session.body["failures"], 2);
 }
+
+#[tokio::test]
+async fn a_cost_reported_with_the_result_counts_when_the_host_set_no_price() {
+    let policy = format!(
+        "{POLICY}\ndeny contains {{\"rule\": \"SP1\", \"msg\": \"reports wait for cheaper sessions\"}} if {{\n    input.action.tool == \"report.build\"\n    input.session.spent_usd >= 0.75\n}}\n"
+    );
+    let fx = Fixture::with_extra(
+        &policy,
+        "\n[[tools]]\nname = \"ticket.create\"\ncost_usd = 1.0\n\n[guards]\nbudget_usd_per_day = 2.0\n",
+    );
+    let al = fx.start();
+    let s = al.session(BOT).await;
+
+    // An unpriced call: its cost is only known once it has run.
+    let llm = al.act(BOT, &s, "llm.complete", json!({"prompt": "summarise"})).await;
+    assert_eq!(llm.status, StatusCode::OK, "{}", llm.body);
+    assert!(llm.body["decision"].get("cost_usd").is_none(), "{}", llm.body);
+    let id = llm.body["id"].as_str().unwrap();
+    let path = format!("/v1/actions/{id}/result");
+    al.post(&path, BOT, json!({"ok": true, "cost_usd": -1}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "cost_usd");
+    al.post(&path, BOT, json!({"ok": true, "cost_usd": "cheap"}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "cost_usd");
+    assert_eq!(
+        al.get(&format!("/v1/actions/{id}"), BOT).await.body["status"],
+        "executing",
+        "a refused report recorded something"
+    );
+    let r = al.post(&path, BOT, json!({"ok": true, "output": {"tokens": 1200}, "cost_usd": 0.75})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["result"]["cost_usd"], 0.75);
+    assert_eq!(al.get(&format!("/v1/sessions/{s}"), BOT).await.body["spent_usd"], 0.75);
+
+    // Policy sees it in `input.session.spent_usd`.
+    let r = al.act(BOT, &s, "report.build", json!({})).await;
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "SP1", "{}", r.body);
+
+    // A priced call: the catalog's price counts, the reported cost is recorded but not added.
+    let ticket = al.act(BOT, &s, "ticket.create", json!({"n": 1})).await;
+    assert_eq!(ticket.status, StatusCode::OK, "{}", ticket.body);
+    let r = al
+        .post(
+            &format!("/v1/actions/{}/result", ticket.body["id"].as_str().unwrap()),
+            BOT,
+            json!({"ok": true, "cost_usd": 5.0}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["result"]["cost_usd"], 5.0);
+    assert_eq!(al.get(&format!("/v1/sessions/{s}"), BOT).await.body["spent_usd"], 1.75);
+
+    // The budget counts it on the next action: 1.75 spent + 1.00 is over 2.00.
+    let r = al.act(BOT, &s, "ticket.create", json!({"n": 2})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.budget");
+    assert!(r.body["decision"]["reasons"][0]["msg"].as_str().unwrap().contains("spent $1.75 today"), "{}", r.body);
+
+    // Journaled with the result, with what was counted.
+    let events = al.get(&format!("/v1/sessions/{s}/events"), ALICE).await;
+    let completed: Vec<&serde_json::Value> =
+        events.body["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "action.completed").collect();
+    assert_eq!(completed.len(), 2);
+    assert_eq!(completed[0]["payload"]["result"]["cost_usd"], 0.75);
+    assert_eq!(completed[0]["payload"]["cost_counted_usd"], 0.75);
+    assert_eq!(completed[1]["payload"]["cost_counted_usd"], 0.0);
+
+    // The day's spend is recomputed from the journal after a restart, reported cost included.
+    al.crash();
+    let al = fx.start();
+    let s2 = al.session(BOT).await;
+    let r = al.act(BOT, &s2, "ticket.create", json!({"n": 3})).await;
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.budget", "{}", r.body);
+    assert!(r.body["decision"]["reasons"][0]["msg"].as_str().unwrap().contains("spent $1.75 today"), "{}", r.body);
+}
+
+/// A stdio MCP server with one tool, `bill`, whose result reports the cost it is given in
+/// `_meta["airlock/cost_usd"]`. Python's standard library only: newline-delimited JSON-RPC.
+const BILLING_UPSTREAM: &str = r#"import json, sys
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    method, params = msg["method"], msg.get("params") or {}
+    if method == "initialize":
+        result = {"protocolVersion": params["protocolVersion"], "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "billing", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "bill", "description": "a priced call", "inputSchema": {"type": "object"}}]}
+    elif method == "tools/call":
+        cost = (params.get("arguments") or {}).get("cost")
+        result = {"content": [{"type": "text", "text": "billed"}], "_meta": {"airlock/cost_usd": cost}}
+    elif method == "ping":
+        result = {}
+    else:
+        reply = {"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": "method not found"}}
+        print(json.dumps(reply), flush=True)
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"#;
+
+#[tokio::test]
+async fn a_cost_an_upstream_reports_in_its_result_counts_toward_the_session() {
+    let fx = Fixture::with_extra(
+        POLICY,
+        "\n[[upstreams]]\nname = \"billing\"\ncommand = \"python3\"\nargs = [\"billing.py\"]\n",
+    );
+    std::fs::write(fx.dir.path().join("billing.py"), BILLING_UPSTREAM).unwrap();
+    let al = fx.start();
+    let mut up = false;
+    for _ in 0..100 {
+        let status = al.get("/v1/upstreams", ADMIN).await.body;
+        if status["upstreams"][0]["state"] == "up" {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        up,
+        "the billing upstream did not come up: {}",
+        std::fs::read_to_string(&al.stderr_path).unwrap_or_default()
+    );
+    let s = al.session(BOT).await;
+    let r = al.act(BOT, &s, "billing__bill", json!({"cost": 0.4})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+    assert_eq!(r.body["result"]["reported_by"], "upstream");
+    assert_eq!(r.body["result"]["cost_usd"], 0.4);
+    assert_eq!(al.get(&format!("/v1/sessions/{s}"), BOT).await.body["spent_usd"], 0.4);
+    // A cost that is not a non-negative number is ignored: the call happened either way.
+    let r = al.act(BOT, &s, "billing__bill", json!({"cost": "cheap"})).await;
+    assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+    assert!(r.body["result"].get("cost_usd").is_none(), "{}", r.body);
+    let r = al.act(BOT, &s, "billing__bill", json!({"cost": -2})).await;
+    assert!(r.body["result"].get("cost_usd").is_none(), "{}", r.body);
+    assert_eq!(al.get(&format!("/v1/sessions/{s}"), BOT).await.body["spent_usd"], 0.4);
+}

@@ -188,6 +188,18 @@ pub fn apply_budget(
     decision
 }
 
+/// The part of a cost reported with a result that counts toward budgets: all of it when the
+/// decision had no cost (neither policy `cost_usd` nor the tool catalog priced the action),
+/// nothing otherwise. The price the host set is authoritative and already counted when the
+/// action was allowed or approved; counting a reported cost on top would count the call twice,
+/// and letting it replace the price would let an agent lower its own spend.
+pub fn reported_cost_counted(decided: Option<f64>, reported: Option<f64>) -> f64 {
+    match (decided, reported) {
+        (None, Some(cost)) if cost.is_finite() && cost > 0.0 => cost,
+        _ => 0.0,
+    }
+}
+
 /// State of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -507,6 +519,16 @@ mod tests {
         let session = GuardLimits { budget_usd_per_session: 1.0, ..GuardLimits::default() };
         assert_eq!(apply_budget(allow(0.5), &session, 0.0, 0.6, 60).effect, Effect::Deny);
         assert_eq!(apply_budget(allow(0.5), &GuardLimits::default(), 1e9, 1e9, 60).effect, Effect::Allow);
+    }
+
+    #[test]
+    fn a_reported_cost_counts_only_when_the_host_set_no_price() {
+        assert_eq!(reported_cost_counted(None, Some(0.25)), 0.25);
+        assert_eq!(reported_cost_counted(Some(1.0), Some(0.25)), 0.0);
+        assert_eq!(reported_cost_counted(Some(0.0), Some(0.25)), 0.0, "an explicit price of 0 is a price");
+        assert_eq!(reported_cost_counted(None, None), 0.0);
+        assert_eq!(reported_cost_counted(None, Some(f64::NAN)), 0.0);
+        assert_eq!(reported_cost_counted(None, Some(-1.0)), 0.0);
     }
 
     /// Streak only, as before the error rate existed.

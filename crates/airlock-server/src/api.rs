@@ -702,6 +702,8 @@ struct ReportResult {
     output: Value,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    cost_usd: Option<f64>,
 }
 
 async fn report_result(
@@ -711,7 +713,18 @@ async fn report_result(
     Body(body): Body<ReportResult>,
 ) -> Result<Json<ActionView>, Problem> {
     let agent = require_agent(&principal)?;
-    let view = state.engine.report_result(&agent, &id, body.ok, body.output, body.error).await?;
+    if let Some(cost) = body.cost_usd
+        && !(cost.is_finite() && cost >= 0.0)
+    {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid body",
+            format!("`cost_usd`: must be a non-negative number of US dollars, got {cost}"),
+        ));
+    }
+    let report = engine::ResultReport { ok: body.ok, output: body.output, error: body.error, cost_usd: body.cost_usd };
+    let view = state.engine.report_result(&agent, &id, report).await?;
     Ok(Json(view))
 }
 
