@@ -336,55 +336,15 @@ async fn a_cost_reported_with_the_result_counts_when_the_host_set_no_price() {
     assert!(r.body["decision"]["reasons"][0]["msg"].as_str().unwrap().contains("spent $1.75 today"), "{}", r.body);
 }
 
-/// A stdio MCP server with one tool, `bill`, whose result reports the cost it is given in
-/// `_meta["airlock/cost_usd"]`. Python's standard library only: newline-delimited JSON-RPC.
-const BILLING_UPSTREAM: &str = r#"import json, sys
-for line in sys.stdin:
-    if not line.strip():
-        continue
-    msg = json.loads(line)
-    if "id" not in msg or "method" not in msg:
-        continue
-    method, params = msg["method"], msg.get("params") or {}
-    if method == "initialize":
-        result = {"protocolVersion": params["protocolVersion"], "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "billing", "version": "1"}}
-    elif method == "tools/list":
-        result = {"tools": [{"name": "bill", "description": "a priced call", "inputSchema": {"type": "object"}}]}
-    elif method == "tools/call":
-        cost = (params.get("arguments") or {}).get("cost")
-        result = {"content": [{"type": "text", "text": "billed"}], "_meta": {"airlock/cost_usd": cost}}
-    elif method == "ping":
-        result = {}
-    else:
-        reply = {"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": "method not found"}}
-        print(json.dumps(reply), flush=True)
-        continue
-    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
-"#;
-
 #[tokio::test]
 async fn a_cost_an_upstream_reports_in_its_result_counts_toward_the_session() {
     let fx = Fixture::with_extra(
         POLICY,
         "\n[[upstreams]]\nname = \"billing\"\ncommand = \"python3\"\nargs = [\"billing.py\"]\n",
     );
-    std::fs::write(fx.dir.path().join("billing.py"), BILLING_UPSTREAM).unwrap();
+    std::fs::write(fx.dir.path().join("billing.py"), STDIO_UPSTREAM).unwrap();
     let al = fx.start();
-    let mut up = false;
-    for _ in 0..100 {
-        let status = al.get("/v1/upstreams", ADMIN).await.body;
-        if status["upstreams"][0]["state"] == "up" {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        up,
-        "the billing upstream did not come up: {}",
-        std::fs::read_to_string(&al.stderr_path).unwrap_or_default()
-    );
+    al.wait_for_upstream("billing").await;
     let s = al.session(BOT).await;
     let r = al.act(BOT, &s, "billing__bill", json!({"cost": 0.4})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);

@@ -335,6 +335,10 @@ pub struct Decision {
     /// Rules in `warn` mode that matched: recorded, not enforced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Reason>,
+    /// Paths policy `redact` keeps out of exported telemetry (`*`: everything); see
+    /// [`crate::redact`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
 }
 
 /// A requested call and everything airlock knows about it.

@@ -1066,6 +1066,8 @@ impl Engine {
             eval_us: 0,
             retry_after_ms,
             warnings: Vec::new(),
+            // Policy did not run, so what it would redact is unknown: export no content.
+            redact: vec![airlock_core::redact::REDACT_ALL.to_string()],
         };
         let mut commit = Commit::default();
         let mut session = state.session.clone();
@@ -1242,6 +1244,7 @@ impl Engine {
             }
             t.record("journal.append".into(), parent.as_ref(), j0, std::time::SystemTime::now(), vec![]);
             let rules: Vec<String> = action.decision.reasons.iter().map(|r| r.rule.clone()).collect();
+            span.set(t.arguments_attribute(&action).into_iter().collect());
             span.set(vec![
                 opentelemetry::KeyValue::new(crate::otel::attr::EFFECT, action.decision.effect.as_str()),
                 opentelemetry::KeyValue::new(crate::otel::attr::RULES, rules.join(",")),

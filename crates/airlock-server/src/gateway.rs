@@ -136,11 +136,8 @@ impl McpGateway {
         if !result.ok {
             span.error(result.error.clone().unwrap_or_default());
         }
-        if tracing.capture_content() {
-            span.set(vec![opentelemetry::KeyValue::new(
-                crate::otel::attr::GEN_AI_TOOL_RESULT,
-                result.output.to_string(),
-            )]);
+        if let Some(attribute) = tracing.result_attribute(action, &result.output) {
+            span.set(vec![attribute]);
         }
         span.end_at(std::time::SystemTime::now());
         match self.engine.record_execution(&action.id, result).await {
