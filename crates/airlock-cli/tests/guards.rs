@@ -326,6 +326,21 @@ async fn a_cost_reported_with_the_result_counts_when_the_host_set_no_price() {
     assert_eq!(completed[0]["payload"]["result"]["cost_usd"], 0.75);
     assert_eq!(completed[0]["payload"]["cost_counted_usd"], 0.75);
     assert_eq!(completed[1]["payload"]["cost_counted_usd"], 0.0);
+    let timeline = al.get(&format!("/v1/sessions/{s}/timeline"), ALICE).await;
+    let summaries: Vec<&str> = timeline.body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "action.completed")
+        .map(|e| e["summary"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        summaries,
+        vec![
+            "succeeded (reported cost $0.75, counted)",
+            "succeeded (reported cost $5.00, not counted: the action was priced)"
+        ]
+    );
 
     // The day's spend is recomputed from the journal after a restart, reported cost included.
     al.crash();
