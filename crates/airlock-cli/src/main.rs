@@ -63,7 +63,8 @@ enum Command {
     Token(TokenCommand),
     /// Re-evaluate recorded actions against another policy (replay, backtest).
     Replay(ReplayArgs),
-    /// Policy lifecycle on a running server: status, reload, rollback, shadow, diff, promote.
+    /// Policy lifecycle on a running server: status, reload, rollback, shadow, diff, promote
+    /// (humans with the `admin` role; token in AIRLOCK_TOKEN).
     #[command(subcommand)]
     Policy(client::PolicyCommand),
     /// Show the MCP servers behind the gateway: connected or not, why, and how often they were

@@ -119,7 +119,7 @@ async fn a_shadow_candidate_records_disagreements_without_changing_outcomes() {
 
     let mut report = Value::Null;
     for _ in 0..200 {
-        report = al.get("/v1/policy/shadow", ALICE).await.body;
+        report = al.get("/v1/policy/shadow", ADMIN).await.body;
         if report["evaluated"] == 2 {
             break;
         }
@@ -132,7 +132,7 @@ async fn a_shadow_candidate_records_disagreements_without_changing_outcomes() {
     assert_eq!(report["recent"][0]["action_id"], live.body["id"]);
     let events = al.get(&format!("/v1/sessions/{s}/events"), ALICE).await;
     assert!(events.body["events"].as_array().unwrap().iter().any(|e| e["kind"] == "policy.shadow_disagreement"));
-    let (_, out, _) = run(&["policy", "diff", "--server", &al.url], &[("AIRLOCK_TOKEN", ALICE)]);
+    let (_, out, _) = run(&["policy", "diff", "--server", &al.url], &[("AIRLOCK_TOKEN", ADMIN)]);
     assert!(out.contains("1 disagreements") && out.contains("TK1: +1"), "{out}");
 
     let promoted = al.post("/v1/policy/promote", ADMIN, json!({})).await;
@@ -189,4 +189,28 @@ fn golden_fixtures_pin_decisions_and_coverage_shows_unreached_lines() {
 
     let (_, out, _) = run(&["test", "--coverage", "--config", config.to_str().unwrap()], &[]);
     assert!(out.contains("coverage") && out.contains("main.rego") && out.contains("not reached: lines"), "{out}");
+}
+
+#[tokio::test]
+async fn policy_status_and_the_shadow_report_are_for_admins_only() {
+    let fx = Fixture::new(POLICY);
+    let al = fx.start();
+    for path in ["/v1/policy", "/v1/policy/shadow"] {
+        // An approver, a human without roles and an agent are refused, naming the rule.
+        for (token, rule) in [(ALICE, "role"), (VIEWER, "role"), (BOT, "human_only")] {
+            let r = al.get(path, token).await;
+            r.assert_problem(StatusCode::FORBIDDEN, if rule == "role" { "admin" } else { "only humans" });
+            assert_eq!(r.body["rule"], rule, "{path}: {}", r.body);
+        }
+        let r = al.get(path, ADMIN).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+    }
+    assert!(al.get("/v1/policy", ADMIN).await.body["active"]["revision"].as_str().unwrap().starts_with("sha256:"));
+    // The command line says the same.
+    let (code, _, err) = run(&["policy", "status", "--server", &al.url], &[("AIRLOCK_TOKEN", ALICE)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("admin"), "{err}");
+    let (code, out, err) = run(&["policy", "status", "--server", &al.url], &[("AIRLOCK_TOKEN", ADMIN)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sha256:"), "{out}");
 }

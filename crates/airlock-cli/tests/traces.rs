@@ -201,3 +201,78 @@ async fn one_session_is_one_trace_with_the_expected_span_tree() {
     // Content is not exported unless asked for.
     assert!(spans.iter().all(|s| !s.attrs.contains_key("gen_ai.tool.call.arguments")));
 }
+
+/// With `capture_content = true`, arguments and results are exported with the paths of policy
+/// `redact` replaced: a redacted value never reaches the receiver, a value next to it does, and a
+/// broken `redact` exports no content of its action at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captured_content_is_exported_with_policy_redact_paths_replaced() {
+    let collector = Collector::default();
+    let app = Router::new().route("/v1/traces", post(receive)).with_state(collector.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let policy = format!(
+        r#"{POLICY}
+redact contains "arguments.password"
+redact contains "arguments.db.conn_string"
+redact contains "arguments.token" if input.action.upstream == "echo"
+redact contains "result.structuredContent.token" if input.action.upstream == "echo"
+redact contains 42 if input.action.tool == "odd.redact"
+"#
+    );
+    let fx = Fixture::with_extra(
+        &policy,
+        &format!(
+            "\n[telemetry]\notlp_endpoint = \"{endpoint}\"\ncapture_content = true\n\n\
+             [[upstreams]]\nname = \"echo\"\ncommand = \"python3\"\nargs = [\"upstream.py\"]\n"
+        ),
+    );
+    std::fs::write(fx.dir.path().join("upstream.py"), STDIO_UPSTREAM).unwrap();
+    let al = fx.start();
+    al.wait_for_upstream("echo").await;
+    let s = al.session(BOT).await;
+    let ticket = al
+        .act(
+            BOT,
+            &s,
+            "ticket.create",
+            json!({"title": "visible-title", "password": "hunter2-secret",
+                   "db": {"conn_string": "postgres://app:pw-secret@db", "name": "orders-db"}}),
+        )
+        .await;
+    assert_eq!(ticket.body["status"], "executing", "{}", ticket.body);
+    assert_eq!(ticket.body["decision"]["redact"], json!(["arguments.db.conn_string", "arguments.password"]));
+    // Redaction is for export: the journal keeps the call as it was made.
+    assert_eq!(ticket.body["arguments"]["password"], "hunter2-secret");
+    let echo = al.act(BOT, &s, "echo__echo", json!({"id": "visible-id", "token": "tok-secret"})).await;
+    assert_eq!(echo.body["status"], "succeeded", "{}", echo.body);
+    let odd = al.act(BOT, &s, "odd.redact", json!({"note": "leaks-if-broken"})).await;
+    assert_eq!(odd.body["status"], "executing", "a broken redact must not deny: {}", odd.body);
+    assert_eq!(odd.body["decision"]["warnings"][0]["rule"], "airlock.redact_error", "{}", odd.body);
+    assert_eq!(odd.body["decision"]["redact"], json!(["*"]));
+    al.stop();
+
+    let spans = collector.0.lock().unwrap().clone();
+    let exported: String = spans.iter().flat_map(|s| s.attrs.values().cloned()).collect::<Vec<_>>().join("\n");
+    for secret in ["hunter2-secret", "pw-secret", "tok-secret", "leaks-if-broken"] {
+        assert!(!exported.contains(secret), "`{secret}` was exported: {exported}");
+    }
+    let attr_json = |span: &str, key: &str| -> serde_json::Value {
+        let s = spans.iter().find(|s| s.name == span).unwrap_or_else(|| panic!("no span `{span}`: {spans:#?}"));
+        let text = s.attrs.get(key).unwrap_or_else(|| panic!("`{span}` has no `{key}`: {:?}", s.attrs));
+        serde_json::from_str(text).unwrap()
+    };
+    assert_eq!(
+        attr_json("execute_tool ticket.create", "gen_ai.tool.call.arguments"),
+        json!({"title": "visible-title", "password": "[REDACTED]", "db": {"conn_string": "[REDACTED]", "name": "orders-db"}})
+    );
+    assert_eq!(
+        attr_json("execute_tool echo__echo", "gen_ai.tool.call.arguments"),
+        json!({"id": "visible-id", "token": "[REDACTED]"})
+    );
+    let result = attr_json("tools/call echo", "gen_ai.tool.call.result");
+    assert_eq!(result["structuredContent"], json!({"id": "visible-id", "token": "[REDACTED]"}), "{result}");
+    assert_eq!(attr_json("execute_tool odd.redact", "gen_ai.tool.call.arguments"), json!("[REDACTED]"));
+}

@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use crate::model::{ApprovalRequirements, Decision, Effect, Reason, Risk, Tier};
+use crate::redact::{REDACT_ALL, RULE_REDACT_ERROR, paths_from_policy};
 
 /// Rule name used when policy evaluation itself failed.
 pub const RULE_POLICY_ERROR: &str = "airlock.policy_error";
@@ -17,8 +18,9 @@ pub const RULE_TIER_FLOOR: &str = "airlock.tier_floor";
 pub const RULE_APPROVAL_UNUSED: &str = "airlock.approval_unused";
 
 /// What the host read from the policy, before interpretation: the values of the rules
-/// `deny`, `require_approval` and `cost_usd` of package `airlock` (undefined rules are empty).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// `deny`, `require_approval`, `warn`, `cost_usd` and `redact` of package `airlock` (undefined
+/// rules are empty).
+#[derive(Debug, Clone, PartialEq)]
 pub struct PolicyOutput {
     /// Elements of the `deny` set.
     pub deny: Vec<Value>,
@@ -28,6 +30,21 @@ pub struct PolicyOutput {
     pub cost_usd: Option<Value>,
     /// Elements of the `warn` set: recorded, never enforced.
     pub warn: Vec<Value>,
+    /// Value of `redact`, if defined, or why it could not be evaluated. Unlike the other rules,
+    /// a failing `redact` does not fail the decision: it only means no content is exported.
+    pub redact: Result<Option<Value>, String>,
+}
+
+impl Default for PolicyOutput {
+    fn default() -> Self {
+        PolicyOutput {
+            deny: Vec::new(),
+            require_approval: Vec::new(),
+            cost_usd: None,
+            warn: Vec::new(),
+            redact: Ok(None),
+        }
+    }
 }
 
 /// Settings the combiner needs from configuration.
@@ -65,7 +82,8 @@ pub fn combine(
     }
 }
 
-/// A deny caused by a broken or failing policy.
+/// A deny caused by a broken or failing policy. What policy would redact is unknown, so it
+/// redacts everything.
 pub fn policy_failure(msg: String, policy_revision: &str, eval_us: u64) -> Decision {
     Decision {
         effect: Effect::Deny,
@@ -78,6 +96,7 @@ pub fn policy_failure(msg: String, policy_revision: &str, eval_us: u64) -> Decis
         eval_us,
         retry_after_ms: None,
         warnings: Vec::new(),
+        redact: vec![crate::redact::REDACT_ALL.to_string()],
     }
 }
 
@@ -128,6 +147,18 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
         },
         Some(other) => return Err(format!("`cost_usd` must be a number, got `{other}`")),
     };
+    // A broken `redact` keeps all content out of telemetry and says so; it does not deny the
+    // action, since what is exported to telemetry does not change what the action may do.
+    let redact = match output.redact.as_ref().map_err(Clone::clone).and_then(|v| paths_from_policy(v.as_ref())) {
+        Ok(paths) => paths,
+        Err(msg) => {
+            warnings.push(Reason::new(
+                RULE_REDACT_ERROR,
+                format!("policy `redact` failed, so no arguments or results of this action are exported: {msg}"),
+            ));
+            vec![REDACT_ALL.to_string()]
+        }
+    };
 
     let max_risk =
         |entries: &[Entry], default: Risk| entries.iter().filter_map(|e| e.risk).max().unwrap_or(default).max(default);
@@ -142,6 +173,7 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
         eval_us: 0,
         retry_after_ms: None,
         warnings,
+        redact,
     };
     if !denies.is_empty() {
         decision.effect = Effect::Deny;
@@ -267,7 +299,7 @@ mod tests {
 
     fn run(deny: Vec<Value>, approve: Vec<Value>) -> Decision {
         combine(
-            Ok(PolicyOutput { deny, require_approval: approve, cost_usd: None, warn: vec![] }),
+            Ok(PolicyOutput { deny, require_approval: approve, ..Default::default() }),
             &ApprovalDefaults::default(),
             "rev",
             1,
@@ -359,6 +391,27 @@ mod tests {
         assert_eq!(d.effect, Effect::Allow);
         let rules: Vec<&str> = d.warnings.iter().map(|r| r.rule.as_str()).collect();
         assert_eq!(rules, vec!["W1", "D1"]);
+    }
+
+    #[test]
+    fn redact_paths_are_kept_and_a_broken_redact_hides_everything_without_denying() {
+        let with = |redact: Result<Option<Value>, String>| {
+            combine(Ok(PolicyOutput { redact, ..Default::default() }), &ApprovalDefaults::default(), "rev", 1)
+        };
+        let d = with(Ok(Some(json!(["arguments.password", "result.token"]))));
+        assert_eq!(d.effect, Effect::Allow);
+        assert_eq!(d.redact, vec!["arguments.password", "result.token"]);
+        assert!(d.warnings.is_empty());
+        assert!(with(Ok(None)).redact.is_empty());
+        for broken in [Ok(Some(json!([7]))), Ok(Some(json!(["password"]))), Err("conflicting values".to_string())] {
+            let d = with(broken.clone());
+            assert_eq!(d.effect, Effect::Allow, "{broken:?}");
+            assert_eq!(d.redact, vec![crate::redact::REDACT_ALL], "{broken:?}");
+            assert_eq!(d.warnings[0].rule, RULE_REDACT_ERROR, "{broken:?}");
+        }
+        // A failed policy redacts everything too: what it would have redacted is unknown.
+        let failed = combine(Err("time limit".into()), &ApprovalDefaults::default(), "rev", 1);
+        assert_eq!(failed.redact, vec![crate::redact::REDACT_ALL]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod event;
 pub mod guard;
 pub mod limits;
 pub mod model;
+pub mod redact;
 
 pub use decision::{ApprovalDefaults, PolicyOutput, apply_tier_floor, combine};
 pub use digest::{action_digest, canonical_json};

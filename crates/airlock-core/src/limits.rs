@@ -54,6 +54,20 @@ pub struct GuardLimits {
     pub breaker_failures: u32,
     /// How long an open breaker fails fast before a probe.
     pub breaker_cooldown_seconds: u64,
+    /// Share of one tool's calls within the window that, when failed, opens its breaker
+    /// (`0.5` = half); 0 disables.
+    pub breaker_error_rate: f64,
+    /// The window the error rate is measured over.
+    pub breaker_window_seconds: u64,
+    /// Calls within the window below which the error rate never opens the breaker.
+    pub breaker_min_calls: u32,
+}
+
+impl GuardLimits {
+    /// Whether either trip condition of the circuit breaker is on.
+    pub fn breaker_enabled(&self) -> bool {
+        self.breaker_failures > 0 || self.breaker_error_rate > 0.0
+    }
 }
 
 impl Default for GuardLimits {
@@ -69,6 +83,9 @@ impl Default for GuardLimits {
             on_budget_exceeded: OnBudgetExceeded::Deny,
             breaker_failures: 5,
             breaker_cooldown_seconds: 30,
+            breaker_error_rate: 0.5,
+            breaker_window_seconds: 60,
+            breaker_min_calls: 10,
         }
     }
 }
@@ -171,6 +188,18 @@ pub fn apply_budget(
     decision
 }
 
+/// The part of a cost reported with a result that counts toward budgets: all of it when the
+/// decision had no cost (neither policy `cost_usd` nor the tool catalog priced the action),
+/// nothing otherwise. The price the host set is authoritative and already counted when the
+/// action was allowed or approved; counting a reported cost on top would count the call twice,
+/// and letting it replace the price would let an agent lower its own spend.
+pub fn reported_cost_counted(decided: Option<f64>, reported: Option<f64>) -> f64 {
+    match (decided, reported) {
+        (None, Some(cost)) if cost.is_finite() && cost > 0.0 => cost,
+        _ => 0.0,
+    }
+}
+
 /// State of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -182,6 +211,65 @@ pub enum BreakerState {
     /// One probe call is allowed; its outcome closes or re-opens the breaker.
     HalfOpen,
 }
+
+/// Why a breaker opened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trip {
+    /// `breaker_failures` failures in a row.
+    ConsecutiveFailures {
+        /// Failures in a row when it opened.
+        failures: u32,
+    },
+    /// The error rate within the window reached `breaker_error_rate`.
+    ErrorRate {
+        /// Failed calls within the window.
+        failures: u32,
+        /// All calls within the window.
+        calls: u32,
+        /// The window, in seconds.
+        window_seconds: u64,
+        /// The configured limit, as a fraction.
+        limit: f64,
+    },
+    /// The probe call after the cool-down failed.
+    ProbeFailed,
+}
+
+impl Trip {
+    fn describe(&self) -> String {
+        match self {
+            Trip::ConsecutiveFailures { failures } => format!("open after {failures} failures in a row"),
+            Trip::ErrorRate { failures, calls, window_seconds, limit } => format!(
+                "open: {failures} of {calls} calls failed within {window_seconds}s, an error rate of {} at or over its limit of {}",
+                percent(f64::from(*failures) / f64::from((*calls).max(1))),
+                percent(*limit)
+            ),
+            Trip::ProbeFailed => "open again: the probe call after the cool-down failed".to_string(),
+        }
+    }
+}
+
+/// `0.5` → `50%`, `0.125` → `12.5%`.
+fn percent(fraction: f64) -> String {
+    let p = (fraction * 1000.0).round() / 10.0;
+    if p.fract() == 0.0 { format!("{p:.0}%") } else { format!("{p:.1}%") }
+}
+
+/// Outcomes of one tool's calls in one slice of the error-rate window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeSlice {
+    /// When the slice started.
+    pub start: DateTime<Utc>,
+    /// Calls recorded in it.
+    pub calls: u32,
+    /// Of those, failures.
+    pub failures: u32,
+}
+
+/// Slices per window: the window slides in steps of a tenth of its length, which bounds the
+/// stored state (and what is journaled) to a handful of counters whatever the call volume.
+const SLICES_PER_WINDOW: u64 = 10;
 
 /// The circuit breaker of one tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +286,13 @@ pub struct Breaker {
     /// Last failure message.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Why it last opened; `None` while closed (and in states recorded before this was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tripped_by: Option<Trip>,
+    /// Outcomes within the error-rate window, oldest slice first; empty when the error rate is
+    /// off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub window: Vec<OutcomeSlice>,
 }
 
 /// Whether a breaker lets a call through.
@@ -225,6 +320,10 @@ pub enum Transition {
     Closed,
 }
 
+fn seconds(s: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000))
+}
+
 impl Breaker {
     /// A closed breaker for `tool`.
     pub fn new(tool: &str) -> Breaker {
@@ -234,6 +333,8 @@ impl Breaker {
             consecutive_failures: 0,
             opened_at: None,
             last_error: None,
+            tripped_by: None,
+            window: Vec::new(),
         }
     }
 
@@ -256,21 +357,24 @@ impl Breaker {
             ),
             BreakerState::Open => {
                 let opened = self.opened_at.unwrap_or(now);
-                let ready =
-                    opened + chrono::Duration::seconds(i64::try_from(cooldown_seconds).unwrap_or(i64::MAX / 2_000));
+                let ready = opened + seconds(cooldown_seconds);
                 if now >= ready {
                     self.state = BreakerState::HalfOpen;
                     (Admission::Probe, Some(Transition::HalfOpened))
                 } else {
                     let wait = (ready - now).num_seconds().max(1);
+                    let why = self
+                        .tripped_by
+                        .clone()
+                        .unwrap_or(Trip::ConsecutiveFailures { failures: self.consecutive_failures })
+                        .describe();
                     (
                         Admission::Reject {
                             reason: Reason::new(
                                 RULE_BREAKER,
                                 format!(
-                                    "the circuit breaker of `{}` is open after {} failures in a row (last: {}); retry after {wait}s",
+                                    "the circuit breaker of `{}` is {why} (last: {}); retry after {wait}s",
                                     self.tool,
-                                    self.consecutive_failures,
                                     self.last_error.as_deref().unwrap_or("unknown error")
                                 ),
                             ),
@@ -282,28 +386,93 @@ impl Breaker {
         }
     }
 
-    /// Records an outcome of a call to the tool.
-    pub fn record(&mut self, ok: bool, error: Option<&str>, now: DateTime<Utc>, threshold: u32) -> Option<Transition> {
+    /// Failed and total calls within the window ending at `now`.
+    pub fn window_counts(&self, now: DateTime<Utc>, window_seconds: u64) -> (u32, u32) {
+        let since = now - seconds(window_seconds);
+        self.window
+            .iter()
+            .filter(|s| s.start > since)
+            .fold((0u32, 0u32), |(f, c), s| (f.saturating_add(s.failures), c.saturating_add(s.calls)))
+    }
+
+    /// Counts one outcome into the sliding window and drops slices that left it.
+    fn count_in_window(&mut self, ok: bool, now: DateTime<Utc>, window_seconds: u64) {
+        let since = now - seconds(window_seconds);
+        self.window.retain(|s| s.start > since);
+        let width = seconds((window_seconds / SLICES_PER_WINDOW).max(1));
+        let failed = u32::from(!ok);
+        match self.window.last_mut() {
+            Some(slice) if now < slice.start + width && now >= slice.start => {
+                slice.calls = slice.calls.saturating_add(1);
+                slice.failures = slice.failures.saturating_add(failed);
+            }
+            _ => self.window.push(OutcomeSlice { start: now, calls: 1, failures: failed }),
+        }
+    }
+
+    /// Records an outcome of a call to the tool. A closed breaker opens on `breaker_failures`
+    /// failures in a row, or on a failure that leaves the error rate within the window at or
+    /// over `breaker_error_rate` once at least `breaker_min_calls` calls are in it. A half-open
+    /// breaker closes on success and opens again on failure.
+    pub fn record(
+        &mut self,
+        ok: bool,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+        limits: &GuardLimits,
+    ) -> Option<Transition> {
+        let rate_on = limits.breaker_error_rate > 0.0;
+        if rate_on && self.state == BreakerState::Closed {
+            self.count_in_window(ok, now, limits.breaker_window_seconds);
+        }
         if ok {
             self.consecutive_failures = 0;
             self.last_error = None;
             if self.state != BreakerState::Closed {
-                self.state = BreakerState::Closed;
-                self.opened_at = None;
+                self.close();
                 return Some(Transition::Closed);
             }
             return None;
         }
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_error = error.map(|e| e.chars().take(200).collect());
-        let should_open = self.state == BreakerState::HalfOpen
-            || (threshold > 0 && self.state == BreakerState::Closed && self.consecutive_failures >= threshold);
-        if should_open {
-            self.state = BreakerState::Open;
-            self.opened_at = Some(now);
-            return Some(Transition::Opened);
-        }
-        None
+        let trip = match self.state {
+            BreakerState::HalfOpen => Some(Trip::ProbeFailed),
+            BreakerState::Open => None,
+            BreakerState::Closed => {
+                let (failures, calls) = self.window_counts(now, limits.breaker_window_seconds);
+                if limits.breaker_failures > 0 && self.consecutive_failures >= limits.breaker_failures {
+                    Some(Trip::ConsecutiveFailures { failures: self.consecutive_failures })
+                } else if rate_on
+                    && calls >= limits.breaker_min_calls.max(1)
+                    && f64::from(failures) >= limits.breaker_error_rate * f64::from(calls) - 1e-9
+                {
+                    Some(Trip::ErrorRate {
+                        failures,
+                        calls,
+                        window_seconds: limits.breaker_window_seconds,
+                        limit: limits.breaker_error_rate,
+                    })
+                } else {
+                    None
+                }
+            }
+        };
+        let trip = trip?;
+        self.state = BreakerState::Open;
+        self.opened_at = Some(now);
+        self.tripped_by = Some(trip);
+        // The calls that opened it are accounted for; after the breaker closes again the rate
+        // is measured afresh.
+        self.window.clear();
+        Some(Transition::Opened)
+    }
+
+    fn close(&mut self) {
+        self.state = BreakerState::Closed;
+        self.opened_at = None;
+        self.tripped_by = None;
+        self.window.clear();
     }
 }
 
@@ -353,23 +522,143 @@ mod tests {
     }
 
     #[test]
+    fn a_reported_cost_counts_only_when_the_host_set_no_price() {
+        assert_eq!(reported_cost_counted(None, Some(0.25)), 0.25);
+        assert_eq!(reported_cost_counted(Some(1.0), Some(0.25)), 0.0);
+        assert_eq!(reported_cost_counted(Some(0.0), Some(0.25)), 0.0, "an explicit price of 0 is a price");
+        assert_eq!(reported_cost_counted(None, None), 0.0);
+        assert_eq!(reported_cost_counted(None, Some(f64::NAN)), 0.0);
+        assert_eq!(reported_cost_counted(None, Some(-1.0)), 0.0);
+    }
+
+    /// Streak only, as before the error rate existed.
+    fn streak(n: u32) -> GuardLimits {
+        GuardLimits { breaker_failures: n, breaker_error_rate: 0.0, ..GuardLimits::default() }
+    }
+
+    /// Error rate only: `rate` over `window` seconds once `min` calls are in it.
+    fn rate(rate: f64, window: u64, min: u32) -> GuardLimits {
+        GuardLimits {
+            breaker_failures: 0,
+            breaker_error_rate: rate,
+            breaker_window_seconds: window,
+            breaker_min_calls: min,
+            ..GuardLimits::default()
+        }
+    }
+
+    fn reject_msg(b: &mut Breaker, now: DateTime<Utc>) -> String {
+        match b.admit(now, 30).0 {
+            Admission::Reject { reason } => reason.msg,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn breaker_opens_fails_fast_probes_and_closes() {
+        let limits = streak(3);
         let mut b = Breaker::new("t");
         for i in 0..2 {
-            assert_eq!(b.record(false, Some("boom"), at(i), 3), None);
+            assert_eq!(b.record(false, Some("boom"), at(i), &limits), None);
         }
-        assert_eq!(b.record(false, Some("boom"), at(2), 3), Some(Transition::Opened));
-        let (adm, _) = b.admit(at(10), 30);
-        assert!(matches!(adm, Admission::Reject { .. }));
+        assert_eq!(b.record(false, Some("boom"), at(2), &limits), Some(Transition::Opened));
+        assert_eq!(b.tripped_by, Some(Trip::ConsecutiveFailures { failures: 3 }));
+        let msg = reject_msg(&mut b, at(10));
+        assert!(msg.contains("after 3 failures in a row (last: boom)"), "{msg}");
         let (adm, t) = b.admit(at(33), 30);
         assert_eq!((adm, t), (Admission::Probe, Some(Transition::HalfOpened)));
         assert!(matches!(b.admit(at(33), 30).0, Admission::Reject { .. }));
         // The probe fails: open again, with a fresh cool-down.
-        assert_eq!(b.record(false, Some("still"), at(34), 3), Some(Transition::Opened));
-        assert!(matches!(b.admit(at(40), 30).0, Admission::Reject { .. }));
+        assert_eq!(b.record(false, Some("still"), at(34), &limits), Some(Transition::Opened));
+        assert!(reject_msg(&mut b, at(40)).contains("probe call after the cool-down failed"));
         assert_eq!(b.admit(at(65), 30).0, Admission::Probe);
-        assert_eq!(b.record(true, None, at(66), 3), Some(Transition::Closed));
+        assert_eq!(b.record(true, None, at(66), &limits), Some(Transition::Closed));
         assert_eq!(b.admit(at(67), 30).0, Admission::Pass);
         assert_eq!(b.consecutive_failures, 0);
+        assert_eq!(b.tripped_by, None);
+        // The error rate is off: nothing is kept for it.
+        assert!(b.window.is_empty());
+    }
+
+    #[test]
+    fn interleaved_failures_open_the_breaker_by_error_rate() {
+        let limits = GuardLimits { breaker_failures: 3, ..rate(0.5, 60, 10) };
+        let mut b = Breaker::new("t");
+        // Fail, succeed, fail, succeed, …: never two failures in a row, so the streak never trips.
+        let mut opened_at = None;
+        for i in 0..12 {
+            let ok = i % 2 == 1;
+            if let Some(t) = b.record(ok, (!ok).then_some("HTTP 503"), at(i), &limits) {
+                assert_eq!(t, Transition::Opened);
+                opened_at = Some(i);
+                break;
+            }
+        }
+        // The 10th call is a success (5 of 10); the 11th, a failure, makes it 6 of 11.
+        assert_eq!(opened_at, Some(10));
+        assert_eq!(b.tripped_by, Some(Trip::ErrorRate { failures: 6, calls: 11, window_seconds: 60, limit: 0.5 }));
+        let msg = reject_msg(&mut b, at(11));
+        assert!(msg.contains("6 of 11 calls failed within 60s"), "{msg}");
+        assert!(msg.contains("an error rate of 54.5% at or over its limit of 50%"), "{msg}");
+        assert!(msg.contains("HTTP 503"), "{msg}");
+        assert!(b.window.is_empty(), "the window starts afresh after a trip");
+    }
+
+    #[test]
+    fn too_few_calls_never_open_the_breaker_by_error_rate() {
+        let limits = rate(0.5, 60, 10);
+        let mut b = Breaker::new("t");
+        for i in 0..9 {
+            assert_eq!(b.record(false, Some("x"), at(i), &limits), None, "call {i}");
+        }
+        assert_eq!(b.window_counts(at(9), 60), (9, 9));
+        assert_eq!(b.record(false, Some("x"), at(9), &limits), Some(Transition::Opened));
+    }
+
+    #[test]
+    fn failures_that_left_the_window_do_not_count() {
+        let limits = rate(0.5, 60, 4);
+        let mut b = Breaker::new("t");
+        for i in 0..3 {
+            assert_eq!(b.record(false, Some("x"), at(i), &limits), None);
+        }
+        // A minute later those three are gone: one failure among successes is 1 of 4.
+        for i in 0..3 {
+            assert_eq!(b.record(true, None, at(70 + i), &limits), None);
+        }
+        assert_eq!(b.record(false, Some("x"), at(74), &limits), None);
+        assert_eq!(b.window_counts(at(74), 60), (1, 4));
+        assert!(b.window.iter().all(|s| s.start > at(14)));
+        // Bounded: calls in one slice share its counters.
+        assert!(b.window.len() <= 2, "{:?}", b.window);
+    }
+
+    #[test]
+    fn a_rate_below_the_limit_keeps_the_breaker_closed() {
+        let limits = rate(0.5, 60, 10);
+        let mut b = Breaker::new("t");
+        // Two failures, then successes: 2 of 20 is 10 %.
+        for i in 0..20 {
+            let ok = i >= 2;
+            assert_eq!(b.record(ok, (!ok).then_some("x"), at(i), &limits), None);
+        }
+        assert_eq!(b.state, BreakerState::Closed);
+        assert_eq!(b.window_counts(at(20), 60), (2, 20));
+    }
+
+    #[test]
+    fn breaker_state_round_trips_through_json_including_older_records() {
+        let limits = rate(0.5, 60, 10);
+        let mut b = Breaker::new("t");
+        b.record(false, Some("x"), at(0), &limits);
+        b.record(true, None, at(1), &limits);
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(serde_json::from_value::<Breaker>(json).unwrap(), b);
+        let older = serde_json::json!({"tool": "t", "state": "open", "consecutive_failures": 4,
+            "opened_at": "2027-01-15T08:00:00Z", "last_error": "boom"});
+        let mut older: Breaker = serde_json::from_value(older).unwrap();
+        assert!(older.window.is_empty() && older.tripped_by.is_none());
+        let msg = reject_msg(&mut older, DateTime::from_timestamp(1_800_000_000 + 1, 0).unwrap());
+        assert!(msg.contains("after 4 failures in a row"), "{msg}");
     }
 }

@@ -335,6 +335,10 @@ pub struct Decision {
     /// Rules in `warn` mode that matched: recorded, not enforced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Reason>,
+    /// Paths policy `redact` keeps out of exported telemetry (`*`: everything); see
+    /// [`crate::redact`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact: Vec<String>,
 }
 
 /// A requested call and everything airlock knows about it.
@@ -402,6 +406,10 @@ pub struct ActionResult {
     /// Wall time of the call, when airlock measured it.
     #[serde(default)]
     pub duration_ms: Option<u64>,
+    /// What the call cost in US dollars, as reported with the result. It counts toward budgets
+    /// only when the decision had no cost of its own ([`crate::limits::reported_cost_counted`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
     /// When the result was recorded.
     pub at: DateTime<Utc>,
 }

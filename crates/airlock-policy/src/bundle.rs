@@ -16,6 +16,10 @@ pub(crate) const RULE_DENY: &str = "data.airlock.deny";
 pub(crate) const RULE_REQUIRE_APPROVAL: &str = "data.airlock.require_approval";
 pub(crate) const RULE_COST: &str = "data.airlock.cost_usd";
 pub(crate) const RULE_WARN: &str = "data.airlock.warn";
+pub(crate) const RULE_REDACT: &str = "data.airlock.redact";
+
+/// The host's entry points, in the order of [`Policy`]'s `declared` flags.
+const HOST_RULES: [&str; 5] = [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST, RULE_WARN, RULE_REDACT];
 
 /// How a policy is run.
 #[derive(Debug, Clone)]
@@ -41,7 +45,7 @@ pub struct Policy {
     files: Vec<PathBuf>,
     engine: Engine,
     /// Which of the host rules the policy declares; a rule that is not declared is empty.
-    declared: [bool; 4],
+    declared: [bool; 5],
     /// `(relative path, text)` of every file, for the journal's revision history.
     sources: Vec<(String, String)>,
     /// Golden fixtures found in `fixtures/`.
@@ -113,9 +117,9 @@ impl Policy {
 
         // Probing the template itself (not a clone) leaves it prepared, so that every evaluation
         // clones a prepared engine instead of analysing the policy again.
-        let mut declared = [false; 4];
+        let mut declared = [false; 5];
         engine.set_input(Value::new_object());
-        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST, RULE_WARN].iter().enumerate() {
+        for (i, rule) in HOST_RULES.iter().enumerate() {
             match engine.eval_rule((*rule).to_string()) {
                 Ok(_) => set(&mut declared, i),
                 Err(e) if is_missing_rule(&e.to_string()) => {}
@@ -195,13 +199,12 @@ impl Policy {
 
     fn evaluate_inner(&self, engine: &mut Engine) -> Result<PolicyOutput, String> {
         let mut out = PolicyOutput::default();
-        for (i, rule) in [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST, RULE_WARN].iter().enumerate() {
-            if !self.declared.get(i).copied().unwrap_or(false) {
+        let declared = |i: usize| self.declared.get(i).copied().unwrap_or(false);
+        for (i, rule) in HOST_RULES.iter().enumerate().take(4) {
+            if !declared(i) {
                 continue;
             }
-            let value =
-                engine.eval_rule((*rule).to_string()).map_err(|e| format!("`{rule}`: {}", one_line(&e.to_string())))?;
-            let json = to_json(&value).map_err(|e| format!("`{rule}`: {e}"))?;
+            let json = eval_json(engine, rule)?;
             match i {
                 0 => out.deny = as_list(rule, json)?,
                 1 => out.require_approval = as_list(rule, json)?,
@@ -209,11 +212,21 @@ impl Policy {
                 _ => out.warn = as_list(rule, json)?,
             }
         }
+        // Evaluated last and on its own: its failure is kept in the output (and redacts
+        // everything) instead of failing the decision.
+        if declared(4) {
+            out.redact = eval_json(engine, RULE_REDACT);
+        }
         Ok(out)
     }
 }
 
-fn set(flags: &mut [bool; 4], i: usize) {
+fn eval_json(engine: &mut Engine, rule: &str) -> Result<Option<serde_json::Value>, String> {
+    let value = engine.eval_rule(rule.to_string()).map_err(|e| format!("`{rule}`: {}", one_line(&e.to_string())))?;
+    to_json(&value).map_err(|e| format!("`{rule}`: {e}"))
+}
+
+fn set(flags: &mut [bool; 5], i: usize) {
     if let Some(f) = flags.get_mut(i) {
         *f = true;
     }

@@ -2,7 +2,7 @@
 //!
 //! Loads a policy directory (`.rego` files plus optional `data.json`), names it by a content hash
 //! (the *revision*), evaluates the host contract of package `airlock` (`deny`, `require_approval`,
-//! `cost_usd`) under a time limit, and runs `test_*` rules from `*_test.rego` files. Evaluation
+//! `warn`, `cost_usd`, `redact`) under a time limit, and runs `test_*` rules from `*_test.rego` files. Evaluation
 //! never fails open: an error or time-out is reported as such, and the caller turns it into a
 //! deny. This crate does no network IO and never panics on a policy or an input.
 

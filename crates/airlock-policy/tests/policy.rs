@@ -112,3 +112,37 @@ test_wrong_expectation if {
     assert_eq!(report.passed(), 1);
     assert_eq!(report.failed(), 1);
 }
+
+#[test]
+fn redact_is_evaluated_beside_the_decision_and_its_failure_is_kept_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "main.rego",
+        r#"package airlock
+
+import rego.v1
+
+deny contains "no drops" if input.action.tool == "db__drop"
+
+redact contains "arguments.password"
+redact contains "arguments.db.conn_string" if input.action.tool == "db__connect"
+
+# Two values for one key: a conflict, which is an evaluation error, for one tool only.
+secret_field := "token" if input.action.tool == "broken"
+secret_field := "password" if input.action.tool == "broken"
+redact contains sprintf("arguments.%s", [secret_field]) if input.action.tool == "broken"
+"#,
+    );
+    let policy = Policy::load(dir.path(), &Options::default()).unwrap();
+    let out = policy.evaluate(&json!({"action": {"tool": "db__connect"}})).output.unwrap();
+    assert_eq!(out.redact, Ok(Some(json!(["arguments.db.conn_string", "arguments.password"]))));
+    let out = policy.evaluate(&json!({"action": {"tool": "db__drop"}})).output.unwrap();
+    assert_eq!(out.deny, vec![json!("no drops")]);
+    assert_eq!(out.redact, Ok(Some(json!(["arguments.password"]))));
+    // The redact rule fails; the decision rules still evaluated.
+    let out = policy.evaluate(&json!({"action": {"tool": "broken"}})).output.unwrap();
+    assert!(out.deny.is_empty());
+    let err = out.redact.unwrap_err();
+    assert!(err.contains("data.airlock.redact"), "{err}");
+}

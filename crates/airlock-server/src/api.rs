@@ -606,8 +606,11 @@ async fn list_upstreams(State(state): State<AppState>, principal: Principal) -> 
     Ok(Json(json!({ "upstreams": upstreams })))
 }
 
+// Policy status and the shadow report are admin-only: they show the policy's files, where it
+// lives on the server and how a candidate would decide, which is how the rules could be probed
+// for gaps. Approvers see what they need on each approval.
 async fn policy_status(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    require_human(&principal)?;
+    require_role(&principal, airlock_core::Role::Admin)?;
     let policy = state.engine.policy();
     let history = state.engine.store().policy_history(crate::lifecycle::HISTORY).await.map_err(engine::Error::from)?;
     let shadow = state.engine.shadow_report();
@@ -669,7 +672,7 @@ async fn policy_candidate_clear(State(state): State<AppState>, principal: Princi
 }
 
 async fn policy_shadow(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    require_human(&principal)?;
+    require_role(&principal, airlock_core::Role::Admin)?;
     Ok(Json(serde_json::to_value(state.engine.shadow_report()).unwrap_or_default()))
 }
 
@@ -702,6 +705,8 @@ struct ReportResult {
     output: Value,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    cost_usd: Option<f64>,
 }
 
 async fn report_result(
@@ -711,7 +716,18 @@ async fn report_result(
     Body(body): Body<ReportResult>,
 ) -> Result<Json<ActionView>, Problem> {
     let agent = require_agent(&principal)?;
-    let view = state.engine.report_result(&agent, &id, body.ok, body.output, body.error).await?;
+    if let Some(cost) = body.cost_usd
+        && !(cost.is_finite() && cost >= 0.0)
+    {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid body",
+            format!("`cost_usd`: must be a non-negative number of US dollars, got {cost}"),
+        ));
+    }
+    let report = engine::ResultReport { ok: body.ok, output: body.output, error: body.error, cost_usd: body.cost_usd };
+    let view = state.engine.report_result(&agent, &id, report).await?;
     Ok(Json(view))
 }
 

@@ -112,6 +112,9 @@ struct RawGuards {
     on_budget_exceeded: Option<OnBudgetExceeded>,
     breaker_failures: Option<u32>,
     breaker_cooldown_seconds: Option<u64>,
+    breaker_error_rate: Option<f64>,
+    breaker_window_seconds: Option<u64>,
+    breaker_min_calls: Option<u32>,
 }
 
 impl RawGuards {
@@ -128,6 +131,9 @@ impl RawGuards {
             on_budget_exceeded: self.on_budget_exceeded.unwrap_or(base.on_budget_exceeded),
             breaker_failures: self.breaker_failures.unwrap_or(base.breaker_failures),
             breaker_cooldown_seconds: self.breaker_cooldown_seconds.unwrap_or(base.breaker_cooldown_seconds),
+            breaker_error_rate: self.breaker_error_rate.unwrap_or(base.breaker_error_rate),
+            breaker_window_seconds: self.breaker_window_seconds.unwrap_or(base.breaker_window_seconds),
+            breaker_min_calls: self.breaker_min_calls.unwrap_or(base.breaker_min_calls),
         }
     }
 }
@@ -151,6 +157,24 @@ fn check_limits(prefix: &str, l: &GuardLimits, push: &mut dyn FnMut(&str, String
         push(
             &format!("{prefix}.breaker_cooldown_seconds"),
             format!("must be between 1 and 86400, got {}", l.breaker_cooldown_seconds),
+        );
+    }
+    if !(l.breaker_error_rate.is_finite() && (0.0..=1.0).contains(&l.breaker_error_rate)) {
+        push(
+            &format!("{prefix}.breaker_error_rate"),
+            format!("must be a fraction between 0 (off) and 1, got {}", l.breaker_error_rate),
+        );
+    }
+    if l.breaker_window_seconds == 0 || l.breaker_window_seconds > 86_400 {
+        push(
+            &format!("{prefix}.breaker_window_seconds"),
+            format!("must be between 1 and 86400, got {}", l.breaker_window_seconds),
+        );
+    }
+    if l.breaker_min_calls == 0 || l.breaker_min_calls > 1_000_000 {
+        push(
+            &format!("{prefix}.breaker_min_calls"),
+            format!("must be between 1 and 1000000, got {}", l.breaker_min_calls),
         );
     }
 }
@@ -1080,6 +1104,27 @@ mod tests {
         let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
         assert!(keys.contains(&"guards.loop_repeats") && keys.contains(&"guards.budget_usd_per_day"), "{err}");
         assert!(keys.contains(&"guards.breaker_cooldown"), "{err}");
+    }
+
+    #[test]
+    fn breaker_error_rate_keys_default_override_and_validate() {
+        let c = parse(
+            "[policy]\ndir = \".\"\n[guards]\nbreaker_window_seconds = 120\n\n[[agents]]\nid = \"a\"\ntoken = \"env:BOT_TOKEN\"\nowner = \"o\"\ntier = \"change\"\n[agents.guards]\nbreaker_error_rate = 0.25\nbreaker_min_calls = 4\n",
+        )
+        .unwrap();
+        let l = &c.agents[0].limits;
+        assert_eq!((l.breaker_error_rate, l.breaker_window_seconds, l.breaker_min_calls), (0.25, 120, 4));
+        assert_eq!((c.guards.breaker_error_rate, c.guards.breaker_min_calls), (0.5, 10));
+        let err = parse(
+            "[policy]\ndir = \".\"\n[guards]\nbreaker_error_rate = 1.5\nbreaker_window_seconds = 0\n\n[[agents]]\nid = \"a\"\ntoken = \"env:BOT_TOKEN\"\nowner = \"o\"\ntier = \"change\"\n[agents.guards]\nbreaker_min_calls = 0\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
+        for expected in
+            ["guards.breaker_error_rate", "guards.breaker_window_seconds", "agents[0].guards.breaker_min_calls"]
+        {
+            assert!(keys.contains(&expected), "`{expected}` not reported: {err}");
+        }
     }
 
     #[test]

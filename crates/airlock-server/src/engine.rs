@@ -89,6 +89,19 @@ pub struct ActionRequest {
     pub mcp_session: Option<String>,
 }
 
+/// The outcome of an agent-executed action, as its agent reports it.
+#[derive(Debug, Clone)]
+pub struct ResultReport {
+    /// Whether the call succeeded.
+    pub ok: bool,
+    /// What it returned.
+    pub output: Value,
+    /// Error text when it failed.
+    pub error: Option<String>,
+    /// What the call cost in US dollars, if the agent knows.
+    pub cost_usd: Option<f64>,
+}
+
 /// How a submission was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -251,6 +264,7 @@ impl Engine {
                 error: Some("airlock stopped while the call was in flight; its outcome is unknown".into()),
                 reported_by: "airlock".into(),
                 duration_ms: None,
+                cost_usd: None,
                 at: now,
             });
             let mut commit = Commit::default();
@@ -473,6 +487,20 @@ impl Engine {
         }
     }
 
+    /// Adds the counted part of a cost reported with `action`'s result to the session and the
+    /// agent's day (the caller commits the session); returns it.
+    async fn count_reported_cost(&self, session: &mut Session, action: &Action, now: DateTime<Utc>) -> Result<f64> {
+        let reported = action.result.as_ref().and_then(|r| r.cost_usd);
+        let counted = limits::reported_cost_counted(action.decision.cost_usd, reported);
+        if counted > 0.0 {
+            session.spent_usd += counted;
+            // Load the day's spend first, so that the cache holds it before the addition.
+            self.spent_today(&action.agent_id, now).await?;
+            self.add_spend(&action.agent_id, counted, now);
+        }
+        Ok(counted)
+    }
+
     /// Pauses `session` (the caller commits): every further action is denied until a human
     /// resumes it; the agent's owner and on-call hear of it.
     fn pause(&self, session: &mut Session, rule: &str, reason: String, commit: &mut Commit, now: DateTime<Utc>) {
@@ -501,7 +529,7 @@ impl Engine {
         now: DateTime<Utc>,
         commit: &mut Commit,
     ) -> Option<Reason> {
-        if limits.breaker_failures == 0 {
+        if !limits.breaker_enabled() {
             return None;
         }
         let mut breakers = match self.inner.breakers.lock() {
@@ -530,7 +558,7 @@ impl Engine {
         commit: &mut Commit,
     ) {
         let (tool, agent) = (action.tool.as_str(), action.agent_id.as_str());
-        if limits.breaker_failures == 0 {
+        if !limits.breaker_enabled() {
             return;
         }
         let mut breakers = match self.inner.breakers.lock() {
@@ -539,7 +567,7 @@ impl Engine {
         };
         let breaker = breakers.entry(tool.to_string()).or_insert_with(|| Breaker::new(tool));
         let before = breaker.clone();
-        let transition = breaker.record(ok, error, now, limits.breaker_failures);
+        let transition = breaker.record(ok, error, now, limits);
         if let Some(t) = transition {
             Self::journal_breaker(breaker, t, commit, now);
             if t == Transition::Opened {
@@ -563,7 +591,7 @@ impl Engine {
                 SYSTEM_STREAM,
                 EventKind::BreakerChanged,
                 now,
-                json!({"tool": breaker.tool, "state": state, "consecutive_failures": breaker.consecutive_failures, "last_error": breaker.last_error}),
+                json!({"tool": breaker.tool, "state": state, "consecutive_failures": breaker.consecutive_failures, "last_error": breaker.last_error, "tripped_by": breaker.tripped_by}),
             )
             .project(Projection::Breaker(breaker.clone()));
     }
@@ -1038,6 +1066,8 @@ impl Engine {
             eval_us: 0,
             retry_after_ms,
             warnings: Vec::new(),
+            // Policy did not run, so what it would redact is unknown: export no content.
+            redact: vec![airlock_core::redact::REDACT_ALL.to_string()],
         };
         let mut commit = Commit::default();
         let mut session = state.session.clone();
@@ -1214,6 +1244,7 @@ impl Engine {
             }
             t.record("journal.append".into(), parent.as_ref(), j0, std::time::SystemTime::now(), vec![]);
             let rules: Vec<String> = action.decision.reasons.iter().map(|r| r.rule.clone()).collect();
+            span.set(t.arguments_attribute(&action).into_iter().collect());
             span.set(vec![
                 opentelemetry::KeyValue::new(crate::otel::attr::EFFECT, action.decision.effect.as_str()),
                 opentelemetry::KeyValue::new(crate::otel::attr::RULES, rules.join(",")),
@@ -1276,10 +1307,14 @@ impl Engine {
         &self,
         agent: &AgentConfig,
         action_id: &str,
-        ok: bool,
-        output: Value,
-        error: Option<String>,
+        report: ResultReport,
     ) -> Result<ActionView> {
+        let ResultReport { ok, output, error, cost_usd } = report;
+        if let Some(cost) = cost_usd
+            && !(cost.is_finite() && cost >= 0.0)
+        {
+            return Err(Error::Invalid(format!("`cost_usd` must be a non-negative number of US dollars, got {cost}")));
+        }
         let found = self.inner.store.action(action_id).await?;
         let Some(action) = found.filter(|a| a.agent_id == agent.agent.id) else {
             return Err(Error::NotFound { what: "action", id: action_id.to_string() });
@@ -1313,17 +1348,13 @@ impl Engine {
         let now = Utc::now();
         action.status = if ok { ActionStatus::Succeeded } else { ActionStatus::Failed };
         action.result =
-            Some(ActionResult { ok, output, error, reported_by: "agent".into(), duration_ms: None, at: now });
+            Some(ActionResult { ok, output, error, reported_by: "agent".into(), duration_ms: None, cost_usd, at: now });
         action.updated_at = now;
         let mut session = state.session.clone();
         session.updated_at = now;
+        let counted = self.count_reported_cost(&mut session, &action, now).await?;
         let mut commit = Commit::default();
-        commit.event(
-            &action.session_id,
-            EventKind::ActionCompleted,
-            now,
-            json!({"action_id": action.id, "status": action.status, "result": action.result}),
-        );
+        commit.event(&action.session_id, EventKind::ActionCompleted, now, completed_payload(&action, counted));
         let error = action.result.as_ref().and_then(|r| r.error.clone());
         self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
@@ -1419,13 +1450,9 @@ impl Engine {
         action.result = Some(result);
         let mut session = state.session.clone();
         session.updated_at = now;
+        let counted = self.count_reported_cost(&mut session, &action, now).await?;
         let mut commit = Commit::default();
-        commit.event(
-            &action.session_id,
-            EventKind::ActionCompleted,
-            now,
-            json!({"action_id": action.id, "status": action.status, "result": action.result}),
-        );
+        commit.event(&action.session_id, EventKind::ActionCompleted, now, completed_payload(&action, counted));
         self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
         self.commit(commit).await?;
@@ -1902,6 +1929,17 @@ impl Engine {
             }
         }
     }
+}
+
+/// The `action.completed` event: the result, and the part of a reported cost that was counted.
+fn completed_payload(action: &Action, counted_usd: f64) -> Value {
+    let mut payload = json!({"action_id": action.id, "status": action.status, "result": action.result});
+    if action.result.as_ref().is_some_and(|r| r.cost_usd.is_some())
+        && let Value::Object(map) = &mut payload
+    {
+        map.insert("cost_counted_usd".into(), json!(counted_usd));
+    }
+    payload
 }
 
 fn status_name(s: SessionStatus) -> &'static str {

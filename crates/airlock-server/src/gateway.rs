@@ -111,6 +111,7 @@ impl McpGateway {
                 let ok = !res.is_error.unwrap_or(false);
                 let error = (!ok).then(|| content_text(&res.content));
                 let output = serde_json::to_value(&res).unwrap_or(Value::Null);
+                let cost_usd = reported_cost(&action.tool, &output);
                 (
                     ActionResult {
                         ok,
@@ -118,6 +119,7 @@ impl McpGateway {
                         error,
                         reported_by: "upstream".into(),
                         duration_ms: Some(duration_ms),
+                        cost_usd,
                         at: Utc::now(),
                     },
                     res,
@@ -131,6 +133,7 @@ impl McpGateway {
                     error: Some(msg.clone()),
                     reported_by: "upstream".into(),
                     duration_ms: Some(duration_ms),
+                    cost_usd: None,
                     at: Utc::now(),
                 };
                 (r, error_result(msg))
@@ -139,11 +142,8 @@ impl McpGateway {
         if !result.ok {
             span.error(result.error.clone().unwrap_or_default());
         }
-        if tracing.capture_content() {
-            span.set(vec![opentelemetry::KeyValue::new(
-                crate::otel::attr::GEN_AI_TOOL_RESULT,
-                result.output.to_string(),
-            )]);
+        if let Some(attribute) = tracing.result_attribute(action, &result.output) {
+            span.set(vec![attribute]);
         }
         span.end_at(std::time::SystemTime::now());
         match self.engine.record_execution(&action.id, result).await {
@@ -209,6 +209,23 @@ fn content_text(content: &[ContentBlock]) -> String {
         .filter_map(|v| v.get("text").and_then(Value::as_str).map(str::to_string))
         .collect();
     if text.is_empty() { "the tool reported an error".into() } else { text.join("\n") }
+}
+
+/// `_meta` key an upstream may set on a `tools/call` result to say what the call cost, in US
+/// dollars.
+pub const COST_META: &str = "airlock/cost_usd";
+
+/// The cost an upstream reported in the result's `_meta`; a value that is not a non-negative
+/// number is ignored (and logged), as the call has happened either way.
+fn reported_cost(tool: &str, output: &Value) -> Option<f64> {
+    let value = output.get("_meta")?.get(COST_META)?;
+    match value.as_f64() {
+        Some(cost) if cost.is_finite() && cost >= 0.0 => Some(cost),
+        _ => {
+            tracing::warn!(tool, value = %value, "ignoring `_meta.{COST_META}` that is not a non-negative number");
+            None
+        }
+    }
 }
 
 fn upstream_error_text(tool: &str, e: &UpstreamError) -> String {

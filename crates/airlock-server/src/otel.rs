@@ -7,7 +7,8 @@
 //! request, after a restart) join the same trace. A W3C `traceparent` from the agent (HTTP header,
 //! MCP `params._meta`) becomes the parent of the action's span, and the upstream call carries
 //! `traceparent` in its `_meta`. Arguments and results are exported only with
-//! `[telemetry] capture_content = true`.
+//! `[telemetry] capture_content = true`, and then with the paths of policy `redact` replaced by
+//! `[REDACTED]` (everything, when policy did not run or its `redact` failed).
 //!
 //! The GenAI and MCP semantic conventions are still marked Development, so their attribute
 //! names are defined here, in one place.
@@ -15,7 +16,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use airlock_core::{Action, Session, TraceRef};
+use airlock_core::{Action, Session, TraceRef, redact};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
     TracerProvider as _,
@@ -332,10 +333,25 @@ impl Tracing {
         if let Some(u) = &action.upstream {
             attrs.push(KeyValue::new(attr::UPSTREAM, u.clone()));
         }
-        if self.capture {
-            attrs.push(KeyValue::new(attr::GEN_AI_TOOL_ARGUMENTS, action.arguments.to_string()));
-        }
         attrs
+    }
+
+    /// `gen_ai.tool.call.arguments` when content capture is on, with the decision's `redact`
+    /// paths applied. Set once the action is decided: before that, what to redact is unknown.
+    pub fn arguments_attribute(&self, action: &Action) -> Option<KeyValue> {
+        self.capture.then(|| {
+            let arguments = redact::redact(&action.arguments, redact::Root::Arguments, &action.decision.redact);
+            KeyValue::new(attr::GEN_AI_TOOL_ARGUMENTS, arguments.to_string())
+        })
+    }
+
+    /// `gen_ai.tool.call.result` for what `action` returned, when content capture is on, with
+    /// the decision's `redact` paths applied.
+    pub fn result_attribute(&self, action: &Action, output: &serde_json::Value) -> Option<KeyValue> {
+        self.capture.then(|| {
+            let output = redact::redact(output, redact::Root::Result, &action.decision.redact);
+            KeyValue::new(attr::GEN_AI_TOOL_RESULT, output.to_string())
+        })
     }
 
     /// Flushes and stops the exporter.

@@ -75,13 +75,22 @@ pub fn entry(e: &StoredEvent) -> Value {
         "action.executing" => "execution started".to_string(),
         "action.completed" => {
             let r = &p["result"];
-            match r.get("error").and_then(Value::as_str) {
+            let outcome = match r.get("error").and_then(Value::as_str) {
                 Some(err) => format!("{}: {err}", s(p, "status")),
                 None => format!(
                     "{}{}",
                     s(p, "status"),
                     r.get("duration_ms").and_then(Value::as_u64).map(|d| format!(" in {d} ms")).unwrap_or_default()
                 ),
+            };
+            let counted = p.get("cost_counted_usd").and_then(Value::as_f64).unwrap_or(0.0);
+            match r.get("cost_usd").and_then(Value::as_f64) {
+                Some(reported) if counted > 0.0 => format!("{outcome} (reported cost ${reported:.2}, counted)"),
+                Some(reported) if reported > 0.0 => {
+                    format!("{outcome} (reported cost ${reported:.2}, not counted: the action was priced)")
+                }
+                Some(reported) => format!("{outcome} (reported cost ${reported:.2})"),
+                None => outcome,
             }
         }
         "action.cancelled" => format!("cancelled: {}", s(&p["reason"], "msg")),

@@ -995,7 +995,9 @@ impl crate::Store for SqliteStore {
         self.read(move |c| {
             let n: Option<f64> = c
                 .prepare_cached(
-                    "SELECT SUM(COALESCE(json_extract(body, '$.decision.cost_usd'), 0)) FROM actions
+                    // The decision's cost, else a cost reported with the result: the rule of
+                    // `airlock_core::limits::reported_cost_counted`.
+                    "SELECT SUM(COALESCE(json_extract(body, '$.decision.cost_usd'), json_extract(body, '$.result.cost_usd'), 0)) FROM actions
                      WHERE agent_id = ?1 AND created_at >= ?2
                        AND status IN ('approved', 'executing', 'succeeded', 'failed', 'unknown')",
                 )?
