@@ -355,9 +355,11 @@ async fn a_cost_reported_with_the_result_counts_when_the_host_set_no_price() {
 async fn a_cost_an_upstream_reports_in_its_result_counts_toward_the_session() {
     let fx = Fixture::with_extra(
         POLICY,
-        "\n[[upstreams]]\nname = \"billing\"\ncommand = \"python3\"\nargs = [\"billing.py\"]\n",
+        &format!(
+            "\n[[upstreams]]\nname = \"billing\"\ncommand = \"python3\"\nargs = [\"{}\"]\n",
+            fake_mcp_server().display()
+        ),
     );
-    std::fs::write(fx.dir.path().join("billing.py"), STDIO_UPSTREAM).unwrap();
     let al = fx.start();
     al.wait_for_upstream("billing").await;
     let s = al.session(BOT).await;

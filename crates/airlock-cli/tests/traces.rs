@@ -226,10 +226,10 @@ redact contains 42 if input.action.tool == "odd.redact"
         &policy,
         &format!(
             "\n[telemetry]\notlp_endpoint = \"{endpoint}\"\ncapture_content = true\n\n\
-             [[upstreams]]\nname = \"echo\"\ncommand = \"python3\"\nargs = [\"upstream.py\"]\n"
+             [[upstreams]]\nname = \"echo\"\ncommand = \"python3\"\nargs = [\"{fake}\"]\n",
+            fake = fake_mcp_server().display()
         ),
     );
-    std::fs::write(fx.dir.path().join("upstream.py"), STDIO_UPSTREAM).unwrap();
     let al = fx.start();
     al.wait_for_upstream("echo").await;
     let s = al.session(BOT).await;

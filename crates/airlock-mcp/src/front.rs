@@ -176,31 +176,35 @@ impl ServerHandler for Front {
         let mcp_session = header(&context, "mcp-session-id");
         let token =
             request.meta.as_ref().and_then(|m| m.get_progress_token()).or_else(|| context.meta.get_progress_token());
+        // One task sends this call's progress notifications, in the order they were made, and is
+        // drained before the result goes out: a notification sent after the response would have
+        // no request stream left to travel on.
+        let mut sender = None;
         let (progress, relay): (Progress, Option<crate::upstream::ProgressRelay>) = match token {
             Some(token) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ProgressNotificationParam>();
+                let peer = context.peer.clone();
+                sender = Some(tokio::spawn(async move {
+                    while let Some(param) = rx.recv().await {
+                        let _ = peer.notify_progress(param).await;
+                    }
+                }));
                 let step = Arc::new(AtomicU64::new(0));
-                let (peer, waiting_token, waiting_step) = (context.peer.clone(), token.clone(), step.clone());
+                let (waiting_tx, waiting_token, waiting_step) = (tx.clone(), token.clone(), step.clone());
                 let progress: Progress = Arc::new(move |message: String| {
                     let n = waiting_step.fetch_add(1, Ordering::SeqCst) + 1;
                     let param = ProgressNotificationParam::new(waiting_token.clone(), n as f64).with_message(message);
-                    let peer = peer.clone();
-                    tokio::spawn(async move {
-                        let _ = peer.notify_progress(param).await;
-                    });
+                    let _ = waiting_tx.send(param);
                 });
                 // The upstream counts from its own zero; progress must keep increasing for the
                 // client, so its values are shifted past the waiting messages already sent.
-                let peer = context.peer.clone();
                 let relay: crate::upstream::ProgressRelay =
                     Arc::new(move |value: f64, total: Option<f64>, message: Option<String>| {
                         let base = step.load(Ordering::SeqCst) as f64;
                         let mut param = ProgressNotificationParam::new(token.clone(), base + value);
                         param.total = total.map(|t| base + t);
                         param.message = message;
-                        let peer = peer.clone();
-                        tokio::spawn(async move {
-                            let _ = peer.notify_progress(param).await;
-                        });
+                        let _ = tx.send(param);
                     });
                 (progress, Some(relay))
             }
@@ -218,7 +222,12 @@ impl ServerHandler for Front {
             traceparent,
             mcp_session,
         };
-        Ok(self.gateway.call(call).await.into())
+        let result = self.gateway.call(call).await;
+        // The call and its progress closures are gone, so the channel closes once drained.
+        if let Some(sender) = sender {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sender).await;
+        }
+        Ok(result.into())
     }
 
     async fn list_prompts(

@@ -420,6 +420,12 @@ impl Upstreams {
             }
             Ok(Ok(ServerResult::CallToolResult(result))) => {
                 abandoned.id = None;
+                if _registration.is_some() {
+                    // rmcp hands each notification to its handler on a task of its own, so the
+                    // last progress notifications, sent before the answer, may still be on their
+                    // way to the relay: give them a moment before the relay goes.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 Ok(result)
             }
             Ok(Ok(other)) => {

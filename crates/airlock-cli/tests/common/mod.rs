@@ -63,39 +63,11 @@ deny contains {"rule": "SLOW", "msg": "unreachable"} if {
 cost_usd := 1.5 if input.action.tool == "nodepool.scale"
 "#;
 
-/// A stdio MCP server for upstream tests, in Python's standard library only (newline-delimited
-/// JSON-RPC). Tools: `bill` returns the `cost` argument in the result's
-/// `_meta["airlock/cost_usd"]`; `echo` returns its arguments as `structuredContent`.
-pub const STDIO_UPSTREAM: &str = r#"import json, sys
-for line in sys.stdin:
-    if not line.strip():
-        continue
-    msg = json.loads(line)
-    if "id" not in msg or "method" not in msg:
-        continue
-    method, params = msg["method"], msg.get("params") or {}
-    if method == "initialize":
-        result = {"protocolVersion": params["protocolVersion"], "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "test-upstream", "version": "1"}}
-    elif method == "tools/list":
-        result = {"tools": [
-            {"name": "bill", "description": "a priced call", "inputSchema": {"type": "object"}},
-            {"name": "echo", "description": "returns its arguments", "inputSchema": {"type": "object"}},
-        ]}
-    elif method == "tools/call":
-        args = params.get("arguments") or {}
-        if params.get("name") == "bill":
-            result = {"content": [{"type": "text", "text": "billed"}], "_meta": {"airlock/cost_usd": args.get("cost")}}
-        else:
-            result = {"content": [{"type": "text", "text": "echoed"}], "structuredContent": args}
-    elif method == "ping":
-        result = {}
-    else:
-        reply = {"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": "method not found"}}
-        print(json.dumps(reply), flush=True)
-        continue
-    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
-"#;
+/// A fake stdio MCP server for upstream tests (Python, standard library only): tools `version`,
+/// `meta`, `bill` (reports its `cost` argument as the result's cost) and `echo`. See the file.
+pub fn fake_mcp_server() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/fakes/fake_mcp_server.py")
+}
 
 /// A temporary airlock installation: config, policy and data directory.
 pub struct Fixture {

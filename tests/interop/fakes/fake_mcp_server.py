@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""A fake MCP server over stdio, for airlock's upstream tests.
+
+The real servers in tests/interop answer `initialize` with the newest protocol version they know
+and never report a cost or echo what a gateway passed on, so they can't stand in for those
+cases. This one is plain newline-delimited JSON-RPC, standard library only.
+
+    fake_mcp_server.py            agrees to whatever protocol version the client asks for
+    fake_mcp_server.py 2025-03-26 always answers with that version
+
+Tools:
+    version  returns the protocol version this server agreed to
+    meta     returns the `_meta` object its call arrived with, as JSON text
+    bill     returns the `cost` argument as the result's `_meta["airlock/cost_usd"]`
+    echo     returns its arguments as `structuredContent`
+"""
+import json
+import sys
+
+PINNED = sys.argv[1] if len(sys.argv) > 1 else None
+agreed = PINNED
+
+TOOLS = [
+    {"name": "version", "description": "Returns the protocol version this server speaks.",
+     "inputSchema": {"type": "object", "properties": {}}, "annotations": {"readOnlyHint": True}},
+    {"name": "meta", "description": "Returns the _meta object of this call as JSON.",
+     "inputSchema": {"type": "object", "properties": {}}, "annotations": {"readOnlyHint": True}},
+    {"name": "bill", "description": "A priced call: reports `cost` as its cost.",
+     "inputSchema": {"type": "object"}},
+    {"name": "echo", "description": "Returns its arguments.", "inputSchema": {"type": "object"}},
+]
+
+
+def send(msg):
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+for line in sys.stdin:
+    if not line.strip():
+        continue
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue  # notifications (initialized, cancelled) and answers need no reply
+    method, params = msg["method"], msg.get("params") or {}
+    if method == "initialize":
+        agreed = PINNED or params.get("protocolVersion", "2025-11-25")
+        result = {"protocolVersion": agreed, "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "fake-mcp-server", "version": agreed}}
+    elif method == "tools/list":
+        result = {"tools": TOOLS}
+    elif method == "tools/call":
+        name, args = params.get("name"), params.get("arguments") or {}
+        if name == "version":
+            result = {"content": [{"type": "text", "text": f"speaking {agreed}"}]}
+        elif name == "meta":
+            result = {"content": [{"type": "text", "text": json.dumps(params.get("_meta") or {})}]}
+        elif name == "bill":
+            result = {"content": [{"type": "text", "text": "billed"}], "_meta": {"airlock/cost_usd": args.get("cost")}}
+        elif name == "echo":
+            result = {"content": [{"type": "text", "text": "echoed"}], "structuredContent": args}
+        else:
+            send({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32602, "message": f"unknown tool: {name}"}})
+            continue
+    elif method == "ping":
+        result = {}
+    else:
+        send({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": f"method not found: {method}"}})
+        continue
+    send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
