@@ -484,10 +484,14 @@ fn checkpoints() {
     }
 }
 
-/// Decision latency with an OTLP exporter configured against the same without, interleaved.
-/// The exporter sends to a local sink that accepts every export.
+/// Decision latency and CPU with an OTLP exporter configured against the same without: several
+/// interleaved rounds (`AIRLOCK_BENCH_TRACING_ROUNDS`, default 6) at 1 and 8 requesters, and the
+/// median of the per-round ratios, so slow spells of a shared machine hit both sides alike. The
+/// exporter sends to a local sink that accepts every export.
 fn tracing_overhead() {
     let seconds = bench_seconds();
+    let rounds: usize =
+        std::env::var("AIRLOCK_BENCH_TRACING_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let endpoint = rt.block_on(async {
         let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
@@ -500,49 +504,68 @@ fn tracing_overhead() {
     let traced = setup_with(&rt, &format!("[telemetry]\notlp_endpoint = \"{endpoint}\"\n"));
     assert!(traced.engine.tracing().enabled());
     let seq = Arc::new(std::sync::atomic::AtomicU64::new(2_000_000_000));
-    let mut rows = Vec::new();
-    for round in 0..2 {
-        for (label, s) in [("off", &plain), ("on", &traced)] {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-            let started = Instant::now();
-            let mut done = 0u64;
-            while started.elapsed() < Duration::from_secs(seconds) {
-                for l in rt.block_on(run(s, 8, 400, &seq)) {
-                    hist.record(l.as_micros().max(1) as u64).unwrap();
-                    done += 1;
-                }
+    println!("\ntracing overhead ({seconds}s per run, {rounds} interleaved rounds, same two journals throughout)");
+    header("tracing/requesters");
+    // (round, requesters, off, on)
+    let mut pairs: Vec<(usize, usize, Row, Row)> = Vec::new();
+    for round in 0..rounds {
+        for concurrency in [1usize, 8] {
+            // Alternate which side goes first, so neither always runs on a warmer machine.
+            let order: [(&str, &Setup); 2] =
+                if round % 2 == 0 { [("off", &plain), ("on", &traced)] } else { [("on", &traced), ("off", &plain)] };
+            let mut off = None;
+            let mut on = None;
+            for (label, s) in order {
+                let row = measure(&rt, s, concurrency, 50, seconds, &seq);
+                print_row(&format!("{label}/{concurrency}"), &row);
+                if label == "off" { off = Some(row) } else { on = Some(row) }
             }
-            rows.push((
-                round,
-                label,
-                done as f64 / started.elapsed().as_secs_f64(),
-                hist.value_at_quantile(0.5),
-                hist.value_at_quantile(0.99),
-            ));
+            if let (Some(off), Some(on)) = (off, on) {
+                pairs.push((round, concurrency, off, on));
+            }
         }
     }
-    println!("\ntracing overhead (8 requesters, {seconds}s per run, runs interleaved)");
-    println!("{:>6} {:>8} {:>12} {:>9} {:>9}", "round", "tracing", "decisions/s", "p50", "p99");
-    for (round, label, rate, p50, p99) in &rows {
-        println!("{round:>6} {label:>8} {rate:>12.0} {p50:>7}µs {p99:>7}µs");
-    }
-    let med = |l: &str| {
-        let mut v: Vec<u64> = rows.iter().filter(|r| r.1 == l).map(|r| r.3).collect();
-        v.sort();
-        v.iter().sum::<u64>() as f64 / v.len() as f64
+    let median_ratio = |c: usize, f: &dyn Fn(&Row) -> f64| {
+        let mut v: Vec<f64> = pairs.iter().filter(|p| p.1 == c).map(|p| f(&p.3) / f(&p.2)).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     };
-    println!("p50 with tracing / without: {:.2}", med("on") / med("off"));
+    for c in [1usize, 8] {
+        println!(
+            "{c} requester(s), with tracing / without, median of {rounds} rounds: p50 {:.3}, p99 {:.3}, throughput {:.3}, CPU per decision {:.3}",
+            median_ratio(c, &|r| r.p50 as f64),
+            median_ratio(c, &|r| r.p99 as f64),
+            median_ratio(c, &|r| r.rate),
+            median_ratio(c, &|r| r.cpu_per_decision),
+        );
+    }
     traced.engine.tracing().shutdown();
 }
 
 criterion_group!(benches, criterion_benches);
 
+/// `AIRLOCK_BENCH_ONLY=tracing` (or `percentiles`, `journal`, `breakdown`, `checkpoints`) runs
+/// only that table and skips criterion.
 fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-    percentiles();
-    journal_size();
-    breakdown();
-    checkpoints();
-    tracing_overhead();
+    let only = std::env::var("AIRLOCK_BENCH_ONLY").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if only.is_none() {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
+    if wanted("percentiles") {
+        percentiles();
+    }
+    if wanted("journal") {
+        journal_size();
+    }
+    if wanted("breakdown") {
+        breakdown();
+    }
+    if wanted("checkpoints") {
+        checkpoints();
+    }
+    if wanted("tracing") {
+        tracing_overhead();
+    }
 }
