@@ -276,3 +276,65 @@ redact contains 42 if input.action.tool == "odd.redact"
     assert_eq!(result["structuredContent"], json!({"id": "visible-id", "token": "[REDACTED]"}), "{result}");
     assert_eq!(attr_json("execute_tool odd.redact", "gen_ai.tool.call.arguments"), json!("[REDACTED]"));
 }
+
+// An MCP tools/call: the agent's trace context arrives in `params._meta`, the spans carry the
+// MCP attributes, and the upstream receives trace context pointing at airlock's upstream span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_call_continues_the_agents_trace_and_passes_it_upstream() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation, RequestMetaObject};
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let collector = Collector::default();
+    let app = Router::new().route("/v1/traces", post(receive)).with_state(collector.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let fx = Fixture::with_extra(
+        POLICY,
+        &format!(
+            "\n[telemetry]\notlp_endpoint = \"{endpoint}\"\n\n\
+             [[upstreams]]\nname = \"fake\"\ncommand = \"python3\"\nargs = [\"{fake}\"]\n",
+            fake = fake_mcp_server().display()
+        ),
+    );
+    let al = fx.start();
+    al.wait_for_upstream("fake").await;
+
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", al.url)).auth_header(BOT);
+    let c = ClientConfig::new(ClientCapabilities::default(), Implementation::new("traced-agent", "1"))
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("MCP handshake");
+    let agent_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut meta = RequestMetaObject::new();
+    meta.0.insert("traceparent".into(), json!(format!("00-{agent_trace}-b7ad6b7169203331-01")));
+    meta.0.insert("airlock/justification".into(), json!("checking what the upstream receives"));
+    let mut params = CallToolRequestParams::new("fake__meta");
+    params.meta = Some(meta);
+    let r = c.call_tool(params).await.expect("tools/call");
+    let text = serde_json::to_value(&r.content).unwrap()[0]["text"].as_str().unwrap().to_string();
+    let upstream_meta: serde_json::Value = serde_json::from_str(&text).unwrap();
+    c.cancel().await.unwrap();
+    // The justification travelled in `_meta` too.
+    let sessions = al.get("/v1/sessions", ADMIN).await;
+    let session =
+        al.get(&format!("/v1/sessions/{}", sessions.body["sessions"][0]["id"].as_str().unwrap()), ADMIN).await;
+    assert_eq!(session.body["actions"][0]["justification"], "checking what the upstream receives");
+    al.stop();
+
+    let spans = collector.0.lock().unwrap().clone();
+    let tool = spans.iter().find(|s| s.name == "execute_tool fake__meta").unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(tool.trace_id, agent_trace, "the agent's trace continues");
+    assert_eq!(tool.parent, "b7ad6b7169203331");
+    assert_eq!(tool.attrs["mcp.method.name"], "tools/call");
+    assert!(!tool.attrs["mcp.session.id"].is_empty(), "{:?}", tool.attrs);
+    let upstream = spans.iter().find(|s| s.name == "tools/call meta").unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(upstream.parent, tool.span_id);
+    assert_eq!(upstream.trace_id, agent_trace);
+    assert_eq!(upstream.attrs["airlock.upstream"], "fake");
+    // What the upstream received names airlock's upstream-call span as its parent.
+    let sent = upstream_meta["traceparent"].as_str().unwrap_or_else(|| panic!("no traceparent: {upstream_meta}"));
+    assert_eq!(sent, format!("00-{agent_trace}-{}-01", upstream.span_id), "{upstream_meta}");
+}

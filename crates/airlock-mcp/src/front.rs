@@ -170,9 +170,18 @@ impl ServerHandler for Front {
             .map_err(|e| ErrorData::internal_error(format!("cannot open an airlock session: {e}"), None))?
             .clone();
 
-        let meta = request.meta.as_ref().and_then(|m| serde_json::to_value(m).ok()).unwrap_or_default();
-        let justification = meta.get(JUSTIFICATION_META).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        let traceparent = meta.get("traceparent").and_then(|v| v.as_str()).map(str::to_string);
+        // rmcp may hand `params._meta` to the handler in the request or in the context.
+        let meta_str = |key: &str| -> Option<String> {
+            request
+                .meta
+                .as_ref()
+                .and_then(|m| m.0.get(key))
+                .or_else(|| context.meta.0.get(key))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let justification = meta_str(JUSTIFICATION_META).unwrap_or_default();
+        let traceparent = meta_str("traceparent");
         let mcp_session = header(&context, "mcp-session-id");
         let token =
             request.meta.as_ref().and_then(|m| m.get_progress_token()).or_else(|| context.meta.get_progress_token());
