@@ -488,11 +488,25 @@ pub enum PolicyCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Load a candidate directory (on the server) to run in shadow mode.
+    /// Load a candidate directory (on the server) to run in shadow mode, optionally deciding
+    /// for a canary share of sessions.
     Shadow {
         /// The candidate directory (relative to the server's config file).
         #[arg(long)]
         dir: String,
+        /// Let the candidate decide for this percentage of sessions (0 – 100; default 0: shadow
+        /// only, never changing an outcome).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        canary: u8,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Change the share of sessions the loaded candidate decides for (0 returns them all to the
+    /// active policy). A session keeps its policy for its whole life.
+    Canary {
+        /// Percentage of sessions, 0 – 100.
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
         #[command(flatten)]
         conn: Conn,
     },
@@ -551,8 +565,11 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         PolicyCommand::Status { conn } => (conn, reqwest::Method::GET, "/v1/policy", None),
         PolicyCommand::Reload { conn } => (conn, reqwest::Method::POST, "/v1/policy/reload", None),
         PolicyCommand::Rollback { conn } => (conn, reqwest::Method::POST, "/v1/policy/rollback", None),
-        PolicyCommand::Shadow { dir, conn } => {
-            (conn, reqwest::Method::POST, "/v1/policy/candidate", Some(json!({"dir": dir})))
+        PolicyCommand::Shadow { dir, canary, conn } => {
+            (conn, reqwest::Method::POST, "/v1/policy/candidate", Some(json!({"dir": dir, "canary_percent": canary})))
+        }
+        PolicyCommand::Canary { percent, conn } => {
+            (conn, reqwest::Method::POST, "/v1/policy/canary", Some(json!({"percent": percent})))
         }
         PolicyCommand::Diff { conn } => (conn, reqwest::Method::GET, "/v1/policy/shadow", None),
         PolicyCommand::Promote { conn } => (conn, reqwest::Method::POST, "/v1/policy/promote", None),
@@ -567,7 +584,10 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
         PolicyCommand::Status { .. } => {
             println!("active     {}", s(&v["active"], "revision"));
             match v.get("candidate").filter(|c| !c.is_null()) {
-                Some(c) => println!("candidate  {} (shadow)", s(c, "revision")),
+                Some(c) => match c["canary_percent"].as_u64().unwrap_or(0) {
+                    0 => println!("candidate  {} (shadow)", s(c, "revision")),
+                    p => println!("candidate  {} (shadow; decides for {p}% of sessions)", s(c, "revision")),
+                },
                 None => println!("candidate  none"),
             }
             let rows = v["history"]
@@ -579,8 +599,14 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 .collect();
             println!("{}", output::table(&["REVISION", "ACTIVATED", "HOW"], rows));
         }
-        PolicyCommand::Shadow { .. } => {
-            println!("candidate {} runs in shadow mode", output::short(&s(&v, "candidate")))
+        PolicyCommand::Shadow { .. } | PolicyCommand::Canary { .. } => {
+            match v["canary_percent"].as_u64().unwrap_or(0) {
+                0 => println!("candidate {} runs in shadow mode", output::short(&s(&v, "candidate"))),
+                p => println!(
+                    "candidate {} decides for {p}% of sessions and shadows the rest",
+                    output::short(&s(&v, "candidate"))
+                ),
+            }
         }
         PolicyCommand::Diff { .. } => {
             println!(

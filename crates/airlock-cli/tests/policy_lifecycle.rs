@@ -142,6 +142,59 @@ async fn a_shadow_candidate_records_disagreements_without_changing_outcomes() {
 }
 
 #[tokio::test]
+async fn a_canary_lets_the_candidate_decide_for_a_share_of_sessions() {
+    let fx = Fixture::new(POLICY);
+    let candidate = fx.dir.path().join("candidate");
+    std::fs::create_dir_all(&candidate).unwrap();
+    std::fs::write(candidate.join("main.rego"), format!("{POLICY}{TICKET_FREEZE}")).unwrap();
+    let al = fx.start();
+    let active = revision(&al).await;
+    let admin = [("AIRLOCK_TOKEN", ADMIN)];
+    let (code, out, err) =
+        run(&["policy", "shadow", "--dir", "candidate", "--canary", "50", "--server", &al.url], &admin);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("decides for 50% of sessions"), "{out}");
+    let status = al.get("/v1/policy", ADMIN).await.body;
+    assert_eq!(status["candidate"]["canary_percent"], 50, "{status}");
+    let candidate_revision = status["candidate"]["revision"].as_str().unwrap().to_string();
+
+    // Half the sessions (by a hash of their id) get the candidate, which freezes tickets; each
+    // session keeps its policy for every call.
+    let (mut frozen, mut open) = (0, 0);
+    for _ in 0..40 {
+        let s = al.session(BOT).await;
+        let first = al.act(BOT, &s, "ticket.create", json!({"n": 1})).await;
+        let second = al.act(BOT, &s, "ticket.create", json!({"n": 2})).await;
+        assert_eq!(first.status, second.status, "a session switched policy: {} / {}", first.body, second.body);
+        let revision = first.body["decision"]["policy_revision"].as_str().unwrap().to_string();
+        if first.status == StatusCode::FORBIDDEN {
+            assert_eq!(revision, candidate_revision);
+            assert_eq!(first.body["decision"]["reasons"][0]["rule"], "TK1");
+            frozen += 1;
+        } else {
+            assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+            assert_eq!(revision, active);
+            open += 1;
+        }
+    }
+    assert!(frozen > 0 && open > 0, "a 50% canary decided {frozen} of 40 sessions");
+
+    // Back to 0 %: every new session is on the active policy again, and the candidate still shadows.
+    let (code, out, err) = run(&["policy", "canary", "0", "--server", &al.url], &admin);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("runs in shadow mode"), "{out}");
+    for _ in 0..10 {
+        let s = al.session(BOT).await;
+        assert_eq!(al.act(BOT, &s, "ticket.create", json!({})).await.status, StatusCode::OK);
+    }
+    let bad = al.post("/v1/policy/canary", ADMIN, json!({"percent": 101})).await;
+    assert!(bad.status.is_client_error(), "{}", bad.body);
+    al.delete("/v1/policy/candidate", ADMIN).await;
+    let none = al.post("/v1/policy/canary", ADMIN, json!({"percent": 10})).await;
+    assert_eq!(none.status, StatusCode::CONFLICT, "{}", none.body);
+}
+
+#[tokio::test]
 async fn warn_rules_are_recorded_and_not_enforced() {
     let policy = format!(
         "{POLICY}\nwarn contains {{\"rule\": \"W1\", \"msg\": \"big ticket\"}} if input.action.tool == \"ticket.create\"\n\

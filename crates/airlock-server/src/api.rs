@@ -316,6 +316,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/policy/rollback", post(policy_rollback))
         .route("/v1/policy/promote", post(policy_promote))
         .route("/v1/policy/candidate", post(policy_candidate).delete(policy_candidate_clear))
+        .route("/v1/policy/canary", post(policy_canary))
         .route("/v1/policy/shadow", get(policy_shadow))
         .route("/v1/actions/{id}", get(get_action))
         .route("/v1/actions/{id}/result", post(report_result))
@@ -620,7 +621,7 @@ async fn policy_status(State(state): State<AppState>, principal: Principal) -> R
             "dir": policy.dir(),
             "files": policy.sources().iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
         },
-        "candidate": shadow.candidate.as_ref().map(|r| json!({"revision": r, "dir": shadow.dir})),
+        "candidate": shadow.candidate.as_ref().map(|r| json!({"revision": r, "dir": shadow.dir, "canary_percent": shadow.canary_percent})),
         "history": history
             .iter()
             .map(|r| json!({"revision": r.revision, "activated_at": r.activated_at, "activated_by": r.activated_by}))
@@ -650,6 +651,25 @@ async fn policy_promote(State(state): State<AppState>, principal: Principal) -> 
 #[serde(deny_unknown_fields)]
 struct CandidateBody {
     dir: String,
+    /// Share of sessions (0 – 100) the candidate decides for; default 0 (shadow only).
+    #[serde(default)]
+    canary_percent: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryBody {
+    percent: u8,
+}
+
+async fn policy_canary(
+    State(state): State<AppState>,
+    principal: Principal,
+    Body(body): Body<CanaryBody>,
+) -> Result<Json<Value>, Problem> {
+    require_role(&principal, airlock_core::Role::Admin)?;
+    let revision = state.engine.set_canary(body.percent)?;
+    Ok(Json(json!({"candidate": revision, "canary_percent": body.percent})))
 }
 
 async fn policy_candidate(
@@ -661,8 +681,9 @@ async fn policy_candidate(
     let dir = std::path::PathBuf::from(&body.dir);
     let dir =
         if dir.is_absolute() { dir } else { state.engine.config().file.parent().map(|p| p.join(&dir)).unwrap_or(dir) };
-    let revision = state.engine.set_candidate(dir).await?;
-    Ok(Json(json!({"candidate": revision, "mode": "shadow"})))
+    let revision = state.engine.set_candidate(dir, body.canary_percent).await?;
+    let mode = if body.canary_percent > 0 { "canary" } else { "shadow" };
+    Ok(Json(json!({"candidate": revision, "mode": mode, "canary_percent": body.canary_percent})))
 }
 
 async fn policy_candidate_clear(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {

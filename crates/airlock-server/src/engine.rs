@@ -1000,7 +1000,8 @@ impl Engine {
         }
 
         let info: ToolInfo = self.inner.catalog.resolve(&request.tool, request.reported_annotations.as_ref());
-        let policy = self.policy();
+        // A session in the canary's share is decided by the candidate.
+        let (policy, canary) = self.policy_for(session_id);
         let mut action = Action {
             id: new_id("act"),
             session_id: session_id.to_string(),
@@ -1261,7 +1262,9 @@ impl Engine {
             }
         }
         span.end_at(std::time::SystemTime::now());
-        if let Some(input) = &recorded_input {
+        if let Some(input) = &recorded_input
+            && !canary
+        {
             self.shadow_evaluate(&action, input);
         }
         drop(guard);

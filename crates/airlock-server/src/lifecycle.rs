@@ -1,11 +1,14 @@
-//! Policy lifecycle: reload, rollback, a candidate in shadow mode, promote.
+//! Policy lifecycle: reload, rollback, a candidate in shadow mode, a canary, promote.
 //!
 //! A reload compiles the directory and runs its own tests before anything changes; if either
 //! fails, the active revision stays and the reasons come back. Every activated revision is kept
 //! in the journal with its files, so a rollback restores the previous one without touching the
 //! files. A candidate runs in shadow beside the active policy: evaluated after each live
 //! decision (never before it, never changing it), with disagreements journaled and counted per
-//! rule.
+//! rule. A candidate can also decide for a canary: a share of sessions, chosen by a hash of the
+//! session id so a session never switches policy half-way, is decided by the candidate instead
+//! of the active policy (its revision is on each of those decisions); the rest stay on the
+//! active policy and keep feeding the shadow comparison.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,6 +58,8 @@ pub struct ShadowReport {
     pub candidate: Option<String>,
     /// Directory it was loaded from.
     pub dir: Option<PathBuf>,
+    /// Share of sessions (0 – 100) the candidate decides for; 0 is shadow only.
+    pub canary_percent: u8,
     /// Live decisions it was evaluated on.
     pub evaluated: u64,
     /// How many it would have decided differently.
@@ -165,8 +170,10 @@ impl Engine {
         self.activate(policy, by, "rollback").await
     }
 
-    /// Loads a candidate from `dir` to run in shadow mode.
-    pub async fn set_candidate(&self, dir: PathBuf) -> Result<String> {
+    /// Loads a candidate from `dir` to run in shadow mode, deciding for `canary_percent` of
+    /// sessions (0: none).
+    pub async fn set_candidate(&self, dir: PathBuf, canary_percent: u8) -> Result<String> {
+        check_percent(canary_percent)?;
         let opts = options(self);
         let d = dir.clone();
         let policy = tokio::task::spawn_blocking(move || Policy::load(&d, &opts))
@@ -177,8 +184,44 @@ impl Engine {
         let revision = policy.revision().to_string();
         let mut shadow = self.shadow_state().lock().map_err(|_| Error::Conflict("shadow state poisoned".into()))?;
         shadow.candidate = Some(Arc::new(policy));
-        shadow.report = ShadowReport { candidate: Some(revision.clone()), dir: Some(dir), ..Default::default() };
+        shadow.report =
+            ShadowReport { candidate: Some(revision.clone()), dir: Some(dir), canary_percent, ..Default::default() };
+        drop(shadow);
+        self.note_canary(&revision, canary_percent);
         Ok(revision)
+    }
+
+    /// Changes the share of sessions the candidate decides for (0 – 100; 0 returns them all to
+    /// the active policy). Sessions keep their bucket, so raising the share only adds sessions.
+    pub fn set_canary(&self, percent: u8) -> Result<String> {
+        check_percent(percent)?;
+        let mut shadow = self.shadow_state().lock().map_err(|_| Error::Conflict("shadow state poisoned".into()))?;
+        let Some(revision) = shadow.report.candidate.clone() else {
+            return Err(Error::Conflict(
+                "no candidate is loaded; load one with POST /v1/policy/candidate first".into(),
+            ));
+        };
+        shadow.report.canary_percent = percent;
+        drop(shadow);
+        self.note_canary(&revision, percent);
+        Ok(revision)
+    }
+
+    fn note_canary(&self, revision: &str, percent: u8) {
+        tracing::info!(candidate = %revision, canary_percent = percent, "policy candidate loaded or canary changed");
+    }
+
+    /// The policy that decides for `session_id`: the candidate when the session falls in the
+    /// canary's share, else the active policy. The flag says which.
+    pub(crate) fn policy_for(&self, session_id: &str) -> (Arc<Policy>, bool) {
+        if let Ok(s) = self.shadow_state().lock()
+            && s.report.canary_percent > 0
+            && let Some(candidate) = &s.candidate
+            && canary_bucket(session_id) < s.report.canary_percent
+        {
+            return (candidate.clone(), true);
+        }
+        (self.policy(), false)
     }
 
     /// Stops shadow evaluation.
@@ -213,7 +256,17 @@ impl Engine {
         let input = input.clone();
         tokio::spawn(async move {
             let defaults = ApprovalDefaults { ttl_seconds: engine.config().approvals.default_ttl_seconds };
-            let eval = candidate.evaluate(&input);
+            // Rego runs off the async workers, as the live evaluation's caller would expect.
+            let eval = {
+                let (candidate, input) = (candidate.clone(), input.clone());
+                match tokio::task::spawn_blocking(move || candidate.evaluate(&input)).await {
+                    Ok(eval) => eval,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shadow evaluation failed");
+                        return;
+                    }
+                }
+            };
             let mut d = combine(eval.output, &defaults, candidate.revision(), eval.eval_us);
             let tier = match input["agent"]["tier"].as_str() {
                 Some("advisory") => Tier::Advisory,
@@ -263,6 +316,20 @@ impl Engine {
             }
         });
     }
+}
+
+fn check_percent(percent: u8) -> Result<()> {
+    if percent > 100 {
+        return Err(Error::Invalid(format!("canary_percent must be 0 to 100, not {percent}")));
+    }
+    Ok(())
+}
+
+/// A session's canary bucket, 0 – 99, from a hash of its id: stable for the session's life.
+pub fn canary_bucket(session_id: &str) -> u8 {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(session_id.as_bytes());
+    (u16::from_be_bytes([hash[0], hash[1]]) % 100) as u8
 }
 
 fn check_tests(policy: &Policy) -> Result<()> {
