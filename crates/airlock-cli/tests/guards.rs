@@ -88,6 +88,33 @@ async fn the_rate_limit_says_when_to_retry_and_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn an_agents_own_guards_override_the_global_ones() {
+    // Global: 3 actions a minute. `tight` allows itself 1; `roomy` 6.
+    let extra = format!(
+        "\n[guards]\nactions_per_minute = 3\n\n         [[agents]]\nid = \"tight\"\ntoken = \"{tight}\"\nowner = \"platform\"\ntier = \"autonomous\"\n         [agents.guards]\nactions_per_minute = 1\n\n         [[agents]]\nid = \"roomy\"\ntoken = \"{roomy}\"\nowner = \"platform\"\ntier = \"autonomous\"\n         [agents.guards]\nactions_per_minute = 6\n",
+        tight = hash("tight-token"),
+        roomy = hash("roomy-token"),
+    );
+    let fx = Fixture::with_extra(POLICY, &extra);
+    let al = fx.start();
+    let allowed = |token: &'static str| {
+        let al = &al;
+        async move {
+            let s = al.session(token).await;
+            let mut n = 0;
+            while al.act(token, &s, "inventory.list", json!({"n": n})).await.status == StatusCode::OK {
+                n += 1;
+                assert!(n < 20, "no limit for {token}");
+            }
+            n
+        }
+    };
+    assert_eq!(allowed("tight-token").await, 1);
+    assert_eq!(allowed("roomy-token").await, 6);
+    assert_eq!(allowed(BOT).await, 3, "agents without their own table get [guards]");
+}
+
+#[tokio::test]
 async fn a_failing_tool_opens_its_breaker_which_half_opens_after_the_cool_down() {
     let fx = fixture("breaker_failures = 2\nbreaker_cooldown_seconds = 2\nmax_consecutive_failures = 0");
     let al = fx.start();
