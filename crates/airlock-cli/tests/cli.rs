@@ -245,6 +245,12 @@ async fn approvals_and_kill_from_the_command_line() {
     let seen = al.get(&format!("/v1/actions/{}", other.body["id"].as_str().unwrap()), BOT).await;
     assert_eq!(seen.body["status"], "denied", "{}", seen.body);
 
+    // The session as a human reads it: its actions with decisions, then its timeline.
+    let (code, out, err) = run(&["sessions", "show", &s, "--server", &server], &alice);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("nodepool.scale") && out.contains("firewall.open") && out.contains("SC1"), "{out}");
+    assert!(out.contains("timeline") && out.contains("not during the freeze"), "{out}");
+
     let admin = [("AIRLOCK_TOKEN", ADMIN)];
     let (code, out, err) =
         run(&["kill", "engage", "--scope", "all", "--reason", "game day", "--server", &server, "--json"], &admin);
