@@ -627,3 +627,30 @@ async fn a_kill_switch_cancels_a_call_already_out_at_the_upstream() {
     assert!(text(&next).contains("airlock.kill_switch") || text(&next).contains("runaway"), "{}", text(&next));
     c.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn ending_the_mcp_session_closes_the_airlock_session_and_its_pending_approval() {
+    let gw = start_gateway(1, "");
+    let c = client(&gw.al.url, BOT).await;
+    let r = call(&c, "every__get-sum", json!({"a": 1, "b": 2})).await;
+    assert_eq!(r.is_error, Some(true), "{r:?}");
+    assert!(text(&r).contains("apr_"), "{}", text(&r));
+    let pending = gw.al.get("/v1/approvals?status=pending", ADMIN).await;
+    assert_eq!(pending.body["approvals"].as_array().unwrap().len(), 1, "{}", pending.body);
+    // The client goes away properly: rmcp sends DELETE for its MCP session.
+    c.cancel().await.unwrap();
+    let sessions = gw.al.get("/v1/sessions", ADMIN).await;
+    let id = sessions.body["sessions"][0]["id"].as_str().unwrap().to_string();
+    let mut session = Value::Null;
+    for _ in 0..50 {
+        session = gw.al.get(&format!("/v1/sessions/{id}"), ADMIN).await.body;
+        if session["status"] == "closed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(session["status"], "closed", "{session}");
+    assert!(session["status_reason"].as_str().unwrap_or_default().contains("MCP client ended"), "{session}");
+    let pending = gw.al.get("/v1/approvals?status=pending", ADMIN).await;
+    assert!(pending.body["approvals"].as_array().unwrap().is_empty(), "{}", pending.body);
+}

@@ -77,6 +77,9 @@ pub trait Gateway: Send + Sync + 'static {
     fn admits(&self, agent_id: &str, name: &str) -> bool;
     /// Opens the airlock session backing one MCP session; returns its id.
     async fn open_session(&self, agent_id: &str, task: String) -> Result<String, String>;
+    /// Tells the gateway which airlock session an MCP session (`Mcp-Session-Id`) is backed by,
+    /// so it can close it when the client ends the MCP session.
+    fn bind_mcp_session(&self, _mcp_session: &str, _agent_id: &str, _session_id: &str) {}
     /// Runs one call through the pipeline. Denials, pending approvals and upstream failures are
     /// tool results with `isError: true`, so the model can read why.
     async fn call(&self, call: ToolCall) -> CallToolResult;
@@ -183,6 +186,9 @@ impl ServerHandler for Front {
         let justification = meta_str(JUSTIFICATION_META).unwrap_or_default();
         let traceparent = meta_str("traceparent");
         let mcp_session = header(&context, "mcp-session-id");
+        if let Some(m) = &mcp_session {
+            self.gateway.bind_mcp_session(m, &who.agent_id, &session);
+        }
         let token =
             request.meta.as_ref().and_then(|m| m.get_progress_token()).or_else(|| context.meta.get_progress_token());
         // One task sends this call's progress notifications, in the order they were made, and is

@@ -54,6 +54,11 @@ impl AppState {
         self.gateway = Some(gateway);
         self
     }
+
+    /// The MCP gateway, when `/mcp` is served.
+    pub(crate) fn gateway(&self) -> Option<&Arc<McpGateway>> {
+        self.gateway.as_ref()
+    }
 }
 
 /// Who is calling.

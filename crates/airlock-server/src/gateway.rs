@@ -29,6 +29,8 @@ pub struct McpGateway {
     upstreams: Upstreams,
     agents: HashMap<String, AgentConfig>,
     approval_wait: Duration,
+    /// `Mcp-Session-Id` → (agent, airlock session), for closing on the client's `DELETE`.
+    mcp_sessions: std::sync::Mutex<HashMap<String, (String, String)>>,
 }
 
 impl std::fmt::Debug for McpGateway {
@@ -50,7 +52,25 @@ impl McpGateway {
     pub fn new(engine: Engine, upstreams: Upstreams) -> McpGateway {
         let agents = engine.config().agents.iter().map(|a| (a.agent.id.clone(), a.clone())).collect();
         let approval_wait = engine.config().mcp.approval_wait;
-        McpGateway { engine, upstreams, agents, approval_wait }
+        McpGateway { engine, upstreams, agents, approval_wait, mcp_sessions: Default::default() }
+    }
+
+    /// The client ended MCP session `mcp_session` (HTTP `DELETE /mcp`): the airlock session
+    /// behind it is closed, which cancels its pending approvals and approved actions nobody will
+    /// now run. Only the agent that owns it can end it. A session that never made a call has
+    /// nothing to close.
+    pub async fn end_mcp_session(&self, mcp_session: &str, agent_id: &str) {
+        let bound = match self.mcp_sessions.lock() {
+            Ok(mut m) => m.remove(mcp_session),
+            Err(e) => e.into_inner().remove(mcp_session),
+        };
+        let Some((owner, session_id)) = bound else { return };
+        let Some(agent) = self.agents.get(&owner).filter(|_| owner == agent_id) else { return };
+        let closer = crate::engine::SessionCloser::Agent(agent);
+        match self.engine.close_session(closer, &session_id, "the MCP client ended its session").await {
+            Ok(_) => tracing::info!(session = %session_id, mcp_session, "MCP session ended; airlock session closed"),
+            Err(e) => tracing::debug!(session = %session_id, error = %e, "MCP session ended; session not closed"),
+        }
     }
 
     /// The upstream connections.
@@ -280,6 +300,14 @@ fn pending_text(action: &Action, approval: Option<&Approval>, waited: Duration) 
 
 #[async_trait::async_trait]
 impl Gateway for McpGateway {
+    fn bind_mcp_session(&self, mcp_session: &str, agent_id: &str, session_id: &str) {
+        let mut map = match self.mcp_sessions.lock() {
+            Ok(m) => m,
+            Err(e) => e.into_inner(),
+        };
+        map.entry(mcp_session.to_string()).or_insert_with(|| (agent_id.to_string(), session_id.to_string()));
+    }
+
     fn upstreams(&self) -> &airlock_mcp::Upstreams {
         &self.upstreams
     }

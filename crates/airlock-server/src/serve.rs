@@ -189,5 +189,16 @@ async fn authenticate_agent(State(state): State<AppState>, request: Request, nex
             .into_response();
     };
     parts.extensions.insert(CallerIdentity { agent_id: agent.agent.id.clone() });
-    next.run(Request::from_parts(parts, body)).await
+    // A client's `DELETE` ends its MCP session; once rmcp has accepted it, the airlock session
+    // behind it is closed too.
+    let ending = (parts.method == axum::http::Method::DELETE)
+        .then(|| parts.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .flatten();
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if let (Some(mcp_session), Some(gateway)) = (ending, state.gateway())
+        && response.status().is_success()
+    {
+        gateway.end_mcp_session(&mcp_session, &agent.agent.id).await;
+    }
+    response
 }
