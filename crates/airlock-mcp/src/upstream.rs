@@ -455,59 +455,66 @@ impl Upstreams {
             .collect()
     }
 
-    /// Every connected upstream's prompts (all pages), as `(upstream, prompt)`. An upstream that
-    /// fails to list is left out and logged; the others still answer.
+    /// Lists something (all pages) at every connected upstream that offers it, concurrently, as
+    /// `(upstream, item)`. An upstream that fails or times out is left out and logged; the
+    /// others still answer.
+    async fn list_everywhere<T, F, Fut>(
+        &self,
+        offers: fn(&ServerCapabilities) -> bool,
+        method: &'static str,
+        list: F,
+    ) -> Vec<(String, T)>
+    where
+        F: Fn(Peer<RoleClient>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, rmcp::ServiceError>>,
+    {
+        let lists = self.offering(offers).into_iter().map(|(name, conn)| {
+            let listing = list(conn.peer.clone());
+            async move {
+                match tokio::time::timeout(LIST_TIMEOUT, listing).await {
+                    Ok(Ok(items)) => items.into_iter().map(|item| (name.clone(), item)).collect(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(upstream = %name, error = %e, "{method} failed");
+                        Vec::new()
+                    }
+                    Err(_) => {
+                        tracing::warn!(upstream = %name, "{method} timed out");
+                        Vec::new()
+                    }
+                }
+            }
+        });
+        futures::future::join_all(lists).await.into_iter().flatten().collect()
+    }
+
+    /// Every connected upstream's prompts, as `(upstream, prompt)`.
     pub async fn prompts(&self) -> Vec<(String, Prompt)> {
-        let lists = self.offering(|c| c.prompts.is_some()).into_iter().map(|(name, conn)| async move {
-            match tokio::time::timeout(LIST_TIMEOUT, conn.peer.list_all_prompts()).await {
-                Ok(Ok(items)) => items.into_iter().map(|p| (name.clone(), p)).collect(),
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = %name, error = %e, "prompts/list failed");
-                    Vec::new()
-                }
-                Err(_) => {
-                    tracing::warn!(upstream = %name, "prompts/list timed out");
-                    Vec::new()
-                }
-            }
-        });
-        futures::future::join_all(lists).await.into_iter().flatten().collect()
+        self.list_everywhere(
+            |c| c.prompts.is_some(),
+            "prompts/list",
+            |peer| async move { peer.list_all_prompts().await },
+        )
+        .await
     }
 
-    /// Every connected upstream's resources (all pages), as `(upstream, resource)`.
+    /// Every connected upstream's resources, as `(upstream, resource)`.
     pub async fn resources(&self) -> Vec<(String, Resource)> {
-        let lists = self.offering(|c| c.resources.is_some()).into_iter().map(|(name, conn)| async move {
-            match tokio::time::timeout(LIST_TIMEOUT, conn.peer.list_all_resources()).await {
-                Ok(Ok(items)) => items.into_iter().map(|r| (name.clone(), r)).collect(),
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = %name, error = %e, "resources/list failed");
-                    Vec::new()
-                }
-                Err(_) => {
-                    tracing::warn!(upstream = %name, "resources/list timed out");
-                    Vec::new()
-                }
-            }
-        });
-        futures::future::join_all(lists).await.into_iter().flatten().collect()
+        self.list_everywhere(
+            |c| c.resources.is_some(),
+            "resources/list",
+            |peer| async move { peer.list_all_resources().await },
+        )
+        .await
     }
 
-    /// Every connected upstream's resource templates (all pages), as `(upstream, template)`.
+    /// Every connected upstream's resource templates, as `(upstream, template)`.
     pub async fn resource_templates(&self) -> Vec<(String, ResourceTemplate)> {
-        let lists = self.offering(|c| c.resources.is_some()).into_iter().map(|(name, conn)| async move {
-            match tokio::time::timeout(LIST_TIMEOUT, conn.peer.list_all_resource_templates()).await {
-                Ok(Ok(items)) => items.into_iter().map(|t| (name.clone(), t)).collect(),
-                Ok(Err(e)) => {
-                    tracing::warn!(upstream = %name, error = %e, "resources/templates/list failed");
-                    Vec::new()
-                }
-                Err(_) => {
-                    tracing::warn!(upstream = %name, "resources/templates/list timed out");
-                    Vec::new()
-                }
-            }
-        });
-        futures::future::join_all(lists).await.into_iter().flatten().collect()
+        self.list_everywhere(
+            |c| c.resources.is_some(),
+            "resources/templates/list",
+            |peer| async move { peer.list_all_resource_templates().await },
+        )
+        .await
     }
 
     /// `prompts/get` at one upstream, with the upstream's own prompt name in `params`.
