@@ -413,7 +413,8 @@ impl Breaker {
     /// Records an outcome of a call to the tool. A closed breaker opens on `breaker_failures`
     /// failures in a row, or on a failure that leaves the error rate within the window at or
     /// over `breaker_error_rate` once at least `breaker_min_calls` calls are in it. A half-open
-    /// breaker closes on success and opens again on failure.
+    /// breaker closes on success and opens again on failure; an open one ignores outcomes of
+    /// calls that were already out when it opened.
     pub fn record(
         &mut self,
         ok: bool,
@@ -426,13 +427,23 @@ impl Breaker {
             self.count_in_window(ok, now, limits.breaker_window_seconds);
         }
         if ok {
-            self.consecutive_failures = 0;
-            self.last_error = None;
-            if self.state != BreakerState::Closed {
-                self.close();
-                return Some(Transition::Closed);
+            match self.state {
+                // The probe succeeded.
+                BreakerState::HalfOpen => {
+                    self.consecutive_failures = 0;
+                    self.last_error = None;
+                    self.close();
+                    return Some(Transition::Closed);
+                }
+                // A call that was already out when the breaker opened: it says nothing about
+                // now, and only the probe after the cool-down may close the breaker.
+                BreakerState::Open => return None,
+                BreakerState::Closed => {
+                    self.consecutive_failures = 0;
+                    self.last_error = None;
+                    return None;
+                }
             }
-            return None;
         }
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.last_error = error.map(|e| e.chars().take(200).collect());
@@ -565,6 +576,9 @@ mod tests {
         assert_eq!(b.tripped_by, Some(Trip::ConsecutiveFailures { failures: 3 }));
         let msg = reject_msg(&mut b, at(10));
         assert!(msg.contains("after 3 failures in a row (last: boom)"), "{msg}");
+        // A call that was out before it opened comes back fine: the breaker stays open.
+        assert_eq!(b.record(true, None, at(11), &limits), None);
+        assert!(reject_msg(&mut b, at(12)).contains("after 3 failures in a row"));
         let (adm, t) = b.admit(at(33), 30);
         assert_eq!((adm, t), (Admission::Probe, Some(Transition::HalfOpened)));
         assert!(matches!(b.admit(at(33), 30).0, Admission::Reject { .. }));
