@@ -403,4 +403,12 @@ async fn a_cost_an_upstream_reports_in_its_result_counts_toward_the_session() {
     let r = al.act(BOT, &s, "billing__bill", json!({"cost": -2})).await;
     assert!(r.body["result"].get("cost_usd").is_none(), "{}", r.body);
     assert_eq!(al.get(&format!("/v1/sessions/{s}"), BOT).await.body["spent_usd"], 0.4);
+    // A result with no content at all is still the tool's answer, and its cost still counts.
+    let r = al.act(BOT, &s, "billing__quiet", json!({})).await;
+    assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+    let r = al.act(BOT, &s, "billing__quiet", json!({"cost": 0.1})).await;
+    assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+    assert_eq!(r.body["result"]["cost_usd"], 0.1, "{}", r.body);
+    let spent = al.get(&format!("/v1/sessions/{s}"), BOT).await.body["spent_usd"].as_f64().unwrap();
+    assert!((spent - 0.5).abs() < 1e-9, "{spent}");
 }

@@ -430,14 +430,30 @@ impl Upstreams {
             }
             Ok(Ok(other)) => {
                 abandoned.id = None;
-                let kind = serde_json::to_value(&other)
-                    .ok()
-                    .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")))
-                    .unwrap_or_default();
-                Err(UpstreamError::Failed {
-                    name: upstream.to_string(),
-                    message: format!("answered tools/call with something other than a tool result ({kind})"),
-                })
+                // A result without `content` (`{}`, or `_meta` alone) is decoded by rmcp as an
+                // empty or custom result; it is still the tool's answer.
+                let value = serde_json::to_value(&other).unwrap_or(serde_json::Value::Null);
+                let contentless = matches!(other, ServerResult::EmptyResult(_) | ServerResult::CustomResult(_));
+                let recovered = match value {
+                    serde_json::Value::Object(mut map) if contentless && !map.contains_key("content") => {
+                        map.insert("content".into(), serde_json::Value::Array(Vec::new()));
+                        serde_json::from_value::<CallToolResult>(serde_json::Value::Object(map)).ok()
+                    }
+                    _ => None,
+                };
+                match recovered {
+                    Some(result) => Ok(result),
+                    None => {
+                        let kind = serde_json::to_value(&other)
+                            .ok()
+                            .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")))
+                            .unwrap_or_default();
+                        Err(UpstreamError::Failed {
+                            name: upstream.to_string(),
+                            message: format!("answered tools/call with something other than a tool result ({kind})"),
+                        })
+                    }
+                }
             }
             Ok(Err(e)) => {
                 abandoned.id = None;

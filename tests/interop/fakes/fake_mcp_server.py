@@ -13,6 +13,8 @@ Tools:
     meta     returns the `_meta` object its call arrived with, as JSON text
     bill     returns the `cost` argument as the result's `_meta["airlock/cost_usd"]`
     echo     returns its arguments as `structuredContent`
+    quiet    returns no `content` at all, only `_meta["airlock/cost_usd"]` from its `cost`
+             argument (allowed by the schema's shape, and what some servers send)
 """
 import json
 import sys
@@ -28,6 +30,7 @@ TOOLS = [
     {"name": "bill", "description": "A priced call: reports `cost` as its cost.",
      "inputSchema": {"type": "object"}},
     {"name": "echo", "description": "Returns its arguments.", "inputSchema": {"type": "object"}},
+    {"name": "quiet", "description": "Answers without content.", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -57,6 +60,8 @@ for line in sys.stdin:
             result = {"content": [{"type": "text", "text": json.dumps(params.get("_meta") or {})}]}
         elif name == "bill":
             result = {"content": [{"type": "text", "text": "billed"}], "_meta": {"airlock/cost_usd": args.get("cost")}}
+        elif name == "quiet":
+            result = {"_meta": {"airlock/cost_usd": args.get("cost")}} if "cost" in args else {}
         elif name == "echo":
             result = {"content": [{"type": "text", "text": "echoed"}], "structuredContent": args}
         else:
