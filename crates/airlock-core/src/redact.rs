@@ -6,7 +6,8 @@
 //! array index (digits, which also match an object key of that name), or `*` for every key or
 //! element at that level. `arguments` or `result` alone covers the whole value, and `*` alone
 //! covers both. The value a path reaches, whatever its type, is replaced by `[REDACTED]`; a
-//! path that reaches nothing changes nothing.
+//! path that reaches nothing changes nothing. A text block of the result that repeats
+//! `structuredContent` as JSON is redacted along with it.
 //!
 //! A `redact` rule that can't be read — it fails, is not a set of strings, or holds a path that
 //! does not parse — redacts everything ([`REDACT_ALL`]): content is never exported because a
@@ -120,7 +121,32 @@ pub fn redact(value: &Value, root: Root, paths: &[String]) -> Value {
             Ok(_) => {}
         }
     }
+    if root == Root::Result {
+        redact_text_copies(value, &mut out);
+    }
     out
+}
+
+/// MCP servers (and rmcp's `CallToolResult::structured`) repeat `structuredContent` as JSON text
+/// in a `content` block for older clients. When redaction changed the structured copy, a text
+/// block holding the same JSON gets the redacted JSON, so the secret does not leave through it.
+fn redact_text_copies(original: &Value, out: &mut Value) {
+    let Some(structured) = original.get("structuredContent") else { return };
+    let Some(redacted) = out.get("structuredContent").cloned() else { return };
+    if &redacted == structured {
+        return;
+    }
+    let Some(blocks) = out.get_mut("content").and_then(Value::as_array_mut) else { return };
+    for block in blocks {
+        let is_copy = block
+            .get("text")
+            .and_then(Value::as_str)
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .is_some_and(|parsed| &parsed == structured);
+        if is_copy && let Some(text) = block.get_mut("text") {
+            *text = Value::String(redacted.to_string());
+        }
+    }
 }
 
 fn apply(value: &mut Value, segments: &[Segment]) {
@@ -207,5 +233,19 @@ mod tests {
         {
             assert!(paths_from_policy(Some(&bad)).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn the_text_copy_of_structured_content_is_redacted_with_it() {
+        let result = serde_json::json!({
+            "content": [{"type": "text", "text": "{\"token\":\"abc\",\"id\":1}"}, {"type": "text", "text": "note"}],
+            "structuredContent": {"token": "abc", "id": 1}
+        });
+        let out = redact(&result, Root::Result, &["result.structuredContent.token".to_string()]);
+        assert_eq!(out["structuredContent"], serde_json::json!({"token": REDACTED, "id": 1}));
+        let copy: Value = serde_json::from_str(out["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(copy, serde_json::json!({"token": REDACTED, "id": 1}));
+        assert_eq!(out["content"][1]["text"], "note");
+        assert!(!out.to_string().contains("abc"));
     }
 }

@@ -60,12 +60,19 @@ impl McpGateway {
     /// now run. Only the agent that owns it can end it. A session that never made a call has
     /// nothing to close.
     pub async fn end_mcp_session(&self, mcp_session: &str, agent_id: &str) {
-        let bound = match self.mcp_sessions.lock() {
-            Ok(mut m) => m.remove(mcp_session),
-            Err(e) => e.into_inner().remove(mcp_session),
+        let bound = {
+            let mut map = match self.mcp_sessions.lock() {
+                Ok(m) => m,
+                Err(e) => e.into_inner(),
+            };
+            // Only the owner's DELETE unbinds it: another agent that learned the id ends nothing.
+            match map.get(mcp_session) {
+                Some((owner, _)) if owner == agent_id => map.remove(mcp_session),
+                _ => None,
+            }
         };
         let Some((owner, session_id)) = bound else { return };
-        let Some(agent) = self.agents.get(&owner).filter(|_| owner == agent_id) else { return };
+        let Some(agent) = self.agents.get(&owner) else { return };
         let closer = crate::engine::SessionCloser::Agent(agent);
         match self.engine.close_session(closer, &session_id, "the MCP client ended its session").await {
             Ok(_) => tracing::info!(session = %session_id, mcp_session, "MCP session ended; airlock session closed"),
@@ -160,7 +167,16 @@ impl McpGateway {
             }
         };
         if !result.ok {
-            span.error(result.error.clone().unwrap_or_default());
+            // A tool's own error text is content, exported only as captured content is (and
+            // after `redact`); airlock's errors (time-out, unavailable, cancelled) are not.
+            let tool_text = !result.output.is_null();
+            let shown = if tool_text && !(tracing.capture_content() && action.decision.redact.is_empty()) {
+                "the tool reported an error (its text is exported only with capture_content and no redact paths)"
+                    .to_string()
+            } else {
+                result.error.clone().unwrap_or_default()
+            };
+            span.error(shown);
         }
         if let Some(attribute) = tracing.result_attribute(action, &result.output) {
             span.set(vec![attribute]);
