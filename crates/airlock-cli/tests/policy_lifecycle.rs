@@ -187,6 +187,22 @@ async fn a_canary_lets_the_candidate_decide_for_a_share_of_sessions() {
         let s = al.session(BOT).await;
         assert_eq!(al.act(BOT, &s, "ticket.create", json!({})).await.status, StatusCode::OK);
     }
+    // Both changes are in the journal, the load with the candidate's files: a canary decision's
+    // revision can be traced to the rules that made it.
+    let (code, out, err) = run(&["audit", "export", "--since", "1h", "--config", fx.config().to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let changes: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "policy.candidate")
+        .collect();
+    assert_eq!(changes.len(), 2, "{out}");
+    assert_eq!(changes[0]["payload"]["action"], "loaded");
+    assert_eq!(changes[0]["payload"]["revision"], candidate_revision.as_str());
+    assert_eq!(changes[0]["payload"]["by"], "root");
+    assert!(changes[0]["payload"]["sources"].to_string().contains("TK1"), "{}", changes[0]);
+    assert_eq!(changes[1]["payload"]["canary_percent"], 0);
+
     let bad = al.post("/v1/policy/canary", ADMIN, json!({"percent": 101})).await;
     assert!(bad.status.is_client_error(), "{}", bad.body);
     al.delete("/v1/policy/candidate", ADMIN).await;

@@ -65,6 +65,10 @@ pub enum EventKind {
     /// The candidate policy in shadow mode would have decided an action differently.
     #[serde(rename = "policy.shadow_disagreement")]
     ShadowDisagreement,
+    /// A candidate policy was loaded, its canary share changed, or it was unloaded; the event
+    /// carries its files, so decisions a canary made can be replayed from the journal.
+    #[serde(rename = "policy.candidate")]
+    PolicyCandidate,
 }
 
 impl EventKind {
@@ -89,6 +93,7 @@ impl EventKind {
             EventKind::KillReleased => "kill.released",
             EventKind::BreakerChanged => "breaker.changed",
             EventKind::PolicyActivated => "policy.activated",
+            EventKind::PolicyCandidate => "policy.candidate",
             EventKind::ShadowDisagreement => "policy.shadow_disagreement",
         }
     }

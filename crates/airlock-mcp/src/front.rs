@@ -212,10 +212,22 @@ impl ServerHandler for Front {
                     let _ = waiting_tx.send(param);
                 });
                 // The upstream counts from its own zero; progress must keep increasing for the
-                // client, so its values are shifted past the waiting messages already sent.
+                // client, so its values are shifted past the waiting messages already sent, and
+                // one that arrives after a later one (rmcp hands each to its own task) is dropped.
+                let last = std::sync::Mutex::new(f64::NEG_INFINITY);
                 let relay: crate::upstream::ProgressRelay =
                     Arc::new(move |value: f64, total: Option<f64>, message: Option<String>| {
                         let base = step.load(Ordering::SeqCst) as f64;
+                        {
+                            let mut last = match last.lock() {
+                                Ok(l) => l,
+                                Err(e) => e.into_inner(),
+                            };
+                            if base + value <= *last {
+                                return;
+                            }
+                            *last = base + value;
+                        }
                         let mut param = ProgressNotificationParam::new(token.clone(), base + value);
                         param.total = total.map(|t| base + t);
                         param.message = message;

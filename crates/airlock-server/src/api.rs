@@ -672,8 +672,8 @@ async fn policy_canary(
     principal: Principal,
     Body(body): Body<CanaryBody>,
 ) -> Result<Json<Value>, Problem> {
-    require_role(&principal, airlock_core::Role::Admin)?;
-    let revision = state.engine.set_canary(body.percent)?;
+    let human = require_role(&principal, airlock_core::Role::Admin)?;
+    let revision = state.engine.set_canary(body.percent, &human.human.id).await?;
     Ok(Json(json!({"candidate": revision, "canary_percent": body.percent})))
 }
 
@@ -682,11 +682,11 @@ async fn policy_candidate(
     principal: Principal,
     Body(body): Body<CandidateBody>,
 ) -> Result<Json<Value>, Problem> {
-    require_role(&principal, airlock_core::Role::Admin)?;
+    let human = require_role(&principal, airlock_core::Role::Admin)?;
     let dir = std::path::PathBuf::from(&body.dir);
     let dir =
         if dir.is_absolute() { dir } else { state.engine.config().file.parent().map(|p| p.join(&dir)).unwrap_or(dir) };
-    let revision = state.engine.set_candidate(dir, body.canary_percent).await?;
+    let revision = state.engine.set_candidate(dir, body.canary_percent, &human.human.id).await?;
     let mode = if body.canary_percent > 0 { "canary" } else { "shadow" };
     Ok(Json(json!({"candidate": revision, "mode": mode, "canary_percent": body.canary_percent})))
 }

@@ -171,8 +171,9 @@ impl Engine {
     }
 
     /// Loads a candidate from `dir` to run in shadow mode, deciding for `canary_percent` of
-    /// sessions (0: none).
-    pub async fn set_candidate(&self, dir: PathBuf, canary_percent: u8) -> Result<String> {
+    /// sessions (0: none). The load is journaled with the candidate's files before it takes
+    /// effect, so every decision a canary makes can be traced to the rules that made it.
+    pub async fn set_candidate(&self, dir: PathBuf, canary_percent: u8, by: &str) -> Result<String> {
         check_percent(canary_percent)?;
         let opts = options(self);
         let d = dir.clone();
@@ -182,33 +183,48 @@ impl Engine {
             .map_err(|e| Error::Invalid(format!("the candidate does not load: {e}")))?;
         check_tests(&policy)?;
         let revision = policy.revision().to_string();
+        let sources: Vec<Value> =
+            policy.sources().iter().map(|(path, text)| json!({"path": path, "text": text})).collect();
+        self.journal_candidate(json!({"revision": revision, "action": "loaded", "canary_percent": canary_percent,
+                                      "by": by, "dir": dir, "sources": sources}))
+            .await?;
         let mut shadow = self.shadow_state().lock().map_err(|_| Error::Conflict("shadow state poisoned".into()))?;
         shadow.candidate = Some(Arc::new(policy));
         shadow.report =
             ShadowReport { candidate: Some(revision.clone()), dir: Some(dir), canary_percent, ..Default::default() };
         drop(shadow);
-        self.note_canary(&revision, canary_percent);
+        tracing::info!(candidate = %revision, canary_percent, by, "policy candidate loaded");
         Ok(revision)
     }
 
     /// Changes the share of sessions the candidate decides for (0 – 100; 0 returns them all to
     /// the active policy). Sessions keep their bucket, so raising the share only adds sessions.
-    pub fn set_canary(&self, percent: u8) -> Result<String> {
+    /// Journaled before it takes effect.
+    pub async fn set_canary(&self, percent: u8, by: &str) -> Result<String> {
         check_percent(percent)?;
-        let mut shadow = self.shadow_state().lock().map_err(|_| Error::Conflict("shadow state poisoned".into()))?;
-        let Some(revision) = shadow.report.candidate.clone() else {
+        let revision = self.shadow_state().lock().ok().and_then(|s| s.report.candidate.clone());
+        let Some(revision) = revision else {
             return Err(Error::Conflict(
                 "no candidate is loaded; load one with POST /v1/policy/candidate first".into(),
             ));
         };
+        self.journal_candidate(json!({"revision": revision, "action": "canary", "canary_percent": percent, "by": by}))
+            .await?;
+        let mut shadow = self.shadow_state().lock().map_err(|_| Error::Conflict("shadow state poisoned".into()))?;
+        if shadow.report.candidate.as_deref() != Some(revision.as_str()) {
+            return Err(Error::Conflict("the candidate changed meanwhile; check GET /v1/policy and retry".into()));
+        }
         shadow.report.canary_percent = percent;
         drop(shadow);
-        self.note_canary(&revision, percent);
+        tracing::info!(candidate = %revision, canary_percent = percent, by, "policy canary changed");
         Ok(revision)
     }
 
-    fn note_canary(&self, revision: &str, percent: u8) {
-        tracing::info!(candidate = %revision, canary_percent = percent, "policy candidate loaded or canary changed");
+    async fn journal_candidate(&self, data: Value) -> Result<()> {
+        let mut commit = Commit::default();
+        commit.event(SYSTEM_STREAM, EventKind::PolicyCandidate, Utc::now(), data);
+        self.store().commit(commit).await?;
+        Ok(())
     }
 
     /// The policy that decides for `session_id`: the candidate when the session falls in the
