@@ -100,12 +100,18 @@ async fn sighup_reloads_the_policy() {
     assert!(changed, "SIGHUP did not reload the policy");
 }
 
-#[tokio::test]
-async fn a_shadow_candidate_records_disagreements_without_changing_outcomes() {
+/// An install whose `candidate/` directory holds the active policy plus a ticket freeze (TK1).
+fn with_freeze_candidate() -> Fixture {
     let fx = Fixture::new(POLICY);
     let candidate = fx.dir.path().join("candidate");
     std::fs::create_dir_all(&candidate).unwrap();
     std::fs::write(candidate.join("main.rego"), format!("{POLICY}{TICKET_FREEZE}")).unwrap();
+    fx
+}
+
+#[tokio::test]
+async fn a_shadow_candidate_records_disagreements_without_changing_outcomes() {
+    let fx = with_freeze_candidate();
     let al = fx.start();
     let active = revision(&al).await;
     let (code, _, err) =
@@ -143,10 +149,7 @@ async fn a_shadow_candidate_records_disagreements_without_changing_outcomes() {
 
 #[tokio::test]
 async fn a_canary_lets_the_candidate_decide_for_a_share_of_sessions() {
-    let fx = Fixture::new(POLICY);
-    let candidate = fx.dir.path().join("candidate");
-    std::fs::create_dir_all(&candidate).unwrap();
-    std::fs::write(candidate.join("main.rego"), format!("{POLICY}{TICKET_FREEZE}")).unwrap();
+    let fx = with_freeze_candidate();
     let al = fx.start();
     let active = revision(&al).await;
     let admin = [("AIRLOCK_TOKEN", ADMIN)];

@@ -38,20 +38,23 @@ fn upstream_error(e: UpstreamError) -> ErrorData {
     }
 }
 
-/// Prompts the agent may see, named `{upstream}__{prompt}`, sorted by name.
-pub async fn prompts(upstreams: &Upstreams, admits: Admits<'_>) -> Vec<Prompt> {
-    let mut out: Vec<Prompt> = upstreams
-        .prompts()
-        .await
+/// The items the agent may see, each renamed `{upstream}__{name}` through `name`.
+fn visible<T>(items: Vec<(String, T)>, admits: Admits<'_>, name: fn(&mut T) -> &mut String) -> Vec<T> {
+    items
         .into_iter()
-        .filter_map(|(upstream, mut p)| {
-            let name = prefixed(&upstream, &p.name);
-            admits(&name).then(|| {
-                p.name = name;
-                p
+        .filter_map(|(upstream, mut item)| {
+            let full = prefixed(&upstream, name(&mut item));
+            admits(&full).then(|| {
+                *name(&mut item) = full;
+                item
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Prompts the agent may see, named `{upstream}__{prompt}`, sorted by name.
+pub async fn prompts(upstreams: &Upstreams, admits: Admits<'_>) -> Vec<Prompt> {
+    let mut out = visible(upstreams.prompts().await, admits, |p| &mut p.name);
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -81,34 +84,12 @@ pub async fn get_prompt(
 
 /// Resources the agent may see, named `{upstream}__{name}`, URIs unchanged.
 pub async fn resources(upstreams: &Upstreams, admits: Admits<'_>) -> Vec<Resource> {
-    upstreams
-        .resources()
-        .await
-        .into_iter()
-        .filter_map(|(upstream, mut r)| {
-            let name = prefixed(&upstream, &r.name);
-            admits(&name).then(|| {
-                r.name = name;
-                r
-            })
-        })
-        .collect()
+    visible(upstreams.resources().await, admits, |r| &mut r.name)
 }
 
 /// Resource templates the agent may see, named `{upstream}__{name}`, URI templates unchanged.
 pub async fn resource_templates(upstreams: &Upstreams, admits: Admits<'_>) -> Vec<ResourceTemplate> {
-    upstreams
-        .resource_templates()
-        .await
-        .into_iter()
-        .filter_map(|(upstream, mut t)| {
-            let name = prefixed(&upstream, &t.name);
-            admits(&name).then(|| {
-                t.name = name;
-                t
-            })
-        })
-        .collect()
+    visible(upstreams.resource_templates().await, admits, |t| &mut t.name)
 }
 
 /// The upstream that serves `uri` for this agent, if any.

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam, ClientCapabilities,
-    ClientConfig, ClientRequest, CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
-    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    NumberOrString, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
-    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, ServerResult,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, ClientRequest,
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse, Implementation,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, ServerResult,
 };
 use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RequestContext};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -20,6 +20,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt};
 
 use crate::front::{TASK_HEADER, supported_versions};
+use crate::upstream::{AbandonGuard, token_key};
 
 /// Why the bridge stopped.
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +40,6 @@ pub enum Error {
 
 /// Where a call's progress goes: the local client and the token it asked for.
 type Relays = Arc<Mutex<HashMap<String, (Peer<RoleServer>, ProgressToken)>>>;
-
-fn token_key(token: &ProgressToken) -> String {
-    match &token.0 {
-        NumberOrString::Number(n) => n.to_string(),
-        NumberOrString::String(s) => s.to_string(),
-    }
-}
 
 /// The bridge's client side, towards airlock: passes progress notifications on.
 #[derive(Clone)]
@@ -126,7 +120,9 @@ impl ServerHandler for Bridge {
                 Err(e) => e.into_inner().insert(key.clone(), (context.peer.clone(), token)),
             };
         }
-        let id = handle.id.clone();
+        // A cancellation by the client is sent on to airlock.
+        let mut abandoned =
+            AbandonGuard { peer: self.remote.clone(), id: Some(handle.id.clone()), reason: "cancelled by the client" };
         let outcome = tokio::select! {
             r = handle.await_response() => Some(r),
             _ = context.ct.cancelled() => None,
@@ -135,12 +131,11 @@ impl ServerHandler for Bridge {
             Ok(mut m) => m.remove(&key),
             Err(e) => e.into_inner().remove(&key),
         };
+        if outcome.is_some() {
+            abandoned.id = None;
+        }
         match outcome {
-            None => {
-                let cancel = CancelledNotificationParam::new(Some(id), Some("cancelled by the client".into()));
-                let _ = self.remote.notify_cancelled(cancel).await;
-                Err(ErrorData::internal_error("the call was cancelled", None))
-            }
+            None => Err(ErrorData::internal_error("the call was cancelled", None)),
             Some(Ok(ServerResult::CallToolResult(result))) => Ok(result.into()),
             Some(Ok(_)) => Err(ErrorData::internal_error("airlock answered tools/call with something else", None)),
             Some(Err(e)) => Err(remote_error(e)),

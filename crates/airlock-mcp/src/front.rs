@@ -120,6 +120,17 @@ pub fn supported_versions() -> &'static [ProtocolVersion] {
     ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25)
 }
 
+impl Front {
+    /// What the calling agent's allowlist admits, by prefixed name.
+    fn admits(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<impl Fn(&str) -> bool + Send + Sync + '_, ErrorData> {
+        let agent = identity(context)?.agent_id;
+        Ok(move |name: &str| self.gateway.admits(&agent, name))
+    }
+}
+
 impl ServerHandler for Front {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
@@ -166,9 +177,17 @@ impl ServerHandler for Front {
         });
         let gateway = self.gateway.clone();
         let agent = who.agent_id.clone();
+        let mcp_session = header(&context, "mcp-session-id");
+        let bind = mcp_session.clone();
         let session = self
             .session
-            .get_or_try_init(|| async move { gateway.open_session(&agent, task).await })
+            .get_or_try_init(|| async move {
+                let session = gateway.open_session(&agent, task).await?;
+                if let Some(m) = &bind {
+                    gateway.bind_mcp_session(m, &agent, &session);
+                }
+                Ok::<String, String>(session)
+            })
             .await
             .map_err(|e| ErrorData::internal_error(format!("cannot open an airlock session: {e}"), None))?
             .clone();
@@ -185,10 +204,6 @@ impl ServerHandler for Front {
         };
         let justification = meta_str(JUSTIFICATION_META).unwrap_or_default();
         let traceparent = meta_str("traceparent");
-        let mcp_session = header(&context, "mcp-session-id");
-        if let Some(m) = &mcp_session {
-            self.gateway.bind_mcp_session(m, &who.agent_id, &session);
-        }
         let token =
             request.meta.as_ref().and_then(|m| m.get_progress_token()).or_else(|| context.meta.get_progress_token());
         // One task sends this call's progress notifications, in the order they were made, and is
@@ -262,8 +277,7 @@ impl ServerHandler for Front {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let who = identity(&context)?;
-        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        let admits = self.admits(&context)?;
         Ok(ListPromptsResult::with_all_items(crate::aggregate::prompts(self.gateway.upstreams(), &admits).await))
     }
 
@@ -272,8 +286,7 @@ impl ServerHandler for Front {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let who = identity(&context)?;
-        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        let admits = self.admits(&context)?;
         crate::aggregate::get_prompt(self.gateway.upstreams(), &admits, request).await
     }
 
@@ -282,8 +295,7 @@ impl ServerHandler for Front {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let who = identity(&context)?;
-        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        let admits = self.admits(&context)?;
         Ok(ListResourcesResult::with_all_items(crate::aggregate::resources(self.gateway.upstreams(), &admits).await))
     }
 
@@ -292,8 +304,7 @@ impl ServerHandler for Front {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let who = identity(&context)?;
-        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        let admits = self.admits(&context)?;
         Ok(ListResourceTemplatesResult::with_all_items(
             crate::aggregate::resource_templates(self.gateway.upstreams(), &admits).await,
         ))
@@ -304,8 +315,7 @@ impl ServerHandler for Front {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let who = identity(&context)?;
-        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        let admits = self.admits(&context)?;
         crate::aggregate::read_resource(self.gateway.upstreams(), &admits, request).await
     }
 
@@ -314,8 +324,7 @@ impl ServerHandler for Front {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let who = identity(&context)?;
-        let admits = |name: &str| self.gateway.admits(&who.agent_id, name);
+        let admits = self.admits(&context)?;
         crate::aggregate::complete(self.gateway.upstreams(), &admits, request).await
     }
 }

@@ -135,7 +135,6 @@ struct Conn {
     tools: Vec<Tool>,
     server: String,
     protocol_version: String,
-    capabilities: ServerCapabilities,
 }
 
 struct Upstream {
@@ -198,7 +197,8 @@ impl ClientHandler for UpstreamClient {
     }
 }
 
-fn token_key(token: &ProgressToken) -> String {
+/// A progress token as a map key.
+pub(crate) fn token_key(token: &ProgressToken) -> String {
     match &token.0 {
         NumberOrString::Number(n) => n.to_string(),
         NumberOrString::String(s) => s.to_string(),
@@ -220,11 +220,12 @@ impl Drop for RelayRegistration<'_> {
     }
 }
 
-/// Sends `notifications/cancelled` for a request that is dropped before its answer arrives.
-struct AbandonGuard {
-    peer: Peer<RoleClient>,
-    id: Option<RequestId>,
-    reason: &'static str,
+/// Sends `notifications/cancelled` for a request that is dropped before its answer arrives;
+/// clear `id` once the answer is in.
+pub(crate) struct AbandonGuard {
+    pub(crate) peer: Peer<RoleClient>,
+    pub(crate) id: Option<RequestId>,
+    pub(crate) reason: &'static str,
 }
 
 impl Drop for AbandonGuard {
@@ -421,10 +422,13 @@ impl Upstreams {
             Ok(Ok(ServerResult::CallToolResult(result))) => {
                 abandoned.id = None;
                 if _registration.is_some() {
-                    // rmcp hands each notification to its handler on a task of its own, so the
-                    // last progress notifications, sent before the answer, may still be on their
-                    // way to the relay: give them a moment before the relay goes.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // rmcp hands each notification to its handler on a task of its own, spawned
+                    // before the answer is delivered; let those tasks run before the relay goes.
+                    // (Not a sleep: rmcp clients send a progress token with every call, so this
+                    // is on every relayed call's path.)
+                    for _ in 0..4 {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Ok(result)
             }
@@ -467,7 +471,7 @@ impl Upstreams {
         self.inner
             .iter()
             .filter_map(|u| read_conn(u).map(|c| (u.spec.name.clone(), c)))
-            .filter(|(_, c)| what(&c.capabilities))
+            .filter(|(_, c)| c.peer.peer_info().is_some_and(|i| what(&i.capabilities)))
             .collect()
     }
 
@@ -533,19 +537,27 @@ impl Upstreams {
         .await
     }
 
+    /// One request to one connected upstream, within `limit`.
+    async fn ask<T, F, Fut>(&self, upstream: &str, limit: Option<Duration>, request: F) -> Result<T, UpstreamError>
+    where
+        F: FnOnce(Peer<RoleClient>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, rmcp::ServiceError>>,
+    {
+        let (up, conn) = self.connected(upstream)?;
+        let limit = limit.unwrap_or(up.spec.call_timeout);
+        match tokio::time::timeout(limit, request(conn.peer.clone())).await {
+            Err(_) => Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: limit.as_secs_f64() }),
+            Ok(r) => r.map_err(|e| failed(up, e)),
+        }
+    }
+
     /// `prompts/get` at one upstream, with the upstream's own prompt name in `params`.
     pub async fn get_prompt(
         &self,
         upstream: &str,
         params: GetPromptRequestParams,
     ) -> Result<GetPromptResponse, UpstreamError> {
-        let (up, conn) = self.connected(upstream)?;
-        match tokio::time::timeout(up.spec.call_timeout, conn.peer.get_prompt_once(params)).await {
-            Err(_) => {
-                Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: up.spec.call_timeout.as_secs_f64() })
-            }
-            Ok(r) => r.map_err(|e| failed(up, e)),
-        }
+        self.ask(upstream, None, |peer| async move { peer.get_prompt_once(params).await }).await
     }
 
     /// `resources/read` at one upstream.
@@ -554,13 +566,7 @@ impl Upstreams {
         upstream: &str,
         params: ReadResourceRequestParams,
     ) -> Result<ReadResourceResponse, UpstreamError> {
-        let (up, conn) = self.connected(upstream)?;
-        match tokio::time::timeout(up.spec.call_timeout, conn.peer.read_resource_once(params)).await {
-            Err(_) => {
-                Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: up.spec.call_timeout.as_secs_f64() })
-            }
-            Ok(r) => r.map_err(|e| failed(up, e)),
-        }
+        self.ask(upstream, None, |peer| async move { peer.read_resource_once(params).await }).await
     }
 
     /// `completion/complete` at one upstream, with the upstream's own names in `params`.
@@ -569,11 +575,7 @@ impl Upstreams {
         upstream: &str,
         params: CompleteRequestParams,
     ) -> Result<CompleteResult, UpstreamError> {
-        let (up, conn) = self.connected(upstream)?;
-        match tokio::time::timeout(LIST_TIMEOUT, conn.peer.complete(params)).await {
-            Err(_) => Err(UpstreamError::Timeout { name: upstream.to_string(), seconds: LIST_TIMEOUT.as_secs_f64() }),
-            Ok(r) => r.map_err(|e| failed(up, e)),
-        }
+        self.ask(upstream, Some(LIST_TIMEOUT), |peer| async move { peer.complete(params).await }).await
     }
 }
 
@@ -686,13 +688,11 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
         let peer = running.peer().clone();
         let info = peer.peer_info();
         let (server, protocol_version) = info
-            .as_ref()
             .map(|i| {
                 let server = i.server_info.as_ref().map(|s| format!("{} {}", s.name, s.version)).unwrap_or_default();
                 (server, i.protocol_version.to_string())
             })
             .unwrap_or_default();
-        let capabilities = info.as_ref().map(|i| i.capabilities.clone()).unwrap_or_default();
         match list_tools(&peer).await {
             Ok(tools) => {
                 tracing::info!(upstream = %name, %server, %protocol_version, tools = tools.len(), "upstream connected");
@@ -701,7 +701,6 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
                     tools,
                     server: server.clone(),
                     protocol_version: protocol_version.clone(),
-                    capabilities: capabilities.clone(),
                 };
                 let count = conn.tools.len();
                 if let Ok(mut c) = up.conn.write() {
@@ -742,7 +741,6 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
                     tools,
                     server: old.server.clone(),
                     protocol_version: old.protocol_version.clone(),
-                    capabilities: old.capabilities.clone(),
                 };
                 if let Ok(mut c) = up.conn.write() {
                     *c = Some(Arc::new(conn));

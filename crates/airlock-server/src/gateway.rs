@@ -321,7 +321,7 @@ impl Gateway for McpGateway {
             Ok(m) => m,
             Err(e) => e.into_inner(),
         };
-        map.entry(mcp_session.to_string()).or_insert_with(|| (agent_id.to_string(), session_id.to_string()));
+        map.insert(mcp_session.to_string(), (agent_id.to_string(), session_id.to_string()));
     }
 
     fn upstreams(&self) -> &airlock_mcp::Upstreams {
