@@ -574,6 +574,12 @@ async fn clients_and_upstreams_of_every_initialize_version_work_through_airlock(
         assert_eq!(up["protocol_version"], v, "{up}");
     }
 
+    // The fake lists its tools two per page: airlock follows the cursor, so all of them are there.
+    let status = al.get("/v1/upstreams", ADMIN).await;
+    for up in status.body["upstreams"].as_array().unwrap() {
+        assert_eq!(up["tools"], 5, "{up}");
+    }
+
     // A client of each version reaches every upstream.
     for client_version in versions {
         let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", al.url)).auth_header(BOT);
@@ -584,6 +590,8 @@ async fn clients_and_upstreams_of_every_initialize_version_work_through_airlock(
             .await
             .expect("handshake");
         assert_eq!(c.peer_info().unwrap().protocol_version.to_string(), client_version);
+        let listed = c.list_all_tools().await.unwrap();
+        assert_eq!(listed.iter().filter(|t| t.name.ends_with("__quiet")).count(), versions.len(), "{listed:?}");
         for upstream_version in versions {
             let tool = format!("v{}__version", upstream_version.replace('-', ""));
             let r = call(&c, &tool, json!({})).await;

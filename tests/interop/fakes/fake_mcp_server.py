@@ -8,7 +8,7 @@ cases. This one is plain newline-delimited JSON-RPC, standard library only.
     fake_mcp_server.py            agrees to whatever protocol version the client asks for
     fake_mcp_server.py 2025-03-26 always answers with that version
 
-Tools:
+Tools (listed two per page, so a client must follow `nextCursor`):
     version  returns the protocol version this server agreed to
     meta     returns the `_meta` object its call arrived with, as JSON text
     bill     returns the `cost` argument as the result's `_meta["airlock/cost_usd"]`
@@ -51,7 +51,11 @@ for line in sys.stdin:
         result = {"protocolVersion": agreed, "capabilities": {"tools": {}},
                   "serverInfo": {"name": "fake-mcp-server", "version": agreed}}
     elif method == "tools/list":
-        result = {"tools": TOOLS}
+        # Two tools per page, so a client must follow `nextCursor` to see them all.
+        start = int(params.get("cursor") or 0)
+        result = {"tools": TOOLS[start:start + 2]}
+        if start + 2 < len(TOOLS):
+            result["nextCursor"] = str(start + 2)
     elif method == "tools/call":
         name, args = params.get("name"), params.get("arguments") or {}
         if name == "version":
