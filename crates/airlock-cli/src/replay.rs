@@ -1,16 +1,19 @@
 //! `airlock replay`: re-evaluate recorded decisions against a candidate policy.
 //!
 //! Every decision that reached policy has its exact input in the journal (`action.decided`
-//! events carry `input`), so a replay is the same evaluation with other Rego. Decisions made by a
-//! host guard before policy (kill switch, tier, rate limit, …) are counted but not re-evaluated.
+//! events carry `input`, and `facts`: the tier, the catalog price, budgets and spend at the
+//! time), so a replay runs the same pipeline steps as the live decision
+//! (`airlock_core::pipeline::conclude`: tier floor and budgets included) with other Rego.
+//! Decisions made by a host guard before policy (kill switch, tier, rate limit, …) are counted
+//! but not re-evaluated: policy cannot change them.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use airlock_core::decision::{ApprovalDefaults, apply_tier_floor};
-use airlock_core::{Effect, Tier, combine};
+use airlock_core::Effect;
+use airlock_core::pipeline::{self, PolicyAnswer, PolicyFacts};
 use airlock_policy::{Options, Policy};
 use airlock_server::Config;
 use airlock_server::serve::JOURNAL_FILE;
@@ -70,7 +73,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         dir,
         &Options { timeout: config.policy.timeout.max(Duration::from_millis(500)), coverage: false },
     )?;
-    let defaults = ApprovalDefaults { ttl_seconds: config.approvals.default_ttl_seconds };
+    let default_ttl = config.approvals.default_ttl_seconds;
     let journal = config.server.data_dir.join(JOURNAL_FILE);
     let session = args.target.as_ref().map(|ReplayTarget::Session { id }| id.clone());
     let since = if session.is_some() { chrono::DateTime::UNIX_EPOCH } else { parse_since(&args.since)? };
@@ -107,16 +110,18 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             summary.decided_by_guard += 1;
             continue;
         }
+        // Decisions journaled before the facts were recorded: what the input says (no budgets).
+        let facts = match serde_json::from_value::<PolicyFacts>(e.payload["facts"].clone()) {
+            Ok(facts) => facts,
+            Err(_) => PolicyFacts::from_recorded_input(input, default_ttl).map_err(|msg| {
+                anyhow::anyhow!("cannot replay action {}: {msg}", e.payload["action_id"].as_str().unwrap_or("?"))
+            })?,
+        };
         summary.replayed += 1;
         let eval = policy.evaluate(input);
-        let mut new = combine(eval.output, &defaults, policy.revision(), eval.eval_us);
-        let tier = match input["agent"]["tier"].as_str() {
-            Some("advisory") => Tier::Advisory,
-            Some("change") => Tier::Change,
-            _ => Tier::Autonomous,
-        };
-        let read_only = input["action"]["annotations"]["readOnlyHint"].as_bool().unwrap_or(false);
-        new = apply_tier_floor(new, tier, read_only, &defaults);
+        let answer =
+            PolicyAnswer { output: eval.output, revision: policy.revision().to_string(), eval_us: eval.eval_us };
+        let new = pipeline::conclude(answer, &facts);
         let new_v = serde_json::to_value(&new)?;
         let (from, to) = (effect_of(old), effect_of(&new_v));
         let (old_rules, new_rules) = (rules_of(old), rules_of(&new_v));

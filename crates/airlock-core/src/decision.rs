@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::model::{ApprovalRequirements, Decision, Effect, Reason, Risk, Tier};
+use crate::model::{ApprovalRequirements, DecidedBy, Decision, Effect, Reason, Risk, Tier};
 use crate::redact::{REDACT_ALL, RULE_REDACT_ERROR, paths_from_policy};
 
 /// Rule name used when policy evaluation itself failed.
@@ -92,7 +92,7 @@ pub fn policy_failure(msg: String, policy_revision: &str, eval_us: u64) -> Decis
         approval: None,
         cost_usd: None,
         policy_revision: policy_revision.to_string(),
-        decided_by: "policy".into(),
+        decided_by: DecidedBy::Policy,
         eval_us,
         retry_after_ms: None,
         warnings: Vec::new(),
@@ -169,7 +169,7 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
         approval: None,
         cost_usd,
         policy_revision: String::new(),
-        decided_by: "policy".into(),
+        decided_by: DecidedBy::Policy,
         eval_us: 0,
         retry_after_ms: None,
         warnings,
@@ -280,7 +280,7 @@ pub fn apply_tier_floor(mut decision: Decision, tier: Tier, read_only: bool, def
     if tier == Tier::Change && !read_only && decision.effect == Effect::Allow {
         decision.effect = Effect::RequireApproval;
         decision.risk = decision.risk.max(Risk::Medium);
-        decision.decided_by = "tier".into();
+        decision.decided_by = DecidedBy::Tier;
         decision.approval =
             Some(ApprovalRequirements { quorum: 1, groups: Vec::new(), mfa: false, ttl_seconds: defaults.ttl_seconds });
         decision.reasons.push(Reason::new(

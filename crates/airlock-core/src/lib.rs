@@ -14,7 +14,9 @@ pub mod event;
 pub mod guard;
 pub mod limits;
 pub mod model;
+pub mod pipeline;
 pub mod redact;
+pub mod vote;
 
 pub use decision::{ApprovalDefaults, PolicyOutput, apply_tier_floor, combine};
 pub use digest::{action_digest, canonical_json};

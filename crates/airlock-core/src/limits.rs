@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ApprovalRequirements, Decision, Effect, Reason, Risk};
+use crate::model::{ApprovalRequirements, DecidedBy, Decision, Effect, Reason, Risk};
 
 /// Rule name of a denial by the rate limit.
 pub const RULE_RATE_LIMIT: &str = "airlock.rate_limit";
@@ -167,7 +167,7 @@ pub fn apply_budget(
             decision.effect = Effect::Deny;
             decision.approval = None;
             decision.risk = decision.risk.max(Risk::Medium);
-            decision.decided_by = "guard".into();
+            decision.decided_by = DecidedBy::Guard;
             decision.reasons.insert(0, Reason::new(RULE_BUDGET, msg));
         }
         OnBudgetExceeded::RequireApproval => {
@@ -181,7 +181,7 @@ pub fn apply_budget(
                 });
             }
             decision.risk = decision.risk.max(Risk::Medium);
-            decision.decided_by = "guard".into();
+            decision.decided_by = DecidedBy::Guard;
             decision.reasons.insert(0, Reason::new(RULE_BUDGET, format!("{msg}; a human must approve")));
         }
     }

@@ -189,8 +189,11 @@ impl ActionStatus {
     /// Whether an identical call in the same session joins this action instead of opening a new
     /// one: it is still waiting (for approval, or approved and not yet run).
     pub fn is_waiting(self) -> bool {
-        matches!(self, ActionStatus::PendingApproval | ActionStatus::Approved)
+        ActionStatus::WAITING.contains(&self)
     }
+
+    /// The statuses in which an action is still waiting (see [`ActionStatus::is_waiting`]).
+    pub const WAITING: [ActionStatus; 2] = [ActionStatus::PendingApproval, ActionStatus::Approved];
 
     /// Whether the action can no longer change.
     pub fn is_final(self) -> bool {
@@ -325,8 +328,8 @@ pub struct Decision {
     pub cost_usd: Option<f64>,
     /// Content hash of the policy that made the decision.
     pub policy_revision: String,
-    /// Which stage decided: `guard`, `policy` or `tier`.
-    pub decided_by: String,
+    /// Which stage decided.
+    pub decided_by: DecidedBy,
     /// Policy evaluation time in microseconds.
     pub eval_us: u64,
     /// When a rate limit denied the action: how long to wait before retrying.
@@ -339,6 +342,59 @@ pub struct Decision {
     /// [`crate::redact`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redact: Vec<String>,
+}
+
+/// Which stage of the pipeline made a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// A host guard (kill switch, allowlist, session state, tier, rate limit, loop, breaker,
+    /// budget).
+    Guard,
+    /// The Rego policy.
+    Policy,
+    /// The tier floor of a `change` agent.
+    Tier,
+}
+
+impl DecidedBy {
+    /// The name used in the API and the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecidedBy::Guard => "guard",
+            DecidedBy::Policy => "policy",
+            DecidedBy::Tier => "tier",
+        }
+    }
+}
+
+impl fmt::Display for DecidedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who reported an action's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reporter {
+    /// The agent, for an action it executed itself.
+    Agent,
+    /// The upstream MCP server airlock called.
+    Upstream,
+    /// airlock itself (an outcome it had to record, such as a restart during the call).
+    Airlock,
+}
+
+impl Reporter {
+    /// The name used in the API and the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reporter::Agent => "agent",
+            Reporter::Upstream => "upstream",
+            Reporter::Airlock => "airlock",
+        }
+    }
 }
 
 /// A requested call and everything airlock knows about it.
@@ -401,8 +457,8 @@ pub struct ActionResult {
     /// Error text when it failed.
     #[serde(default)]
     pub error: Option<String>,
-    /// Who reported it: `agent` or `upstream`.
-    pub reported_by: String,
+    /// Who reported it.
+    pub reported_by: Reporter,
     /// Wall time of the call, when airlock measured it.
     #[serde(default)]
     pub duration_ms: Option<u64>,

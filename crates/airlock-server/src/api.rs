@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{AgentConfig, HumanConfig, hash_token};
-use crate::engine::{self, ActionRequest, ActionView, Claim, Engine, Outcome, VoteRequest};
+use crate::engine::{self, ActionRequest, ActionView, Engine, Outcome, VoteRequest};
+use crate::executor::{self, Run};
 use crate::gateway::McpGateway;
 
 /// Shared state of the HTTP layer.
@@ -544,24 +545,11 @@ async fn submit_action(
         mcp_session: None,
     };
     let submission = state.engine.submit(&agent, &session_id, request).await?;
-    let mut view = submission.view;
-    // Upstream tools are run by airlock: now when allowed, or when the agent re-submits an
-    // approved call.
-    if let (Some(gateway), Some(_)) = (&state.gateway, &view.action.upstream) {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        match (view.action.status, submission.outcome) {
-            (ActionStatus::Executing, Outcome::New) => {
-                view.action = gateway.execute(&view.action, cancel, None).await.0;
-            }
-            (ActionStatus::Approved, _) => {
-                if let Claim::Run(action) = state.engine.claim_execution(&view.action.id).await? {
-                    view.action = gateway.execute(&action, cancel, None).await.0;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(action_response(view, Some(submission.outcome)))
+    let outcome = submission.outcome;
+    // What runs now is the executor's decision, the same as over MCP: a new allowed upstream
+    // call runs here; an approved one runs once, for whoever claims it; others wait for it.
+    let carried = executor::carry_out(&state.engine, state.gateway.as_deref(), submission, Run::default()).await?;
+    Ok(action_response(carried.view, Some(outcome)))
 }
 
 #[derive(Deserialize)]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_core::{Action, ActionResult, ActionStatus, Approval};
+use airlock_core::{Action, ActionResult, ActionStatus, Approval, Reporter};
 use airlock_mcp::front::{Gateway, ToolCall, error_result};
 use airlock_mcp::{UpstreamError, Upstreams};
 use chrono::Utc;
@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{TOOL_SEPARATOR, allowlist_covers};
 use crate::config::AgentConfig;
-use crate::engine::{ActionRequest, Claim, Engine};
+use crate::engine::{ActionRequest, Engine};
+use crate::executor::{self, Carried, Run};
 
 /// The gateway between MCP and the pipeline. Cheap to share behind an `Arc`.
 pub struct McpGateway {
@@ -144,7 +145,7 @@ impl McpGateway {
                         ok,
                         output,
                         error,
-                        reported_by: "upstream".into(),
+                        reported_by: Reporter::Upstream,
                         duration_ms: Some(duration_ms),
                         cost_usd,
                         at: Utc::now(),
@@ -158,7 +159,7 @@ impl McpGateway {
                     ok: false,
                     output: Value::Null,
                     error: Some(msg.clone()),
-                    reported_by: "upstream".into(),
+                    reported_by: Reporter::Upstream,
                     duration_ms: Some(duration_ms),
                     cost_usd: None,
                     at: Utc::now(),
@@ -214,27 +215,6 @@ impl McpGateway {
             }
         }
         current
-    }
-
-    /// Takes an approved action to its result: claim it and run it, or wait for whoever runs it.
-    async fn run_approved(
-        &self,
-        action: &Action,
-        cancel: CancellationToken,
-        relay: Option<airlock_mcp::ProgressRelay>,
-    ) -> CallToolResult {
-        match self.engine.claim_execution(&action.id).await {
-            Ok(Claim::Run(a)) => self.execute(&a, cancel, relay).await.1,
-            Ok(Claim::Running(a)) => {
-                let limit = Duration::from_secs(3600);
-                match self.engine.wait_for_change(&a.id, None, limit).await {
-                    Ok(view) => recorded_result(&view.action),
-                    Err(e) => error_result(format!("airlock: {e}")),
-                }
-            }
-            Ok(Claim::Finished(a)) | Ok(Claim::NotRunnable(a)) => recorded_result(&a),
-            Err(e) => error_result(format!("airlock could not run the call: {e}")),
-        }
     }
 }
 
@@ -362,13 +342,6 @@ impl Gateway for McpGateway {
         let Some(agent) = self.agents.get(&call.agent_id) else {
             return error_result("airlock: unknown agent");
         };
-        let upstream_known = call.tool.split_once(TOOL_SEPARATOR).is_some_and(|(u, _)| self.upstreams.contains(u));
-        if !upstream_known {
-            return error_result(format!(
-                "airlock: there is no tool `{}`; tool names are `{{upstream}}{TOOL_SEPARATOR}{{tool}}` as listed by tools/list",
-                call.tool
-            ));
-        }
         let request = ActionRequest {
             tool: call.tool.clone(),
             arguments: Value::Object(call.arguments.clone()),
@@ -380,56 +353,72 @@ impl Gateway for McpGateway {
         };
         let submission = match self.engine.submit(agent, &call.session_id, request).await {
             Ok(s) => s,
+            Err(crate::engine::Error::Invalid(msg)) => return error_result(format!("airlock: {msg}")),
             Err(e) => return error_result(format!("airlock could not decide this call, so it was not run: {e}")),
         };
-        let action = submission.view.action;
-        match action.status {
-            ActionStatus::Executing => self.execute(&action, call.cancel.clone(), call.relay.clone()).await.1,
-            ActionStatus::Approved => self.run_approved(&action, call.cancel.clone(), call.relay.clone()).await,
+        let run = || Run { cancel: call.cancel.clone(), relay: call.relay.clone() };
+        let mut carried = match executor::carry_out(&self.engine, Some(self), submission, run()).await {
+            Ok(c) => c,
+            Err(e) => return error_result(format!("airlock could not run the call: {e}")),
+        };
+        let mut waited = None;
+        if carried.view.action.status == ActionStatus::PendingApproval {
+            let started = Instant::now();
+            let current = self.wait_for_approval(&carried.view.action, self.approval_wait, &call).await;
+            waited = Some(started.elapsed());
+            let view = crate::engine::ActionView { action: current, approval: carried.view.approval.clone() };
+            let resumed = crate::engine::Submission { view, outcome: crate::engine::Outcome::Joined };
+            carried = match executor::carry_out(&self.engine, Some(self), resumed, run()).await {
+                Ok(c) => c,
+                Err(e) => return error_result(format!("airlock could not run the call: {e}")),
+            };
+        }
+        self.answer(carried, waited).await
+    }
+}
+
+impl McpGateway {
+    /// The tool result an MCP client gets for a carried-out call.
+    async fn answer(&self, carried: Carried, waited: Option<Duration>) -> CallToolResult {
+        if let Some(returned) = carried.returned {
+            return returned;
+        }
+        let current = carried.view.action;
+        match current.status {
             ActionStatus::PendingApproval => {
-                let started = Instant::now();
-                let current = self.wait_for_approval(&action, self.approval_wait, &call).await;
-                match current.status {
-                    ActionStatus::Approved => {
-                        self.run_approved(&current, call.cancel.clone(), call.relay.clone()).await
-                    }
-                    ActionStatus::PendingApproval => {
-                        let approval = match &current.approval_id {
-                            Some(id) => self.engine.approval(id).await.ok().map(|(a, _)| a),
-                            None => None,
-                        };
-                        error_result(pending_text(&current, approval.as_ref(), started.elapsed()))
-                    }
-                    ActionStatus::Denied => {
-                        let who = match &current.approval_id {
-                            Some(id) => self
-                                .engine
-                                .approval(id)
-                                .await
-                                .ok()
-                                .and_then(|(a, _)| {
-                                    a.votes.into_iter().find(|v| v.verdict == airlock_core::Verdict::Deny)
-                                })
-                                .map(|v| format!(" by {} (\"{}\")", v.human, v.comment))
-                                .unwrap_or_default(),
-                            None => String::new(),
-                        };
-                        error_result(format!(
-                            "airlock: a human denied `{}`{who} (action {}). Do not retry it unchanged.",
-                            current.tool, current.id
-                        ))
-                    }
-                    _ => recorded_result(&current),
-                }
+                let approval = match &current.approval_id {
+                    Some(id) => self.engine.approval(id).await.ok().map(|(a, _)| a),
+                    None => None,
+                };
+                error_result(pending_text(&current, approval.as_ref(), waited.unwrap_or_default()))
+            }
+            ActionStatus::Denied
+                if current.approval_id.is_some() && current.decision.effect != airlock_core::Effect::Deny =>
+            {
+                let who = match &current.approval_id {
+                    Some(id) => self
+                        .engine
+                        .approval(id)
+                        .await
+                        .ok()
+                        .and_then(|(a, _)| a.votes.into_iter().find(|v| v.verdict == airlock_core::Verdict::Deny))
+                        .map(|v| format!(" by {} (\"{}\")", v.human, v.comment))
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
+                error_result(format!(
+                    "airlock: a human denied `{}`{who} (action {}). Do not retry it unchanged.",
+                    current.tool, current.id
+                ))
             }
             ActionStatus::Denied => error_result(format!(
                 "airlock denied `{}` (action {}, policy {}): {}. Retrying the same call will be denied again; change the request or ask a human.",
-                action.tool,
-                action.id,
-                short_revision(&action.decision.policy_revision),
-                reasons_text(&action)
+                current.tool,
+                current.id,
+                short_revision(&current.decision.policy_revision),
+                reasons_text(&current)
             )),
-            _ => recorded_result(&action),
+            _ => recorded_result(&current),
         }
     }
 }

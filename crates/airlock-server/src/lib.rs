@@ -9,6 +9,7 @@ pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod engine;
+pub mod executor;
 pub mod gateway;
 pub mod lifecycle;
 pub mod mfa;

@@ -14,11 +14,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use airlock_core::decision::{ApprovalDefaults, apply_tier_floor};
-use airlock_core::{Action, EventKind, Tier, combine};
+use airlock_core::pipeline::{self, PolicyFacts};
+use airlock_core::{Action, EventKind};
 use airlock_policy::{Options, Policy};
 use airlock_store::{Commit, PolicyRecord, Projection, SYSTEM_STREAM};
-use chrono::Utc;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -110,7 +110,7 @@ impl Engine {
     }
 
     async fn commit_activation(&self, policy: &Policy, by: &str, how: &str, previous: Option<&str>) -> Result<()> {
-        let now = Utc::now();
+        let now = self.now();
         let record = PolicyRecord {
             revision: policy.revision().to_string(),
             sources: policy.sources().to_vec(),
@@ -222,7 +222,7 @@ impl Engine {
 
     async fn journal_candidate(&self, data: Value) -> Result<()> {
         let mut commit = Commit::default();
-        commit.event(SYSTEM_STREAM, EventKind::PolicyCandidate, Utc::now(), data);
+        commit.event(SYSTEM_STREAM, EventKind::PolicyCandidate, self.now(), data);
         self.store().commit(commit).await?;
         Ok(())
     }
@@ -263,34 +263,17 @@ impl Engine {
         self.shadow_state().lock().map(|s| s.report.clone()).unwrap_or_default()
     }
 
-    /// Evaluates the candidate (if any) on a decided action's recorded input, after the fact.
-    pub(crate) fn shadow_evaluate(&self, action: &Action, input: &Value) {
+    /// Decides a live action again with the candidate (if any), after the fact: the same
+    /// pipeline steps as the live decision (`airlock_core::pipeline::conclude`: tier floor and
+    /// budgets included), on the same recorded input and facts.
+    pub(crate) fn shadow_evaluate(&self, action: &Action, input: Value, facts: PolicyFacts) {
         let candidate = self.shadow_state().lock().ok().and_then(|s| s.candidate.clone());
         let Some(candidate) = candidate else { return };
         let engine = self.clone();
         let action = action.clone();
-        let input = input.clone();
         tokio::spawn(async move {
-            let defaults = ApprovalDefaults { ttl_seconds: engine.config().approvals.default_ttl_seconds };
-            // Rego runs off the async workers, as the live evaluation's caller would expect.
-            let eval = {
-                let (candidate, input) = (candidate.clone(), input.clone());
-                match tokio::task::spawn_blocking(move || candidate.evaluate(&input)).await {
-                    Ok(eval) => eval,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "shadow evaluation failed");
-                        return;
-                    }
-                }
-            };
-            let mut d = combine(eval.output, &defaults, candidate.revision(), eval.eval_us);
-            let tier = match input["agent"]["tier"].as_str() {
-                Some("advisory") => Tier::Advisory,
-                Some("change") => Tier::Change,
-                _ => Tier::Autonomous,
-            };
-            let read_only = input["action"]["annotations"]["readOnlyHint"].as_bool().unwrap_or(false);
-            d = apply_tier_floor(d, tier, read_only, &defaults);
+            let (answer, _) = crate::engine::evaluate(candidate.clone(), input).await;
+            let d = pipeline::conclude(answer, &facts);
             let (old_rules, new_rules) = (rules_of(&action.decision.reasons), rules_of(&d.reasons));
             let same = d.effect == action.decision.effect && old_rules == new_rules;
             let disagreement = {
@@ -324,7 +307,7 @@ impl Engine {
             commit.event(
                 &action.session_id,
                 EventKind::ShadowDisagreement,
-                Utc::now(),
+                engine.now(),
                 json!({"action_id": disagreement.action_id, "active": disagreement.active, "candidate": disagreement.candidate}),
             );
             if let Err(e) = engine.store().commit(commit).await {

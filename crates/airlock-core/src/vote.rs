@@ -1,0 +1,151 @@
+//! Who may vote on an approval, and when the votes resolve it.
+//!
+//! Every path that counts a human's decision (the API, the CLI, the review UI, resuming a
+//! paused session) asks [`eligibility`] the same question, so the rules cannot drift apart. The
+//! TOTP check itself is the server's (it needs the secret); this module only says that a code is
+//! required.
+
+use crate::model::{Approval, ApprovalStatus, Human, Role, Session, Verdict};
+
+/// Rule name: the human lacks the role.
+pub const RULE_ROLE: &str = "role";
+/// Rule name: a vote or resume needs a comment.
+pub const RULE_COMMENT: &str = "comment_required";
+/// Rule name: one vote per human per approval.
+pub const RULE_VOTE_ONCE: &str = "vote_once";
+/// Rule name: the human is in none of the allowed groups.
+pub const RULE_GROUP: &str = "group";
+/// Rule name: the human requested the work (maker-checker).
+pub const RULE_MAKER_CHECKER: &str = "maker_checker";
+/// Rule name: MFA is required and not possible or not given.
+pub const RULE_MFA: &str = "mfa";
+
+/// Why a human may not vote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{msg}")]
+pub struct Refusal {
+    /// Stable rule name ([`RULE_ROLE`], [`RULE_GROUP`], …).
+    pub rule: &'static str,
+    /// What happened and what to do.
+    pub msg: String,
+}
+
+impl Refusal {
+    fn new(rule: &'static str, msg: String) -> Refusal {
+        Refusal { rule, msg }
+    }
+}
+
+/// Whether `human` may vote on `approval` in `session` at all (before any comment or code):
+/// the `approve` role, not voted yet, in an allowed group, not the session's requester (unless
+/// `allow_requester`), and able to confirm with TOTP when MFA is required.
+pub fn eligibility(
+    human: &Human,
+    approval: &Approval,
+    session: &Session,
+    allow_requester: bool,
+) -> Result<(), Refusal> {
+    if !human.has_role(Role::Approve) {
+        return Err(Refusal::new(RULE_ROLE, format!("`{}` does not have the `approve` role", human.id)));
+    }
+    if approval.votes.iter().any(|v| v.human == human.id) {
+        return Err(Refusal::new(
+            RULE_VOTE_ONCE,
+            format!("`{}` has already voted on approval {}", human.id, approval.id),
+        ));
+    }
+    in_allowed_group(human, approval)?;
+    not_requester(human, session, allow_requester)?;
+    if approval.requirements.mfa && !human.has_totp {
+        return Err(Refusal::new(
+            RULE_MFA,
+            format!("approval {} needs MFA and `{}` has no TOTP secret configured", approval.id, human.id),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a vote with its comment. `Ok(true)` means a TOTP code must still be verified.
+pub fn check_vote(
+    human: &Human,
+    approval: &Approval,
+    session: &Session,
+    comment: &str,
+    allow_requester: bool,
+) -> Result<bool, Refusal> {
+    if !human.has_role(Role::Approve) {
+        return Err(Refusal::new(RULE_ROLE, format!("`{}` does not have the `approve` role", human.id)));
+    }
+    if comment.trim().is_empty() {
+        return Err(Refusal::new(RULE_COMMENT, "a vote needs a comment that says why".into()));
+    }
+    eligibility(human, approval, session, allow_requester)?;
+    Ok(approval.requirements.mfa)
+}
+
+fn in_allowed_group(human: &Human, approval: &Approval) -> Result<(), Refusal> {
+    let groups = &approval.requirements.groups;
+    if groups.is_empty() || human.groups.iter().any(|g| groups.contains(g)) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        RULE_GROUP,
+        format!(
+            "approval {} needs approvers from {}; `{}` is in none of them",
+            approval.id,
+            groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", "),
+            human.id
+        ),
+    ))
+}
+
+/// Maker-checker: the human a session acts for may not approve its actions, nor resume it.
+pub fn not_requester(human: &Human, session: &Session, allow_requester: bool) -> Result<(), Refusal> {
+    if !allow_requester && session.on_behalf_of.as_deref() == Some(human.id.as_str()) {
+        return Err(Refusal::new(
+            RULE_MAKER_CHECKER,
+            format!("`{}` requested this session's work and can't approve its actions; ask another approver", human.id),
+        ));
+    }
+    Ok(())
+}
+
+/// Who may resume a paused session: a human with `approve` or `admin`, with a comment, who is
+/// not the session's requester (an admin may override maker-checker only when
+/// `allow_requester` is set, as for votes).
+pub fn check_resume(human: &Human, session: &Session, comment: &str, allow_requester: bool) -> Result<(), Refusal> {
+    if !(human.has_role(Role::Approve) || human.has_role(Role::Admin)) {
+        return Err(Refusal::new(
+            RULE_ROLE,
+            format!("`{}` needs the `approve` or `admin` role to resume sessions", human.id),
+        ));
+    }
+    if comment.trim().is_empty() {
+        return Err(Refusal::new(RULE_COMMENT, "resuming a session needs a comment that says why".into()));
+    }
+    not_requester(human, session, allow_requester).map_err(|_| {
+        Refusal::new(
+            RULE_MAKER_CHECKER,
+            format!("`{}` requested this session's work and can't resume it; ask another approver", human.id),
+        )
+    })
+}
+
+/// The distinct humans who approved.
+pub fn distinct_approvers(approval: &Approval) -> usize {
+    let mut ids: Vec<&str> =
+        approval.votes.iter().filter(|v| v.verdict == Verdict::Approve).map(|v| v.human.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
+/// What the votes so far resolve the approval to: denied by any deny, approved once the quorum
+/// of distinct approvers is reached, else still pending (`None`).
+pub fn resolve(approval: &Approval) -> Option<ApprovalStatus> {
+    if approval.votes.iter().any(|v| v.verdict == Verdict::Deny) {
+        return Some(ApprovalStatus::Denied);
+    }
+    let quorum = usize::try_from(approval.requirements.quorum.max(1)).unwrap_or(usize::MAX);
+    (distinct_approvers(approval) >= quorum).then_some(ApprovalStatus::Approved)
+}

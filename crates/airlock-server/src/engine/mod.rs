@@ -1,0 +1,509 @@
+//! The decision pipeline's IO: locking, the journal, calling Rego, waking waiters.
+//!
+//! What is decided lives in `airlock_core::pipeline` (guards, tier floor, budgets, the policy
+//! input document) and `airlock_core::vote` (who may vote, when the votes resolve an approval);
+//! this module gathers what those pure functions need, calls them, and journals what they
+//! decided before anyone hears of it.
+//!
+//! [`Engine`] is a cheap-to-clone handle. Actions of one session are serialised by a per-session
+//! lock (so sequence numbers, joins and counters are exact); different sessions proceed in
+//! parallel and share journal transactions through the store's group commit. Time comes from
+//! the engine's [`Clock`], so tests move it instead of waiting.
+//!
+//! - `submit.rs`: one requested call through the pipeline;
+//! - `outcome.rs`: claiming an approved action for execution, and recording results;
+//! - `approvals.rs`: votes and expiry;
+//! - `sessions.rs`: opening, pausing, resuming and closing sessions;
+//! - `kill.rs`: kill switches and what they cancel;
+//! - `guards.rs`: the guard state the engine owns (rate-limit buckets, spend, breakers).
+
+mod approvals;
+mod clock;
+mod guards;
+mod kill;
+mod outcome;
+mod sessions;
+mod submit;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+use guards::breaker_gauge;
+pub(crate) use submit::evaluate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use airlock_core::decision::{ApprovalDefaults, RULE_APPROVAL_UNUSED};
+use airlock_core::guard;
+use airlock_core::limits::{self, Breaker, GuardLimits, TokenBucket, Transition};
+use airlock_core::pipeline::{self, GuardState, Intake, Pause, PolicyAnswer, PolicyFacts, Screening};
+use airlock_core::vote::Refusal;
+use airlock_core::{
+    Action, ActionResult, ActionStatus, Approval, ApprovalStatus, EventKind, KillScope, KillSwitch, Reason, Reporter,
+    Session, SessionStatus, Verdict, Vote, action_digest,
+};
+use airlock_policy::Policy;
+use airlock_store::{Commit, Projection, SYSTEM_STREAM, SessionFilter, Store};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, ToolInfo, allowlist_covers};
+use crate::config::{AgentConfig, Config, HumanConfig};
+use crate::telemetry as tm;
+
+/// Who closes a session ([`Engine::close_session`]).
+#[derive(Debug, Clone, Copy)]
+pub enum SessionCloser<'a> {
+    /// The session's own agent, when its task is done.
+    Agent(&'a AgentConfig),
+    /// An admin.
+    Human(&'a HumanConfig),
+}
+
+/// Why the engine refused a request. Policy denials are not errors: they are decisions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing with that id (or not visible to the caller).
+    #[error("{what} `{id}` not found")]
+    NotFound {
+        /// Kind of thing.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The caller may not do this; `rule` names the rule that refused it.
+    #[error("{msg}")]
+    Forbidden {
+        /// Stable rule name (`role`, `group`, `vote_once`, …).
+        rule: &'static str,
+        /// What happened and what to do.
+        msg: String,
+    },
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The journal failed; nothing was decided.
+    #[error("journal unavailable: {0}")]
+    Store(#[from] airlock_store::Error),
+}
+
+impl From<airlock_core::vote::Refusal> for Error {
+    fn from(r: airlock_core::vote::Refusal) -> Error {
+        Error::Forbidden { rule: r.rule, msg: r.msg }
+    }
+}
+
+/// Result type of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An agent's request to run a tool.
+#[derive(Debug, Clone)]
+pub struct ActionRequest {
+    /// Full tool name.
+    pub tool: String,
+    /// Arguments.
+    pub arguments: Value,
+    /// Why.
+    pub justification: String,
+    /// Client-chosen key that makes retries return the first outcome.
+    pub idempotency_key: Option<String>,
+    /// Annotations reported by the tool's server, if it has one.
+    pub reported_annotations: Option<Value>,
+    /// W3C `traceparent` sent by the agent.
+    pub traceparent: Option<String>,
+    /// The MCP session the call came in on.
+    pub mcp_session: Option<String>,
+}
+
+/// The outcome of an agent-executed action, as its agent reports it.
+#[derive(Debug, Clone)]
+pub struct ResultReport {
+    /// Whether the call succeeded.
+    pub ok: bool,
+    /// What it returned.
+    pub output: Value,
+    /// Error text when it failed.
+    pub error: Option<String>,
+    /// What the call cost in US dollars, if the agent knows.
+    pub cost_usd: Option<f64>,
+}
+
+/// How a submission was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new action was decided.
+    New,
+    /// The call joined an identical action that was still waiting.
+    Joined,
+    /// The `Idempotency-Key` was seen before; this is the first action.
+    Replayed,
+}
+
+/// An action with its approval, as returned to callers.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionView {
+    /// The action.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Its approval, if one was required.
+    pub approval: Option<Approval>,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The action (new, joined or replayed).
+    pub view: ActionView,
+    /// How it was answered.
+    pub outcome: Outcome,
+}
+
+/// The answer to [`Engine::claim_execution`].
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The caller now runs it.
+    Run(Box<Action>),
+    /// Someone else is running it.
+    Running(Box<Action>),
+    /// It already finished (or was cancelled).
+    Finished(Box<Action>),
+    /// It is not approved (pending, denied, …).
+    NotRunnable(Box<Action>),
+}
+
+/// A human's vote request.
+#[derive(Debug, Clone)]
+pub struct VoteRequest {
+    /// Approve or deny.
+    pub verdict: Verdict,
+    /// Why; required.
+    pub comment: String,
+    /// TOTP code, when the approval needs MFA.
+    pub totp: Option<String>,
+}
+
+struct SessionCell {
+    session: Session,
+    /// digest → id of the action that is still waiting.
+    waiting: HashMap<String, String>,
+    /// Digests and times of recent new actions, for loop detection.
+    recent: std::collections::VecDeque<(String, DateTime<Utc>)>,
+}
+
+/// An upstream call in flight, cancellable by a kill switch.
+struct InFlight {
+    agent: String,
+    upstream: Option<String>,
+    tool: String,
+    cancel: CancellationToken,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    catalog: Catalog,
+    policy: RwLock<Arc<Policy>>,
+    defaults: ApprovalDefaults,
+    kill_switches: RwLock<Arc<Vec<KillSwitch>>>,
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<SessionCell>>>>>,
+    watchers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Last TOTP time step used per human, so that each code is used once.
+    totp_steps: Mutex<HashMap<String, u64>>,
+    /// Wakes anyone watching for new or resolved approvals (the web UI).
+    approvals_changed: tokio::sync::watch::Sender<u64>,
+    /// Wakes the webhook delivery task.
+    outbox_wake: Arc<Notify>,
+    /// Rate-limit buckets per agent.
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+    /// Spend per agent for one UTC day.
+    spend: Mutex<HashMap<String, (chrono::NaiveDate, f64)>>,
+    /// Circuit breakers per tool.
+    breakers: Mutex<HashMap<String, Breaker>>,
+    /// Upstream calls in flight.
+    inflight: Mutex<HashMap<String, InFlight>>,
+    /// OpenTelemetry spans.
+    tracing: crate::otel::Tracing,
+    /// The candidate policy in shadow mode.
+    shadow: crate::lifecycle::SharedShadow,
+    /// Where the engine's time comes from.
+    clock: Arc<dyn Clock>,
+}
+
+/// Locks a mutex. A lock is poisoned only when a thread panicked while holding it; the engine's
+/// maps stay usable (each update is a single insert or replace), so every lock recovers the
+/// same way, and no safety action (a kill switch's cancellation, say) silently does less.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads a shared value behind an `RwLock`, recovering from poisoning as [`lock`] does.
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// Replaces a shared value behind an `RwLock`, recovering from poisoning as [`lock`] does.
+fn replace<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+}
+
+/// Handle to the decision pipeline.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Engine {
+    /// Builds the engine on the system clock and restores its state from the journal.
+    pub async fn start(config: Arc<Config>, policy: Policy, store: Arc<dyn Store>) -> Result<Engine> {
+        Engine::start_with_clock(config, policy, store, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the engine on `clock` and restores kill switches, breakers and used TOTP steps
+    /// from the journal; upstream calls that were in flight when airlock stopped become
+    /// `unknown`.
+    pub async fn start_with_clock(
+        config: Arc<Config>,
+        policy: Policy,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine> {
+        let tracing_setup = crate::otel::Tracing::from_config(&config.telemetry).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "tracing is off: the OTLP exporter did not start");
+            crate::otel::Tracing::disabled()
+        });
+        let kill_switches = store.kill_switches(true).await?;
+        let breakers: HashMap<String, Breaker> =
+            store.breakers().await?.into_iter().map(|b| (b.tool.clone(), b)).collect();
+        metrics::gauge!(tm::APPROVALS_PENDING)
+            .set(store.approvals(Some(ApprovalStatus::Pending), 100_000).await?.len() as f64);
+        for b in breakers.values() {
+            metrics::gauge!(tm::BREAKER_STATE, "tool" => b.tool.clone()).set(breaker_gauge(b));
+        }
+        let (approvals_changed, _) = tokio::sync::watch::channel(0);
+        // Each TOTP code is accepted once, also across restarts: remember the newest step used
+        // by each human from the recorded votes.
+        let mut totp_steps: HashMap<String, u64> = HashMap::new();
+        for approval in store.approvals(None, 1000).await? {
+            for v in approval.votes {
+                if let Some(step) = v.totp_step {
+                    let e = totp_steps.entry(v.human).or_insert(step);
+                    *e = (*e).max(step);
+                }
+            }
+        }
+        // Upstream calls that were out when airlock stopped have an unknown outcome. They are
+        // marked so and never retried automatically (DESIGN.md: at most once).
+        for mut action in store.actions_in_status(ActionStatus::Executing).await? {
+            if action.upstream.is_none() {
+                continue;
+            }
+            let now = clock.now();
+            action.status = ActionStatus::Unknown;
+            action.updated_at = now;
+            action.result = Some(ActionResult {
+                ok: false,
+                output: Value::Null,
+                error: Some("airlock stopped while the call was in flight; its outcome is unknown".into()),
+                reported_by: Reporter::Airlock,
+                duration_ms: None,
+                cost_usd: None,
+                at: now,
+            });
+            let mut commit = Commit::default();
+            commit
+                .event(
+                    &action.session_id,
+                    EventKind::ActionCompleted,
+                    now,
+                    json!({"action_id": action.id, "status": action.status, "result": action.result}),
+                )
+                .project(Projection::Action(Box::new(action)));
+            store.commit(commit).await?;
+        }
+        let inner = Inner {
+            catalog: Catalog::new(&config),
+            defaults: ApprovalDefaults { ttl_seconds: config.approvals.default_ttl_seconds },
+            store,
+            config,
+            policy: RwLock::new(Arc::new(policy)),
+            kill_switches: RwLock::new(Arc::new(kill_switches)),
+            sessions: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(HashMap::new()),
+            totp_steps: Mutex::new(totp_steps),
+            approvals_changed,
+            outbox_wake: Arc::new(Notify::new()),
+            buckets: Mutex::new(HashMap::new()),
+            spend: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(breakers),
+            inflight: Mutex::new(HashMap::new()),
+            tracing: tracing_setup,
+            shadow: Default::default(),
+            clock,
+        };
+        Ok(Engine { inner: Arc::new(inner) })
+    }
+
+    /// The engine's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    pub(crate) fn shadow(&self) -> &crate::lifecycle::SharedShadow {
+        &self.inner.shadow
+    }
+
+    /// Replaces the active policy.
+    pub(crate) fn swap_policy(&self, policy: Policy) {
+        replace(&self.inner.policy, Arc::new(policy));
+    }
+
+    /// OpenTelemetry spans.
+    pub fn tracing(&self) -> &crate::otel::Tracing {
+        &self.inner.tracing
+    }
+
+    /// The journal.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The active policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        read(&self.inner.policy)
+    }
+
+    /// The tool catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// Notified when notifications were added to the outbox.
+    pub fn outbox_wake(&self) -> Arc<Notify> {
+        self.inner.outbox_wake.clone()
+    }
+
+    /// Commits and wakes the delivery task when the commit queued notifications.
+    async fn commit(&self, commit: Commit) -> Result<()> {
+        let queued = !commit.outbox.is_empty();
+        self.inner.store.commit(commit).await?;
+        if queued {
+            self.inner.outbox_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Subscribe to "approvals changed" ticks.
+    pub fn approvals_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.approvals_changed.subscribe()
+    }
+
+    fn kill_switch_list(&self) -> Arc<Vec<KillSwitch>> {
+        read(&self.inner.kill_switches)
+    }
+
+    fn set_kill_switches(&self, list: Vec<KillSwitch>) {
+        replace(&self.inner.kill_switches, Arc::new(list));
+    }
+
+    fn bump_approvals(&self) {
+        self.inner.approvals_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn notify(&self, action_id: &str) {
+        let notify = lock(&self.inner.watchers).remove(action_id);
+        if let Some(n) = notify {
+            n.notify_waiters();
+        }
+    }
+
+    fn watcher(&self, action_id: &str) -> Arc<Notify> {
+        lock(&self.inner.watchers).entry(action_id.to_string()).or_insert_with(|| Arc::new(Notify::new())).clone()
+    }
+
+    fn cell(&self, session_id: &str) -> Arc<tokio::sync::Mutex<Option<SessionCell>>> {
+        let mut sessions = lock(&self.inner.sessions);
+        if sessions.len() > 10_000 {
+            // Drop cached sessions nobody is using; they reload from the journal on demand.
+            sessions.retain(|_, c| Arc::strong_count(c) > 1);
+        }
+        sessions.entry(session_id.to_string()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None))).clone()
+    }
+
+    async fn load_cell(&self, slot: &mut Option<SessionCell>, session_id: &str) -> Result<()> {
+        if slot.is_some() {
+            return Ok(());
+        }
+        let session = self
+            .inner
+            .store
+            .session(session_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "session", id: session_id.to_string() })?;
+        let waiting =
+            self.inner.store.waiting_actions(session_id).await?.into_iter().map(|a| (a.digest, a.id)).collect();
+        let since = self.now() - pipeline::loop_window(&self.limits_of(&session.agent_id));
+        let recent = self
+            .inner
+            .store
+            .session_actions(session_id)
+            .await?
+            .into_iter()
+            .filter(|a| a.created_at >= since)
+            .map(|a| (a.digest, a.created_at))
+            .collect();
+        *slot = Some(SessionCell { session, waiting, recent });
+        Ok(())
+    }
+
+    fn limits_of(&self, agent_id: &str) -> GuardLimits {
+        self.inner
+            .config
+            .agents
+            .iter()
+            .find(|a| a.agent.id == agent_id)
+            .map(|a| a.limits.clone())
+            .unwrap_or_else(|| self.inner.config.guards.clone())
+    }
+
+    /// Runs background duties (approval expiry) until `shutdown` resolves.
+    pub async fn run_background(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.expire_due().await {
+                        tracing::warn!(error = %e, "expiring approvals failed; will retry");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
