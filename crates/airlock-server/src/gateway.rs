@@ -62,10 +62,7 @@ impl McpGateway {
     /// nothing to close.
     pub async fn end_mcp_session(&self, mcp_session: &str, agent_id: &str) {
         let bound = {
-            let mut map = match self.mcp_sessions.lock() {
-                Ok(m) => m,
-                Err(e) => e.into_inner(),
-            };
+            let mut map = crate::engine::lock(&self.mcp_sessions);
             // Only the owner's DELETE unbinds it: another agent that learned the id ends nothing.
             match map.get(mcp_session) {
                 Some((owner, _)) if owner == agent_id => map.remove(mcp_session),
@@ -297,10 +294,7 @@ fn pending_text(action: &Action, approval: Option<&Approval>, waited: Duration) 
 #[async_trait::async_trait]
 impl Gateway for McpGateway {
     fn bind_mcp_session(&self, mcp_session: &str, agent_id: &str, session_id: &str) {
-        let mut map = match self.mcp_sessions.lock() {
-            Ok(m) => m,
-            Err(e) => e.into_inner(),
-        };
+        let mut map = crate::engine::lock(&self.mcp_sessions);
         map.insert(mcp_session.to_string(), (agent_id.to_string(), session_id.to_string()));
     }
 

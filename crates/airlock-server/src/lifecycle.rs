@@ -22,7 +22,7 @@ use airlock_store::{Commit, PolicyRecord, Projection, SYSTEM_STREAM};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, Error, Result};
+use crate::engine::{Engine, Error, Result, lock};
 
 /// Revisions kept for rollback.
 pub const HISTORY: usize = 20;
@@ -188,7 +188,7 @@ impl Engine {
         self.journal_candidate(json!({"revision": revision, "action": "loaded", "canary_percent": canary_percent,
                                       "by": by, "dir": dir, "sources": sources}))
             .await?;
-        let mut shadow = self.shadow_state().lock().map_err(|_| Error::Conflict("shadow state poisoned".into()))?;
+        let mut shadow = lock(self.shadow_state());
         shadow.candidate = Some(Arc::new(policy));
         shadow.report =
             ShadowReport { candidate: Some(revision.clone()), dir: Some(dir), canary_percent, ..Default::default() };
@@ -202,7 +202,7 @@ impl Engine {
     /// Journaled before it takes effect.
     pub async fn set_canary(&self, percent: u8, by: &str) -> Result<String> {
         check_percent(percent)?;
-        let revision = self.shadow_state().lock().ok().and_then(|s| s.report.candidate.clone());
+        let revision = lock(self.shadow_state()).report.candidate.clone();
         let Some(revision) = revision else {
             return Err(Error::Conflict(
                 "no candidate is loaded; load one with POST /v1/policy/candidate first".into(),
@@ -210,7 +210,7 @@ impl Engine {
         };
         self.journal_candidate(json!({"revision": revision, "action": "canary", "canary_percent": percent, "by": by}))
             .await?;
-        let mut shadow = self.shadow_state().lock().map_err(|_| Error::Conflict("shadow state poisoned".into()))?;
+        let mut shadow = lock(self.shadow_state());
         if shadow.report.candidate.as_deref() != Some(revision.as_str()) {
             return Err(Error::Conflict("the candidate changed meanwhile; check GET /v1/policy and retry".into()));
         }
@@ -230,8 +230,8 @@ impl Engine {
     /// The policy that decides for `session_id`: the candidate when the session falls in the
     /// canary's share, else the active policy. The flag says which.
     pub(crate) fn policy_for(&self, session_id: &str) -> (Arc<Policy>, bool) {
-        if let Ok(s) = self.shadow_state().lock()
-            && s.report.canary_percent > 0
+        let s = lock(self.shadow_state());
+        if s.report.canary_percent > 0
             && let Some(candidate) = &s.candidate
             && canary_bucket(session_id) < s.report.canary_percent
         {
@@ -242,14 +242,12 @@ impl Engine {
 
     /// Stops shadow evaluation.
     pub fn clear_candidate(&self) {
-        if let Ok(mut s) = self.shadow_state().lock() {
-            *s = Shadow::default();
-        }
+        *lock(self.shadow_state()) = Shadow::default();
     }
 
     /// Makes the candidate the active policy.
     pub async fn promote_candidate(&self, by: &str) -> Result<PolicyChange> {
-        let candidate = self.shadow_state().lock().ok().and_then(|s| s.candidate.clone());
+        let candidate = lock(self.shadow_state()).candidate.clone();
         let Some(candidate) = candidate else {
             return Err(Error::Conflict("no candidate is loaded; load one with POST /v1/policy/candidate".into()));
         };
@@ -260,14 +258,14 @@ impl Engine {
 
     /// Shadow statistics.
     pub fn shadow_report(&self) -> ShadowReport {
-        self.shadow_state().lock().map(|s| s.report.clone()).unwrap_or_default()
+        lock(self.shadow_state()).report.clone()
     }
 
     /// Decides a live action again with the candidate (if any), after the fact: the same
     /// pipeline steps as the live decision (`airlock_core::pipeline::conclude`: tier floor and
     /// budgets included), on the same recorded input and facts.
     pub(crate) fn shadow_evaluate(&self, action: &Action, input: Value, facts: PolicyFacts) {
-        let candidate = self.shadow_state().lock().ok().and_then(|s| s.candidate.clone());
+        let candidate = lock(self.shadow_state()).candidate.clone();
         let Some(candidate) = candidate else { return };
         let engine = self.clone();
         let action = action.clone();
@@ -277,7 +275,7 @@ impl Engine {
             let (old_rules, new_rules) = (rules_of(&action.decision.reasons), rules_of(&d.reasons));
             let same = d.effect == action.decision.effect && old_rules == new_rules;
             let disagreement = {
-                let Ok(mut s) = engine.shadow_state().lock() else { return };
+                let mut s = lock(engine.shadow_state());
                 if s.report.candidate.as_deref() != Some(candidate.revision()) {
                     return;
                 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use airlock_policy::{Options as PolicyOptions, Policy};
 use airlock_store::{SqliteOptions, SqliteStore, Store};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use airlock_mcp::front::{CallerIdentity, Front, Gateway};
@@ -109,6 +110,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .layer(tower_http::trace::TraceLayer::new_for_http());
     let mut rx_http = rx.clone();
     let task = tokio::spawn(async move {
+        // Answers (SSE events above all) are written in several small pieces; with Nagle's
+        // algorithm on, a keep-alive client's delayed ACK holds the last piece back ~40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx_http.wait_for(|stop| *stop).await;

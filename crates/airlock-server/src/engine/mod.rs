@@ -239,7 +239,7 @@ struct Inner {
 /// Locks a mutex. A lock is poisoned only when a thread panicked while holding it; the engine's
 /// maps stay usable (each update is a single insert or replace), so every lock recovers the
 /// same way, and no safety action (a kill switch's cancellation, say) silently does less.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
