@@ -37,11 +37,15 @@ pub(super) fn session_actions(c: &Connection, session_id: &str) -> Result<Vec<Ac
 }
 
 pub(super) fn waiting_actions(c: &Connection, session_id: &str) -> Result<Vec<Action>> {
-    query_docs(
-        c,
-        "SELECT id, body FROM actions WHERE session_id = ?1 AND status IN ('pending_approval', 'approved') ORDER BY seq",
-        &[&session_id],
-    )
+    // Which statuses are waiting is the domain's rule; the query only binds them.
+    let waiting = ActionStatus::WAITING.map(ActionStatus::as_str);
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&session_id];
+    args.extend(waiting.iter().map(|s| s as &dyn rusqlite::ToSql));
+    let sql = format!(
+        "SELECT id, body FROM actions WHERE session_id = ?1 AND status IN ({}) ORDER BY seq",
+        placeholders(2, waiting.len())
+    );
+    query_docs(c, &sql, &args)
 }
 
 pub(super) fn actions_in_status(c: &Connection, status: ActionStatus) -> Result<Vec<Action>> {
@@ -78,8 +82,8 @@ pub(super) fn approvals(c: &Connection, status: Option<ApprovalStatus>, limit: u
 pub(super) fn approvals_due(c: &Connection, now: &DateTime<Utc>) -> Result<Vec<Approval>> {
     query_docs(
         c,
-        "SELECT id, body FROM approvals WHERE status = 'pending' AND expires_at <= ?1 ORDER BY expires_at",
-        &[&fmt_time(now)],
+        "SELECT id, body FROM approvals WHERE status = ?1 AND expires_at <= ?2 ORDER BY expires_at",
+        &[&ApprovalStatus::Pending.as_str(), &fmt_time(now)],
     )
 }
 
@@ -235,6 +239,11 @@ pub(super) fn notifications_due(c: &Connection, now: &DateTime<Utc>, limit: usiz
         })
     })?;
     rows.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
+}
+
+/// `?first, ?first+1, …`: `n` numbered parameters for an `IN (…)` list.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
 }
 
 fn parse<T: DeserializeOwned>(id: &str, body: &str) -> Result<T> {
