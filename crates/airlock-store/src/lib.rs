@@ -10,6 +10,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod chain;
+mod spend;
 mod sqlite;
 
 /// Metric names recorded by the journal.
@@ -284,7 +285,8 @@ pub trait Store: Send + Sync + 'static {
     /// How many actions `agent_id` requested since `since`.
     async fn agent_actions_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<u32>;
     /// What `agent_id`'s allowed or approved actions since `since` cost: each action's decided
-    /// cost, or the cost reported with its result when the decision had none.
+    /// cost, or the cost reported with its result when the decision had none (counted as
+    /// [`airlock_core::limits::reported_cost_counted`] says: only a finite, positive one).
     async fn agent_spend_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<f64>;
     /// The number of events and the RFC 6962 Merkle root over their hashes, in journal order.
     async fn tree_head(&self) -> Result<(u64, [u8; 32])>;

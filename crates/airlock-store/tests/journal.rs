@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use airlock_core::{EventKind, KillScope, KillSwitch, Session, SessionStatus};
+use airlock_core::{
+    Action, ActionResult, ActionStatus, EventKind, KillScope, KillSwitch, Reporter, Session, SessionStatus,
+};
 use airlock_store::{Commit, Projection, SqliteOptions, SqliteStore, Store};
 use chrono::Utc;
 use serde_json::json;
@@ -208,4 +210,68 @@ async fn the_wal_is_checkpointed_in_the_background_and_a_second_writer_is_refuse
     drop(store);
     assert_eq!(events_in_main_file(&path), 120);
     SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+}
+
+/// An action of agent `bot` in `ses_a`, with the cost its decision set and the one reported with
+/// its result.
+fn priced_action(id: &str, seq: u64, status: ActionStatus, decided: Option<f64>, reported: Option<f64>) -> Action {
+    let now = Utc::now();
+    let mut decision = airlock_core::decision::policy_failure("x".into(), "rev", 0);
+    decision.cost_usd = decided;
+    Action {
+        id: id.into(),
+        session_id: "ses_a".into(),
+        seq,
+        agent_id: "bot".into(),
+        tool: "t".into(),
+        upstream: None,
+        name: "t".into(),
+        arguments: json!({}),
+        annotations: json!({}),
+        justification: String::new(),
+        digest: format!("sha256:{id}"),
+        status,
+        decision,
+        approval_id: None,
+        result: reported.map(|cost| ActionResult {
+            ok: true,
+            output: json!({}),
+            error: None,
+            reported_by: Reporter::Agent,
+            duration_ms: None,
+            cost_usd: Some(cost),
+            at: now,
+        }),
+        idempotency_key: None,
+        created_at: now,
+        updated_at: now,
+        trace: None,
+    }
+}
+
+#[tokio::test]
+async fn spend_counts_decided_costs_and_only_valid_reported_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("j.db"), SqliteOptions::default()).unwrap();
+    let since = Utc::now() - chrono::Duration::seconds(60);
+    let mut c = open_session("ses_a");
+    for action in [
+        priced_action("act_1", 1, ActionStatus::Succeeded, Some(1.0), Some(9.0)),
+        priced_action("act_2", 2, ActionStatus::Succeeded, None, Some(0.5)),
+        priced_action("act_3", 3, ActionStatus::Approved, Some(0.25), None),
+        // Not allowed or approved: nothing spent.
+        priced_action("act_4", 4, ActionStatus::PendingApproval, Some(100.0), None),
+        priced_action("act_5", 5, ActionStatus::Denied, Some(100.0), None),
+    ] {
+        c.project(Projection::Action(Box::new(action)));
+    }
+    store.commit(c).await.unwrap();
+    assert_eq!(store.agent_spend_since("bot", since).await.unwrap(), 1.75);
+    // A negative cost reported with a result does not lower the spend.
+    let mut c = Commit::default();
+    c.project(Projection::Action(Box::new(priced_action("act_6", 6, ActionStatus::Failed, None, Some(-1.5)))));
+    store.commit(c).await.unwrap();
+    assert_eq!(store.agent_spend_since("bot", since).await.unwrap(), 1.75);
+    assert_eq!(store.agent_spend_since("bot", Utc::now() + chrono::Duration::seconds(60)).await.unwrap(), 0.0);
+    assert_eq!(store.agent_spend_since("other", since).await.unwrap(), 0.0);
 }

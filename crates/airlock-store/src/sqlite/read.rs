@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use super::fmt_time;
 use super::write::status_name;
 use crate::chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
-use crate::{Error, Notification, PolicyRecord, Result, SessionFilter, StoredEvent};
+use crate::{Error, Notification, PolicyRecord, Result, SessionFilter, StoredEvent, spend};
 
 pub(super) fn session(c: &Connection, id: &str) -> Result<Option<Session>> {
     query_doc(c, "SELECT id, body FROM sessions WHERE id = ?1", &[&id])
@@ -210,16 +210,24 @@ pub(super) fn agent_actions_since(c: &Connection, agent: &str, since: &DateTime<
 }
 
 pub(super) fn agent_spend_since(c: &Connection, agent: &str, since: &DateTime<Utc>) -> Result<f64> {
-    let n: Option<f64> = c
-        .prepare_cached(
-            // The decision's cost, else a cost reported with the result: the rule of
-            // `airlock_core::limits::reported_cost_counted`.
-            "SELECT SUM(COALESCE(json_extract(body, '$.decision.cost_usd'), json_extract(body, '$.result.cost_usd'), 0)) FROM actions
-             WHERE agent_id = ?1 AND created_at >= ?2
-               AND status IN ('approved', 'executing', 'succeeded', 'failed', 'unknown')",
-        )?
-        .query_row(params![agent, fmt_time(since)], |r| r.get(0))?;
-    Ok(n.unwrap_or(0.0))
+    // The store only selects the actions and reads their two costs; how they add up is
+    // `spend::action_cost`, shared with every backend.
+    let counted = spend::COUNTED.map(ActionStatus::as_str);
+    let since = fmt_time(since);
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&agent, &since];
+    args.extend(counted.iter().map(|s| s as &dyn rusqlite::ToSql));
+    let sql = format!(
+        "SELECT json_extract(body, '$.decision.cost_usd'), json_extract(body, '$.result.cost_usd') FROM actions
+         WHERE agent_id = ?1 AND created_at >= ?2 AND status IN ({})",
+        placeholders(3, counted.len())
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query(args.as_slice())?;
+    let mut total = 0.0;
+    while let Some(row) = rows.next()? {
+        total += spend::action_cost(row.get(0)?, row.get(1)?);
+    }
+    Ok(total)
 }
 
 pub(super) fn notifications_due(c: &Connection, now: &DateTime<Utc>, limit: usize) -> Result<Vec<Notification>> {
