@@ -8,18 +8,7 @@ use rusqlite::Connection;
 
 use super::{SqliteStore, open_error, read};
 use crate::chain::VerifyReport;
-use crate::{Error, Result, StoredEvent};
-
-/// A stored checkpoint note.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StoredCheckpoint {
-    /// Events it covers.
-    pub size: u64,
-    /// The signed note text.
-    pub note: String,
-    /// When it was made.
-    pub created_at: String,
-}
+use crate::{Error, Result, StoredCheckpoint, StoredEvent};
 
 fn open_read_only(path: &Path) -> Result<Connection> {
     Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| open_error(path, e))

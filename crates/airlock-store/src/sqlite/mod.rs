@@ -24,13 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use airlock_core::{Action, ActionStatus, Approval, ApprovalStatus, KillSwitch, Session};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
-pub use audit::StoredCheckpoint;
-
 use crate::chain::VerifyReport;
+use crate::encoding::Prepared;
 use crate::{Commit, Error, Notification, PolicyRecord, Result, SessionFilter, StoredEvent};
 
 /// How the SQLite backend runs.
@@ -71,11 +70,6 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").field("path", &self.path).finish()
     }
-}
-
-/// Formats a time the way the journal stores it (RFC 3339, microseconds, `Z`).
-pub(crate) fn fmt_time(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// The error for a journal file that cannot be opened or prepared.
@@ -175,7 +169,7 @@ impl Drop for SqliteStore {
 #[async_trait::async_trait]
 impl crate::Store for SqliteStore {
     async fn commit(&self, commit: Commit) -> Result<()> {
-        let prepared = write::Prepared::of(&commit)?;
+        let prepared = Prepared::of(&commit)?;
         self.submit(commit, prepared).await
     }
 
@@ -267,7 +261,7 @@ impl crate::Store for SqliteStore {
     async fn save_checkpoint(&self, size: u64, note: String, at: DateTime<Utc>) -> Result<()> {
         // Checkpoints are written through the writer like everything else.
         let commit = Commit { checkpoint: Some((size, note, at)), ..Default::default() };
-        self.submit(commit, write::Prepared::default()).await
+        self.submit(commit, Prepared::default()).await
     }
 
     async fn notifications_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>> {

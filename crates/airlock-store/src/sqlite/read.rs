@@ -6,17 +6,16 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
 
-use super::fmt_time;
-use super::write::status_name;
-use crate::chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash};
-use crate::{Error, Notification, PolicyRecord, Result, SessionFilter, StoredEvent, spend};
+use crate::chain::{ChainWalk, EventRecord, VerifyReport};
+use crate::encoding::{fmt_time, parse, status_name};
+use crate::{Error, Notification, PolicyRecord, Result, SessionFilter, StoredEvent, list_limit, spend};
 
 pub(super) fn session(c: &Connection, id: &str) -> Result<Option<Session>> {
     query_doc(c, "SELECT id, body FROM sessions WHERE id = ?1", &[&id])
 }
 
 pub(super) fn sessions(c: &Connection, filter: &SessionFilter) -> Result<Vec<Session>> {
-    let limit = if filter.limit == 0 { 100 } else { filter.limit } as i64;
+    let limit = list_limit(filter.limit) as i64;
     let agent = filter.agent_id.clone();
     let status = filter.status.as_ref().map(status_name);
     query_docs(
@@ -71,7 +70,7 @@ pub(super) fn approval(c: &Connection, id: &str) -> Result<Option<Approval>> {
 
 pub(super) fn approvals(c: &Connection, status: Option<ApprovalStatus>, limit: usize) -> Result<Vec<Approval>> {
     let status = status.map(|s| s.as_str().to_string());
-    let limit = if limit == 0 { 100 } else { limit } as i64;
+    let limit = list_limit(limit) as i64;
     query_docs(
         c,
         "SELECT id, body FROM approvals WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2",
@@ -99,16 +98,14 @@ pub(super) fn kill_switches(c: &Connection, active_only: bool) -> Result<Vec<Kil
 const EVENT_COLUMNS: &str = "pos, stream, seq, kind, at, payload, prev_hash, hash";
 
 /// An event read with [`EVENT_COLUMNS`].
-fn event_from_row(r: &rusqlite::Row<'_>) -> Result<StoredEvent> {
-    let pos: i64 = r.get(0)?;
-    let payload: String = r.get(5)?;
-    Ok(StoredEvent {
-        pos,
+fn event_from_row(r: &rusqlite::Row<'_>) -> Result<EventRecord> {
+    Ok(EventRecord {
+        pos: r.get(0)?,
         stream: r.get(1)?,
         seq: r.get::<_, i64>(2)? as u64,
         kind: r.get(3)?,
         at: r.get(4)?,
-        payload: parse(&format!("event {pos}"), &payload)?,
+        payload: r.get(5)?,
         prev_hash: r.get(6)?,
         hash: r.get(7)?,
     })
@@ -119,7 +116,7 @@ pub(super) fn events(c: &Connection, stream: &str) -> Result<Vec<StoredEvent>> {
     let mut rows = stmt.query([stream])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(event_from_row(row)?);
+        out.push(event_from_row(row)?.to_stored()?);
     }
     Ok(out)
 }
@@ -130,7 +127,7 @@ pub(super) fn events_since(c: &Connection, since: &DateTime<Utc>) -> Result<Vec<
     let mut rows = stmt.query([fmt_time(since)])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(event_from_row(row)?);
+        out.push(event_from_row(row)?.to_stored()?);
     }
     Ok(out)
 }
@@ -145,52 +142,15 @@ pub(super) fn event_hashes(conn: &Connection, limit: Option<u64>) -> Result<Vec<
 
 /// Walks every hash chain, stream by stream.
 pub(super) fn verify(conn: &Connection) -> Result<VerifyReport> {
-    let mut stmt =
-        conn.prepare("SELECT pos, stream, seq, kind, at, payload, prev_hash, hash FROM events ORDER BY stream, seq")?;
+    let mut stmt = conn.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY stream, seq"))?;
     let mut rows = stmt.query([])?;
-    let mut report = VerifyReport { events: 0, streams: 0, first_problem: None };
-    let mut current: Option<(String, u64, String, i64)> = None; // stream, seq, hash, pos
+    let mut walk = ChainWalk::new();
     while let Some(row) = rows.next()? {
-        let pos: i64 = row.get(0)?;
-        let stream: String = row.get(1)?;
-        let seq = row.get::<_, i64>(2)? as u64;
-        let kind: String = row.get(3)?;
-        let at: String = row.get(4)?;
-        let payload: String = row.get(5)?;
-        let prev_hash: String = row.get(6)?;
-        let hash: String = row.get(7)?;
-        report.events += 1;
-        let (expected_seq, expected_prev, last_pos) = match &current {
-            Some((s, n, h, p)) if *s == stream => (n + 1, h.clone(), Some(*p)),
-            _ => {
-                report.streams += 1;
-                (1, GENESIS_HASH.to_string(), None)
-            }
-        };
-        let problem = if seq != expected_seq {
-            Some(format!(
-                "expected event {expected_seq} but found {seq}: events {expected_seq}..{} were removed",
-                seq.saturating_sub(1)
-            ))
-        } else if prev_hash != expected_prev {
-            Some(
-                "its link to the previous event does not match: an event was removed, replaced or reordered"
-                    .to_string(),
-            )
-        } else if last_pos.is_some_and(|p| p > pos) {
-            Some("it was stored before the event that precedes it: events were reordered".to_string())
-        } else if event_hash(&prev_hash, &stream, seq, &kind, &at, &payload) != hash {
-            Some(format!("its content does not match its hash: the `{kind}` event was altered"))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            report.first_problem = Some(VerifyProblem { stream, seq: expected_seq.min(seq), pos: Some(pos), problem });
-            return Ok(report);
+        if !walk.check(&event_from_row(row)?) {
+            break;
         }
-        current = Some((stream, seq, hash, pos));
     }
-    Ok(report)
+    Ok(walk.report())
 }
 
 pub(super) fn policy_history(c: &Connection, limit: usize) -> Result<Vec<PolicyRecord>> {
@@ -252,10 +212,6 @@ pub(super) fn notifications_due(c: &Connection, now: &DateTime<Utc>, limit: usiz
 /// `?first, ?first+1, …`: `n` numbered parameters for an `IN (…)` list.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
-}
-
-fn parse<T: DeserializeOwned>(id: &str, body: &str) -> Result<T> {
-    serde_json::from_str(body).map_err(|e| Error::Corrupt { id: id.to_string(), message: e.to_string() })
 }
 
 fn query_docs<T: DeserializeOwned>(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<T>> {

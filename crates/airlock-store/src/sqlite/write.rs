@@ -3,43 +3,10 @@
 
 use rusqlite::{Connection, params};
 
-use super::fmt_time;
-use super::writer::{Heads, HeadsUndo};
-use crate::chain::{GENESIS_HASH, event_hash};
+use super::writer::HeadsUndo;
+use crate::chain::{EventRecord, Heads};
+use crate::encoding::{Prepared, fmt_time, projection_json, status_name};
 use crate::{Commit, DeliveryUpdate, Error, Projection, Result};
-
-/// A commit's JSON, made before it reaches the writer: canonical event payloads and projection
-/// documents, in the commit's order.
-#[derive(Default)]
-pub(super) struct Prepared {
-    payloads: Vec<String>,
-    documents: Vec<String>,
-}
-
-impl Prepared {
-    pub(super) fn of(commit: &Commit) -> Result<Prepared> {
-        let payloads = commit.events.iter().map(|e| airlock_core::canonical_json(&e.payload)).collect();
-        let documents = commit.projections.iter().map(projection_json).collect::<Result<Vec<_>>>()?;
-        Ok(Prepared { payloads, documents })
-    }
-}
-
-/// The stored JSON document of a projection (empty for rows without one).
-fn projection_json(p: &Projection) -> Result<String> {
-    match p {
-        Projection::Session(s) => to_json(s),
-        Projection::Action(a) => to_json(a.as_ref()),
-        Projection::Approval(a) => to_json(a),
-        Projection::KillSwitch(k) => to_json(k),
-        Projection::Breaker(b) => to_json(b),
-        Projection::PolicyRevision(r) => to_json(r),
-        Projection::IdempotencyKey { .. } => Ok(String::new()),
-    }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::Corrupt { id: "new record".into(), message: e.to_string() })
-}
 
 fn map_unique(e: rusqlite::Error, what: &str) -> Error {
     match &e {
@@ -63,20 +30,17 @@ pub(super) fn apply(
         "INSERT INTO events (stream, seq, kind, at, payload, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for (i, event) in commit.events.iter().enumerate() {
-        let (prev_seq, prev_hash) = heads.get(&event.stream).cloned().unwrap_or((0, GENESIS_HASH.to_string()));
-        let seq = prev_seq + 1;
-        let at = fmt_time(&event.at);
         let payload = match prepared.payloads.get(i) {
             Some(p) => p.clone(),
             None => airlock_core::canonical_json(&event.payload),
         };
-        let kind = event.kind.as_str();
-        let hash = event_hash(&prev_hash, &event.stream, seq, kind, &at, &payload);
+        // The position is SQLite's row id, assigned by the insert.
+        let e = EventRecord::chained(heads.get(&event.stream), event, payload, 0);
         insert
-            .execute(params![event.stream, seq as i64, kind, at, payload, prev_hash, hash])
-            .map_err(|e| map_unique(e, "event"))?;
-        let old = heads.insert(event.stream.clone(), (seq, hash));
-        undo.push((event.stream.clone(), old));
+            .execute(params![e.stream, e.seq as i64, e.kind, e.at, e.payload, e.prev_hash, e.hash])
+            .map_err(|err| map_unique(err, "event"))?;
+        let old = heads.insert(e.stream.clone(), (e.seq, e.hash));
+        undo.push((e.stream, old));
     }
     if let Some((size, note, at)) = &commit.checkpoint {
         conn.prepare_cached("INSERT INTO checkpoints (size, note, created_at) VALUES (?1, ?2, ?3)")?
@@ -196,9 +160,4 @@ pub(super) fn apply(
         }
     }
     Ok(())
-}
-
-/// The API name of a status that serialises as a string (a session's).
-pub(super) fn status_name<T: serde::Serialize>(status: &T) -> String {
-    serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }

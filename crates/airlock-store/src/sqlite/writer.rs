@@ -11,12 +11,11 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::wal::Checkpointer;
-use super::write::{Prepared, apply};
+use super::write::apply;
 use super::{SqliteStore, WriterStats, open_error};
+use crate::chain::Heads;
+use crate::encoding::Prepared;
 use crate::{Commit, Error, Result};
-
-/// Where each stream's chain ends: `stream → (seq, hash)` of its last event.
-pub(super) type Heads = HashMap<String, (u64, String)>;
 
 /// Chain heads a commit moved, with what they were before (`None`: the stream was new), in
 /// the order they moved.
