@@ -4,13 +4,16 @@
 //! *projections* written in the same transaction as the events that changed them, so the journal
 //! and the state never disagree. The [`Store`] trait is what the server talks to; [`SqliteStore`]
 //! is the embedded default (WAL, one writer thread with group commit, readers on their own
-//! connections). This crate knows nothing of HTTP or MCP, and it never decides anything: it
-//! records what it is given.
+//! connections), and [`MemoryStore`] keeps the same journal in memory for tests. This crate
+//! knows nothing of HTTP or MCP, and it never decides anything: it records what it is given
+//! (where a query needs a domain rule, such as which actions are waiting or what counts as
+//! spend, it takes it from `airlock-core`).
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod chain;
 mod encoding;
+mod memory;
 mod spend;
 mod sqlite;
 
@@ -23,6 +26,7 @@ pub mod metrics_names {
 }
 
 pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash, merkle_root};
+pub use memory::MemoryStore;
 pub use sqlite::{SqliteOptions, SqliteStore, WriterStats};
 
 use airlock_core::limits::Breaker;
@@ -267,7 +271,8 @@ pub(crate) fn list_limit(limit: usize) -> usize {
 }
 
 /// The journal and its projections. Implementations must make a [`Commit`] durable before
-/// `commit` returns.
+/// `commit` returns ([`MemoryStore`], which keeps nothing past the process, makes it visible to
+/// every later read).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Appends the events and writes the projections atomically and durably.
