@@ -2,8 +2,13 @@
 //! stream, position, kind, time and payload bytes, so that any change, removal or reordering
 //! breaks the chain from that point on.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::encoding::{fmt_time, parse};
+use crate::{NewEvent, Result, StoredEvent};
 
 /// `prev_hash` of the first event of a stream.
 pub const GENESIS_HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
@@ -18,6 +23,122 @@ pub fn event_hash(prev_hash: &str, stream: &str, seq: u64, kind: &str, at: &str,
     h.update((payload.len() as u64).to_be_bytes());
     h.update(payload.as_bytes());
     format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// Where each stream's chain ends: `stream → (seq, hash)` of its last event.
+pub(crate) type Heads = HashMap<String, (u64, String)>;
+
+/// An event as the journal keeps it, its payload as the canonical JSON text that was hashed.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRecord {
+    /// Global position in the journal (1-based).
+    pub(crate) pos: i64,
+    /// Stream.
+    pub(crate) stream: String,
+    /// 1-based position in the stream.
+    pub(crate) seq: u64,
+    /// Kind name.
+    pub(crate) kind: String,
+    /// Time text, as hashed.
+    pub(crate) at: String,
+    /// Canonical JSON text of the payload, as hashed.
+    pub(crate) payload: String,
+    /// Hash of the previous event of the stream.
+    pub(crate) prev_hash: String,
+    /// Hash of this event.
+    pub(crate) hash: String,
+}
+
+impl EventRecord {
+    /// Chains `event` (its payload already canonical JSON) to the end of its stream, whose last
+    /// event is `head` (`None` for a new stream), at journal position `pos`.
+    pub(crate) fn chained(head: Option<&(u64, String)>, event: &NewEvent, payload: String, pos: i64) -> EventRecord {
+        let (seq, prev_hash) = match head {
+            Some((seq, hash)) => (seq + 1, hash.clone()),
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let at = fmt_time(&event.at);
+        let kind = event.kind.as_str().to_string();
+        let hash = event_hash(&prev_hash, &event.stream, seq, &kind, &at, &payload);
+        EventRecord { pos, stream: event.stream.clone(), seq, kind, at, payload, prev_hash, hash }
+    }
+
+    /// The event as callers see it, its payload parsed.
+    pub(crate) fn to_stored(&self) -> Result<StoredEvent> {
+        Ok(StoredEvent {
+            pos: self.pos,
+            stream: self.stream.clone(),
+            seq: self.seq,
+            kind: self.kind.clone(),
+            at: self.at.clone(),
+            payload: parse(&format!("event {}", self.pos), &self.payload)?,
+            prev_hash: self.prev_hash.clone(),
+            hash: self.hash.clone(),
+        })
+    }
+}
+
+/// Walks the hash chains of a journal: give it every event in stream order, then in `seq`
+/// order within a stream, and it stops at the first problem.
+#[derive(Debug)]
+pub(crate) struct ChainWalk {
+    report: VerifyReport,
+    /// The last event checked: stream, seq, hash and position.
+    last: Option<(String, u64, String, i64)>,
+}
+
+impl ChainWalk {
+    /// A walk that has seen nothing yet.
+    pub(crate) fn new() -> ChainWalk {
+        ChainWalk { report: VerifyReport { events: 0, streams: 0, first_problem: None }, last: None }
+    }
+
+    /// Checks the next event; `false` when it is the first problem found (stop there).
+    pub(crate) fn check(&mut self, e: &EventRecord) -> bool {
+        let report = &mut self.report;
+        report.events += 1;
+        let (expected_seq, expected_prev, last_pos) = match &self.last {
+            Some((s, n, h, p)) if *s == e.stream => (n + 1, h.clone(), Some(*p)),
+            _ => {
+                report.streams += 1;
+                (1, GENESIS_HASH.to_string(), None)
+            }
+        };
+        let problem = if e.seq != expected_seq {
+            Some(format!(
+                "expected event {expected_seq} but found {}: events {expected_seq}..{} were removed",
+                e.seq,
+                e.seq.saturating_sub(1)
+            ))
+        } else if e.prev_hash != expected_prev {
+            Some(
+                "its link to the previous event does not match: an event was removed, replaced or reordered"
+                    .to_string(),
+            )
+        } else if last_pos.is_some_and(|p| p > e.pos) {
+            Some("it was stored before the event that precedes it: events were reordered".to_string())
+        } else if event_hash(&e.prev_hash, &e.stream, e.seq, &e.kind, &e.at, &e.payload) != e.hash {
+            Some(format!("its content does not match its hash: the `{}` event was altered", e.kind))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            report.first_problem = Some(VerifyProblem {
+                stream: e.stream.clone(),
+                seq: expected_seq.min(e.seq),
+                pos: Some(e.pos),
+                problem,
+            });
+            return false;
+        }
+        self.last = Some((e.stream.clone(), e.seq, e.hash.clone(), e.pos));
+        true
+    }
+
+    /// What the walk found.
+    pub(crate) fn report(self) -> VerifyReport {
+        self.report
+    }
 }
 
 /// The first thing wrong in the journal.

@@ -4,12 +4,17 @@
 //! *projections* written in the same transaction as the events that changed them, so the journal
 //! and the state never disagree. The [`Store`] trait is what the server talks to; [`SqliteStore`]
 //! is the embedded default (WAL, one writer thread with group commit, readers on their own
-//! connections). This crate knows nothing of HTTP or MCP, and it never decides anything: it
-//! records what it is given.
+//! connections), and [`MemoryStore`] keeps the same journal in memory for tests. This crate
+//! knows nothing of HTTP or MCP, and it never decides anything: it records what it is given
+//! (where a query needs a domain rule, such as which actions are waiting or what counts as
+//! spend, it takes it from `airlock-core`).
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod chain;
+mod encoding;
+mod memory;
+mod spend;
 mod sqlite;
 
 /// Metric names recorded by the journal.
@@ -21,7 +26,8 @@ pub mod metrics_names {
 }
 
 pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash, merkle_root};
-pub use sqlite::{SqliteOptions, SqliteStore, StoredCheckpoint, WriterStats};
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteOptions, SqliteStore, WriterStats};
 
 use airlock_core::limits::Breaker;
 use airlock_core::{Action, ActionStatus, Approval, ApprovalStatus, EventKind, KillSwitch, Session, SessionStatus};
@@ -234,6 +240,17 @@ pub struct StoredEvent {
     pub hash: String,
 }
 
+/// A stored checkpoint note.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredCheckpoint {
+    /// Events it covers.
+    pub size: u64,
+    /// The signed note text.
+    pub note: String,
+    /// When it was made.
+    pub created_at: String,
+}
+
 /// Filter for listing sessions.
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {
@@ -241,12 +258,21 @@ pub struct SessionFilter {
     pub agent_id: Option<String>,
     /// Only sessions in this state.
     pub status: Option<SessionStatus>,
-    /// At most this many, newest first.
+    /// At most this many, newest first; `0` means 100.
     pub limit: usize,
 }
 
+/// The most rows a listing returns when its caller gives `0` as the limit.
+const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// The limit of a listing ([`Store::sessions`], [`Store::approvals`]): `limit`, or 100 for `0`.
+pub(crate) fn list_limit(limit: usize) -> usize {
+    if limit == 0 { DEFAULT_LIST_LIMIT } else { limit }
+}
+
 /// The journal and its projections. Implementations must make a [`Commit`] durable before
-/// `commit` returns.
+/// `commit` returns ([`MemoryStore`], which keeps nothing past the process, makes it visible to
+/// every later read).
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Appends the events and writes the projections atomically and durably.
@@ -267,9 +293,9 @@ pub trait Store: Send + Sync + 'static {
     async fn action_by_idempotency_key(&self, agent_id: &str, key: &str) -> Result<Option<Action>>;
     /// An approval by id.
     async fn approval(&self, id: &str) -> Result<Option<Approval>>;
-    /// Approvals, newest first, optionally in one state.
+    /// Approvals, newest first, optionally in one state; at most `limit` (`0` means 100).
     async fn approvals(&self, status: Option<ApprovalStatus>, limit: usize) -> Result<Vec<Approval>>;
-    /// Pending approvals whose expiry is at or before `now`.
+    /// Pending approvals whose expiry is at or before `now`, soonest expiry first.
     async fn approvals_due(&self, now: DateTime<Utc>) -> Result<Vec<Approval>>;
     /// Kill switches, newest first.
     async fn kill_switches(&self, active_only: bool) -> Result<Vec<KillSwitch>>;
@@ -277,19 +303,21 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, stream: &str) -> Result<Vec<StoredEvent>>;
     /// Walks every hash chain.
     async fn verify(&self) -> Result<VerifyReport>;
-    /// Policy revisions, most recently activated first.
+    /// Policy revisions, most recently activated first; at most `limit` (and at least one).
     async fn policy_history(&self, limit: usize) -> Result<Vec<PolicyRecord>>;
     /// Every circuit breaker's last state.
     async fn breakers(&self) -> Result<Vec<Breaker>>;
     /// How many actions `agent_id` requested since `since`.
     async fn agent_actions_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<u32>;
     /// What `agent_id`'s allowed or approved actions since `since` cost: each action's decided
-    /// cost, or the cost reported with its result when the decision had none.
+    /// cost, or the cost reported with its result when the decision had none (counted as
+    /// [`airlock_core::limits::reported_cost_counted`] says: only a finite, positive one).
     async fn agent_spend_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<f64>;
     /// The number of events and the RFC 6962 Merkle root over their hashes, in journal order.
     async fn tree_head(&self) -> Result<(u64, [u8; 32])>;
     /// Stores a signed checkpoint note.
     async fn save_checkpoint(&self, size: u64, note: String, at: DateTime<Utc>) -> Result<()>;
-    /// Undelivered notifications due at or before `now`, oldest first.
+    /// Undelivered notifications due at or before `now`, oldest first; at most `limit` (and at
+    /// least one).
     async fn notifications_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>>;
 }
