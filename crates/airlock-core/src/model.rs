@@ -192,6 +192,17 @@ impl ActionStatus {
         ActionStatus::WAITING.contains(&self)
     }
 
+    /// The statuses of actions whose cost counts toward budgets: allowed or approved, whether
+    /// or not they ran. Actions still pending approval, and denied, expired or cancelled ones,
+    /// spent nothing.
+    pub const SPENDING: [ActionStatus; 5] = [
+        ActionStatus::Approved,
+        ActionStatus::Executing,
+        ActionStatus::Succeeded,
+        ActionStatus::Failed,
+        ActionStatus::Unknown,
+    ];
+
     /// The statuses in which an action is still waiting (see [`ActionStatus::is_waiting`]).
     pub const WAITING: [ActionStatus; 2] = [ActionStatus::PendingApproval, ActionStatus::Approved];
 

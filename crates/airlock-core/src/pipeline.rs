@@ -356,6 +356,14 @@ pub fn counted_price(cost_usd: Option<f64>) -> f64 {
     }
 }
 
+/// What one spending action ([`ActionStatus::SPENDING`]) adds to its agent's spend: the price
+/// its decision set, plus the part of a cost reported with its result that counts (all of a
+/// valid one when the decision set no price, nothing otherwise). Every journal backend sums
+/// spend with this.
+pub fn action_cost(decided: Option<f64>, reported: Option<f64>) -> f64 {
+    counted_price(decided) + limits::reported_cost_counted(decided, reported)
+}
+
 /// Pauses an active session (the caller journals it and tells the agent's owner); returns
 /// whether it changed. A paused or closed session stays as it is.
 pub fn pause_session(session: &mut Session, pause: &Pause, now: DateTime<Utc>) -> bool {

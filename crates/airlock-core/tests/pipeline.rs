@@ -329,3 +329,14 @@ fn facts_from_an_old_recorded_input_refuse_an_unknown_tier() {
     let facts = PolicyFacts::from_recorded_input(&input, 60).unwrap();
     assert_eq!((facts.tier, facts.read_only, facts.session_spent_usd), (Tier::Change, true, 1.0));
 }
+
+#[test]
+fn a_decided_cost_wins_and_a_reported_one_counts_only_without_it() {
+    use airlock_core::pipeline::action_cost;
+    assert_eq!(action_cost(Some(1.0), Some(5.0)), 1.0);
+    assert_eq!(action_cost(Some(0.0), Some(5.0)), 0.0);
+    assert_eq!(action_cost(None, Some(0.25)), 0.25);
+    assert_eq!(action_cost(None, Some(-3.0)), 0.0);
+    assert_eq!(action_cost(None, None), 0.0);
+    assert_eq!(action_cost(Some(-2.0), Some(5.0)), 0.0, "a price is never negative spend");
+}

@@ -133,15 +133,14 @@ struct Run {
     actions: HashMap<String, String>,
     /// Case alias → kill switch id.
     kills: HashMap<String, String>,
-    _dir: tempfile::TempDir,
 }
 
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engine")
 }
 
-fn store(dir: &Path) -> Arc<dyn Store> {
-    Arc::new(airlock_store::SqliteStore::open(&dir.join("journal.db"), Default::default()).unwrap())
+fn store() -> Arc<dyn Store> {
+    Arc::new(airlock_store::MemoryStore::new())
 }
 
 async fn start(name: &str, config: &str, policy: &str) -> Run {
@@ -151,8 +150,7 @@ async fn start(name: &str, config: &str, policy: &str) -> Run {
     let policy = Policy::from_sources(&cases_dir(), vec![("policy.rego".into(), policy.into())], &Default::default())
         .unwrap_or_else(|e| panic!("{name}: policy: {e}"));
     let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap()));
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    let store = store();
     let engine = Engine::start_with_clock(Arc::new(config), policy.clone(), store.clone(), clock.clone())
         .await
         .unwrap_or_else(|e| panic!("{name}: engine: {e}"));
@@ -165,7 +163,6 @@ async fn start(name: &str, config: &str, policy: &str) -> Run {
         sessions: HashMap::new(),
         actions: HashMap::new(),
         kills: HashMap::new(),
-        _dir: dir,
     }
 }
 
