@@ -55,9 +55,9 @@ const FORM_LIMIT: usize = 64 * 1024;
 /// A failed sign-in answers after this delay, to slow down guessing.
 const SIGN_IN_FAILURE_DELAY: Duration = Duration::from_millis(250);
 
-const CSS: &str = include_str!("ui/airlock.css");
-const JS: &str = include_str!("ui/airlock.js");
-const ICON: &str = include_str!("ui/favicon.svg");
+const CSS: &str = include_str!("airlock.css");
+const JS: &str = include_str!("airlock.js");
+const ICON: &str = include_str!("favicon.svg");
 /// Cache-busting suffix for the static files.
 const ASSET_VERSION: &str = env!("CARGO_PKG_VERSION");
 
