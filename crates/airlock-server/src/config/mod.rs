@@ -1150,4 +1150,163 @@ mod tests {
         assert_eq!(keys, vec!["upstreams[0].headers.Authorization", "upstreams[1].env.KEY"], "{err}");
         assert!(err.to_string().contains("`NOPE` is not set"), "{err}");
     }
+
+    /// Problems come in the order of the sections as checked (not as written), with the same messages
+    /// as `airlock check` prints; the file lists its sections backwards on purpose.
+    #[test]
+    fn problems_are_reported_in_section_order() {
+        let err = parse(
+            r#"
+[telemetry]
+otlp_endpoint = "grpc://collector"
+otlp_protocol = "udp"
+[audit]
+signing_key = "plain"
+checkpoint_interval_seconds = 0
+origin = "a b"
+[[notify]]
+url = "ftp://hooks"
+events = ["nope"]
+secret = "env:NOPE"
+timeout_ms = 0
+[[notify]]
+name = "notify[0]"
+url = "https://hooks"
+secret = "plain"
+[[tools]]
+name = ""
+cost_usd = -1.0
+[[tools]]
+name = "x"
+cost_usd = nan
+[[upstreams]]
+name = "a__b"
+url = "ftp://mcp"
+args = ["x"]
+headers = { A = "env:NOPE" }
+timeout_ms = 0
+read_only = ["["]
+[[upstreams]]
+name = "b"
+command = "x"
+url = "https://mcp"
+[[upstreams]]
+name = "b"
+command = "x"
+headers = { A = "b" }
+[[humans]]
+id = "bot"
+token = "env:BOT_TOKEN"
+totp = "plain"
+[[humans]]
+id = "carol"
+token = "env:BOT_TOKEN"
+totp = "env:NOPE"
+[[agents]]
+id = "bot"
+token = "sha256:zz"
+owner = " "
+tier = "change"
+tools = ["["]
+[agents.guards]
+budget_usd_per_session = -2.0
+[[agents]]
+id = "no spaces"
+token = "plain"
+owner = "o"
+tier = "change"
+[guards]
+loop_repeats = 1
+loop_window_seconds = 0
+budget_usd_per_day = -inf
+breaker_cooldown_seconds = 0
+breaker_error_rate = 2.0
+breaker_window_seconds = 0
+breaker_min_calls = 0
+[mcp]
+approval_wait_seconds = 4000
+[approvals]
+default_ttl_seconds = 0
+execute_within_seconds = 0
+[policy]
+timeout_ms = 0
+[server]
+listen = "nowhere"
+max_body_bytes = 1
+public_url = "ftp://airlock"
+max_wait_seconds = 0
+bogus = 1
+"#,
+        )
+        .unwrap_err();
+        let expected = [
+            "server.bogus: unknown key",
+            "server.listen: `nowhere` is not an address; write IP:PORT such as `127.0.0.1:7878` (port 0 picks a free port)",
+            "server.max_body_bytes: must be between 1024 and 67108864, got 1",
+            "server.public_url: `ftp://airlock` must start with http:// or https://",
+            "server.max_wait_seconds: must be between 1 and 3600, got 0",
+            "policy.dir: is required: the directory of `.rego` files",
+            "policy.timeout_ms: must be between 1 and 60000, got 0",
+            "approvals.default_ttl_seconds: must be between 1 and 2592000, got 0",
+            "approvals.execute_within_seconds: must be between 1 and 604800, got 0",
+            "mcp.approval_wait_seconds: must be at most 3600, got 4000",
+            "guards.loop_repeats: must be 0 (off) or at least 2",
+            "guards.loop_window_seconds: must be between 1 and 604800, got 0",
+            "guards.budget_usd_per_day: must be a non-negative number (0 = no limit), got -inf",
+            "guards.breaker_cooldown_seconds: must be between 1 and 86400, got 0",
+            "guards.breaker_error_rate: must be a fraction between 0 (off) and 1, got 2",
+            "guards.breaker_window_seconds: must be between 1 and 86400, got 0",
+            "guards.breaker_min_calls: must be between 1 and 1000000, got 0",
+            "agents[0].token: a `sha256:` token must be followed by 64 hex digits",
+            "agents[0].owner: must name the team or person accountable for the agent",
+            "agents[0].tools[0]: `[` is not a valid glob",
+            "agents[0].guards.loop_repeats: must be 0 (off) or at least 2",
+            "agents[0].guards.loop_window_seconds: must be between 1 and 604800, got 0",
+            "agents[0].guards.budget_usd_per_day: must be a non-negative number (0 = no limit), got -inf",
+            "agents[0].guards.budget_usd_per_session: must be a non-negative number (0 = no limit), got -2",
+            "agents[0].guards.breaker_cooldown_seconds: must be between 1 and 86400, got 0",
+            "agents[0].guards.breaker_error_rate: must be a fraction between 0 (off) and 1, got 2",
+            "agents[0].guards.breaker_window_seconds: must be between 1 and 86400, got 0",
+            "agents[0].guards.breaker_min_calls: must be between 1 and 1000000, got 0",
+            "agents[1].id: `no spaces` must be 1-64 letters, digits or `-_.@`",
+            "agents[1].token: must be `sha256:<hex>` (the SHA-256 of the token) or `env:NAME`; never the token itself. `airlock token new` makes a token and prints its hash",
+            "agents[1].guards.loop_repeats: must be 0 (off) or at least 2",
+            "agents[1].guards.loop_window_seconds: must be between 1 and 604800, got 0",
+            "agents[1].guards.budget_usd_per_day: must be a non-negative number (0 = no limit), got -inf",
+            "agents[1].guards.breaker_cooldown_seconds: must be between 1 and 86400, got 0",
+            "agents[1].guards.breaker_error_rate: must be a fraction between 0 (off) and 1, got 2",
+            "agents[1].guards.breaker_window_seconds: must be between 1 and 86400, got 0",
+            "agents[1].guards.breaker_min_calls: must be between 1 and 1000000, got 0",
+            "humans[0].id: `bot` is used twice",
+            "humans[0].totp: must be `env:NAME` naming a variable that holds the base32 secret",
+            "humans[1].token: the same token is used by another agent or human",
+            "humans[1].totp: environment variable `NOPE` is not set",
+            "upstreams[0].name: `a__b` must be 1-32 letters, digits, `-` or `_`, without `__`",
+            "upstreams[0].headers.A: environment variable `NOPE` is not set",
+            "upstreams[0].url: `ftp://mcp` must start with http:// or https://",
+            "upstreams[0].args: `args` and `env` only apply to `command` upstreams",
+            "upstreams[0].read_only[0]: `[` is not a valid glob",
+            "upstreams[0].timeout_ms: must be between 1 and 3600000, got 0",
+            "upstreams[1].command: set either `command` (stdio) or `url` (streamable HTTP), not both",
+            "upstreams[2].name: `b` is used twice",
+            "upstreams[2].headers: only applies to `url` upstreams",
+            "tools[0].name: `` is not a valid tool name or glob",
+            "tools[0].cost_usd: must be a non-negative number, got -1",
+            "tools[1].cost_usd: must be a non-negative number, got NaN",
+            "notify[0].url: `ftp://hooks` must start with http:// or https://",
+            "notify[0].events[0]: unknown event `nope`; known: approval.requested, approval.resolved, approval.expired, session.paused, breaker.opened",
+            "notify[0].secret: environment variable `NOPE` is not set",
+            "notify[0].timeout_ms: must be between 1 and 60000, got 0",
+            "notify[1].name: `notify[0]` is used twice",
+            "notify[1].secret: must be `env:NAME`; secrets are not written in the file",
+            "audit.signing_key: must be `env:NAME`; omit it to use a key file in `data_dir`",
+            "audit.checkpoint_interval_seconds: must be between 1 and 86400, got 0",
+            "audit.origin: `a b` must be non-empty, without spaces or `+`",
+            "telemetry.otlp_endpoint: `grpc://collector` must start with http:// or https:// (OTLP over HTTP)",
+            "telemetry.otlp_protocol: `udp` must be `grpc` or `http/protobuf`",
+        ];
+        let text = err.to_string();
+        let got: Vec<&str> = text.lines().skip(1).map(|l| l.trim_start_matches("  - ")).collect();
+        assert_eq!(got, expected, "\n{text}");
+    }
 }
