@@ -3,6 +3,7 @@
 
 use airlock_core::limits::GuardLimits;
 
+use super::money::{Zero, check_usd};
 use super::raw::RawGuards;
 use super::validate::Problems;
 
@@ -52,9 +53,7 @@ fn check_limits(prefix: &str, l: &GuardLimits, problems: &mut Problems) {
         );
     }
     for (k, v) in [("budget_usd_per_day", l.budget_usd_per_day), ("budget_usd_per_session", l.budget_usd_per_session)] {
-        if !(v.is_finite() && v >= 0.0) {
-            problems.push(&format!("{prefix}.{k}"), format!("must be a non-negative number (0 = no limit), got {v}"));
-        }
+        check_usd(&format!("{prefix}.{k}"), v, Zero::NoLimit, problems);
     }
     if l.breaker_cooldown_seconds == 0 || l.breaker_cooldown_seconds > 86_400 {
         problems.push(

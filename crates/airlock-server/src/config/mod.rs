@@ -14,7 +14,7 @@
 //! - `raw`: the file as written, one serde type per section;
 //! - `validate`: one function per section, each adding its problems in file order;
 //! - `typed`: the validated [`Config`] the rest of the server reads;
-//! - `secrets`: `env:` references and token hashes.
+//! - `secrets`: `env:` references and token hashes; `money`: amounts of US dollars.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ use std::path::PathBuf;
 mod guards;
 mod identities;
 mod load;
+mod money;
 mod raw;
 mod secrets;
 mod typed;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use super::money::{Zero, check_usd};
 use super::raw::{RawTool, RawUpstream};
 use super::secrets::Env;
 use super::validate::Problems;
@@ -118,10 +119,8 @@ pub(super) fn tools(raw: Vec<RawTool>, problems: &mut Problems) -> Vec<ToolConfi
         if globset::Glob::new(&t.name).is_err() || t.name.is_empty() {
             problems.push(&format!("tools[{i}].name"), format!("`{}` is not a valid tool name or glob", t.name));
         }
-        if let Some(c) = t.cost_usd
-            && !(c.is_finite() && c >= 0.0)
-        {
-            problems.push(&format!("tools[{i}].cost_usd"), format!("must be a non-negative number, got {c}"));
+        if let Some(c) = t.cost_usd {
+            check_usd(&format!("tools[{i}].cost_usd"), c, Zero::Plain, problems);
         }
         tools.push(ToolConfig {
             name: t.name,
