@@ -1,0 +1,132 @@
+//! Voting from the review UI: who may vote before trying ([`cannot_vote`]), the form, and
+//! casting the vote through [`Engine::vote`](crate::engine::Engine::vote), which enforces every
+//! rule again and whose refusals are shown on the detail page as they are.
+
+use airlock_core::{Approval, Role, Verdict};
+use axum::extract::{Form, Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::Ui;
+use super::approvals::{Detail, Flash, detail_page, load_detail};
+use super::respond::{error_status, error_text, failure_page, page, see_other};
+use super::session::{Viewer, checked};
+use crate::engine::{self, VoteRequest};
+
+/// The vote form as sent.
+#[derive(Deserialize)]
+pub(super) struct VoteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    verdict: String,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    totp: String,
+}
+
+/// Why the viewer can't vote on a pending approval, when that is known before trying.
+pub(super) fn cannot_vote(viewer: &Viewer, approval: &Approval) -> Option<String> {
+    let h = &viewer.human.human;
+    if !h.has_role(Role::Approve) {
+        return Some(format!(
+            "You can read this approval but can't vote: `{}` does not have the `approve` role.",
+            h.id
+        ));
+    }
+    if let Some(v) = approval.votes.iter().find(|v| v.human == h.id) {
+        let verdict = match v.verdict {
+            Verdict::Approve => "approved",
+            Verdict::Deny => "denied",
+        };
+        return Some(format!("You already {verdict} this; each approver votes once."));
+    }
+    let groups = &approval.requirements.groups;
+    if !groups.is_empty() && !h.groups.iter().any(|g| groups.contains(g)) {
+        return Some(format!(
+            "This approval needs an approver from {}; you are in {}.",
+            groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(" or "),
+            if h.groups.is_empty() {
+                "no group".to_string()
+            } else {
+                h.groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
+            }
+        ));
+    }
+    if approval.requirements.mfa && viewer.human.totp_secret.is_none() {
+        return Some(format!("This approval needs a TOTP code and `{}` has no TOTP secret configured.", h.id));
+    }
+    None
+}
+
+/// The vote form: a comment, a TOTP code when the approval needs one, Approve or Deny.
+pub(super) fn vote_form(viewer: &Viewer, d: &Detail, comment: &str) -> Markup {
+    let mfa = d.approval.requirements.mfa;
+    html! {
+        form.vote method="post" action={ "/ui/approvals/" (d.approval.id) } {
+            input type="hidden" name="csrf" value=(viewer.csrf);
+            label for="comment" { "Comment" }
+            textarea #comment name="comment" required maxlength="4000"
+                placeholder="What you checked, and why you decide this way" { (comment) }
+            @if mfa {
+                label for="totp" { "TOTP code" }
+                input #totp .totp type="text" name="totp" inputmode="numeric" autocomplete="one-time-code"
+                    pattern="[0-9]{6}" maxlength="6" required placeholder="123456";
+                p.hint { "This approval needs step-up confirmation: the 6-digit code from your authenticator." }
+            }
+            div.buttons {
+                button.approve type="submit" name="verdict" value="approve" { "Approve" }
+                button.deny type="submit" name="verdict" value="deny" { "Deny" }
+            }
+        }
+    }
+}
+
+pub(super) async fn vote(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<VoteForm>,
+) -> Response {
+    let viewer = match checked(&ui, &headers, &form.csrf) {
+        Ok(v) => v,
+        Err(refused) => return *refused,
+    };
+    let verdict = match form.verdict.as_str() {
+        "approve" => Some(Verdict::Approve),
+        "deny" => Some(Verdict::Deny),
+        _ => None,
+    };
+    let result = match verdict {
+        Some(verdict) => {
+            let totp = Some(form.totp.trim().to_string()).filter(|t| !t.is_empty());
+            let request = VoteRequest { verdict, comment: form.comment.clone(), totp };
+            ui.engine().vote(&viewer.human, &id, request).await.map(|_| verdict)
+        }
+        None => Err(engine::Error::Invalid("choose Approve or Deny".to_string())),
+    };
+    match result {
+        Ok(verdict) => {
+            let v = match verdict {
+                Verdict::Approve => "approve",
+                Verdict::Deny => "deny",
+            };
+            tracing::info!(human = %viewer.human.human.id, approval = %id, verdict = v, "vote cast in the review UI");
+            see_other(&format!("/ui/approvals/{id}?voted={v}"))
+        }
+        Err(e) => {
+            let status = error_status(&e);
+            let message = error_text(&e);
+            match load_detail(&ui, &id).await {
+                Ok(d) => {
+                    let pending = ui.pending_count().await;
+                    page(status, detail_page(&viewer, &d, pending, Some(Flash::Error(message)), &form.comment))
+                }
+                Err(e) => failure_page(Some(&viewer), &e),
+            }
+        }
+    }
+}
