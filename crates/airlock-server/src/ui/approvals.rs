@@ -15,7 +15,7 @@ use super::Ui;
 use super::html::{Nav, absolute, expiry, json_diff, needs, pretty, risk_badge, shell, status_badge, when};
 use super::respond::{failure_page, page, to_login};
 use super::session::Viewer;
-use super::vote::{cannot_vote, vote_form};
+use super::vote::{vote_eligibility, vote_form};
 use crate::engine;
 
 /// Most journal events shown in a detail page's timeline (the latest ones).
@@ -232,9 +232,9 @@ fn decision_panel(viewer: &Viewer, d: &Detail, comment: &str, now: DateTime<Utc>
                 }
             }
             @if a.status == ApprovalStatus::Pending {
-                @match cannot_vote(viewer, a) {
-                    Some(why) => div.flash.note.spaced { (why) },
-                    None => (vote_form(viewer, d, comment)),
+                @match vote_eligibility(&viewer.human, a) {
+                    Err(why) => div.flash.note.spaced { (why) },
+                    Ok(()) => (vote_form(viewer, d, comment)),
                 }
             }
         }

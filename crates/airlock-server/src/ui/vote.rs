@@ -1,4 +1,4 @@
-//! Voting from the review UI: who may vote before trying ([`cannot_vote`]), the form, and
+//! Voting from the review UI: who may vote before trying ([`vote_eligibility`]), the form, and
 //! casting the vote through [`Engine::vote`](crate::engine::Engine::vote), which enforces every
 //! rule again and whose refusals are shown on the detail page as they are.
 
@@ -13,6 +13,7 @@ use super::Ui;
 use super::approvals::{Detail, Flash, detail_page, load_detail};
 use super::respond::{error_status, error_text, failure_page, page, see_other};
 use super::session::{Viewer, checked};
+use crate::config::HumanConfig;
 use crate::engine::{self, VoteRequest};
 
 /// The vote form as sent.
@@ -28,25 +29,29 @@ pub(super) struct VoteForm {
     totp: String,
 }
 
-/// Why the viewer can't vote on a pending approval, when that is known before trying.
-pub(super) fn cannot_vote(viewer: &Viewer, approval: &Approval) -> Option<String> {
-    let h = &viewer.human.human;
+/// Whether `human` may vote on the pending `approval`, as far as that is known before trying:
+/// `Err` says why not, in words for the detail page, which then shows it instead of the form.
+///
+/// This is the UI's own copy of the engine's vote rules (role, vote once, group, MFA secret) and
+/// lacks maker-checker (`[approvals] allow_requester`); the engine still enforces every rule when
+/// the vote is cast, and the page shows its refusal. It is meant to give way to `Engine::may_vote`
+/// (on `airlock_core::vote::eligibility`), whose refusal messages are worded differently.
+// TODO(engine): use the engine's eligibility
+pub(super) fn vote_eligibility(human: &HumanConfig, approval: &Approval) -> Result<(), String> {
+    let h = &human.human;
     if !h.has_role(Role::Approve) {
-        return Some(format!(
-            "You can read this approval but can't vote: `{}` does not have the `approve` role.",
-            h.id
-        ));
+        return Err(format!("You can read this approval but can't vote: `{}` does not have the `approve` role.", h.id));
     }
     if let Some(v) = approval.votes.iter().find(|v| v.human == h.id) {
         let verdict = match v.verdict {
             Verdict::Approve => "approved",
             Verdict::Deny => "denied",
         };
-        return Some(format!("You already {verdict} this; each approver votes once."));
+        return Err(format!("You already {verdict} this; each approver votes once."));
     }
     let groups = &approval.requirements.groups;
     if !groups.is_empty() && !h.groups.iter().any(|g| groups.contains(g)) {
-        return Some(format!(
+        return Err(format!(
             "This approval needs an approver from {}; you are in {}.",
             groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(" or "),
             if h.groups.is_empty() {
@@ -56,10 +61,10 @@ pub(super) fn cannot_vote(viewer: &Viewer, approval: &Approval) -> Option<String
             }
         ));
     }
-    if approval.requirements.mfa && viewer.human.totp_secret.is_none() {
-        return Some(format!("This approval needs a TOTP code and `{}` has no TOTP secret configured.", h.id));
+    if approval.requirements.mfa && human.totp_secret.is_none() {
+        return Err(format!("This approval needs a TOTP code and `{}` has no TOTP secret configured.", h.id));
     }
-    None
+    Ok(())
 }
 
 /// The vote form: a comment, a TOTP code when the approval needs one, Approve or Deny.
@@ -128,5 +133,88 @@ pub(super) async fn vote(
                 Err(e) => failure_page(Some(&viewer), &e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use airlock_core::{ApprovalRequirements, ApprovalStatus, Human, Vote};
+    use chrono::Utc;
+
+    use super::*;
+
+    fn human(groups: &[&str], roles: Vec<Role>, totp: bool) -> HumanConfig {
+        HumanConfig {
+            human: Human {
+                id: "alice".into(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                roles,
+                has_totp: totp,
+            },
+            token_hash: [0; 32],
+            totp_secret: totp.then(|| "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ".to_string()),
+        }
+    }
+
+    fn approval(groups: &[&str], mfa: bool, voters: &[&str]) -> Approval {
+        let now = Utc::now();
+        Approval {
+            id: "apr_1".into(),
+            action_id: "act_1".into(),
+            session_id: "ses_1".into(),
+            agent_id: "bot".into(),
+            digest: "sha256:0".into(),
+            requirements: ApprovalRequirements {
+                quorum: 2,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                mfa,
+                ttl_seconds: 3600,
+            },
+            status: ApprovalStatus::Pending,
+            votes: voters
+                .iter()
+                .map(|h| Vote {
+                    human: h.to_string(),
+                    verdict: Verdict::Deny,
+                    comment: "no".into(),
+                    mfa: false,
+                    totp_step: None,
+                    at: now,
+                })
+                .collect(),
+            created_at: now,
+            expires_at: now,
+            resolved_at: None,
+        }
+    }
+
+    /// The UI's rules as they are today, so that swapping in the engine's shows what changes.
+    #[test]
+    fn vote_eligibility_checks_role_vote_once_groups_and_mfa() {
+        let approver = human(&["sre"], vec![Role::Approve], false);
+        assert_eq!(vote_eligibility(&approver, &approval(&[], false, &["bob"])), Ok(()));
+        assert_eq!(vote_eligibility(&approver, &approval(&["ops", "sre"], false, &[])), Ok(()));
+        let refused = |h: &HumanConfig, a: &Approval| vote_eligibility(h, a).unwrap_err();
+        assert_eq!(
+            refused(&human(&["sre"], vec![Role::Admin], false), &approval(&[], false, &[])),
+            "You can read this approval but can't vote: `alice` does not have the `approve` role."
+        );
+        assert_eq!(
+            refused(&approver, &approval(&[], false, &["alice"])),
+            "You already denied this; each approver votes once."
+        );
+        assert_eq!(
+            refused(&approver, &approval(&["ops", "db"], false, &[])),
+            "This approval needs an approver from `ops` or `db`; you are in `sre`."
+        );
+        assert_eq!(
+            refused(&human(&[], vec![Role::Approve], false), &approval(&["ops"], false, &[])),
+            "This approval needs an approver from `ops`; you are in no group."
+        );
+        assert_eq!(
+            refused(&approver, &approval(&[], true, &[])),
+            "This approval needs a TOTP code and `alice` has no TOTP secret configured."
+        );
+        assert_eq!(vote_eligibility(&human(&[], vec![Role::Approve], true), &approval(&[], true, &[])), Ok(()));
     }
 }
