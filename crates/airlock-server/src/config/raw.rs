@@ -1,0 +1,172 @@
+//! The file as written: one serde type per section, every field optional where the section has
+//! a default. Nothing here is checked; [`RawConfig::validate`] turns these into a [`Config`].
+//!
+//! Fields are visible to the rest of `config` only: callers get a [`Config`] or the problems.
+//!
+//! [`Config`]: super::Config
+
+use std::collections::BTreeMap;
+
+use airlock_core::limits::OnBudgetExceeded;
+use airlock_core::{Role, Tier};
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) policy: RawPolicy,
+    #[serde(default)]
+    pub(super) approvals: RawApprovals,
+    #[serde(default)]
+    pub(super) mcp: RawMcp,
+    #[serde(default)]
+    pub(super) agents: Vec<RawAgent>,
+    #[serde(default)]
+    pub(super) humans: Vec<RawHuman>,
+    #[serde(default)]
+    pub(super) upstreams: Vec<RawUpstream>,
+    #[serde(default)]
+    pub(super) tools: Vec<RawTool>,
+    #[serde(default)]
+    pub(super) notify: Vec<RawNotify>,
+    #[serde(default)]
+    pub(super) guards: RawGuards,
+    #[serde(default)]
+    pub(super) audit: RawAudit,
+    #[serde(default)]
+    pub(super) telemetry: RawTelemetry,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) data_dir: Option<String>,
+    pub(super) max_body_bytes: Option<u64>,
+    pub(super) public_url: Option<String>,
+    pub(super) max_wait_seconds: Option<u64>,
+}
+
+/// `[policy]`
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawPolicy {
+    pub(super) dir: Option<String>,
+    pub(super) timeout_ms: Option<u64>,
+}
+
+/// `[approvals]`
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawApprovals {
+    pub(super) default_ttl_seconds: Option<u64>,
+    pub(super) allow_requester: Option<bool>,
+    pub(super) execute_within_seconds: Option<u64>,
+}
+
+/// `[mcp]`
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawMcp {
+    pub(super) approval_wait_seconds: Option<u64>,
+}
+
+/// One `[[agents]]` entry.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawAgent {
+    pub(super) id: String,
+    pub(super) token: String,
+    pub(super) owner: String,
+    pub(super) oncall: Option<String>,
+    pub(super) tier: Tier,
+    #[serde(default)]
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) guards: RawGuards,
+}
+
+/// One `[[humans]]` entry.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawHuman {
+    pub(super) id: String,
+    pub(super) token: String,
+    #[serde(default)]
+    pub(super) groups: Vec<String>,
+    #[serde(default)]
+    pub(super) roles: Vec<Role>,
+    pub(super) totp: Option<String>,
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawUpstream {
+    pub(super) name: String,
+    pub(super) command: Option<String>,
+    #[serde(default)]
+    pub(super) args: Vec<String>,
+    #[serde(default)]
+    pub(super) env: BTreeMap<String, String>,
+    pub(super) url: Option<String>,
+    #[serde(default)]
+    pub(super) headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) read_only: Vec<String>,
+    #[serde(default)]
+    pub(super) destructive: Vec<String>,
+    pub(super) timeout_ms: Option<u64>,
+}
+
+/// One `[[tools]]` entry.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawTool {
+    pub(super) name: String,
+    pub(super) read_only: Option<bool>,
+    pub(super) destructive: Option<bool>,
+    pub(super) cost_usd: Option<f64>,
+}
+
+/// One `[[notify]]` entry.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawNotify {
+    pub(super) name: Option<String>,
+    pub(super) url: String,
+    pub(super) events: Option<Vec<String>>,
+    pub(super) secret: Option<String>,
+    pub(super) timeout_ms: Option<u64>,
+}
+
+/// `[guards]`, and `[agents.guards]` over it.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(super) struct RawGuards {
+    pub(super) loop_repeats: Option<u32>,
+    pub(super) loop_window_seconds: Option<u64>,
+    pub(super) max_consecutive_failures: Option<u32>,
+    pub(super) max_consecutive_denials: Option<u32>,
+    pub(super) actions_per_minute: Option<u32>,
+    pub(super) budget_usd_per_day: Option<f64>,
+    pub(super) budget_usd_per_session: Option<f64>,
+    pub(super) on_budget_exceeded: Option<OnBudgetExceeded>,
+    pub(super) breaker_failures: Option<u32>,
+    pub(super) breaker_cooldown_seconds: Option<u64>,
+    pub(super) breaker_error_rate: Option<f64>,
+    pub(super) breaker_window_seconds: Option<u64>,
+    pub(super) breaker_min_calls: Option<u32>,
+}
+
+/// `[audit]`
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAudit {
+    pub(super) signing_key: Option<String>,
+    pub(super) checkpoint_interval_seconds: Option<u64>,
+    pub(super) origin: Option<String>,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawTelemetry {
+    pub(super) otlp_endpoint: Option<String>,
+    pub(super) otlp_protocol: Option<String>,
+    pub(super) capture_content: Option<bool>,
+    pub(super) service_name: Option<String>,
+}

@@ -1,0 +1,63 @@
+//! Secrets, which are never written in the file: bearer tokens as `sha256:<hex>` hashes or
+//! `env:NAME` references, other secrets as `env:NAME` references read at start.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+/// The SHA-256 of a bearer token.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Where `env:` references are looked up; tests pass a map, the binary the process environment.
+pub trait Env {
+    /// The variable's value, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Reads a `sha256:<hex>` or `env:NAME` token into its hash, or says what is wrong with it.
+pub(super) fn token_hash(value: &str, env: &dyn Env) -> Result<[u8; 32], String> {
+    if let Some(hex_part) = value.strip_prefix("sha256:") {
+        return hex::decode(hex_part)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| "a `sha256:` token must be followed by 64 hex digits".into());
+    }
+    if let Some(name) = value.strip_prefix("env:") {
+        return match env.var(name) {
+            Some(v) if !v.is_empty() => Ok(hash_token(&v)),
+            _ => Err(format!("environment variable `{name}` is not set")),
+        };
+    }
+    Err("must be `sha256:<hex>` (the SHA-256 of the token) or `env:NAME`; never the token itself. \
+         `airlock token new` makes a token and prints its hash"
+        .into())
+}
+
+/// Reads an `env:NAME` reference to a secret; an unset or empty variable is an error, and so is
+/// a value that is not a reference, which `not_a_reference` explains.
+pub(super) fn env_secret(value: &str, env: &dyn Env, not_a_reference: &str) -> Result<String, String> {
+    match value.strip_prefix("env:") {
+        Some(var) => {
+            env.var(var).filter(|v| !v.is_empty()).ok_or_else(|| format!("environment variable `{var}` is not set"))
+        }
+        None => Err(not_a_reference.to_string()),
+    }
+}

@@ -1,0 +1,186 @@
+//! The validated configuration the server reads: immutable, every default filled in, every path
+//! resolved and every `env:` reference read.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airlock_core::limits::GuardLimits;
+use airlock_core::{Agent, Human};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (empty for built-in configs).
+    pub file: PathBuf,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[policy]`
+    pub policy: PolicyConfig,
+    /// `[approvals]`
+    pub approvals: ApprovalsConfig,
+    /// `[mcp]`
+    pub mcp: McpConfig,
+    /// `[[agents]]`
+    pub agents: Vec<AgentConfig>,
+    /// `[[humans]]`
+    pub humans: Vec<HumanConfig>,
+    /// `[[upstreams]]`
+    pub upstreams: Vec<UpstreamConfig>,
+    /// `[[tools]]`
+    pub tools: Vec<ToolConfig>,
+    /// `[[notify]]`
+    pub notify: Vec<NotifyConfig>,
+    /// `[guards]`: the defaults every agent starts from.
+    pub guards: GuardLimits,
+    /// `[audit]`
+    pub audit: AuditConfig,
+    /// `[telemetry]`
+    pub telemetry: crate::otel::TelemetryConfig,
+}
+
+/// Events a `[[notify]]` webhook can subscribe to.
+pub const NOTIFY_EVENTS: &[&str] =
+    &["approval.requested", "approval.resolved", "approval.expired", "session.paused", "breaker.opened"];
+
+/// One `[[notify]]` webhook.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Name (defaults to `notify[N]`), used in logs and the outbox.
+    pub name: String,
+    /// Where to POST.
+    pub url: String,
+    /// Events it receives.
+    pub events: Vec<String>,
+    /// HMAC-SHA256 key for `X-Airlock-Signature-256`.
+    pub secret: Option<String>,
+    /// Limit of one delivery attempt.
+    pub timeout: Duration,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Directory of the journal.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Base URL used in links (notifications, CLI output).
+    pub public_url: Option<String>,
+    /// Longest long-poll a client may ask for.
+    pub max_wait: Duration,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Directory of `.rego` files.
+    pub dir: PathBuf,
+    /// Limit of one evaluation.
+    pub timeout: Duration,
+}
+
+/// `[approvals]`
+#[derive(Debug, Clone)]
+pub struct ApprovalsConfig {
+    /// Expiry when policy names none.
+    pub default_ttl_seconds: u64,
+    /// Whether the human a session acts for may approve its actions.
+    pub allow_requester: bool,
+    /// How long an approved action stays runnable; after that it expires unused.
+    pub execute_within_seconds: u64,
+}
+
+/// `[mcp]`
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// How long a `tools/call` that needs approval is held open.
+    pub approval_wait: Duration,
+}
+
+/// One `[[agents]]` entry.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The agent.
+    pub agent: Agent,
+    /// SHA-256 of its bearer token.
+    pub token_hash: [u8; 32],
+    /// Tool allowlist (globs); `None` means all tools.
+    pub tools: Option<Vec<String>>,
+    /// Guard thresholds: `[guards]` with the agent's own `[agents.guards]` over it.
+    pub limits: GuardLimits,
+}
+
+/// One `[[humans]]` entry.
+#[derive(Debug, Clone)]
+pub struct HumanConfig {
+    /// The human.
+    pub human: Human,
+    /// SHA-256 of their bearer token.
+    pub token_hash: [u8; 32],
+    /// Base32 TOTP secret, read from the environment.
+    pub totp_secret: Option<String>,
+}
+
+/// How an upstream is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTransport {
+    /// A child process speaking MCP over stdio.
+    Stdio {
+        /// Program.
+        command: String,
+        /// Arguments.
+        args: Vec<String>,
+        /// Extra environment.
+        env: BTreeMap<String, String>,
+    },
+    /// Streamable HTTP.
+    Http {
+        /// Endpoint.
+        url: String,
+        /// Extra headers.
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Prefix of its tools (`{name}__{tool}`).
+    pub name: String,
+    /// How it is reached.
+    pub transport: UpstreamTransport,
+    /// Tools (names or globs) treated as read-only whatever the server says.
+    pub read_only: Vec<String>,
+    /// Tools (names or globs) treated as destructive whatever the server says.
+    pub destructive: Vec<String>,
+    /// Limit of one call.
+    pub timeout: Duration,
+}
+
+/// One `[[tools]]` catalog entry.
+#[derive(Debug, Clone)]
+pub struct ToolConfig {
+    /// Tool name or glob.
+    pub name: String,
+    /// Known read-only.
+    pub read_only: Option<bool>,
+    /// Known destructive.
+    pub destructive: Option<bool>,
+    /// Cost of one call.
+    pub cost_usd: Option<f64>,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Base64 or hex Ed25519 seed read from the environment; `None` = key file in `data_dir`.
+    pub signing_key: Option<String>,
+    /// How often a checkpoint is signed (and once at shutdown).
+    pub checkpoint_interval: Duration,
+    /// Origin line of checkpoint notes, and the key name.
+    pub origin: String,
+}

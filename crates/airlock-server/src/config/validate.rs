@@ -1,0 +1,238 @@
+//! [`RawConfig::validate`]: one function per section, run in the order of the sections below, so
+//! problems are reported in the same order every time (tests and `airlock check` print them).
+//! The sections with more to check live beside this file: `guards`, `identities` (agents and
+//! humans) and `upstreams` (upstreams and tools).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy, RawServer, RawTelemetry};
+use super::secrets::{Env, env_secret};
+use super::{
+    ApprovalsConfig, AuditConfig, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig, guards,
+    identities, upstreams,
+};
+
+/// The problems found so far, each a `(key path, message)` pair, in the order they were found.
+#[derive(Debug, Default)]
+pub(super) struct Problems(Vec<(String, String)>);
+
+impl From<Vec<(String, String)>> for Problems {
+    fn from(found: Vec<(String, String)>) -> Self {
+        Problems(found)
+    }
+}
+
+impl Problems {
+    /// Adds the problem `message` with the key at `key`.
+    pub(super) fn push(&mut self, key: &str, message: String) {
+        self.0.push((key.to_string(), message));
+    }
+
+    /// Every problem, in the order found.
+    pub(super) fn into_vec(self) -> Vec<(String, String)> {
+        self.0
+    }
+}
+
+impl RawConfig {
+    /// Checks every section, adding what is wrong to `problems`, and builds the [`Config`] (which
+    /// is only used when `problems` stays empty). Relative paths are taken from `base`.
+    pub(super) fn validate(self, base: &Path, env: &dyn Env, problems: &mut Problems) -> Config {
+        let server = server(self.server, base, problems);
+        let policy = policy(self.policy, base, problems);
+        let approvals = approvals(self.approvals, problems);
+        let mcp = mcp(self.mcp, problems);
+        let guards = guards::defaults(&self.guards, problems);
+        let mut taken = identities::Taken::default();
+        let agents = identities::agents(self.agents, &guards, env, &mut taken, problems);
+        let humans = identities::humans(self.humans, env, &mut taken, problems);
+        let upstreams = upstreams::upstreams(self.upstreams, env, problems);
+        let tools = upstreams::tools(self.tools, problems);
+        let notify = notify(self.notify, env, problems);
+        let audit = audit(self.audit, env, problems);
+        let telemetry = telemetry(self.telemetry, problems);
+        Config {
+            file: PathBuf::new(),
+            server,
+            policy,
+            approvals,
+            mcp,
+            agents,
+            humans,
+            upstreams,
+            tools,
+            notify,
+            guards,
+            audit,
+            telemetry,
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+/// Whether `url` is an `http://` or `https://` URL.
+fn is_http(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// `[server]`
+fn server(raw: RawServer, base: &Path, problems: &mut Problems) -> ServerConfig {
+    let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:7878".into());
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        problems.push(
+            "server.listen",
+            format!(
+                "`{listen_text}` is not an address; write IP:PORT such as `127.0.0.1:7878` (port 0 picks a free port)"
+            ),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 7878))
+    });
+    let max_body = raw.max_body_bytes.unwrap_or(1024 * 1024);
+    if !(1024..=64 * 1024 * 1024).contains(&max_body) {
+        problems.push("server.max_body_bytes", format!("must be between 1024 and 67108864, got {max_body}"));
+    }
+    if let Some(url) = &raw.public_url
+        && !is_http(url)
+    {
+        problems.push("server.public_url", format!("`{url}` must start with http:// or https://"));
+    }
+    let max_wait = raw.max_wait_seconds.unwrap_or(60);
+    if !(1..=3600).contains(&max_wait) {
+        problems.push("server.max_wait_seconds", format!("must be between 1 and 3600, got {max_wait}"));
+    }
+    ServerConfig {
+        listen,
+        data_dir: resolve(base, raw.data_dir.as_deref().unwrap_or(".airlock")),
+        max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+        public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),
+        max_wait: Duration::from_secs(max_wait),
+    }
+}
+
+/// `[policy]`
+fn policy(raw: RawPolicy, base: &Path, problems: &mut Problems) -> PolicyConfig {
+    let dir = match raw.dir {
+        Some(d) => resolve(base, &d),
+        None => {
+            problems.push("policy.dir", "is required: the directory of `.rego` files".into());
+            PathBuf::new()
+        }
+    };
+    if !dir.as_os_str().is_empty() && !dir.is_dir() {
+        problems.push("policy.dir", format!("`{}` is not a directory", dir.display()));
+    }
+    let timeout_ms = raw.timeout_ms.unwrap_or(100);
+    if !(1..=60_000).contains(&timeout_ms) {
+        problems.push("policy.timeout_ms", format!("must be between 1 and 60000, got {timeout_ms}"));
+    }
+    PolicyConfig { dir, timeout: Duration::from_millis(timeout_ms) }
+}
+
+/// `[approvals]`
+fn approvals(raw: RawApprovals, problems: &mut Problems) -> ApprovalsConfig {
+    let ttl = raw.default_ttl_seconds.unwrap_or(3600);
+    if !(1..=30 * 24 * 3600).contains(&ttl) {
+        problems.push("approvals.default_ttl_seconds", format!("must be between 1 and 2592000, got {ttl}"));
+    }
+    let execute_within = raw.execute_within_seconds.unwrap_or(3600);
+    if !(1..=7 * 24 * 3600).contains(&execute_within) {
+        problems
+            .push("approvals.execute_within_seconds", format!("must be between 1 and 604800, got {execute_within}"));
+    }
+    ApprovalsConfig {
+        default_ttl_seconds: ttl,
+        allow_requester: raw.allow_requester.unwrap_or(false),
+        execute_within_seconds: execute_within,
+    }
+}
+
+/// `[mcp]`
+fn mcp(raw: RawMcp, problems: &mut Problems) -> McpConfig {
+    let wait = raw.approval_wait_seconds.unwrap_or(30);
+    if wait > 3600 {
+        problems.push("mcp.approval_wait_seconds", format!("must be at most 3600, got {wait}"));
+    }
+    McpConfig { approval_wait: Duration::from_secs(wait) }
+}
+
+/// `[[notify]]`: unique names, known events, secrets from the environment.
+fn notify(raw: Vec<RawNotify>, env: &dyn Env, problems: &mut Problems) -> Vec<NotifyConfig> {
+    let mut notify = Vec::new();
+    let mut names = HashSet::new();
+    for (i, n) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("notify[{i}].{k}");
+        let name = n.name.unwrap_or_else(|| format!("notify[{i}]"));
+        if !names.insert(name.clone()) {
+            problems.push(&key("name"), format!("`{name}` is used twice"));
+        }
+        if !is_http(&n.url) {
+            problems.push(&key("url"), format!("`{}` must start with http:// or https://", n.url));
+        }
+        let events = n.events.unwrap_or_else(|| NOTIFY_EVENTS.iter().map(|e| e.to_string()).collect());
+        for (j, e) in events.iter().enumerate() {
+            if !NOTIFY_EVENTS.contains(&e.as_str()) {
+                problems.push(
+                    &format!("notify[{i}].events[{j}]"),
+                    format!("unknown event `{e}`; known: {}", NOTIFY_EVENTS.join(", ")),
+                );
+            }
+        }
+        let secret = n.secret.as_deref().and_then(|v| {
+            env_secret(v, env, "must be `env:NAME`; secrets are not written in the file")
+                .map_err(|message| problems.push(&key("secret"), message))
+                .ok()
+        });
+        let timeout_ms = n.timeout_ms.unwrap_or(5000);
+        if !(1..=60_000).contains(&timeout_ms) {
+            problems.push(&key("timeout_ms"), format!("must be between 1 and 60000, got {timeout_ms}"));
+        }
+        notify.push(NotifyConfig { name, url: n.url, events, secret, timeout: Duration::from_millis(timeout_ms) });
+    }
+    notify
+}
+
+/// `[audit]`
+fn audit(raw: RawAudit, env: &dyn Env, problems: &mut Problems) -> AuditConfig {
+    let signing_key = raw.signing_key.as_deref().and_then(|v| {
+        env_secret(v, env, "must be `env:NAME`; omit it to use a key file in `data_dir`")
+            .map_err(|message| problems.push("audit.signing_key", message))
+            .ok()
+    });
+    let interval = raw.checkpoint_interval_seconds.unwrap_or(300);
+    if !(1..=86_400).contains(&interval) {
+        problems.push("audit.checkpoint_interval_seconds", format!("must be between 1 and 86400, got {interval}"));
+    }
+    let origin = raw.origin.unwrap_or_else(|| "airlock".into());
+    if origin.is_empty() || origin.contains(char::is_whitespace) || origin.contains('+') {
+        problems.push("audit.origin", format!("`{origin}` must be non-empty, without spaces or `+`"));
+    }
+    AuditConfig { signing_key, checkpoint_interval: Duration::from_secs(interval), origin }
+}
+
+/// `[telemetry]`
+fn telemetry(raw: RawTelemetry, problems: &mut Problems) -> crate::otel::TelemetryConfig {
+    if let Some(e) = &raw.otlp_endpoint
+        && !is_http(e)
+    {
+        problems.push("telemetry.otlp_endpoint", format!("`{e}` must start with http:// or https:// (OTLP over HTTP)"));
+    }
+    if let Some(p) = &raw.otlp_protocol
+        && p != "grpc"
+        && p != "http/protobuf"
+    {
+        problems.push("telemetry.otlp_protocol", format!("`{p}` must be `grpc` or `http/protobuf`"));
+    }
+    crate::otel::TelemetryConfig {
+        otlp_endpoint: raw.otlp_endpoint,
+        capture_content: raw.capture_content.unwrap_or(false),
+        service_name: raw.service_name.unwrap_or_else(|| "airlock".into()),
+        protocol: raw.otlp_protocol,
+    }
+}

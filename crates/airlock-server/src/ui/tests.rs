@@ -1,0 +1,307 @@
+//! The review UI end to end, through its router without sockets: signing in, CSRF and origin
+//! checks, escaping, the detail page, votes and the event stream.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_core::ApprovalStatus;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use chrono::Utc;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::router;
+use super::session::{LOGIN_COOKIE, SESSION_COOKIE};
+use crate::api::AppState;
+use crate::config::{Config, hash_token};
+use crate::engine::{ActionRequest, Engine};
+
+const POLICY: &str = r#"package airlock
+import rego.v1
+require_approval contains {"rule": "SC1", "msg": "scaling needs an SRE", "groups": ["sre"]} if {
+    input.action.tool == "nodepool.scale"
+}
+require_approval contains {"rule": "MFA1", "msg": "firewall changes need step-up", "mfa": true} if {
+    input.action.tool == "firewall.open"
+}
+"#;
+const TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    engine: Engine,
+    app: Router,
+}
+
+fn hashed(token: &str) -> String {
+    format!("sha256:{}", hex::encode(hash_token(token)))
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/main.rego"), POLICY).unwrap();
+    let text = format!(
+        "[server]\ndata_dir = \"data\"\n[policy]\ndir = \"policies\"\n\
+         [[agents]]\nid = \"bot\"\ntoken = \"{}\"\nowner = \"platform\"\ntier = \"autonomous\"\n\
+         [[humans]]\nid = \"alice\"\ntoken = \"{}\"\ngroups = [\"sre\"]\nroles = [\"approve\"]\n\
+         [[humans]]\nid = \"carol\"\ntoken = \"{}\"\ngroups = [\"security\"]\nroles = [\"approve\"]\ntotp = \"env:CAROL_TOTP\"\n",
+        hashed("bot-token"),
+        hashed("alice-token"),
+        hashed("carol-token"),
+    );
+    let env = BTreeMap::from([("CAROL_TOTP".to_string(), TOTP.to_string())]);
+    let config = Config::parse(&text, &dir.path().join("airlock.toml"), &env).unwrap();
+    let policy = crate::serve::load_policy(&config).unwrap();
+    let store: Arc<dyn airlock_store::Store> =
+        Arc::new(airlock_store::SqliteStore::open(&dir.path().join("data/journal.db"), Default::default()).unwrap());
+    let engine = Engine::start(Arc::new(config), policy, store).await.unwrap();
+    let app = router(AppState::new(engine.clone()));
+    Fixture { _dir: dir, engine, app }
+}
+
+impl Fixture {
+    /// The bot asks for `tool`; returns the approval id.
+    async fn held(&self, session: Option<&str>, tool: &str, arguments: Value, justification: &str) -> (String, String) {
+        let agent = self.engine.config().agents[0].clone();
+        let session = match session {
+            Some(s) => s.to_string(),
+            None => self.engine.open_session(&agent, "test".into(), BTreeMap::new(), None).await.unwrap().id,
+        };
+        let request = ActionRequest {
+            tool: tool.into(),
+            arguments,
+            justification: justification.into(),
+            idempotency_key: None,
+            reported_annotations: None,
+            traceparent: None,
+            mcp_session: None,
+        };
+        let view = self.engine.submit(&agent, &session, request).await.unwrap().view;
+        (session, view.approval.unwrap().id)
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> (StatusCode, HeaderMap, String) {
+        self.send(Request::get(path).header("cookie", cookie).body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace('%', "%25").replace('&', "%26").replace(' ', "+")))
+            .collect::<Vec<_>>()
+            .join("&");
+        let req = Request::post(path)
+            .header("cookie", cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// Signs in with `token`: returns the sign-in answer and the session cookie, if any.
+    async fn sign_in(&self, token: &str) -> (StatusCode, String, String) {
+        let (_, headers, html) = self.get("/ui/login", "").await;
+        let login = set_cookies(&headers).into_iter().find(|c| c.starts_with(LOGIN_COOKIE)).unwrap();
+        let (status, headers, body) = self.post("/ui/login", &login, &[("csrf", &csrf(&html)), ("token", token)]).await;
+        let session = set_cookies(&headers)
+            .into_iter()
+            .find(|c| c.starts_with(&format!("{SESSION_COOKIE}=")))
+            .unwrap_or_default();
+        (status, session, body)
+    }
+}
+
+fn set_cookies(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect()
+}
+
+fn csrf(html: &str) -> String {
+    let start = html.find(r#"name="csrf" value=""#).unwrap() + r#"name="csrf" value=""#.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn sign_in_refuses_unknown_tokens_and_agents() {
+    let fx = fixture().await;
+    let (status, headers, _) = fx.get("/ui/inbox", "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/ui/login");
+    for token in ["bot-token", "nobody", ""] {
+        let (status, cookie, body) = fx.sign_in(token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token}");
+        assert!(cookie.is_empty(), "{token}");
+        assert!(body.contains("not a human&#39;s airlock token") || body.contains("not a human's"), "{body}");
+    }
+    let (status, cookie, _) = fx.sign_in("alice-token").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, html) = fx.get("/ui/inbox", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Signed in as <strong>alice</strong>"), "{html}");
+    // The session cookie is out of reach of scripts and of other sites.
+    let (_, headers, html) = fx.get("/ui/login", "").await;
+    let login = set_cookies(&headers).pop().unwrap();
+    let req = Request::post("/ui/login")
+        .header("cookie", &login)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={}&token=alice-token", csrf(&html))))
+        .unwrap();
+    let (_, headers, _) = fx.send(req).await;
+    let raw = headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+    let session = raw.iter().find(|c| c.starts_with("airlock_ui=")).unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=43200"] {
+        assert!(session.contains(attr), "{session}");
+    }
+}
+
+#[tokio::test]
+async fn sign_in_needs_the_form_nonce() {
+    let fx = fixture().await;
+    let req = Request::post("/ui/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("csrf=x&token=alice-token"))
+        .unwrap();
+    let (status, headers, _) = fx.send(req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!set_cookies(&headers).iter().any(|c| c.starts_with("airlock_ui=")));
+}
+
+#[tokio::test]
+async fn forged_and_cross_site_posts_are_refused() {
+    let fx = fixture().await;
+    let (_, id) = fx.held(None, "nodepool.scale", json!({"count": 3}), "more capacity").await;
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+    let (_, _, html) = fx.get(&format!("/ui/approvals/{id}"), &cookie).await;
+    let token = csrf(&html);
+    let path = format!("/ui/approvals/{id}");
+    let (status, _, _) = fx.post(&path, &cookie, &[("verdict", "approve"), ("comment", "ok")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) =
+        fx.post(&path, &cookie, &[("csrf", "0".repeat(64).as_str()), ("verdict", "approve"), ("comment", "ok")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The right token from another site.
+    let req = Request::post(&path)
+        .header("cookie", &cookie)
+        .header("host", "airlock.example")
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={token}&verdict=approve&comment=ok")))
+        .unwrap();
+    assert_eq!(fx.send(req).await.0, StatusCode::FORBIDDEN);
+    // Without a session, even with a token.
+    let (status, _, _) = fx.post(&path, "", &[("csrf", &token), ("verdict", "approve"), ("comment", "ok")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(fx.engine.approval(&id).await.unwrap().0.status, ApprovalStatus::Pending);
+
+    // The same form, sent properly from our own origin, counts.
+    let req = Request::post(&path)
+        .header("cookie", &cookie)
+        .header("host", "airlock.example")
+        .header("origin", "http://airlock.example")
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={token}&verdict=approve&comment=looks+fine")))
+        .unwrap();
+    let (status, headers, _) = fx.send(req).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], format!("/ui/approvals/{id}?voted=approve").as_str());
+    let (approval, _) = fx.engine.approval(&id).await.unwrap();
+    assert_eq!(approval.status, ApprovalStatus::Approved);
+    assert_eq!(approval.votes[0].comment, "looks fine");
+    let (_, _, html) = fx.get(&format!("/ui/approvals/{id}?voted=approve"), &cookie).await;
+    assert!(html.contains("You approved this action. The approval is now approved."), "{html}");
+}
+
+#[tokio::test]
+async fn agent_text_is_escaped() {
+    let fx = fixture().await;
+    let evil = "<script>alert(1)</script>";
+    let (_, id) = fx.held(None, "nodepool.scale", json!({"note": "</pre><img src=x onerror=alert(2)>"}), evil).await;
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+    for path in [format!("/ui/approvals/{id}"), "/ui/inbox".to_string(), "/ui/inbox/list".to_string()] {
+        let (status, headers, html) = fx.get(&path, &cookie).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{path}: {html}");
+        assert!(!html.contains("<script>alert") && !html.contains("<img src=x"), "{path}: {html}");
+        assert!(headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("script-src 'self'"));
+    }
+}
+
+#[tokio::test]
+async fn detail_shows_policy_and_a_diff_against_the_previous_call() {
+    let fx = fixture().await;
+    let (session, first) = fx.held(None, "nodepool.scale", json!({"pool": "gpu", "count": 3}), "first").await;
+    let (_, second) = fx.held(Some(&session), "nodepool.scale", json!({"pool": "gpu", "count": 8}), "second").await;
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+    let (_, _, html) = fx.get(&format!("/ui/approvals/{first}"), &cookie).await;
+    assert!(html.contains("This is the first call of"), "{html}");
+    let (_, _, html) = fx.get(&format!("/ui/approvals/{second}"), &cookie).await;
+    assert!(html.contains(r#"<span class="del">-   &quot;count&quot;: 3,</span>"#), "{html}");
+    assert!(html.contains(r#"<span class="add">+   &quot;count&quot;: 8,</span>"#), "{html}");
+    assert!(html.contains("SC1") && html.contains("scaling needs an SRE"), "{html}");
+    assert!(html.contains(&fx.engine.policy().revision().to_string()), "the policy revision is shown");
+    assert!(html.contains("action.requested"), "the timeline is shown");
+    // alice is an SRE: she gets the form, without a TOTP field.
+    assert!(html.contains(r#"name="comment""#) && !html.contains(r#"name="totp""#), "{html}");
+}
+
+#[tokio::test]
+async fn refusals_are_shown_on_the_page() {
+    let fx = fixture().await;
+    let (_, id) = fx.held(None, "firewall.open", json!({"port": 22}), "ssh for debugging").await;
+    let (_, cookie, _) = fx.sign_in("carol-token").await;
+    let path = format!("/ui/approvals/{id}");
+    let (_, _, html) = fx.get(&path, &cookie).await;
+    assert!(html.contains(r#"name="totp""#), "{html}");
+    let token = csrf(&html);
+    let (status, _, html) = fx
+        .post(&path, &cookie, &[("csrf", &token), ("verdict", "approve"), ("comment", "ok"), ("totp", "000000")])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("TOTP code refused"), "{html}");
+    assert!(html.contains(">ok</textarea>"), "the comment is kept: {html}");
+    let code = crate::mfa::code_at(TOTP, Utc::now()).unwrap();
+    let (status, _, _) = fx
+        .post(&path, &cookie, &[("csrf", &token), ("verdict", "deny"), ("comment", "not now"), ("totp", &code)])
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, html) = fx.get("/ui/history", &cookie).await;
+    assert!(html.contains("firewall.open") && html.contains("not now"), "{html}");
+}
+
+#[tokio::test]
+async fn events_need_a_session_and_announce_new_approvals() {
+    let fx = fixture().await;
+    assert_eq!(fx.get("/ui/events", "").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(fx.get("/ui/inbox/list", "").await.0, StatusCode::UNAUTHORIZED);
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+    let res = fx
+        .app
+        .clone()
+        .oneshot(Request::get("/ui/events").header("cookie", &cookie).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = res.into_body().into_data_stream();
+    use futures::StreamExt;
+    let hello = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&hello).contains("event: hello"));
+    fx.held(None, "nodepool.scale", json!({"count": 1}), "x").await;
+    let next = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&next).contains("event: approvals"), "{next:?}");
+}
