@@ -188,23 +188,6 @@ impl Engine {
         Ok(Some(step))
     }
 
-    /// Whether `human` may vote on `approval` now (the review UI asks before offering the
-    /// buttons); the same rule the vote itself is checked against.
-    pub async fn may_vote(&self, human: &HumanConfig, approval: &Approval) -> Result<std::result::Result<(), Refusal>> {
-        let session = self
-            .inner
-            .store
-            .session(&approval.session_id)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "session", id: approval.session_id.clone() })?;
-        Ok(airlock_core::vote::eligibility(
-            &human.human,
-            approval,
-            &session,
-            self.inner.config.approvals.allow_requester,
-        ))
-    }
-
     pub(super) async fn expire_locked(
         &self,
         state: &mut SessionCell,

@@ -41,6 +41,8 @@ pub(super) struct Detail {
     pub(super) session: Option<airlock_core::Session>,
     pub(super) previous: Option<Action>,
     pub(super) events: Vec<StoredEvent>,
+    /// `[approvals] allow_requester`: whether the session's requester may vote.
+    pub(super) allow_requester: bool,
 }
 
 /// The approval, its action, the session and its events, and the previous call of the same tool.
@@ -56,7 +58,8 @@ pub(super) async fn load_detail(ui: &Ui, id: &str) -> Result<Detail, engine::Err
         .max_by_key(|a| a.seq);
     let events = store.events(&approval.session_id).await?;
     let owner = ui.owner(&approval.agent_id);
-    Ok(Detail { approval, action, owner, session, previous, events })
+    let allow_requester = ui.engine().config().approvals.allow_requester;
+    Ok(Detail { approval, action, owner, session, previous, events, allow_requester })
 }
 
 /// The session's journal, the latest [`TIMELINE_LIMIT`] events, with this action marked.
@@ -232,7 +235,7 @@ fn decision_panel(viewer: &Viewer, d: &Detail, comment: &str, now: DateTime<Utc>
                 }
             }
             @if a.status == ApprovalStatus::Pending {
-                @match vote_eligibility(&viewer.human, a) {
+                @match vote_eligibility(&viewer.human, a, d.session.as_ref(), d.allow_requester) {
                     Err(why) => div.flash.note.spaced { (why) },
                     Ok(()) => (vote_form(viewer, d, comment)),
                 }

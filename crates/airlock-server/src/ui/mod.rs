@@ -15,9 +15,9 @@
 //! through [`Engine::vote`](crate::engine::Engine::vote), so the rules (groups, quorum, MFA, vote
 //! once, maker-checker) are the same as over the API; the UI shows their refusals as they are.
 //!
-//! Before anyone tries, the detail page decides whether to show the vote form with its own copy of
-//! some of those rules (`vote::vote_eligibility`, without maker-checker); casting the vote
-//! always goes through the engine.
+//! Before anyone tries, the detail page decides whether to show the vote form with the same rule
+//! (`airlock_core::vote::eligibility`, through `vote::vote_eligibility`, which only words its
+//! refusals for the page); casting the vote always goes through the engine.
 //!
 //! The parts: `session` (sign-in, the session cookie, CSRF and origin checks), `inbox` (pending
 //! and resolved approvals), `approvals` (one approval's detail page), `vote` (who may vote, the

@@ -2,7 +2,7 @@
 //! casting the vote through [`Engine::vote`](crate::engine::Engine::vote), which enforces every
 //! rule again and whose refusals are shown on the detail page as they are.
 
-use airlock_core::{Approval, Role, Verdict};
+use airlock_core::{Approval, Session, Verdict, vote};
 use axum::extract::{Form, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -32,39 +32,52 @@ pub(super) struct VoteForm {
 /// Whether `human` may vote on the pending `approval`, as far as that is known before trying:
 /// `Err` says why not, in words for the detail page, which then shows it instead of the form.
 ///
-/// This is the UI's own copy of the engine's vote rules (role, vote once, group, MFA secret) and
-/// lacks maker-checker (`[approvals] allow_requester`); the engine still enforces every rule when
-/// the vote is cast, and the page shows its refusal. It is meant to give way to `Engine::may_vote`
-/// (on `airlock_core::vote::eligibility`), whose refusal messages are worded differently.
-// TODO(engine): use the engine's eligibility
-pub(super) fn vote_eligibility(human: &HumanConfig, approval: &Approval) -> Result<(), String> {
+/// The decision is `airlock_core::vote::eligibility`, the rule the engine checks the vote
+/// against (role, one vote each, groups, maker-checker, MFA possible); only the wording is the
+/// page's.
+pub(super) fn vote_eligibility(
+    human: &HumanConfig,
+    approval: &Approval,
+    session: Option<&Session>,
+    allow_requester: bool,
+) -> Result<(), String> {
     let h = &human.human;
-    if !h.has_role(Role::Approve) {
-        return Err(format!("You can read this approval but can't vote: `{}` does not have the `approve` role.", h.id));
-    }
-    if let Some(v) = approval.votes.iter().find(|v| v.human == h.id) {
-        let verdict = match v.verdict {
-            Verdict::Approve => "approved",
-            Verdict::Deny => "denied",
-        };
-        return Err(format!("You already {verdict} this; each approver votes once."));
-    }
-    let groups = &approval.requirements.groups;
-    if !groups.is_empty() && !h.groups.iter().any(|g| groups.contains(g)) {
+    let Some(session) = session else {
         return Err(format!(
-            "This approval needs an approver from {}; you are in {}.",
-            groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(" or "),
-            if h.groups.is_empty() {
-                "no group".to_string()
-            } else {
-                h.groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
-            }
+            "The session {} of this approval is missing from the journal; nobody can vote.",
+            approval.session_id
         ));
-    }
-    if approval.requirements.mfa && human.totp_secret.is_none() {
-        return Err(format!("This approval needs a TOTP code and `{}` has no TOTP secret configured.", h.id));
-    }
-    Ok(())
+    };
+    let Err(refusal) = vote::eligibility(h, approval, session, allow_requester) else { return Ok(()) };
+    Err(match refusal.rule {
+        vote::RULE_ROLE => {
+            format!("You can read this approval but can't vote: `{}` does not have the `approve` role.", h.id)
+        }
+        vote::RULE_VOTE_ONCE => {
+            let verdict = match approval.votes.iter().find(|v| v.human == h.id).map(|v| v.verdict) {
+                Some(Verdict::Deny) => "denied",
+                _ => "approved",
+            };
+            format!("You already {verdict} this; each approver votes once.")
+        }
+        vote::RULE_GROUP => {
+            let groups = &approval.requirements.groups;
+            format!(
+                "This approval needs an approver from {}; you are in {}.",
+                groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(" or "),
+                if h.groups.is_empty() {
+                    "no group".to_string()
+                } else {
+                    h.groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
+                }
+            )
+        }
+        vote::RULE_MAKER_CHECKER => {
+            format!("`{}` requested the work of this session, so another approver must decide (maker-checker).", h.id)
+        }
+        vote::RULE_MFA => format!("This approval needs a TOTP code and `{}` has no TOTP secret configured.", h.id),
+        _ => refusal.msg,
+    })
 }
 
 /// The vote form: a comment, a TOTP code when the approval needs one, Approve or Deny.
@@ -138,7 +151,7 @@ pub(super) async fn vote(
 
 #[cfg(test)]
 mod tests {
-    use airlock_core::{ApprovalRequirements, ApprovalStatus, Human, Vote};
+    use airlock_core::{ApprovalRequirements, ApprovalStatus, Human, Role, SessionStatus, Vote};
     use chrono::Utc;
 
     use super::*;
@@ -188,13 +201,37 @@ mod tests {
         }
     }
 
-    /// The UI's rules as they are today, so that swapping in the engine's shows what changes.
+    fn session(on_behalf_of: Option<&str>) -> Session {
+        let now = Utc::now();
+        Session {
+            id: "ses_1".into(),
+            agent_id: "bot".into(),
+            task: "t".into(),
+            labels: Default::default(),
+            on_behalf_of: on_behalf_of.map(str::to_string),
+            status: SessionStatus::Active,
+            status_reason: None,
+            actions: 1,
+            failures: 0,
+            denials: 0,
+            consecutive_failures: 0,
+            consecutive_denials: 0,
+            spent_usd: 0.0,
+            created_at: now,
+            updated_at: now,
+            trace: None,
+        }
+    }
+
+    /// The page's wording of each of the engine's vote rules.
     #[test]
-    fn vote_eligibility_checks_role_vote_once_groups_and_mfa() {
+    fn vote_eligibility_checks_role_vote_once_groups_maker_checker_and_mfa() {
         let approver = human(&["sre"], vec![Role::Approve], false);
-        assert_eq!(vote_eligibility(&approver, &approval(&[], false, &["bob"])), Ok(()));
-        assert_eq!(vote_eligibility(&approver, &approval(&["ops", "sre"], false, &[])), Ok(()));
-        let refused = |h: &HumanConfig, a: &Approval| vote_eligibility(h, a).unwrap_err();
+        let s = session(None);
+        let eligible = |h: &HumanConfig, a: &Approval| vote_eligibility(h, a, Some(&s), false);
+        assert_eq!(eligible(&approver, &approval(&[], false, &["bob"])), Ok(()));
+        assert_eq!(eligible(&approver, &approval(&["ops", "sre"], false, &[])), Ok(()));
+        let refused = |h: &HumanConfig, a: &Approval| eligible(h, a).unwrap_err();
         assert_eq!(
             refused(&human(&["sre"], vec![Role::Admin], false), &approval(&[], false, &[])),
             "You can read this approval but can't vote: `alice` does not have the `approve` role."
@@ -215,6 +252,13 @@ mod tests {
             refused(&approver, &approval(&[], true, &[])),
             "This approval needs a TOTP code and `alice` has no TOTP secret configured."
         );
-        assert_eq!(vote_eligibility(&human(&[], vec![Role::Approve], true), &approval(&[], true, &[])), Ok(()));
+        assert_eq!(eligible(&human(&[], vec![Role::Approve], true), &approval(&[], true, &[])), Ok(()));
+        // Maker-checker: the requester is refused, unless the configuration allows it.
+        let mine = session(Some("alice"));
+        assert_eq!(
+            vote_eligibility(&approver, &approval(&[], false, &[]), Some(&mine), false).unwrap_err(),
+            "`alice` requested the work of this session, so another approver must decide (maker-checker)."
+        );
+        assert_eq!(vote_eligibility(&approver, &approval(&[], false, &[]), Some(&mine), true), Ok(()));
     }
 }
