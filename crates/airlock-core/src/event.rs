@@ -50,6 +50,12 @@ pub enum EventKind {
     /// An approved action was not run within `[approvals] execute_within_seconds`.
     #[serde(rename = "action.expired")]
     ActionExpired,
+    /// A human's TOTP codes were locked after too many failed ones.
+    #[serde(rename = "mfa.locked")]
+    MfaLocked,
+    /// An admin lifted a human's TOTP lock.
+    #[serde(rename = "mfa.unlocked")]
+    MfaUnlocked,
     /// A kill switch was engaged.
     #[serde(rename = "kill.engaged")]
     KillEngaged,
@@ -89,6 +95,8 @@ impl EventKind {
             EventKind::ActionCompleted => "action.completed",
             EventKind::ActionCancelled => "action.cancelled",
             EventKind::ActionExpired => "action.expired",
+            EventKind::MfaLocked => "mfa.locked",
+            EventKind::MfaUnlocked => "mfa.unlocked",
             EventKind::KillEngaged => "kill.engaged",
             EventKind::KillReleased => "kill.released",
             EventKind::BreakerChanged => "breaker.changed",

@@ -5,6 +5,9 @@
 //! TOTP check itself is the server's (it needs the secret); this module only says that a code is
 //! required.
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
 use crate::model::{Approval, ApprovalStatus, Human, Role, Session, Verdict};
 
 /// Rule name: the human lacks the role.
@@ -19,6 +22,8 @@ pub const RULE_GROUP: &str = "group";
 pub const RULE_MAKER_CHECKER: &str = "maker_checker";
 /// Rule name: MFA is required and not possible or not given.
 pub const RULE_MFA: &str = "mfa";
+/// Rule name: the human's TOTP codes are locked after too many failed ones.
+pub const RULE_MFA_LOCKED: &str = "mfa_locked";
 
 /// Why a human may not vote.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,4 +153,82 @@ pub fn resolve(approval: &Approval) -> Option<ApprovalStatus> {
     }
     let quorum = usize::try_from(approval.requirements.quorum.max(1)).unwrap_or(usize::MAX);
     (distinct_approvers(approval) >= quorum).then_some(ApprovalStatus::Approved)
+}
+
+/// How many failed TOTP codes lock a human's step-up confirmation, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaLimits {
+    /// Failed codes in a row that lock (0 = never lock).
+    pub max_failures: u32,
+    /// How long the lock lasts.
+    pub lockout_seconds: u64,
+}
+
+impl Default for MfaLimits {
+    fn default() -> Self {
+        MfaLimits { max_failures: 5, lockout_seconds: 900 }
+    }
+}
+
+/// One human's failed TOTP codes: three codes are valid at any moment, so unlimited guesses
+/// would find one in minutes. After [`MfaLimits::max_failures`] failures in a row the human's
+/// MFA votes are refused (even with a right code) until the lock runs out or an admin lifts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaGuard {
+    /// The human.
+    pub human: String,
+    /// Failed codes in a row since the last success, lock or unlock.
+    pub failures: u32,
+    /// When the current lock ends, if locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+impl MfaGuard {
+    /// A guard with no failures.
+    pub fn new(human: &str) -> MfaGuard {
+        MfaGuard { human: human.to_string(), failures: 0, locked_until: None }
+    }
+
+    /// The end of the lock, when locked at `now`.
+    pub fn locked_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.locked_until.filter(|until| *until > now)
+    }
+
+    /// Counts a failed code at `now`; returns the end of the lock when this failure locks.
+    pub fn record_failure(&mut self, now: DateTime<Utc>, limits: MfaLimits) -> Option<DateTime<Utc>> {
+        if self.locked_until.is_some_and(|until| until <= now) {
+            // An expired lock starts a fresh count.
+            self.locked_until = None;
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        if limits.max_failures > 0 && self.failures >= limits.max_failures && self.locked_until.is_none() {
+            let until = now + crate::pipeline::seconds(limits.lockout_seconds);
+            self.locked_until = Some(until);
+            return Some(until);
+        }
+        None
+    }
+
+    /// A right code: the count starts over.
+    pub fn record_success(&mut self) {
+        self.failures = 0;
+        self.locked_until = None;
+    }
+
+    /// The refusal for a vote while locked.
+    pub fn refusal(&self, until: DateTime<Utc>) -> Refusal {
+        Refusal::new(
+            RULE_MFA_LOCKED,
+            format!(
+                "TOTP codes of `{}` are locked until {} after {} failed codes in a row; no code is checked until then. \
+                 An admin can lift the lock (`airlock humans unlock {}`)",
+                self.human,
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                self.failures,
+                self.human
+            ),
+        )
+    }
 }

@@ -332,6 +332,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/approvals/{id}/deny", post(deny))
         .route("/v1/kill", post(engage_kill).get(list_kill))
         .route("/v1/kill/{id}", delete(release_kill))
+        .route("/v1/humans/{id}/unlock", post(unlock_mfa))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -756,6 +757,16 @@ struct ApprovalSummary {
     #[serde(flatten)]
     approval: airlock_core::Approval,
     action: Option<airlock_core::Action>,
+    /// For an approval that needs MFA: humans whose TOTP codes are locked now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa_locks: Option<Vec<MfaLock>>,
+}
+
+/// A human whose TOTP codes are locked after too many failed ones.
+#[derive(Serialize)]
+struct MfaLock {
+    human: String,
+    locked_until: chrono::DateTime<chrono::Utc>,
 }
 
 async fn list_approvals(
@@ -776,7 +787,7 @@ async fn list_approvals(
     let mut out = Vec::with_capacity(approvals.len());
     for approval in approvals {
         let action = state.engine.store().action(&approval.action_id).await.map_err(engine::Error::from)?;
-        out.push(ApprovalSummary { approval, action });
+        out.push(ApprovalSummary { approval, action, mfa_locks: None });
     }
     Ok(Json(json!({ "approvals": out })))
 }
@@ -788,7 +799,10 @@ async fn get_approval(
 ) -> Result<Json<ApprovalSummary>, Problem> {
     require_human(&principal)?;
     let (approval, action) = state.engine.approval(&id).await?;
-    Ok(Json(ApprovalSummary { approval, action: Some(action) }))
+    let mfa_locks = approval.requirements.mfa.then(|| {
+        state.engine.mfa_locks().into_iter().map(|(human, locked_until)| MfaLock { human, locked_until }).collect()
+    });
+    Ok(Json(ApprovalSummary { approval, action: Some(action), mfa_locks }))
 }
 
 #[derive(Deserialize)]
@@ -864,6 +878,17 @@ async fn list_kill(
     require_human(&principal)?;
     let list = state.engine.kill_switches(q.all).await?;
     Ok(Json(json!({ "kill_switches": list })))
+}
+
+/// `POST /v1/humans/{id}/unlock`: an admin lifts a human's TOTP lock.
+async fn unlock_mfa(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let human = require_role(&principal, airlock_core::Role::Admin)?;
+    let guard = state.engine.unlock_mfa(&human, &id).await?;
+    Ok(Json(json!({"human": guard.human, "failures": guard.failures, "locked_until": guard.locked_until})))
 }
 
 async fn release_kill(

@@ -37,6 +37,7 @@ pub(crate) fn projection_json(p: &Projection) -> Result<String> {
         Projection::Approval(a) => to_json(a),
         Projection::KillSwitch(k) => to_json(k),
         Projection::Breaker(b) => to_json(b),
+        Projection::MfaGuard(g) => to_json(g),
         Projection::PolicyRevision(r) => to_json(r),
         Projection::IdempotencyKey { .. } => Ok(String::new()),
     }

@@ -111,6 +111,8 @@ pub enum Projection {
     KillSwitch(KillSwitch),
     /// A tool's circuit breaker.
     Breaker(Breaker),
+    /// A human's failed TOTP codes and lock.
+    MfaGuard(airlock_core::vote::MfaGuard),
     /// A policy revision with its files, marked active at `activated_at`.
     PolicyRevision(PolicyRecord),
     /// An `Idempotency-Key` sent with a call that joined an existing action: a retry with the
@@ -307,6 +309,8 @@ pub trait Store: Send + Sync + 'static {
     async fn policy_history(&self, limit: usize) -> Result<Vec<PolicyRecord>>;
     /// Every circuit breaker's last state.
     async fn breakers(&self) -> Result<Vec<Breaker>>;
+    /// Every human's failed TOTP codes and lock, by human.
+    async fn mfa_guards(&self) -> Result<Vec<airlock_core::vote::MfaGuard>>;
     /// How many actions `agent_id` requested since `since`.
     async fn agent_actions_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<u32>;
     /// What `agent_id`'s allowed or approved actions since `since` cost: each action's decided

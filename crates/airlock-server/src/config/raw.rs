@@ -63,6 +63,8 @@ pub(super) struct RawApprovals {
     pub(super) default_ttl_seconds: Option<u64>,
     pub(super) allow_requester: Option<bool>,
     pub(super) execute_within_seconds: Option<u64>,
+    pub(super) mfa_max_failures: Option<u32>,
+    pub(super) mfa_lockout_seconds: Option<u64>,
 }
 
 /// `[mcp]`

@@ -92,6 +92,8 @@ pub struct ApprovalsConfig {
     pub allow_requester: bool,
     /// How long an approved action stays runnable; after that it expires unused.
     pub execute_within_seconds: u64,
+    /// Failed TOTP codes in a row that lock a human's MFA votes, and for how long.
+    pub mfa: airlock_core::vote::MfaLimits,
 }
 
 /// `[mcp]`

@@ -146,10 +146,20 @@ fn approvals(raw: RawApprovals, problems: &mut Problems) -> ApprovalsConfig {
         problems
             .push("approvals.execute_within_seconds", format!("must be between 1 and 604800, got {execute_within}"));
     }
+    let defaults = airlock_core::vote::MfaLimits::default();
+    let max_failures = raw.mfa_max_failures.unwrap_or(defaults.max_failures);
+    if !(1..=100).contains(&max_failures) {
+        problems.push("approvals.mfa_max_failures", format!("must be between 1 and 100, got {max_failures}"));
+    }
+    let lockout = raw.mfa_lockout_seconds.unwrap_or(defaults.lockout_seconds);
+    if !(1..=7 * 24 * 3600).contains(&lockout) {
+        problems.push("approvals.mfa_lockout_seconds", format!("must be between 1 and 604800, got {lockout}"));
+    }
     ApprovalsConfig {
         default_ttl_seconds: ttl,
         allow_requester: raw.allow_requester.unwrap_or(false),
         execute_within_seconds: execute_within,
+        mfa: airlock_core::vote::MfaLimits { max_failures, lockout_seconds: lockout },
     }
 }
 

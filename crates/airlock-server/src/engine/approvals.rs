@@ -71,17 +71,19 @@ impl Engine {
                 approval.id, approval.status
             )));
         }
-        let mfa_step = match self.check_vote(human, &approval, &state.session, &vote, now) {
+        // What the TOTP check changes (a failure count, a lock) is journaled with the vote or
+        // with its refusal.
+        let mut commit = Commit::default();
+        let mfa_step = match self.check_vote(human, &approval, &state.session, &vote, now, &mut commit) {
             Ok(step) => step,
             Err(Refusal { rule, msg }) => {
-                let mut commit = Commit::default();
                 commit.event(
-                &approval.session_id,
-                EventKind::VoteRefused,
-                now,
-                json!({"approval_id": approval.id, "human": human.human.id, "verdict": vote.verdict, "rule": rule, "reason": msg}),
-            );
-                self.inner.store.commit(commit).await?;
+                    &approval.session_id,
+                    EventKind::VoteRefused,
+                    now,
+                    json!({"approval_id": approval.id, "human": human.human.id, "verdict": vote.verdict, "rule": rule, "reason": msg}),
+                );
+                self.commit(commit).await?;
                 return Err(Error::Forbidden { rule, msg });
             }
         };
@@ -95,7 +97,6 @@ impl Engine {
             at: now,
         };
         approval.votes.push(record.clone());
-        let mut commit = Commit::default();
         commit.event(
             &approval.session_id,
             EventKind::VoteCast,
@@ -159,6 +160,7 @@ impl Engine {
         session: &Session,
         vote: &VoteRequest,
         now: DateTime<Utc>,
+        commit: &mut Commit,
     ) -> std::result::Result<Option<u64>, Refusal> {
         let h = &human.human;
         let allow_requester = self.inner.config.approvals.allow_requester;
@@ -176,16 +178,98 @@ impl Engine {
         let Some(code) = vote.totp.as_deref().map(str::trim).filter(|c| !c.is_empty()) else {
             return Err(refuse(format!("approval {} needs MFA: send a current TOTP code as `totp`", approval.id)));
         };
-        let step = crate::mfa::verify(secret, code, now).map_err(|msg| refuse(format!("TOTP code refused: {msg}")))?;
         // Check and consume the code in one step: votes in different sessions run concurrently,
-        // and one code must not pass twice. A code consumed by a vote whose commit then fails
-        // stays used; the approver waits for the next one.
+        // and one code must not pass twice, nor one guess be counted twice. A code consumed by a
+        // vote whose commit then fails stays used; the approver waits for the next one.
+        let mut guards = lock(&self.inner.mfa_guards);
         let mut steps = lock(&self.inner.totp_steps);
-        if steps.get(&h.id).is_some_and(|&last| step <= last) {
-            return Err(refuse("TOTP code refused: this code was already used; wait for the next one".into()));
+        let guard = guards.entry(h.id.clone()).or_insert_with(|| MfaGuard::new(&h.id));
+        if let Some(until) = guard.locked_at(now) {
+            return Err(guard.refusal(until));
         }
-        steps.insert(h.id.clone(), step);
-        Ok(Some(step))
+        let checked =
+            crate::mfa::verify(secret, code, now).map_err(|e| format!("TOTP code refused: {e}")).and_then(|step| {
+                match steps.get(&h.id) {
+                    Some(&last) if step <= last => {
+                        Err("TOTP code refused: this code was already used; wait for the next one".to_string())
+                    }
+                    _ => Ok(step),
+                }
+            });
+        match checked {
+            Ok(step) => {
+                steps.insert(h.id.clone(), step);
+                if guard.failures > 0 {
+                    guard.record_success();
+                    commit.project(Projection::MfaGuard(guard.clone()));
+                }
+                Ok(Some(step))
+            }
+            Err(msg) => {
+                let limits = self.inner.config.approvals.mfa;
+                let locked = guard.record_failure(now, limits);
+                commit.project(Projection::MfaGuard(guard.clone()));
+                if let Some(until) = locked {
+                    commit.event(
+                        SYSTEM_STREAM,
+                        EventKind::MfaLocked,
+                        now,
+                        json!({"human": h.id, "failures": guard.failures, "locked_until": until}),
+                    );
+                    tracing::warn!(human = %h.id, failures = guard.failures, %until, "TOTP codes locked after failed attempts");
+                    return Err(guard.refusal(until));
+                }
+                let left = limits.max_failures.saturating_sub(guard.failures);
+                Err(refuse(format!(
+                    "{msg} ({} failed in a row; {left} more and `{}`'s TOTP codes are locked for {} s)",
+                    guard.failures, h.id, limits.lockout_seconds
+                )))
+            }
+        }
+    }
+
+    /// Lifts a human's TOTP lock and clears the failure count (admins); journaled.
+    pub async fn unlock_mfa(&self, by: &HumanConfig, human_id: &str) -> Result<MfaGuard> {
+        if !by.human.has_role(airlock_core::Role::Admin) {
+            return Err(Error::Forbidden {
+                rule: "role",
+                msg: format!("`{}` needs the `admin` role to lift a TOTP lock", by.human.id),
+            });
+        }
+        if !self.inner.config.humans.iter().any(|h| h.human.id == human_id) {
+            return Err(Error::NotFound { what: "human", id: human_id.to_string() });
+        }
+        let now = self.now();
+        let guard = {
+            let mut guards = lock(&self.inner.mfa_guards);
+            let guard = guards.entry(human_id.to_string()).or_insert_with(|| MfaGuard::new(human_id));
+            let was = guard.clone();
+            guard.record_success();
+            (was, guard.clone())
+        };
+        let (was, guard) = guard;
+        let mut commit = Commit::default();
+        commit
+            .event(
+                SYSTEM_STREAM,
+                EventKind::MfaUnlocked,
+                now,
+                json!({"human": human_id, "by": by.human.id, "failures": was.failures, "was_locked_until": was.locked_until}),
+            )
+            .project(Projection::MfaGuard(guard.clone()));
+        self.commit(commit).await?;
+        Ok(guard)
+    }
+
+    /// Humans whose TOTP codes are locked now, with the end of each lock.
+    pub fn mfa_locks(&self) -> Vec<(String, DateTime<Utc>)> {
+        let now = self.now();
+        let mut out: Vec<_> = lock(&self.inner.mfa_guards)
+            .values()
+            .filter_map(|g| g.locked_at(now).map(|u| (g.human.clone(), u)))
+            .collect();
+        out.sort();
+        out
     }
 
     pub(super) async fn expire_locked(

@@ -37,7 +37,7 @@ use airlock_core::decision::{ApprovalDefaults, RULE_APPROVAL_UNUSED};
 use airlock_core::guard;
 use airlock_core::limits::{self, Breaker, GuardLimits, TokenBucket, Transition};
 use airlock_core::pipeline::{self, GuardState, Intake, Pause, PolicyAnswer, PolicyFacts, Screening};
-use airlock_core::vote::Refusal;
+use airlock_core::vote::{MfaGuard, Refusal};
 use airlock_core::{
     Action, ActionResult, ActionStatus, Approval, ApprovalStatus, EventKind, KillScope, KillSwitch, Reason, Reporter,
     Session, SessionStatus, Verdict, Vote, action_digest,
@@ -216,6 +216,8 @@ struct Inner {
     watchers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Last TOTP time step used per human, so that each code is used once.
     totp_steps: Mutex<HashMap<String, u64>>,
+    /// Failed TOTP codes and locks per human.
+    mfa_guards: Mutex<HashMap<String, MfaGuard>>,
     /// Wakes anyone watching for new or resolved approvals (the web UI).
     approvals_changed: tokio::sync::watch::Sender<u64>,
     /// Wakes the webhook delivery task.
@@ -312,6 +314,8 @@ impl Engine {
                 }
             }
         }
+        let mfa_guards: HashMap<String, MfaGuard> =
+            store.mfa_guards().await?.into_iter().map(|g| (g.human.clone(), g)).collect();
         // Upstream calls that were out when airlock stopped have an unknown outcome. They are
         // marked so and never retried automatically (DESIGN.md: at most once).
         for mut action in store.actions_in_status(ActionStatus::Executing).await? {
@@ -351,6 +355,7 @@ impl Engine {
             sessions: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             totp_steps: Mutex::new(totp_steps),
+            mfa_guards: Mutex::new(mfa_guards),
             approvals_changed,
             outbox_wake: Arc::new(Notify::new()),
             buckets: Mutex::new(HashMap::new()),

@@ -159,6 +159,7 @@ struct PolicyRow {
 }
 
 #[derive(Debug)]
+/// A row that is only its document (breakers, MFA guards).
 struct BreakerRow {
     body: String,
 }
@@ -205,6 +206,7 @@ struct State {
     kill_switches: Table<KillSwitchRow>,
     policy_revisions: Table<PolicyRow>,
     breakers: Table<BreakerRow>,
+    mfa_guards: Table<BreakerRow>,
     outbox: Vec<OutboxRow>,
     checkpoints: Vec<StoredCheckpoint>,
 }
@@ -342,6 +344,13 @@ impl Store for MemoryStore {
         let state = self.state();
         let mut rows = state.breakers.select(|_| true);
         rows.sort_by_key(|(tool, _)| *tool);
+        documents(rows)
+    }
+
+    async fn mfa_guards(&self) -> Result<Vec<airlock_core::vote::MfaGuard>> {
+        let state = self.state();
+        let mut rows = state.mfa_guards.select(|_| true);
+        rows.sort_by_key(|(human, _)| *human);
         documents(rows)
     }
 

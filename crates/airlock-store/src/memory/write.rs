@@ -186,6 +186,9 @@ impl State {
             Projection::Breaker(b) => {
                 self.breakers.upsert(&b.tool, || BreakerRow { body: body.clone() }, |row| row.body = body.clone());
             }
+            Projection::MfaGuard(g) => {
+                self.mfa_guards.upsert(&g.human, || BreakerRow { body: body.clone() }, |row| row.body = body.clone());
+            }
             Projection::KillSwitch(k) => {
                 let active = k.is_active();
                 self.kill_switches.upsert(

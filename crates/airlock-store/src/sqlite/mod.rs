@@ -240,6 +240,10 @@ impl crate::Store for SqliteStore {
         self.read(read::breakers).await
     }
 
+    async fn mfa_guards(&self) -> Result<Vec<airlock_core::vote::MfaGuard>> {
+        self.read(read::mfa_guards).await
+    }
+
     async fn agent_actions_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<u32> {
         let agent = agent_id.to_string();
         self.read(move |c| read::agent_actions_since(c, &agent, &since)).await

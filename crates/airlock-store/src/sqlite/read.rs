@@ -158,6 +158,10 @@ pub(super) fn policy_history(c: &Connection, limit: usize) -> Result<Vec<PolicyR
     query_docs(c, "SELECT revision, body FROM policy_revisions ORDER BY activated_at DESC LIMIT ?1", &[&limit])
 }
 
+pub(super) fn mfa_guards(c: &Connection) -> Result<Vec<airlock_core::vote::MfaGuard>> {
+    query_docs(c, "SELECT human, body FROM mfa_guards ORDER BY human", &[])
+}
+
 pub(super) fn breakers(c: &Connection) -> Result<Vec<Breaker>> {
     query_docs(c, "SELECT tool, body FROM breakers ORDER BY tool", &[])
 }

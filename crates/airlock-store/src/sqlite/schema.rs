@@ -80,6 +80,10 @@ CREATE TABLE IF NOT EXISTS breakers (
     tool TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS mfa_guards (
+    human TEXT PRIMARY KEY,
+    body  TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS actions_agent ON actions (agent_id, created_at);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     agent_id  TEXT NOT NULL,

@@ -150,6 +150,12 @@ pub(super) fn apply(
                 )?
                 .execute(params![b.tool, doc])?;
             }
+            Projection::MfaGuard(g) => {
+                conn.prepare_cached(
+                    "INSERT INTO mfa_guards (human, body) VALUES (?1, ?2) ON CONFLICT (human) DO UPDATE SET body = excluded.body",
+                )?
+                .execute(params![g.human, doc])?;
+            }
             Projection::KillSwitch(k) => {
                 conn.prepare_cached(
                     "INSERT INTO kill_switches (id, active, engaged_at, body) VALUES (?1, ?2, ?3, ?4)
