@@ -190,7 +190,7 @@ pub fn eval(args: &PolicyArgs, input: &Path) -> anyhow::Result<ExitCode> {
         }
     };
     let eval = policy.evaluate(&doc);
-    let mut failed = eval.output.as_ref().err().cloned();
+    let mut failed = eval.output.as_ref().err().map(ToString::to_string);
     let decision = combine(eval.output, &ApprovalDefaults::default(), policy.revision(), eval.eval_us);
     // A malformed policy output is a policy error too: never a plain deny, never a pass.
     if failed.is_none()

@@ -32,7 +32,7 @@ pub struct PolicyOutput {
     pub warn: Vec<Value>,
     /// Value of `redact`, if defined, or why it could not be evaluated. Unlike the other rules,
     /// a failing `redact` does not fail the decision: it only means no content is exported.
-    pub redact: Result<Option<Value>, String>,
+    pub redact: Result<Option<Value>, PolicyFailure>,
 }
 
 impl Default for PolicyOutput {
@@ -45,6 +45,92 @@ impl Default for PolicyOutput {
             redact: Ok(None),
         }
     }
+}
+
+/// Why a policy gave no usable answer. Every one of these denies the action: [`combine`] turns
+/// it into a [`RULE_POLICY_ERROR`] reason whose message ends with this one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyFailure {
+    /// A host rule failed to evaluate: a Rego error (a conflict, a missing function, a bad
+    /// argument) or the evaluation time limit.
+    #[error("`{rule}`: {message}")]
+    Evaluation {
+        /// The rule's path, such as `data.airlock.deny`.
+        rule: String,
+        /// What the evaluator said, on one line.
+        message: String,
+    },
+    /// A host rule evaluated, but its value could not be read as JSON.
+    #[error("`{rule}`: {message}")]
+    Conversion {
+        /// The rule's path, such as `data.airlock.deny`.
+        rule: String,
+        /// Why the value could not be read.
+        message: String,
+    },
+    /// A host rule that must be a set (`deny`, `require_approval`, `warn`) holds something else.
+    #[error("`{rule}` must be a set of objects, got `{value}`")]
+    NotASet {
+        /// The rule's path, such as `data.airlock.deny`.
+        rule: String,
+        /// The value it holds.
+        value: Value,
+    },
+    /// An entry of `deny`, `require_approval` or `warn` has a field of the wrong type or range.
+    #[error("`{set}` entry {}: {problem}", .index + 1)]
+    Entry {
+        /// The set: `deny`, `require_approval` or `warn`.
+        set: String,
+        /// The entry's position in the set, from 0 (the message counts from 1).
+        index: usize,
+        /// What is wrong with it.
+        problem: EntryProblem,
+    },
+    /// `cost_usd` is a number but not a finite, non-negative one.
+    #[error("`cost_usd` must be a non-negative number, got `{value}`")]
+    CostOutOfRange {
+        /// The number policy gave.
+        value: serde_json::Number,
+    },
+    /// `cost_usd` is not a number.
+    #[error("`cost_usd` must be a number, got `{value}`")]
+    CostNotANumber {
+        /// The value policy gave.
+        value: Value,
+    },
+    /// Evaluation stopped before it gave an answer: the work running it panicked or was
+    /// cancelled.
+    #[error("policy evaluation stopped: {message}")]
+    Stopped {
+        /// Why it stopped.
+        message: String,
+    },
+}
+
+/// What is wrong with one entry of `deny`, `require_approval` or `warn`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    /// `rule` is not a string.
+    #[error("`rule` must be a string")]
+    Rule,
+    /// `msg` (or `message`) is not a string.
+    #[error("`msg` must be a string")]
+    Msg,
+    /// `risk` is not one of the risk levels.
+    #[error("`risk` must be one of low, medium, high, critical, got `{0}`")]
+    Risk(Value),
+    /// `quorum` is not an integer from 1 to 100.
+    #[error("`quorum` must be an integer from 1 to 100, got `{0}`")]
+    Quorum(Value),
+    /// `groups` is neither a string nor a list of strings.
+    #[error("`groups` must be a list of strings, got `{0}`")]
+    Groups(Value),
+    /// `mfa` is not a boolean.
+    #[error("`mfa` must be true or false, got `{0}`")]
+    Mfa(Value),
+    /// `ttl_seconds` is not a positive integer.
+    #[error("`ttl_seconds` must be a positive integer, got `{0}`")]
+    TtlSeconds(Value),
 }
 
 /// Settings the combiner needs from configuration.
@@ -60,17 +146,17 @@ impl Default for ApprovalDefaults {
     }
 }
 
-/// Combines a policy evaluation into a decision. `outcome` is `Err(message)` when evaluation
-/// failed; that is a deny.
+/// Combines a policy evaluation into a decision. `outcome` is `Err` when evaluation failed;
+/// that is a deny, as is an output that [`PolicyFailure`] describes.
 pub fn combine(
-    outcome: Result<PolicyOutput, String>,
+    outcome: Result<PolicyOutput, PolicyFailure>,
     defaults: &ApprovalDefaults,
     policy_revision: &str,
     eval_us: u64,
 ) -> Decision {
     let output = match outcome {
         Ok(output) => output,
-        Err(msg) => return policy_failure(msg, policy_revision, eval_us),
+        Err(failure) => return policy_failure(failure.to_string(), policy_revision, eval_us),
     };
     match interpret(&output, defaults) {
         Ok(mut decision) => {
@@ -78,7 +164,7 @@ pub fn combine(
             decision.eval_us = eval_us;
             decision
         }
-        Err(msg) => policy_failure(msg, policy_revision, eval_us),
+        Err(failure) => policy_failure(failure.to_string(), policy_revision, eval_us),
     }
 }
 
@@ -109,7 +195,7 @@ struct Entry {
     ttl_seconds: Option<u64>,
 }
 
-fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decision, String> {
+fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decision, PolicyFailure> {
     // Entries marked `"enforcement": "warn"` (and the `warn` set) are recorded, not enforced,
     // as in Gatekeeper's dry-run and Kyverno's audit mode.
     let is_warn = |v: &Value| v.get("enforcement").and_then(Value::as_str) == Some("warn");
@@ -141,21 +227,26 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_f64() {
             Some(f) if f.is_finite() && f >= 0.0 => Some(f),
-            _ => {
-                return Err(format!("`cost_usd` must be a non-negative number, got `{n}`"));
-            }
+            _ => return Err(PolicyFailure::CostOutOfRange { value: n.clone() }),
         },
-        Some(other) => return Err(format!("`cost_usd` must be a number, got `{other}`")),
+        Some(other) => return Err(PolicyFailure::CostNotANumber { value: other.clone() }),
     };
     // A broken `redact` keeps all content out of telemetry and says so; it does not deny the
     // action, since what is exported to telemetry does not change what the action may do.
-    let redact = match output.redact.as_ref().map_err(Clone::clone).and_then(|v| paths_from_policy(v.as_ref())) {
-        Ok(paths) => paths,
-        Err(msg) => {
-            warnings.push(Reason::new(
-                RULE_REDACT_ERROR,
-                format!("policy `redact` failed, so no arguments or results of this action are exported: {msg}"),
-            ));
+    let broken_redact = |why: &dyn std::fmt::Display| {
+        Reason::new(
+            RULE_REDACT_ERROR,
+            format!("policy `redact` failed, so no arguments or results of this action are exported: {why}"),
+        )
+    };
+    let redact = match output.redact.as_ref().map(|v| paths_from_policy(v.as_ref())) {
+        Ok(Ok(paths)) => paths,
+        Ok(Err(unusable)) => {
+            warnings.push(broken_redact(&unusable));
+            vec![REDACT_ALL.to_string()]
+        }
+        Err(failure) => {
+            warnings.push(broken_redact(failure));
             vec![REDACT_ALL.to_string()]
         }
     };
@@ -206,8 +297,8 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
     Ok(decision)
 }
 
-fn parse_entry(set: &str, index: usize, value: &Value) -> Result<Entry, String> {
-    let at = || format!("`{set}` entry {}", index + 1);
+fn parse_entry(set: &str, index: usize, value: &Value) -> Result<Entry, PolicyFailure> {
+    let bad = |problem: EntryProblem| PolicyFailure::Entry { set: set.to_string(), index, problem };
     let mut entry = Entry {
         reason: Reason::new(set, ""),
         risk: None,
@@ -229,25 +320,19 @@ fn parse_entry(set: &str, index: usize, value: &Value) -> Result<Entry, String> 
         }
     };
     if let Some(rule) = obj.get("rule") {
-        entry.reason.rule = as_string(rule).ok_or_else(|| format!("{}: `rule` must be a string", at()))?;
+        entry.reason.rule = as_string(rule).ok_or_else(|| bad(EntryProblem::Rule))?;
     }
     match obj.get("msg").or_else(|| obj.get("message")) {
-        Some(msg) => entry.reason.msg = as_string(msg).ok_or_else(|| format!("{}: `msg` must be a string", at()))?,
+        Some(msg) => entry.reason.msg = as_string(msg).ok_or_else(|| bad(EntryProblem::Msg))?,
         None => entry.reason.msg = format!("rule {} matched", entry.reason.rule),
     }
     if let Some(risk) = obj.get("risk") {
         let parsed = risk.as_str().and_then(Risk::parse);
-        entry.risk = Some(
-            parsed
-                .ok_or_else(|| format!("{}: `risk` must be one of low, medium, high, critical, got `{risk}`", at()))?,
-        );
+        entry.risk = Some(parsed.ok_or_else(|| bad(EntryProblem::Risk(risk.clone())))?);
     }
     if let Some(q) = obj.get("quorum") {
         let n = q.as_u64().filter(|n| *n >= 1 && *n <= 100);
-        entry.quorum = Some(
-            n.and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| format!("{}: `quorum` must be an integer from 1 to 100, got `{q}`", at()))?,
-        );
+        entry.quorum = Some(n.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad(EntryProblem::Quorum(q.clone())))?);
     }
     if let Some(groups) = obj.get("groups") {
         let list = match groups {
@@ -255,17 +340,14 @@ fn parse_entry(set: &str, index: usize, value: &Value) -> Result<Entry, String> 
             Value::String(s) => Some(vec![s.clone()]),
             _ => None,
         };
-        entry.groups = list.ok_or_else(|| format!("{}: `groups` must be a list of strings, got `{groups}`", at()))?;
+        entry.groups = list.ok_or_else(|| bad(EntryProblem::Groups(groups.clone())))?;
     }
     if let Some(mfa) = obj.get("mfa") {
-        entry.mfa = mfa.as_bool().ok_or_else(|| format!("{}: `mfa` must be true or false, got `{mfa}`", at()))?;
+        entry.mfa = mfa.as_bool().ok_or_else(|| bad(EntryProblem::Mfa(mfa.clone())))?;
     }
     if let Some(ttl) = obj.get("ttl_seconds") {
-        entry.ttl_seconds = Some(
-            ttl.as_u64()
-                .filter(|t| *t >= 1)
-                .ok_or_else(|| format!("{}: `ttl_seconds` must be a positive integer, got `{ttl}`", at()))?,
-        );
+        entry.ttl_seconds =
+            Some(ttl.as_u64().filter(|t| *t >= 1).ok_or_else(|| bad(EntryProblem::TtlSeconds(ttl.clone())))?);
     }
     Ok(entry)
 }
@@ -358,11 +440,56 @@ mod tests {
         assert!(d.reasons[0].msg.contains("quorum"), "{}", d.reasons[0].msg);
     }
 
+    fn timed_out() -> PolicyFailure {
+        PolicyFailure::Evaluation { rule: "data.airlock.deny".into(), message: "execution exceeded time limit".into() }
+    }
+
     #[test]
     fn evaluation_errors_fail_closed() {
-        let d = combine(Err("execution exceeded time limit".into()), &ApprovalDefaults::default(), "rev", 5);
+        let d = combine(Err(timed_out()), &ApprovalDefaults::default(), "rev", 5);
         assert_eq!(d.effect, Effect::Deny);
-        assert!(d.reasons[0].msg.contains("time limit"));
+        assert_eq!(
+            d.reasons[0].msg,
+            "policy failed, so the action is denied: `data.airlock.deny`: execution exceeded time limit"
+        );
+    }
+
+    #[test]
+    fn malformed_output_is_described_exactly() {
+        let failure =
+            |output: PolicyOutput| interpret(&output, &ApprovalDefaults::default()).err().map(|e| e.to_string());
+        let entry = |v: Value| failure(PolicyOutput { require_approval: vec![json!("fine"), v], ..Default::default() });
+        let cost = |v: Value| failure(PolicyOutput { cost_usd: Some(v), ..Default::default() });
+        let cases = [
+            (entry(json!({"rule": 7})), "`require_approval` entry 2: `rule` must be a string"),
+            (entry(json!({"message": false})), "`require_approval` entry 2: `msg` must be a string"),
+            (
+                entry(json!({"risk": "extreme"})),
+                "`require_approval` entry 2: `risk` must be one of low, medium, high, critical, got `\"extreme\"`",
+            ),
+            (
+                entry(json!({"quorum": 0})),
+                "`require_approval` entry 2: `quorum` must be an integer from 1 to 100, got `0`",
+            ),
+            (
+                entry(json!({"groups": [1]})),
+                "`require_approval` entry 2: `groups` must be a list of strings, got `[1]`",
+            ),
+            (entry(json!({"mfa": "yes"})), "`require_approval` entry 2: `mfa` must be true or false, got `\"yes\"`"),
+            (
+                entry(json!({"ttl_seconds": -5})),
+                "`require_approval` entry 2: `ttl_seconds` must be a positive integer, got `-5`",
+            ),
+            (cost(json!(-1.5)), "`cost_usd` must be a non-negative number, got `-1.5`"),
+            (cost(json!("cheap")), "`cost_usd` must be a number, got `\"cheap\"`"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got.as_deref(), Some(want));
+        }
+        let stopped = PolicyFailure::Stopped { message: "task 7 panicked".into() };
+        assert_eq!(stopped.to_string(), "policy evaluation stopped: task 7 panicked");
+        let not_a_set = PolicyFailure::NotASet { rule: "data.airlock.deny".into(), value: json!(3) };
+        assert_eq!(not_a_set.to_string(), "`data.airlock.deny` must be a set of objects, got `3`");
     }
 
     #[test]
@@ -395,7 +522,7 @@ mod tests {
 
     #[test]
     fn redact_paths_are_kept_and_a_broken_redact_hides_everything_without_denying() {
-        let with = |redact: Result<Option<Value>, String>| {
+        let with = |redact: Result<Option<Value>, PolicyFailure>| {
             combine(Ok(PolicyOutput { redact, ..Default::default() }), &ApprovalDefaults::default(), "rev", 1)
         };
         let d = with(Ok(Some(json!(["arguments.password", "result.token"]))));
@@ -403,14 +530,24 @@ mod tests {
         assert_eq!(d.redact, vec!["arguments.password", "result.token"]);
         assert!(d.warnings.is_empty());
         assert!(with(Ok(None)).redact.is_empty());
-        for broken in [Ok(Some(json!([7]))), Ok(Some(json!(["password"]))), Err("conflicting values".to_string())] {
+        let conflict =
+            PolicyFailure::Evaluation { rule: "data.airlock.redact".into(), message: "conflicting values".into() };
+        for broken in [Ok(Some(json!([7]))), Ok(Some(json!(["password"]))), Err(conflict.clone())] {
             let d = with(broken.clone());
             assert_eq!(d.effect, Effect::Allow, "{broken:?}");
             assert_eq!(d.redact, vec![crate::redact::REDACT_ALL], "{broken:?}");
             assert_eq!(d.warnings[0].rule, RULE_REDACT_ERROR, "{broken:?}");
         }
+        let prefix = "policy `redact` failed, so no arguments or results of this action are exported: ";
+        assert_eq!(
+            with(Ok(Some(json!(["password"])))).warnings[0].msg,
+            format!(
+                "{prefix}redact path `password` must start with `arguments` or `result` (or be `*` for everything)"
+            )
+        );
+        assert_eq!(with(Err(conflict)).warnings[0].msg, format!("{prefix}`data.airlock.redact`: conflicting values"));
         // A failed policy redacts everything too: what it would have redacted is unknown.
-        let failed = combine(Err("time limit".into()), &ApprovalDefaults::default(), "rev", 1);
+        let failed = combine(Err(timed_out()), &ApprovalDefaults::default(), "rev", 1);
         assert_eq!(failed.redact, vec![crate::redact::REDACT_ALL]);
     }
 

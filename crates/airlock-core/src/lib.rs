@@ -18,7 +18,7 @@ pub mod pipeline;
 pub mod redact;
 pub mod vote;
 
-pub use decision::{ApprovalDefaults, PolicyOutput, apply_tier_floor, combine};
+pub use decision::{ApprovalDefaults, PolicyFailure, PolicyOutput, apply_tier_floor, combine};
 pub use digest::{action_digest, canonical_json};
 pub use event::EventKind;
 pub use model::*;

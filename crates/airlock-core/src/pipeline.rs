@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::decision::{ApprovalDefaults, PolicyOutput, apply_tier_floor, combine};
+use crate::decision::{ApprovalDefaults, PolicyFailure, PolicyOutput, apply_tier_floor, combine};
 use crate::guard::{self, GuardContext};
 use crate::limits::{self, Admission, Breaker, GuardLimits, OnBudgetExceeded, TokenBucket, Transition};
 use crate::model::{
@@ -107,17 +107,31 @@ pub struct PolicyFacts {
     pub default_ttl_seconds: u64,
 }
 
+/// Why [`PolicyFacts`] can't be recovered from a recorded policy input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordedInputError {
+    /// `agent.tier` names no tier airlock knows.
+    #[error("the recorded input names an unknown tier `{tier}`")]
+    UnknownTier {
+        /// What it names.
+        tier: String,
+    },
+    /// `agent.tier` is missing or not a string.
+    #[error("the recorded input has no `agent.tier`")]
+    NoTier,
+}
+
 impl PolicyFacts {
     /// Facts recovered from a recorded policy input, for decisions journaled before the facts
     /// were recorded. Budgets are unknown there and taken as none. An unknown tier is an error:
     /// guessing one could turn a held action into an allowed one.
-    pub fn from_recorded_input(input: &Value, default_ttl_seconds: u64) -> Result<PolicyFacts, String> {
+    pub fn from_recorded_input(input: &Value, default_ttl_seconds: u64) -> Result<PolicyFacts, RecordedInputError> {
         let tier = match input.pointer("/agent/tier").and_then(Value::as_str) {
             Some("advisory") => Tier::Advisory,
             Some("change") => Tier::Change,
             Some("autonomous") => Tier::Autonomous,
-            Some(other) => return Err(format!("the recorded input names an unknown tier `{other}`")),
-            None => return Err("the recorded input has no `agent.tier`".into()),
+            Some(other) => return Err(RecordedInputError::UnknownTier { tier: other.to_string() }),
+            None => return Err(RecordedInputError::NoTier),
         };
         Ok(PolicyFacts {
             tier,
@@ -249,7 +263,7 @@ pub fn screen(intake: &Intake<'_>, state: GuardState<'_>) -> Screened {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyAnswer {
     /// What the policy's rules gave, or why evaluation failed (a deny).
-    pub output: Result<PolicyOutput, String>,
+    pub output: Result<PolicyOutput, PolicyFailure>,
     /// The revision that answered.
     pub revision: String,
     /// Evaluation time in microseconds.

@@ -22,6 +22,35 @@ pub const REDACT_ALL: &str = "*";
 /// Rule name of the warning recorded when policy `redact` could not be read.
 pub const RULE_REDACT_ERROR: &str = "airlock.redact_error";
 
+/// Why a policy's `redact` value can't be used (the caller then redacts everything).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedactError {
+    /// `redact` is not a set (nor undefined).
+    #[error("`redact` must be a set of path strings, got `{value}`")]
+    NotASet {
+        /// What it is instead.
+        value: Value,
+    },
+    /// An element of `redact` is not a string.
+    #[error("`redact` must be a set of path strings; `{item}` is not a string")]
+    NotAString {
+        /// The element.
+        item: Value,
+    },
+    /// A path starts with something other than `arguments` or `result`.
+    #[error("redact path `{path}` must start with `arguments` or `result` (or be `*` for everything)")]
+    UnknownRoot {
+        /// The path.
+        path: String,
+    },
+    /// A path has two dots in a row, or ends with one.
+    #[error("redact path `{path}` has an empty segment")]
+    EmptySegment {
+        /// The path.
+        path: String,
+    },
+}
+
 /// Which value of an action a path starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Root {
@@ -60,7 +89,7 @@ struct Path {
     segments: Vec<Segment>,
 }
 
-fn parse(path: &str) -> Result<Path, String> {
+fn parse(path: &str) -> Result<Path, RedactError> {
     if path == REDACT_ALL {
         return Ok(Path { root: None, segments: Vec::new() });
     }
@@ -68,16 +97,12 @@ fn parse(path: &str) -> Result<Path, String> {
     let root = match parts.next() {
         Some("arguments") => Root::Arguments,
         Some("result") => Root::Result,
-        _ => {
-            return Err(format!(
-                "redact path `{path}` must start with `arguments` or `result` (or be `*` for everything)"
-            ));
-        }
+        _ => return Err(RedactError::UnknownRoot { path: path.to_string() }),
     };
     let mut segments = Vec::new();
     for part in parts {
         if part.is_empty() {
-            return Err(format!("redact path `{path}` has an empty segment"));
+            return Err(RedactError::EmptySegment { path: path.to_string() });
         }
         segments.push(if part == "*" { Segment::Any } else { Segment::Key(part.to_string()) });
     }
@@ -86,16 +111,16 @@ fn parse(path: &str) -> Result<Path, String> {
 
 /// Reads the value of policy `redact` (a set of path strings; undefined is empty) into sorted,
 /// distinct paths. `Err` says why it can't be used; the caller then redacts everything.
-pub fn paths_from_policy(value: Option<&Value>) -> Result<Vec<String>, String> {
+pub fn paths_from_policy(value: Option<&Value>) -> Result<Vec<String>, RedactError> {
     let items = match value {
         None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
-        Some(other) => return Err(format!("`redact` must be a set of path strings, got `{other}`")),
+        Some(other) => return Err(RedactError::NotASet { value: other.clone() }),
     };
     let mut paths = Vec::with_capacity(items.len());
     for item in items {
         let Value::String(path) = item else {
-            return Err(format!("`redact` must be a set of path strings; `{item}` is not a string"));
+            return Err(RedactError::NotAString { item: item.clone() });
         };
         parse(path)?;
         paths.push(path.clone());
@@ -229,9 +254,21 @@ mod tests {
             Ok(vec!["arguments.a".to_string(), "arguments.b".to_string()])
         );
         assert_eq!(paths_from_policy(Some(&json!(["*"]))), Ok(vec!["*".to_string()]));
-        for bad in [json!("arguments.a"), json!([42]), json!(["password"]), json!(["arguments..a"]), json!(["args.x"])]
-        {
-            assert!(paths_from_policy(Some(&bad)).is_err(), "{bad} was accepted");
+        let cases = [
+            (json!("arguments.a"), "`redact` must be a set of path strings, got `\"arguments.a\"`"),
+            (json!([42]), "`redact` must be a set of path strings; `42` is not a string"),
+            (
+                json!(["password"]),
+                "redact path `password` must start with `arguments` or `result` (or be `*` for everything)",
+            ),
+            (json!(["arguments..a"]), "redact path `arguments..a` has an empty segment"),
+            (
+                json!(["args.x"]),
+                "redact path `args.x` must start with `arguments` or `result` (or be `*` for everything)",
+            ),
+        ];
+        for (bad, why) in cases {
+            assert_eq!(paths_from_policy(Some(&bad)).map_err(|e| e.to_string()), Err(why.to_string()), "{bad}");
         }
     }
 

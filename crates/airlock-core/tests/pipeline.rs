@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use airlock_core::decision::{ApprovalDefaults, PolicyOutput, apply_tier_floor};
+use airlock_core::decision::{ApprovalDefaults, PolicyFailure, PolicyOutput, apply_tier_floor};
 use airlock_core::guard::RULE_KILL_SWITCH;
 use airlock_core::limits::{Breaker, GuardLimits, OnBudgetExceeded, TokenBucket};
 use airlock_core::pipeline::{self, GuardState, Intake, PolicyAnswer, PolicyFacts, Screening};
@@ -120,7 +120,7 @@ fn entry() -> impl Strategy<Value = Value> {
         })
 }
 
-fn policy_output() -> impl Strategy<Value = Result<PolicyOutput, String>> {
+fn policy_output() -> impl Strategy<Value = Result<PolicyOutput, PolicyFailure>> {
     let ok = (
         prop::collection::vec(entry(), 0..3),
         prop::collection::vec(entry(), 0..3),
@@ -135,7 +135,9 @@ fn policy_output() -> impl Strategy<Value = Result<PolicyOutput, String>> {
         .prop_map(|(deny, require_approval, cost_usd)| {
             Ok(PolicyOutput { deny, require_approval, cost_usd, ..Default::default() })
         });
-    prop_oneof![4 => ok, 1 => Just(Err("evaluation timed out".to_string()))]
+    let timed_out =
+        PolicyFailure::Evaluation { rule: "data.airlock.deny".into(), message: "execution exceeded time limit".into() };
+    prop_oneof![4 => ok, 1 => Just(Err(timed_out))]
 }
 
 fn facts() -> impl Strategy<Value = PolicyFacts> {
@@ -162,7 +164,7 @@ fn facts() -> impl Strategy<Value = PolicyFacts> {
         })
 }
 
-fn enforced_denies(out: &Result<PolicyOutput, String>) -> bool {
+fn enforced_denies(out: &Result<PolicyOutput, PolicyFailure>) -> bool {
     match out {
         Err(_) => true,
         Ok(o) => o.deny.iter().any(|d| d.get("enforcement").and_then(Value::as_str) != Some("warn")),
@@ -324,7 +326,9 @@ fn a_guard_deny_keeps_its_reason_and_redacts_everything() {
 fn facts_from_an_old_recorded_input_refuse_an_unknown_tier() {
     let input = json!({"agent": {"tier": "superuser"}, "action": {"annotations": {}}, "session": {"spent_usd": 1.0}});
     let err = PolicyFacts::from_recorded_input(&input, 60).unwrap_err();
-    assert!(err.contains("unknown tier `superuser`"), "{err}");
+    assert_eq!(err.to_string(), "the recorded input names an unknown tier `superuser`");
+    let err = PolicyFacts::from_recorded_input(&json!({"agent": {}}), 60).unwrap_err();
+    assert_eq!(err.to_string(), "the recorded input has no `agent.tier`");
     let input = json!({"agent": {"tier": "change"}, "action": {"annotations": {"readOnlyHint": true}}, "session": {"spent_usd": 1.0}});
     let facts = PolicyFacts::from_recorded_input(&input, 60).unwrap();
     assert_eq!((facts.tier, facts.read_only, facts.session_spent_usd), (Tier::Change, true, 1.0));

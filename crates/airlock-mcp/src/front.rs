@@ -66,6 +66,20 @@ pub struct ToolCall {
     pub mcp_session: Option<String>,
 }
 
+/// Why the gateway could not open the airlock session behind an MCP session.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The authenticated agent is not one the gateway knows.
+    #[error("unknown agent `{agent_id}`")]
+    UnknownAgent {
+        /// The agent's id.
+        agent_id: String,
+    },
+    /// The pipeline refused to open the session, or could not record it.
+    #[error(transparent)]
+    Pipeline(Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// What the front needs from airlock's pipeline.
 #[async_trait::async_trait]
 pub trait Gateway: Send + Sync + 'static {
@@ -76,7 +90,7 @@ pub trait Gateway: Send + Sync + 'static {
     /// Whether `agent_id`'s allowlist admits a prefixed name (`{upstream}__{name}`).
     fn admits(&self, agent_id: &str, name: &str) -> bool;
     /// Opens the airlock session backing one MCP session; returns its id.
-    async fn open_session(&self, agent_id: &str, task: String) -> Result<String, String>;
+    async fn open_session(&self, agent_id: &str, task: String) -> Result<String, GatewayError>;
     /// Tells the gateway which airlock session an MCP session (`Mcp-Session-Id`) is backed by,
     /// so it can close it when the client ends the MCP session.
     fn bind_mcp_session(&self, _mcp_session: &str, _agent_id: &str, _session_id: &str) {}
@@ -186,7 +200,7 @@ impl ServerHandler for Front {
                 if let Some(m) = &bind {
                     gateway.bind_mcp_session(m, &agent, &session);
                 }
-                Ok::<String, String>(session)
+                Ok::<String, GatewayError>(session)
             })
             .await
             .map_err(|e| ErrorData::internal_error(format!("cannot open an airlock session: {e}"), None))?
@@ -332,4 +346,17 @@ impl ServerHandler for Front {
 /// A tool result with `isError: true` and one text block.
 pub fn error_result(text: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(text)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_errors_show_the_pipelines_own_message() {
+        let unknown = GatewayError::UnknownAgent { agent_id: "ghost".into() };
+        assert_eq!(unknown.to_string(), "unknown agent `ghost`");
+        let journal = std::io::Error::other("journal unavailable: disk full");
+        assert_eq!(GatewayError::Pipeline(Box::new(journal)).to_string(), "journal unavailable: disk full");
+    }
 }

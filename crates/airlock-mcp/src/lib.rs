@@ -11,7 +11,7 @@ pub mod connect;
 pub mod front;
 pub mod upstream;
 
-pub use front::{CallerIdentity, Front, Gateway, ToolCall, error_result};
+pub use front::{CallerIdentity, Front, Gateway, GatewayError, ToolCall, error_result};
 pub use upstream::{Health, ProgressRelay, Transport, UpstreamError, UpstreamSpec, UpstreamStatus, Upstreams};
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client, once.

@@ -91,6 +91,62 @@ pub enum UpstreamError {
     },
 }
 
+/// Why connecting to an upstream failed. Its text is the upstream's [`Health::Down`] error and
+/// the reason given to calls while it is down.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    /// The stdio server's command could not be started.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The configured command.
+        command: String,
+        /// Why the process did not start.
+        source: std::io::Error,
+    },
+    /// The stdio server started, but the MCP handshake with it failed.
+    #[error("MCP handshake failed: {source}")]
+    StdioHandshake {
+        /// What rmcp said.
+        source: rmcp::service::ClientInitializeError,
+    },
+    /// A configured header name is not a valid HTTP header name.
+    #[error("header `{name}`: {source}")]
+    HeaderName {
+        /// The header as configured.
+        name: String,
+        /// What is wrong with it.
+        source: http::header::InvalidHeaderName,
+    },
+    /// A configured header value is not a valid HTTP header value.
+    #[error("header `{name}`: {source}")]
+    HeaderValue {
+        /// The header as configured.
+        name: String,
+        /// What is wrong with its value.
+        source: http::header::InvalidHeaderValue,
+    },
+    /// The MCP handshake with the HTTP server failed.
+    #[error("MCP handshake with {url} failed: {source}")]
+    HttpHandshake {
+        /// The endpoint URL.
+        url: String,
+        /// What rmcp said.
+        source: rmcp::service::ClientInitializeError,
+    },
+    /// The handshake succeeded but listing the tools failed.
+    #[error("tools/list failed: {source}")]
+    ListTools {
+        /// What rmcp said.
+        source: rmcp::ServiceError,
+    },
+    /// Connecting took longer than [`CONNECT_TIMEOUT`].
+    #[error("connection timed out after {}s", CONNECT_TIMEOUT.as_secs())]
+    TimedOut,
+}
+
+/// How long one connection attempt (start or reach the server, and the handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Connection state of one upstream, for status pages and tests.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
@@ -616,7 +672,7 @@ fn set_health(up: &Upstream, health: Health, changed: &tokio::sync::watch::Sende
 
 type Running = RunningService<RoleClient, UpstreamClient>;
 
-async fn connect(up: &Arc<Upstream>) -> Result<Running, String> {
+async fn connect(up: &Arc<Upstream>) -> Result<Running, ConnectError> {
     let handler = UpstreamClient { upstream: up.clone() };
     match &up.spec.transport {
         Transport::Stdio { command, args, env, cwd } => {
@@ -628,7 +684,7 @@ async fn connect(up: &Arc<Upstream>) -> Result<Running, String> {
             let (transport, stderr) = TokioChildProcess::builder(cmd)
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+                .map_err(|source| ConnectError::Spawn { command: command.clone(), source })?;
             if let Some(stderr) = stderr {
                 let name = up.spec.name.clone();
                 tokio::spawn(async move {
@@ -638,26 +694,28 @@ async fn connect(up: &Arc<Upstream>) -> Result<Running, String> {
                     }
                 });
             }
-            handler.serve(transport).await.map_err(|e| format!("MCP handshake failed: {e}"))
+            handler.serve(transport).await.map_err(|source| ConnectError::StdioHandshake { source })
         }
         Transport::Http { url, headers } => {
             let mut custom = HashMap::new();
             for (k, v) in headers {
-                let name = http::HeaderName::try_from(k.as_str()).map_err(|e| format!("header `{k}`: {e}"))?;
-                let value = http::HeaderValue::try_from(v.as_str()).map_err(|e| format!("header `{k}`: {e}"))?;
+                let name = http::HeaderName::try_from(k.as_str())
+                    .map_err(|source| ConnectError::HeaderName { name: k.clone(), source })?;
+                let value = http::HeaderValue::try_from(v.as_str())
+                    .map_err(|source| ConnectError::HeaderValue { name: k.clone(), source })?;
                 custom.insert(name, value);
             }
             let config =
                 rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(custom);
             let transport = StreamableHttpClientTransport::from_config(config);
-            handler.serve(transport).await.map_err(|e| format!("MCP handshake with {url} failed: {e}"))
+            handler.serve(transport).await.map_err(|source| ConnectError::HttpHandshake { url: url.clone(), source })
         }
     }
 }
 
-async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, String> {
-    peer.list_all_tools().await.map_err(|e| format!("tools/list failed: {e}"))
+async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, ConnectError> {
+    peer.list_all_tools().await.map_err(|source| ConnectError::ListTools { source })
 }
 
 /// Keeps one upstream connected until `shutdown`.
@@ -669,14 +727,14 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
             return;
         }
         let connected = tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(60), connect(&up)) => r.unwrap_or_else(|_| Err("connection timed out after 60s".into())),
+            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&up)) => r.unwrap_or(Err(ConnectError::TimedOut)),
             _ = shutdown.cancelled() => return,
         };
         let running = match connected {
             Ok(r) => r,
             Err(error) => {
                 tracing::warn!(upstream = %name, %error, retry_in_ms = backoff.as_millis() as u64, "upstream unavailable");
-                set_health(&up, Health::Down { error }, &changed);
+                set_health(&up, Health::Down { error: error.to_string() }, &changed);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.cancelled() => return,
@@ -711,7 +769,7 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
                 backoff = Duration::from_millis(200);
             }
             Err(error) => {
-                set_health(&up, Health::Down { error }, &changed);
+                set_health(&up, Health::Down { error: error.to_string() }, &changed);
                 let _ = running.cancel().await;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -767,5 +825,21 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
             _ = shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_read_as_the_health_page_shows_them() {
+        let source = http::HeaderName::try_from("bad header").unwrap_err();
+        let header = ConnectError::HeaderName { name: "bad header".into(), source };
+        assert_eq!(header.to_string(), "header `bad header`: invalid HTTP header name");
+        assert_eq!(ConnectError::TimedOut.to_string(), "connection timed out after 60s");
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let spawn = ConnectError::Spawn { command: "mcp-fs".into(), source };
+        assert_eq!(spawn.to_string(), "cannot start `mcp-fs`: no such file");
     }
 }

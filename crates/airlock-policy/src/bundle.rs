@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use airlock_core::PolicyOutput;
+use airlock_core::{PolicyFailure, PolicyOutput};
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 use sha2::{Digest, Sha256};
@@ -62,7 +62,7 @@ impl std::fmt::Debug for Policy {
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     /// The raw rule values, or why evaluation failed.
-    pub output: Result<PolicyOutput, String>,
+    pub output: Result<PolicyOutput, PolicyFailure>,
     /// Time spent evaluating, in microseconds.
     pub eval_us: u64,
 }
@@ -197,7 +197,7 @@ impl Policy {
         Evaluation { output, eval_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX) }
     }
 
-    fn evaluate_inner(&self, engine: &mut Engine) -> Result<PolicyOutput, String> {
+    fn evaluate_inner(&self, engine: &mut Engine) -> Result<PolicyOutput, PolicyFailure> {
         let mut out = PolicyOutput::default();
         let declared = |i: usize| self.declared.get(i).copied().unwrap_or(false);
         for (i, rule) in HOST_RULES.iter().enumerate().take(4) {
@@ -221,9 +221,11 @@ impl Policy {
     }
 }
 
-fn eval_json(engine: &mut Engine, rule: &str) -> Result<Option<serde_json::Value>, String> {
-    let value = engine.eval_rule(rule.to_string()).map_err(|e| format!("`{rule}`: {}", one_line(&e.to_string())))?;
-    to_json(&value).map_err(|e| format!("`{rule}`: {e}"))
+fn eval_json(engine: &mut Engine, rule: &str) -> Result<Option<serde_json::Value>, PolicyFailure> {
+    let value = engine
+        .eval_rule(rule.to_string())
+        .map_err(|e| PolicyFailure::Evaluation { rule: rule.to_string(), message: one_line(&e.to_string()) })?;
+    to_json(&value).map_err(|e| PolicyFailure::Conversion { rule: rule.to_string(), message: e.to_string() })
 }
 
 fn set(flags: &mut [bool; 5], i: usize) {
@@ -237,19 +239,19 @@ fn is_missing_rule(msg: &str) -> bool {
 }
 
 /// `None` for undefined.
-fn to_json(value: &Value) -> Result<Option<serde_json::Value>, String> {
+fn to_json(value: &Value) -> Result<Option<serde_json::Value>, serde_json::Error> {
     if *value == Value::Undefined {
         return Ok(None);
     }
-    serde_json::to_value(value).map(Some).map_err(|e| e.to_string())
+    serde_json::to_value(value).map(Some)
 }
 
-fn as_list(rule: &str, value: Option<serde_json::Value>) -> Result<Vec<serde_json::Value>, String> {
+fn as_list(rule: &str, value: Option<serde_json::Value>) -> Result<Vec<serde_json::Value>, PolicyFailure> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         Some(serde_json::Value::Array(items)) => Ok(items),
         Some(serde_json::Value::Bool(false)) => Ok(Vec::new()),
-        Some(other) => Err(format!("`{rule}` must be a set of objects, got `{other}`")),
+        Some(other) => Err(PolicyFailure::NotASet { rule: rule.to_string(), value: other }),
     }
 }
 

@@ -124,12 +124,14 @@ impl Policy {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let file = format!("fixtures/{name}");
         let started = Instant::now();
-        let read = |f: &str| -> Result<serde_json::Value, String> {
-            let text = std::fs::read_to_string(dir.join(f)).map_err(|e| format!("cannot read {file}/{f}: {e}"))?;
-            serde_json::from_str(&text).map_err(|e| format!("{file}/{f} is not valid JSON: {e}"))
+        let read = |name: &'static str| -> Result<serde_json::Value, FixtureError> {
+            let path = || format!("{file}/{name}");
+            let text = std::fs::read_to_string(dir.join(name))
+                .map_err(|source| FixtureError::Read { path: path(), source })?;
+            serde_json::from_str(&text).map_err(|source| FixtureError::Json { path: path(), source })
         };
         let (outcome, detail) = match (read("input.json"), read("expected.json")) {
-            (Err(e), _) | (_, Err(e)) => (TestOutcome::Error(e), None),
+            (Err(e), _) | (_, Err(e)) => (TestOutcome::Error(e.to_string()), None),
             (Ok(input), Ok(expected)) => {
                 let eval = self.evaluate_on(engine, &input);
                 let decision = airlock_core::combine(
@@ -170,6 +172,28 @@ impl Policy {
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         TestCase { file, name: format!("fixture {name}"), outcome, duration_us, detail }
     }
+}
+
+/// Why a golden fixture's `input.json` or `expected.json` can't be used; the fixture is then an
+/// error, not a failure.
+#[derive(Debug, thiserror::Error)]
+enum FixtureError {
+    /// The file can't be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file, as `fixtures/<name>/<file>`.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not JSON.
+    #[error("{path} is not valid JSON: {source}")]
+    Json {
+        /// The file, as `fixtures/<name>/<file>`.
+        path: String,
+        /// Where the JSON went wrong.
+        source: serde_json::Error,
+    },
 }
 
 /// The package a Rego file declares, as a dotted path.

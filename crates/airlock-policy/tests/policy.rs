@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use airlock_core::PolicyFailure;
 use airlock_policy::{Options, Policy, TestOutcome};
 use serde_json::json;
 
@@ -82,7 +83,8 @@ fn runaway_policy_times_out_as_an_error() {
     let policy = Policy::load(dir.path(), &Options { timeout: Duration::from_millis(50), coverage: false }).unwrap();
     let eval = policy.evaluate(&json!({"slow": true}));
     let err = eval.output.unwrap_err();
-    assert!(err.contains("time limit"), "{err}");
+    assert!(matches!(&err, PolicyFailure::Evaluation { rule, .. } if rule == "data.airlock.deny"), "{err:?}");
+    assert!(err.to_string().contains("time limit"), "{err}");
     assert!(eval.eval_us < 5_000_000, "took {} us", eval.eval_us);
 }
 
@@ -144,5 +146,6 @@ redact contains sprintf("arguments.%s", [secret_field]) if input.action.tool == 
     let out = policy.evaluate(&json!({"action": {"tool": "broken"}})).output.unwrap();
     assert!(out.deny.is_empty());
     let err = out.redact.unwrap_err();
-    assert!(err.contains("data.airlock.redact"), "{err}");
+    assert!(matches!(&err, PolicyFailure::Evaluation { rule, .. } if rule == "data.airlock.redact"), "{err:?}");
+    assert!(err.to_string().starts_with("`data.airlock.redact`: "), "{err}");
 }

@@ -38,14 +38,19 @@ impl std::fmt::Debug for Signer_ {
 /// The signer type under a readable name.
 pub type CheckpointSigner = Signer_;
 
-fn decode_key(text: &str) -> Result<[u8; 32], String> {
+/// A key that is not 32 bytes in base64 or hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a key is 32 bytes in base64 or hex")]
+pub struct KeyError;
+
+fn decode_key(text: &str) -> Result<[u8; 32], KeyError> {
     let text = text.trim();
     let bytes = B64
         .decode(text)
         .ok()
         .filter(|b| b.len() == 32)
         .or_else(|| hex::decode(text).ok().filter(|b| b.len() == 32))
-        .ok_or_else(|| "a key is 32 bytes in base64 or hex".to_string())?;
+        .ok_or(KeyError)?;
     let mut out = [0u8; 32];
     out.copy_from_slice(&bytes);
     Ok(out)
@@ -136,18 +141,56 @@ pub struct Checkpoint {
     pub root: [u8; 32],
 }
 
+/// Why a checkpoint note does not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum NoteError {
+    /// The note has no blank line between its body and its signatures.
+    #[error("not a signed note (no blank line)")]
+    NotANote,
+    /// The body has no origin line.
+    #[error("no origin line")]
+    NoOrigin,
+    /// The body's second line is missing or not a number.
+    #[error("no tree size line")]
+    NoSize,
+    /// The body has no third line.
+    #[error("no root hash line")]
+    NoRoot,
+    /// The root hash line is not base64.
+    #[error("the root hash is not base64")]
+    RootNotBase64,
+    /// The root hash is not a SHA-256 hash.
+    #[error("the root hash is not 32 bytes")]
+    RootLength,
+    /// The public key to verify with does not decode.
+    #[error("public key: {0}")]
+    PublicKeyEncoding(#[source] KeyError),
+    /// The public key decodes but is not an Ed25519 point.
+    #[error("public key: {0}")]
+    PublicKey(#[source] ed25519_dalek::SignatureError),
+    /// The signature line by this key has a malformed signature.
+    #[error("malformed signature")]
+    MalformedSignature,
+    /// The signature by this key does not match the body.
+    #[error("the signature does not match: the checkpoint was altered or signed by another key")]
+    Mismatch,
+    /// No signature line is by this key.
+    #[error("no signature by this key")]
+    NoSignature,
+}
+
 /// Parses a note and checks its signature against `public` (base64 Ed25519 key).
-pub fn verify_note(note: &str, public: &str) -> Result<Checkpoint, String> {
-    let (body, sigs) = note.split_once("\n\n").ok_or("not a signed note (no blank line)")?;
+pub fn verify_note(note: &str, public: &str) -> Result<Checkpoint, NoteError> {
+    let (body, sigs) = note.split_once("\n\n").ok_or(NoteError::NotANote)?;
     let body = format!("{body}\n");
     let mut lines = body.lines();
-    let origin = lines.next().ok_or("no origin line")?.to_string();
-    let size: u64 = lines.next().and_then(|l| l.parse().ok()).ok_or("no tree size line")?;
-    let root_b64 = lines.next().ok_or("no root hash line")?;
-    let root_bytes = B64.decode(root_b64).map_err(|_| "the root hash is not base64")?;
-    let root: [u8; 32] = root_bytes.try_into().map_err(|_| "the root hash is not 32 bytes")?;
-    let public = decode_key(public).map_err(|e| format!("public key: {e}"))?;
-    let vk = VerifyingKey::from_bytes(&public).map_err(|e| format!("public key: {e}"))?;
+    let origin = lines.next().ok_or(NoteError::NoOrigin)?.to_string();
+    let size: u64 = lines.next().and_then(|l| l.parse().ok()).ok_or(NoteError::NoSize)?;
+    let root_b64 = lines.next().ok_or(NoteError::NoRoot)?;
+    let root_bytes = B64.decode(root_b64).map_err(|_| NoteError::RootNotBase64)?;
+    let root: [u8; 32] = root_bytes.try_into().map_err(|_| NoteError::RootLength)?;
+    let public = decode_key(public).map_err(NoteError::PublicKeyEncoding)?;
+    let vk = VerifyingKey::from_bytes(&public).map_err(NoteError::PublicKey)?;
     let want_hash = key_hash(&origin, &vk);
     for line in sigs.lines() {
         let Some(rest) = line.strip_prefix("\u{2014} ") else { continue };
@@ -156,13 +199,13 @@ pub fn verify_note(note: &str, public: &str) -> Result<Checkpoint, String> {
         if name != origin || blob.len() != 68 || blob[..4] != want_hash {
             continue;
         }
-        let sig = Signature::from_slice(&blob[4..]).map_err(|_| "malformed signature")?;
+        let sig = Signature::from_slice(&blob[4..]).map_err(|_| NoteError::MalformedSignature)?;
         return vk
             .verify(body.as_bytes(), &sig)
             .map(|_| Checkpoint { origin: origin.clone(), size, root })
-            .map_err(|_| "the signature does not match: the checkpoint was altered or signed by another key".into());
+            .map_err(|_| NoteError::Mismatch);
     }
-    Err("no signature by this key".into())
+    Err(NoteError::NoSignature)
 }
 
 /// What verifying checkpoints found.
@@ -273,8 +316,15 @@ mod tests {
         let cp = verify_note(&note, &signer.public_key()).unwrap();
         assert_eq!((cp.size, cp.root), (42, [9u8; 32]));
         let forged = note.replacen("\n42\n", "\n41\n", 1);
-        assert!(verify_note(&forged, &signer.public_key()).unwrap_err().contains("does not match"));
+        let err = verify_note(&forged, &signer.public_key()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the signature does not match: the checkpoint was altered or signed by another key"
+        );
         let other = Signer_ { key: SigningKey::from_bytes(&[8u8; 32]), origin: "airlock/test".into() };
-        assert!(verify_note(&note, &other.public_key()).is_err());
+        assert!(matches!(verify_note(&note, &other.public_key()), Err(NoteError::NoSignature)));
+        let err = verify_note(&note, "short").unwrap_err();
+        assert_eq!(err.to_string(), "public key: a key is 32 bytes in base64 or hex");
+        assert!(matches!(verify_note("airlock/test\n42\n", &signer.public_key()), Err(NoteError::NotANote)));
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_core::{Action, ActionResult, ActionStatus, Approval, Reporter};
-use airlock_mcp::front::{Gateway, ToolCall, error_result};
+use airlock_mcp::front::{Gateway, GatewayError, ToolCall, error_result};
 use airlock_mcp::{UpstreamError, Upstreams};
 use chrono::Utc;
 use rmcp::model::{CallToolResult, ContentBlock, Tool, ToolAnnotations};
@@ -327,9 +327,11 @@ impl Gateway for McpGateway {
         out
     }
 
-    async fn open_session(&self, agent_id: &str, task: String) -> Result<String, String> {
-        let agent = self.agents.get(agent_id).ok_or_else(|| format!("unknown agent `{agent_id}`"))?;
-        self.engine.open_session(agent, task, Default::default(), None).await.map(|s| s.id).map_err(|e| e.to_string())
+    async fn open_session(&self, agent_id: &str, task: String) -> Result<String, GatewayError> {
+        let agent =
+            self.agents.get(agent_id).ok_or_else(|| GatewayError::UnknownAgent { agent_id: agent_id.to_string() })?;
+        let session = self.engine.open_session(agent, task, Default::default(), None).await;
+        session.map(|s| s.id).map_err(|e| GatewayError::Pipeline(Box::new(e)))
     }
 
     async fn call(&self, call: ToolCall) -> CallToolResult {

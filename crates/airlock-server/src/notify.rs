@@ -159,7 +159,28 @@ fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(2u64.saturating_pow(attempts.min(10)).min(300))
 }
 
-async fn deliver(http: &reqwest::Client, endpoint: &NotifyConfig, n: &Notification) -> Result<(), String> {
+/// Why one delivery attempt of a notification failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The request did not get an answer: no connection, a TLS failure or the endpoint's time-out.
+    #[error("cannot reach {url}: {source}")]
+    Unreachable {
+        /// The endpoint's URL.
+        url: String,
+        /// What the HTTP client said.
+        source: reqwest::Error,
+    },
+    /// The endpoint answered with a status other than 2xx.
+    #[error("{url} answered {status}")]
+    Refused {
+        /// The endpoint's URL.
+        url: String,
+        /// The status it answered with.
+        status: reqwest::StatusCode,
+    },
+}
+
+async fn deliver(http: &reqwest::Client, endpoint: &NotifyConfig, n: &Notification) -> Result<(), DeliveryError> {
     let mut req = http
         .post(&endpoint.url)
         .timeout(endpoint.timeout)
@@ -170,8 +191,16 @@ async fn deliver(http: &reqwest::Client, endpoint: &NotifyConfig, n: &Notificati
     if let Some(secret) = &endpoint.secret {
         req = req.header(SIGNATURE_HEADER, signature(secret, n.body.as_bytes()));
     }
-    let resp = req.body(n.body.clone()).send().await.map_err(|e| format!("cannot reach {}: {e}", endpoint.url))?;
-    if resp.status().is_success() { Ok(()) } else { Err(format!("{} answered {}", endpoint.url, resp.status())) }
+    let resp = req
+        .body(n.body.clone())
+        .send()
+        .await
+        .map_err(|source| DeliveryError::Unreachable { url: endpoint.url.clone(), source })?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(DeliveryError::Refused { url: endpoint.url.clone(), status: resp.status() })
+    }
 }
 
 /// Delivers due notifications until `shutdown` changes.
@@ -217,7 +246,7 @@ pub async fn run_deliveries(engine: Engine, mut shutdown: tokio::sync::watch::Re
                         } else {
                             tracing::warn!(endpoint = %n.endpoint, delivery = n.id, %error, attempts, "notification failed; will retry");
                         }
-                        DeliveryUpdate::Failed { id: n.id, error, next_at }
+                        DeliveryUpdate::Failed { id: n.id, error: error.to_string(), next_at }
                     }
                 }
             });
@@ -247,6 +276,15 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn a_refused_delivery_names_the_endpoint_and_status() {
+        let e = DeliveryError::Refused {
+            url: "https://hooks.example/airlock".into(),
+            status: reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        };
+        assert_eq!(e.to_string(), "https://hooks.example/airlock answered 503 Service Unavailable");
     }
 
     #[test]

@@ -390,7 +390,8 @@ pub(crate) async fn evaluate(policy: Arc<Policy>, input: Value) -> (PolicyAnswer
     match joined {
         Ok((eval, input)) => (PolicyAnswer { output: eval.output, revision, eval_us: eval.eval_us }, input),
         Err(e) => {
-            (PolicyAnswer { output: Err(format!("policy evaluation stopped: {e}")), revision, eval_us: 0 }, Value::Null)
+            let output = Err(airlock_core::PolicyFailure::Stopped { message: e.to_string() });
+            (PolicyAnswer { output, revision, eval_us: 0 }, Value::Null)
         }
     }
 }
