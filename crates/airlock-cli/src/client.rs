@@ -60,6 +60,33 @@ pub struct VoteArgs {
 }
 
 #[derive(Subcommand)]
+pub enum HumansCommand {
+    /// Lift a human's TOTP lock after too many failed codes (admins). Check first that the
+    /// failures were the human's own typos and not someone guessing with a stolen token.
+    Unlock {
+        /// The human's id.
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn humans(cmd: HumansCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        HumansCommand::Unlock { id, conn } => {
+            let c = Client::new(&conn)?;
+            let v = c.call(reqwest::Method::POST, &format!("/v1/humans/{id}/unlock"), None).await?;
+            if conn.json {
+                output::json(&v);
+            } else {
+                println!("lifted the TOTP lock of {}; their failure count starts over", s(&v, "human"));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
 pub enum KillCommand {
     /// Stop actions now: all, one agent's, one upstream's or one tool's (glob).
     Engage {

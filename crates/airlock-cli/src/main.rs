@@ -55,6 +55,9 @@ enum Command {
     /// List and inspect sessions (token in AIRLOCK_TOKEN).
     #[command(subcommand)]
     Sessions(client::SessionsCommand),
+    /// Manage humans on a running server: lift a TOTP lock (admins; token in AIRLOCK_TOKEN).
+    #[command(subcommand)]
+    Humans(client::HumansCommand),
     /// Check the journal's integrity.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -236,6 +239,7 @@ async fn main() -> ExitCode {
         Command::Test(args) => local::test(&args),
         Command::Approvals(cmd) => client::approvals(cmd).await,
         Command::Kill(cmd) => client::kill(cmd).await,
+        Command::Humans(cmd) => client::humans(cmd).await,
         Command::Sessions(cmd) => client::sessions(cmd).await,
         Command::Audit(AuditCommand::Verify { config, public_key, json }) => {
             local::audit_verify(&config, public_key.as_deref(), json)

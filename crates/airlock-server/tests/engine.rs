@@ -23,7 +23,8 @@
 //! (`human`, `verdict`, `comment`, `totp = "current" | "…"`), `report` (the agent's result for
 //! an action it runs: `ok`, `cost_usd`), `claim` (take an approved upstream action for
 //! execution), `finish` (record an upstream call's outcome: `ok`, `error`, `cost_usd`),
-//! `kill` / `release`, `resume` / `close` (a session), `advance` (seconds on the clock; the
+//! `kill` / `release`, `resume` / `close` (a session), `unlock` (an admin lifts a human's TOTP
+//! lock), `advance` (seconds on the clock; the
 //! engine's expiry sweep runs after each move, as the server's background task would) and
 //! `check` (an action, or a session with `session`). `expect` keys: `status`, `rules` (the rule
 //! ids of the reasons, in order), `outcome` (`new`, `joined`, `replayed`), `decided_by`,
@@ -87,6 +88,7 @@ struct Step {
     close: Option<String>,
     advance: Option<i64>,
     check: Option<String>,
+    unlock: Option<String>,
     // Arguments of the steps above.
     agent: Option<String>,
     session: Option<String>,
@@ -345,6 +347,12 @@ impl Run {
                 .await
                 .unwrap_or_else(|err| panic!("{at}: close: {err}"));
             self.check_session(&at, alias, e).await;
+        } else if let Some(who) = &step.unlock {
+            let admin = self.human(step.human.as_deref().unwrap_or("root"));
+            match self.engine.unlock_mfa(&admin, who).await {
+                Ok(_) => assert!(e.refused.is_none() && e.error.is_none(), "{at}: the unlock was accepted"),
+                Err(err) => expect_error(&at, &err, e),
+            }
         } else if let Some(seconds) = step.advance {
             self.clock.advance(chrono::Duration::seconds(seconds));
             self.engine.expire_due().await.unwrap_or_else(|err| panic!("{at}: expiry: {err}"));

@@ -43,6 +43,8 @@ pub(super) struct Detail {
     pub(super) events: Vec<StoredEvent>,
     /// `[approvals] allow_requester`: whether the session's requester may vote.
     pub(super) allow_requester: bool,
+    /// Humans whose TOTP codes are locked now, with the end of each lock.
+    pub(super) mfa_locks: Vec<(String, DateTime<Utc>)>,
 }
 
 /// The approval, its action, the session and its events, and the previous call of the same tool.
@@ -59,7 +61,8 @@ pub(super) async fn load_detail(ui: &Ui, id: &str) -> Result<Detail, engine::Err
     let events = store.events(&approval.session_id).await?;
     let owner = ui.owner(&approval.agent_id);
     let allow_requester = ui.engine().config().approvals.allow_requester;
-    Ok(Detail { approval, action, owner, session, previous, events, allow_requester })
+    let mfa_locks = ui.engine().mfa_locks();
+    Ok(Detail { approval, action, owner, session, previous, events, allow_requester, mfa_locks })
 }
 
 /// The session's journal, the latest [`TIMELINE_LIMIT`] events, with this action marked.
@@ -234,7 +237,14 @@ fn decision_panel(viewer: &Viewer, d: &Detail, comment: &str, now: DateTime<Utc>
                     }
                 }
             }
-            @if a.status == ApprovalStatus::Pending {
+            @let locked = d.mfa_locks.iter().find(|(h, _)| *h == viewer.human.human.id).map(|(_, until)| *until);
+            @if let (true, true, Some(until)) = (a.status == ApprovalStatus::Pending, a.requirements.mfa, locked) {
+                div.flash.error.spaced {
+                    "Your TOTP codes are locked until " (absolute(until)) " after repeated failed codes, so this \
+                     approval can't take your vote until then. If you did not mistype them, someone may be guessing \
+                     with your token: tell an admin, who can lift the lock."
+                }
+            } @else if a.status == ApprovalStatus::Pending {
                 @match vote_eligibility(&viewer.human, a, d.session.as_ref(), d.allow_requester) {
                     Err(why) => div.flash.note.spaced { (why) },
                     Ok(()) => (vote_form(viewer, d, comment)),
