@@ -170,6 +170,9 @@ impl Store for Discard {
     async fn breakers(&self) -> airlock_store::Result<Vec<airlock_core::limits::Breaker>> {
         self.0.breakers().await
     }
+    async fn mfa_guards(&self) -> airlock_store::Result<Vec<airlock_core::vote::MfaGuard>> {
+        self.0.mfa_guards().await
+    }
     async fn agent_actions_since(&self, agent_id: &str, since: chrono::DateTime<Utc>) -> airlock_store::Result<u32> {
         self.0.agent_actions_since(agent_id, since).await
     }
