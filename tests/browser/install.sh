@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the browser test (crates/airlock-cli/tests/web_ui.rs) needs: Debian's Chromium
+# Installs what the browser test (crates/airlock-cli/tests/it/web_ui.rs) needs: Debian's Chromium
 # at /usr/bin/chromium, from the distribution's packages, and playwright-core (pinned in
 # package.json / package-lock.json) into node_modules here, which git ignores. playwright-core
 # downloads no browser of its own. Quiet and quick when everything is already there.

@@ -2,12 +2,10 @@
 //! `@modelcontextprotocol/server-filesystem` over stdio, installed by tests/interop/install.sh)
 //! and a real MCP client (the official Rust SDK) connecting to `/mcp`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use rmcp::ClientHandler;
 use rmcp::model::{

@@ -1,11 +1,9 @@
 //! Bounded autonomy against the real binary: budgets, rate limits, circuit breakers, loop and
 //! streak detection with pause and resume — and all of it still in force after a restart.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -1,11 +1,9 @@
 //! Policy lifecycle: reload (refused when broken or when its own tests fail), rollback from the
 //! journal, SIGHUP, shadow mode with promote, warn-mode rules, golden fixtures and coverage.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

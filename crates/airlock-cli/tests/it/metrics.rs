@@ -1,8 +1,6 @@
 //! `/metrics`: Prometheus text with real histograms, and counters that move with traffic.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 async fn scrape(al: &Airlock) -> String {

@@ -1,11 +1,9 @@
 //! Signed checkpoints, `audit verify` against each kind of tampering, `audit export`, and
 //! `replay` of recorded decisions against a candidate policy.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// Copies the data directory (journal with its WAL files, audit keys) so each tampering starts

@@ -1,11 +1,9 @@
 //! The HTTP API against the real binary: allow, deny, approvals and their long-poll, joins,
 //! idempotency, time-outs, kill switches, restarts, authentication and bad input.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

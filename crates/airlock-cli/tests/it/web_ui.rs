@@ -3,15 +3,13 @@
 //! `tests/browser/install.sh`, which `scripts/test.sh` runs) approving a held action while the
 //! agent long-polls for it.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

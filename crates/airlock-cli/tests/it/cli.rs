@@ -1,11 +1,9 @@
 //! The `airlock` command line: check, eval, test, audit verify, token, and the client commands
 //! against a running server.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {

@@ -3,12 +3,10 @@
 //! SDK (1.32), and the MCP Inspector CLI — each connecting to airlock's `/mcp` in front of two
 //! real upstreams (server-everything and server-filesystem over stdio).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn interop_dir() -> PathBuf {

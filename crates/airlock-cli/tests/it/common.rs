@@ -2,8 +2,6 @@
 //! `airlock` binary on a port chosen at run time, and talks to it over HTTP. The server is
 //! killed when the handle drops, whatever the test's outcome.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

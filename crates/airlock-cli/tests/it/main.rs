@@ -1,0 +1,21 @@
+//! Integration tests against the real `airlock` binary and a real SQLite journal.
+//!
+//! One test binary with a module per area, not one binary per file: each integration test binary
+//! links the whole server, so a dozen of them cost a dozen slow links and as many copies on disk.
+//! The shared harness is `common`; run one area with a filter on its module path, e.g.
+//! `cargo nextest run -p airlock-cli -E 'test(/^guards::/)'` or
+//! `cargo test -p airlock-cli --test it guards::`.
+
+mod common;
+
+mod audit;
+mod cli;
+mod guards;
+mod http_api;
+mod interop;
+mod mcp_gateway;
+mod metrics;
+mod notifications;
+mod policy_lifecycle;
+mod traces;
+mod web_ui;
