@@ -288,16 +288,16 @@ impl Airlock {
 
     /// Waits up to 10 s for upstream `name` to be connected.
     pub async fn wait_for_upstream(&self, name: &str) {
-        for _ in 0..100 {
-            let status = self.get("/v1/upstreams", ADMIN).await.body;
-            let up =
-                status["upstreams"].as_array().into_iter().flatten().any(|u| u["name"] == name && u["state"] == "up");
-            if up {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let is_up = |status: &Value| {
+            status["upstreams"].as_array().into_iter().flatten().any(|u| u["name"] == name && u["state"] == "up")
+        };
+        let status = poll(Duration::from_secs(10), || self.get("/v1/upstreams", ADMIN), |r| is_up(&r.body)).await;
+        if !is_up(&status.body) {
+            panic!(
+                "upstream `{name}` did not come up: {}",
+                std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+            );
         }
-        panic!("upstream `{name}` did not come up: {}", std::fs::read_to_string(&self.stderr_path).unwrap_or_default());
     }
 
     pub async fn session(&self, token: &str) -> String {
@@ -328,16 +328,15 @@ fn signal_group(pid: u32, signal: &str) {
     let _ = Command::new("kill").arg(signal).arg("--").arg(format!("-{pid}")).stderr(Stdio::null()).status();
 }
 
-/// SIGTERM to the server's process group, a grace period, then SIGKILL to whatever is left.
+/// SIGTERM to the server's process group, a grace period of up to 5 s, then SIGKILL to whatever
+/// is left.
 #[allow(clippy::disallowed_methods, reason = "Drop is synchronous; a short poll is fine in tests")]
 fn shut_down(mut child: Child) {
     let pid = child.id();
     signal_group(pid, "-TERM");
-    for _ in 0..50 {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !matches!(child.try_wait(), Ok(Some(_))) && std::time::Instant::now() < deadline {
+        std::thread::sleep(POLL_EVERY);
     }
     signal_group(pid, "-KILL");
     let _ = child.wait();
@@ -371,6 +370,27 @@ impl Reply {
         assert!(self.body["type"].as_str().unwrap_or_default().starts_with("urn:airlock:problem:"), "{}", self.body);
         let detail = self.body["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(needle), "detail `{detail}` lacks `{needle}`");
+    }
+}
+
+/// How often [`poll`] looks again.
+pub const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// Calls `fetch` every [`POLL_EVERY`] until what it returns satisfies `done`, for at most
+/// `within`, and returns the last thing it fetched: the caller asserts on that, so a condition
+/// that never came true fails with what was seen last. For waiting on something observable (a
+/// state in the API, a row in the journal, a request at a receiver) instead of sleeping.
+pub async fn poll<T, Fut>(within: Duration, mut fetch: impl FnMut() -> Fut, done: impl Fn(&T) -> bool) -> T
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let seen = fetch().await;
+        if done(&seen) || tokio::time::Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 

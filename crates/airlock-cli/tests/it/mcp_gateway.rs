@@ -181,13 +181,14 @@ async fn a_held_call_runs_when_a_human_approves() {
     let c = log.clone().serve(StreamableHttpClientTransport::from_config(config)).await.expect("MCP handshake");
     let al = &gw.al;
     let approve = async {
-        let id = loop {
-            let r = al.get("/v1/approvals?status=pending", ALICE).await;
-            if let Some(id) = r.body["approvals"][0]["id"].as_str() {
-                break id.to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        // The call holds for up to 30 s (`approval_wait_seconds`): its approval shows up before.
+        let pending = poll(
+            Duration::from_secs(30),
+            || al.get("/v1/approvals?status=pending", ALICE),
+            |r| r.body["approvals"][0]["id"].is_string(),
+        )
+        .await;
+        let id = pending.body["approvals"][0]["id"].as_str().unwrap_or_else(|| panic!("no approval: {}", pending.body));
         let v = al.post(&format!("/v1/approvals/{id}/approve"), ALICE, json!({"comment": "ok"})).await;
         assert_eq!(v.status, StatusCode::OK, "{}", v.body);
     };
@@ -261,15 +262,15 @@ async fn a_killed_upstream_fails_clearly_and_comes_back() {
 
     // Operators see it come back in `GET /v1/upstreams` (polled, not retried as calls: five
     // identical failing calls would rightly trip the loop guard).
-    let mut status = Value::Null;
-    for _ in 0..300 {
-        status = gw.al.get("/v1/upstreams", ADMIN).await.body;
-        let every = status["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "every").cloned();
-        if every.as_ref().is_some_and(|u| u["state"] == "up" && u["connections"].as_u64() >= Some(2)) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = poll(
+        Duration::from_secs(60),
+        || async { gw.al.get("/v1/upstreams", ADMIN).await.body },
+        |status| {
+            let every = status["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "every");
+            every.is_some_and(|u| u["state"] == "up" && u["connections"].as_u64() >= Some(2))
+        },
+    )
+    .await;
     let every = status["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "every").unwrap();
     assert_eq!(every["state"], "up", "the upstream was not restarted within 60 s: {status}");
     assert_eq!(every["transport"], "stdio");
@@ -379,11 +380,7 @@ async fn long_operation_progress(c: &RunningService<RoleClient, ProgressLog>, lo
     let token = handle.progress_token.clone();
     let ServerResult::CallToolResult(r) = handle.await_response().await.unwrap() else { panic!("not a tool result") };
     assert!(text(&r).contains("Long running operation completed"), "{}", text(&r));
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    while log.0.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let seen = log.0.lock().unwrap().clone();
+    let seen = poll(Duration::from_secs(2), || async { log.0.lock().unwrap().clone() }, |seen| seen.len() >= 3).await;
     assert!(seen.iter().all(|p| p.progress_token == token), "{token:?} {seen:?}");
     assert!(seen.windows(2).all(|w| w[1].progress > w[0].progress), "{seen:?}");
     assert!(seen.iter().all(|p| p.total.is_some_and(|t| p.progress <= t)), "{seen:?}");
@@ -607,17 +604,21 @@ async fn a_kill_switch_cancels_a_call_already_out_at_the_upstream() {
     let al = &gw.al;
     let started = std::time::Instant::now();
     let kill = async {
-        // Wait until the long call is out at the upstream, then stop that upstream.
-        loop {
-            let sessions = al.get("/v1/sessions", ADMIN).await;
-            if let Some(id) = sessions.body["sessions"][0]["id"].as_str() {
-                let s = al.get(&format!("/v1/sessions/{id}"), ADMIN).await;
-                if s.body["actions"][0]["status"] == "executing" {
-                    break;
+        // Wait until the long call is out at the upstream (it runs for 30 s), then stop that
+        // upstream.
+        let session = poll(
+            Duration::from_secs(20),
+            || async {
+                let sessions = al.get("/v1/sessions", ADMIN).await;
+                match sessions.body["sessions"][0]["id"].as_str() {
+                    Some(id) => al.get(&format!("/v1/sessions/{id}"), ADMIN).await.body,
+                    None => sessions.body,
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            },
+            |s| s["actions"][0]["status"] == "executing",
+        )
+        .await;
+        assert_eq!(session["actions"][0]["status"], "executing", "the call never went out: {session}");
         let ks = al.post("/v1/kill", ADMIN, json!({"scope": "upstream", "target": "every", "reason": "runaway"})).await;
         assert_eq!(ks.status, StatusCode::CREATED, "{}", ks.body);
     };
@@ -647,14 +648,12 @@ async fn ending_the_mcp_session_closes_the_airlock_session_and_its_pending_appro
     c.cancel().await.unwrap();
     let sessions = gw.al.get("/v1/sessions", ADMIN).await;
     let id = sessions.body["sessions"][0]["id"].as_str().unwrap().to_string();
-    let mut session = Value::Null;
-    for _ in 0..50 {
-        session = gw.al.get(&format!("/v1/sessions/{id}"), ADMIN).await.body;
-        if session["status"] == "closed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let session = poll(
+        Duration::from_secs(5),
+        || async { gw.al.get(&format!("/v1/sessions/{id}"), ADMIN).await.body },
+        |s| s["status"] == "closed",
+    )
+    .await;
     assert_eq!(session["status"], "closed", "{session}");
     assert!(session["status_reason"].as_str().unwrap_or_default().contains("MCP client ended"), "{session}");
     let pending = gw.al.get("/v1/approvals?status=pending", ADMIN).await;

@@ -23,14 +23,9 @@ impl Received {
     }
 
     async fn wait_for(&self, event: &str, within: Duration) -> (HeaderMap, Value) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(found) = self.events().into_iter().find(|(_, b)| b["event"] == event) {
-                return found;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no `{event}` notification within {within:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let find = || async { self.events().into_iter().find(|(_, b)| b["event"] == event) };
+        let found = poll(within, find, Option::is_some).await;
+        found.unwrap_or_else(|| panic!("no `{event}` notification within {within:?}"))
     }
 }
 
@@ -107,8 +102,17 @@ async fn an_undelivered_notification_survives_a_crash() {
     let s = al.session(BOT).await;
     let r = al.act(BOT, &s, "nodepool.scale", json!({"pool": "db", "count": 2})).await;
     let approval = r.body["approval"]["id"].as_str().unwrap().to_string();
-    // Let the first delivery attempt fail, then crash.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Let the first delivery attempt fail (the journal's outbox records it), then crash.
+    let journal =
+        rusqlite::Connection::open_with_flags(fx.journal(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let attempts = || async {
+        let row = "SELECT attempts, last_error FROM outbox WHERE event = 'approval.requested' AND delivered_at IS NULL";
+        journal.query_row(row, [], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Option<String>>(1)?))).ok()
+    };
+    let failed = poll(Duration::from_secs(10), attempts, |a| a.as_ref().is_some_and(|(n, _)| *n >= 1)).await;
+    let (tries, error) = failed.unwrap_or_else(|| panic!("no undelivered approval.requested in the outbox"));
+    assert!(tries >= 1 && error.is_some(), "no failed delivery recorded: {tries} attempts, last error {error:?}");
+    drop(journal);
     al.crash();
 
     let (_, received, _task) = receiver(port).await;

@@ -87,15 +87,8 @@ async fn sighup_reloads_the_policy() {
     let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
     assert!(!pid.is_empty());
     std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    let mut changed = false;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if revision(&al).await != first {
-            changed = true;
-            break;
-        }
-    }
-    assert!(changed, "SIGHUP did not reload the policy");
+    let now = poll(Duration::from_secs(20), || revision(&al), |r| *r != first).await;
+    assert_ne!(now, first, "SIGHUP did not reload the policy");
 }
 
 /// An install whose `candidate/` directory holds the active policy plus a ticket freeze (TK1).

@@ -234,11 +234,12 @@ async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
             .unwrap_or_else(|_| panic!("the browser driver said nothing while {what}"))
     };
 
-    // The browser is signed in and its inbox is live: now the agent asks.
+    // The browser is signed in and its inbox is live: now the agent asks. No pause is needed:
+    // the driver says `ready` only once the inbox's event stream is open, and the server
+    // subscribes a stream to approval changes before it answers, so the stream sees this one.
     let ready = next("signing in");
     assert_eq!(ready["event"], "ready", "the browser did not get to a live inbox: {ready}");
     assert_eq!(ready["pending"], 1, "{ready}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let held = al
         .post(
             &format!("/v1/sessions/{s}/actions"),
