@@ -114,21 +114,20 @@ async fn a_shadow_candidate_records_disagreements_without_changing_outcomes() {
     assert_eq!(live.status, StatusCode::OK, "shadow mode changed a live outcome: {}", live.body);
     al.act(BOT, &s, "inventory.list", json!({})).await;
 
-    let mut report = Value::Null;
-    for _ in 0..200 {
-        report = al.get("/v1/policy/shadow", ADMIN).await.body;
-        if report["evaluated"] == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The candidate runs after the fact, off the decision path: wait for it.
+    let shadow = || async { al.get("/v1/policy/shadow", ADMIN).await.body };
+    let report = poll(Duration::from_secs(10), shadow, |r| r["evaluated"] == 2).await;
     assert_eq!(report["evaluated"], 2, "{report}");
     assert_eq!(report["disagreements"], 1);
     assert_eq!(report["flips"]["allow -> deny"], 1);
     assert_eq!(report["rules"]["TK1"]["added"], 1);
     assert_eq!(report["recent"][0]["action_id"], live.body["id"]);
-    let events = al.get(&format!("/v1/sessions/{s}/events"), ALICE).await;
-    assert!(events.body["events"].as_array().unwrap().iter().any(|e| e["kind"] == "policy.shadow_disagreement"));
+    // The report counts a disagreement before its event is journaled: wait for the event too.
+    let disagreed =
+        |r: &Reply| r.body["events"].as_array().unwrap().iter().any(|e| e["kind"] == "policy.shadow_disagreement");
+    let path = format!("/v1/sessions/{s}/events");
+    let events = poll(Duration::from_secs(10), || al.get(&path, ALICE), disagreed).await;
+    assert!(disagreed(&events), "{}", events.body);
     let (_, out, _) = run(&["policy", "diff", "--server", &al.url], &[("AIRLOCK_TOKEN", ADMIN)]);
     assert!(out.contains("1 disagreements") && out.contains("TK1: +1"), "{out}");
 
