@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::model::{ApprovalRequirements, DecidedBy, Decision, Effect, Reason, Risk, Tier};
+use crate::model::{ApprovalRequirements, DecidedBy, Decision, Effect, Reason, Risk, RuleRequirement, Tier};
 use crate::redact::{REDACT_ALL, RULE_REDACT_ERROR, paths_from_policy};
 
 /// Rule name used when policy evaluation itself failed.
@@ -275,12 +275,17 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
     } else if !approvals.is_empty() {
         decision.effect = Effect::RequireApproval;
         decision.risk = max_risk(&approvals, Risk::Medium);
-        let mut req =
-            ApprovalRequirements { quorum: 1, groups: Vec::new(), mfa: false, ttl_seconds: defaults.ttl_seconds };
+        let mut req = ApprovalRequirements::any(1, defaults.ttl_seconds);
         let mut ttl: Option<u64> = None;
         for e in &approvals {
             req.quorum = req.quorum.max(e.quorum.unwrap_or(1));
             req.groups.extend(e.groups.iter().cloned());
+            // Each rule keeps its own requirement: a union of groups would let one group
+            // approve what another rule reserved for a different group.
+            let mut groups = e.groups.clone();
+            groups.sort();
+            groups.dedup();
+            req.rules.push(RuleRequirement { rule: e.reason.rule.clone(), quorum: e.quorum.unwrap_or(1), groups });
             req.mfa |= e.mfa;
             if let Some(t) = e.ttl_seconds {
                 ttl = Some(ttl.map_or(t, |cur| cur.min(t)));
@@ -291,6 +296,13 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
         }
         req.groups.sort();
         req.groups.dedup();
+        // The same requirements in any order are the same approval.
+        req.rules.sort();
+        req.rules.dedup();
+        // A rule that names no group can be met by any approver, so any approver may vote.
+        if req.rules.iter().any(|r| r.groups.is_empty()) {
+            req.groups.clear();
+        }
         decision.approval = Some(req);
         decision.reasons = approvals.into_iter().map(|e| e.reason).collect();
     }
@@ -363,8 +375,7 @@ pub fn apply_tier_floor(mut decision: Decision, tier: Tier, read_only: bool, def
         decision.effect = Effect::RequireApproval;
         decision.risk = decision.risk.max(Risk::Medium);
         decision.decided_by = DecidedBy::Tier;
-        decision.approval =
-            Some(ApprovalRequirements { quorum: 1, groups: Vec::new(), mfa: false, ttl_seconds: defaults.ttl_seconds });
+        decision.approval = Some(ApprovalRequirements::any(1, defaults.ttl_seconds));
         decision.reasons.push(Reason::new(
             RULE_TIER_FLOOR,
             "agents of tier `change` need a human approval for actions that are not read-only",
@@ -421,7 +432,11 @@ mod tests {
                 quorum: 2,
                 groups: vec!["security".into(), "sre".into()],
                 mfa: true,
-                ttl_seconds: 600
+                ttl_seconds: 600,
+                rules: vec![
+                    RuleRequirement { rule: "A".into(), quorum: 2, groups: vec!["sre".into()] },
+                    RuleRequirement { rule: "B".into(), quorum: 1, groups: vec!["security".into(), "sre".into()] },
+                ],
             })
         );
     }

@@ -173,12 +173,7 @@ pub fn apply_budget(
         OnBudgetExceeded::RequireApproval => {
             if decision.effect == Effect::Allow {
                 decision.effect = Effect::RequireApproval;
-                decision.approval = Some(ApprovalRequirements {
-                    quorum: 1,
-                    groups: Vec::new(),
-                    mfa: false,
-                    ttl_seconds: default_ttl_seconds,
-                });
+                decision.approval = Some(ApprovalRequirements::any(1, default_ttl_seconds));
             }
             decision.risk = decision.risk.max(Risk::Medium);
             decision.decided_by = DecidedBy::Guard;

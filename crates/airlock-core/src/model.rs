@@ -310,16 +310,72 @@ impl Reason {
 }
 
 /// What an approval needs before the action may run.
+///
+/// When several policy rules ask for approval, each rule's own requirement must be met
+/// ([`ApprovalRequirements::rules`]); one vote counts towards every rule whose groups include
+/// the voter. `quorum` and `groups` summarise them (the largest quorum, every group named).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRequirements {
-    /// Number of distinct approvers.
+    /// The largest number of distinct approvers any rule needs.
     pub quorum: u32,
-    /// Approvers must be in one of these groups; empty means any approver.
+    /// Every group a rule names; empty means any approver.
     pub groups: Vec<String>,
     /// Each approver confirms with a TOTP code.
     pub mfa: bool,
     /// Seconds until the approval expires.
     pub ttl_seconds: u64,
+    /// Each rule's own requirement; all must be met. Empty for a single requirement (the tier
+    /// floor, a budget, approvals recorded before per-rule requirements), which is `quorum`
+    /// distinct approvers from `groups`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleRequirement>,
+}
+
+/// One policy rule's approval requirement.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RuleRequirement {
+    /// The rule id (`SC1`).
+    pub rule: String,
+    /// Distinct approvers this rule needs.
+    pub quorum: u32,
+    /// Approvers counted for this rule must be in one of these groups; empty means any.
+    pub groups: Vec<String>,
+}
+
+impl ApprovalRequirements {
+    /// One requirement of `quorum` approvers from any group.
+    pub fn any(quorum: u32, ttl_seconds: u64) -> ApprovalRequirements {
+        ApprovalRequirements { quorum, groups: Vec::new(), mfa: false, ttl_seconds, rules: Vec::new() }
+    }
+
+    /// The requirements each vote is counted against: the rules, or the single summary one.
+    pub fn each(&self) -> Vec<RuleRequirement> {
+        if self.rules.is_empty() {
+            vec![RuleRequirement { rule: String::new(), quorum: self.quorum, groups: self.groups.clone() }]
+        } else {
+            self.rules.clone()
+        }
+    }
+
+    /// In words: `1 approval from `security` (SEC1) and 2 from `sre` (SC2), with MFA`.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .each()
+            .iter()
+            .map(|r| {
+                let from = if r.groups.is_empty() {
+                    String::new()
+                } else {
+                    format!(" from {}", r.groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(" or "))
+                };
+                let rule = if r.rule.is_empty() { String::new() } else { format!(" ({})", r.rule) };
+                let noun = if r.quorum == 1 { "approval" } else { "approvals" };
+                format!("{} {noun}{from}{rule}", r.quorum)
+            })
+            .collect();
+        let mfa = if self.mfa { ", with MFA" } else { "" };
+        format!("{}{mfa}", parts.join(" and "))
+    }
 }
 
 /// The outcome of the decision pipeline for one action.
@@ -553,6 +609,9 @@ pub struct Vote {
     /// The TOTP time step of the code used, so a code is accepted once even across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp_step: Option<u64>,
+    /// The voter's groups when they voted: which rules' requirements the vote counts towards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// When.
     pub at: DateTime<Utc>,
 }

@@ -350,12 +350,8 @@ pub fn settle(
         }
         Effect::RequireApproval => {
             session.consecutive_denials = 0;
-            approval = Some(decision.approval.clone().unwrap_or(ApprovalRequirements {
-                quorum: 1,
-                groups: Vec::new(),
-                mfa: false,
-                ttl_seconds: defaults.ttl_seconds,
-            }));
+            approval =
+                Some(decision.approval.clone().unwrap_or_else(|| ApprovalRequirements::any(1, defaults.ttl_seconds)));
             ActionStatus::PendingApproval
         }
     };

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Approval, ApprovalStatus, Human, Role, Session, Verdict};
+use crate::model::{Approval, ApprovalStatus, Human, Role, RuleRequirement, Session, Verdict};
 
 /// Rule name: the human lacks the role.
 pub const RULE_ROLE: &str = "role";
@@ -88,9 +88,15 @@ pub fn check_vote(
     Ok(approval.requirements.mfa)
 }
 
+/// Whether a voter in `groups` counts towards `requirement`.
+fn counts_for(groups: &[String], requirement: &RuleRequirement) -> bool {
+    requirement.groups.is_empty() || groups.iter().any(|g| requirement.groups.contains(g))
+}
+
+/// A human may vote when their vote counts towards at least one rule's requirement.
 fn in_allowed_group(human: &Human, approval: &Approval) -> Result<(), Refusal> {
     let groups = &approval.requirements.groups;
-    if groups.is_empty() || human.groups.iter().any(|g| groups.contains(g)) {
+    if approval.requirements.each().iter().any(|r| counts_for(&human.groups, r)) {
         return Ok(());
     }
     Err(Refusal::new(
@@ -136,23 +142,42 @@ pub fn check_resume(human: &Human, session: &Session, comment: &str, allow_reque
     })
 }
 
-/// The distinct humans who approved.
-pub fn distinct_approvers(approval: &Approval) -> usize {
-    let mut ids: Vec<&str> =
-        approval.votes.iter().filter(|v| v.verdict == Verdict::Approve).map(|v| v.human.as_str()).collect();
+/// The distinct humans whose approving votes count towards `requirement`.
+pub fn approvers_for(approval: &Approval, requirement: &RuleRequirement) -> usize {
+    let mut ids: Vec<&str> = approval
+        .votes
+        .iter()
+        .filter(|v| v.verdict == Verdict::Approve && counts_for(&v.groups, requirement))
+        .map(|v| v.human.as_str())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     ids.len()
 }
 
-/// What the votes so far resolve the approval to: denied by any deny, approved once the quorum
-/// of distinct approvers is reached, else still pending (`None`).
+/// What the votes so far resolve the approval to: denied by any deny; approved once every
+/// rule's requirement is met, each by its own quorum of distinct approvers from its groups (a
+/// vote counts towards every rule whose groups include the voter); else still pending (`None`).
+///
+/// Votes recorded before voters' groups were kept count towards a single requirement only (an
+/// approval of that time has no per-rule requirements, and its votes were checked against its
+/// groups when cast).
 pub fn resolve(approval: &Approval) -> Option<ApprovalStatus> {
     if approval.votes.iter().any(|v| v.verdict == Verdict::Deny) {
         return Some(ApprovalStatus::Denied);
     }
-    let quorum = usize::try_from(approval.requirements.quorum.max(1)).unwrap_or(usize::MAX);
-    (distinct_approvers(approval) >= quorum).then_some(ApprovalStatus::Approved)
+    let legacy = approval.requirements.rules.is_empty();
+    let met = approval.requirements.each().iter().all(|r| {
+        let quorum = usize::try_from(r.quorum.max(1)).unwrap_or(usize::MAX);
+        let counted = if legacy {
+            let any = RuleRequirement { rule: String::new(), quorum: r.quorum, groups: Vec::new() };
+            approvers_for(approval, &any)
+        } else {
+            approvers_for(approval, r)
+        };
+        counted >= quorum
+    });
+    met.then_some(ApprovalStatus::Approved)
 }
 
 /// How many failed TOTP codes lock a human's step-up confirmation, and for how long.

@@ -10,7 +10,7 @@ use airlock_core::pipeline::{self, GuardState, Intake, PolicyAnswer, PolicyFacts
 use airlock_core::vote;
 use airlock_core::{
     Action, ActionStatus, Agent, Approval, ApprovalRequirements, ApprovalStatus, DecidedBy, Decision, Effect, Human,
-    KillScope, KillSwitch, Reason, Risk, Role, Session, SessionStatus, Tier, Verdict, Vote,
+    KillScope, KillSwitch, Reason, Risk, Role, RuleRequirement, Session, SessionStatus, Tier, Verdict, Vote,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -255,11 +255,11 @@ proptest! {
     }
 
     /// However votes arrive (repeats, the wrong groups, the requester, no role), an approval is
-    /// approved only when at least `quorum` distinct eligible humans approved it.
+    /// approved only when, for every rule that asked for it, at least that rule's quorum of
+    /// distinct eligible humans from that rule's groups approved it.
     #[test]
     fn quorum_is_never_met_by_fewer_distinct_eligible_humans(
-        quorum in 1u32..4,
-        group in prop::option::of(prop_oneof![Just("sre"), Just("security")]),
+        rules in prop::collection::vec((1u32..4, prop::option::of(prop_oneof![Just("sre"), Just("security")])), 1..3),
         humans in prop::collection::vec((prop::bool::ANY, prop::bool::ANY, prop::bool::ANY), 1..6),
         attempts in prop::collection::vec((0usize..6, prop::bool::weighted(0.9)), 0..20),
         allow_requester in prop::bool::ANY,
@@ -270,47 +270,96 @@ proptest! {
             roles: if *approver { vec![Role::Approve] } else { vec![Role::Admin] },
             has_totp: false,
         }).collect();
+        // The requirements as policy's combination builds them: one per rule, plus a summary.
+        let mut requirements = ApprovalRequirements::any(1, 60);
+        for (i, (quorum, group)) in rules.iter().enumerate() {
+            let groups: Vec<String> = group.iter().map(|g| g.to_string()).collect();
+            requirements.quorum = requirements.quorum.max(*quorum);
+            requirements.groups.extend(groups.clone());
+            requirements.rules.push(RuleRequirement { rule: format!("R{i}"), quorum: *quorum, groups });
+        }
+        requirements.groups.sort();
+        requirements.groups.dedup();
+        if requirements.rules.iter().any(|r| r.groups.is_empty()) {
+            requirements.groups.clear();
+        }
         let session = session(SessionStatus::Active, 0.0, 0);
         let mut approval = Approval {
             id: "apr_1".into(), action_id: "act_1".into(), session_id: "ses_1".into(), agent_id: "ops-bot".into(),
-            digest: "sha256:x".into(),
-            requirements: ApprovalRequirements { quorum, groups: group.iter().map(|g| g.to_string()).collect(), mfa: false, ttl_seconds: 60 },
+            digest: "sha256:x".into(), requirements,
             status: ApprovalStatus::Pending, votes: Vec::new(), created_at: t0(), expires_at: t0(), resolved_at: None,
         };
-        let eligible = |h: &Human| {
-            h.has_role(Role::Approve)
-                && (approval_groups(group).is_empty() || h.groups.iter().any(|g| approval_groups(group).contains(g)))
-                && (allow_requester || h.id != "alice")
-        };
+        let may_approve = |h: &Human| h.has_role(Role::Approve) && (allow_requester || h.id != "alice");
+        let counts_for = |h: &Human, r: &RuleRequirement| r.groups.is_empty() || h.groups.iter().any(|g| r.groups.contains(g));
         for (who, approve) in attempts {
             let Some(h) = people.get(who) else { continue };
             let verdict = if approve { Verdict::Approve } else { Verdict::Deny };
             if vote::check_vote(h, &approval, &session, "ok", allow_requester).is_ok() {
-                approval.votes.push(Vote { human: h.id.clone(), verdict, comment: "ok".into(), mfa: false, totp_step: None, at: t0() });
+                approval.votes.push(Vote { human: h.id.clone(), verdict, comment: "ok".into(), mfa: false, totp_step: None, groups: h.groups.clone(), at: t0() });
             }
             if let Some(status) = vote::resolve(&approval) {
                 approval.status = status;
                 break;
             }
         }
-        let mut approvers: Vec<&str> = approval.votes.iter()
-            .filter(|v| v.verdict == Verdict::Approve)
-            .filter(|v| people.iter().any(|h| h.id == v.human && eligible(h)))
-            .map(|v| v.human.as_str()).collect();
-        approvers.sort_unstable();
-        approvers.dedup();
         if approval.status == ApprovalStatus::Approved {
-            prop_assert!(approvers.len() >= quorum as usize, "approved by {:?} with quorum {}", approvers, quorum);
+            for r in &approval.requirements.rules {
+                let mut approvers: Vec<&str> = approval.votes.iter()
+                    .filter(|v| v.verdict == Verdict::Approve)
+                    .filter(|v| people.iter().any(|h| h.id == v.human && may_approve(h) && counts_for(h, r)))
+                    .map(|v| v.human.as_str()).collect();
+                approvers.sort_unstable();
+                approvers.dedup();
+                prop_assert!(approvers.len() >= r.quorum as usize, "rule {} approved by {:?}", r.rule, approvers);
+            }
         }
-        // Every recorded vote came from an eligible human.
+        // Every recorded vote came from a human who may vote and counts for some rule.
         for v in &approval.votes {
-            prop_assert!(people.iter().any(|h| h.id == v.human && eligible(h)));
+            prop_assert!(people.iter().any(|h| h.id == v.human && may_approve(h)
+                && approval.requirements.rules.iter().any(|r| counts_for(h, r))));
         }
     }
 }
 
-fn approval_groups(group: Option<&str>) -> Vec<String> {
-    group.iter().map(|g| g.to_string()).collect()
+#[test]
+fn two_rules_need_both_groups_and_one_vote_counts_for_both() {
+    // {groups: [security]} and {groups: [sre], quorum: 2}: two SREs are not enough.
+    let mut requirements = ApprovalRequirements::any(2, 60);
+    requirements.groups = vec!["security".into(), "sre".into()];
+    requirements.rules = vec![
+        RuleRequirement { rule: "SEC1".into(), quorum: 1, groups: vec!["security".into()] },
+        RuleRequirement { rule: "SC2".into(), quorum: 2, groups: vec!["sre".into()] },
+    ];
+    let mut approval = Approval {
+        id: "apr_1".into(),
+        action_id: "act_1".into(),
+        session_id: "ses_1".into(),
+        agent_id: "ops-bot".into(),
+        digest: "sha256:x".into(),
+        requirements,
+        status: ApprovalStatus::Pending,
+        votes: Vec::new(),
+        created_at: t0(),
+        expires_at: t0(),
+        resolved_at: None,
+    };
+    let vote = |id: &str, groups: &[&str]| Vote {
+        human: id.into(),
+        verdict: Verdict::Approve,
+        comment: "ok".into(),
+        mfa: false,
+        totp_step: None,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        at: t0(),
+    };
+    approval.votes = vec![vote("bob", &["sre"]), vote("dan", &["sre"])];
+    assert_eq!(vote::resolve(&approval), None, "two SREs approved without security");
+    approval.votes.push(vote("carol", &["security"]));
+    assert_eq!(vote::resolve(&approval), Some(ApprovalStatus::Approved));
+    // One human in both groups counts for both rules.
+    approval.votes = vec![vote("bob", &["sre"]), vote("erin", &["sre", "security"])];
+    assert_eq!(vote::resolve(&approval), Some(ApprovalStatus::Approved));
+    assert_eq!(approval.requirements.describe(), "1 approval from `security` (SEC1) and 2 approvals from `sre` (SC2)");
 }
 
 #[test]

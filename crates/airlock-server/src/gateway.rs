@@ -271,15 +271,9 @@ fn pending_text(action: &Action, approval: Option<&Approval>, waited: Duration) 
         reasons_text(action)
     );
     if let Some(a) = approval {
-        let groups = if a.requirements.groups.is_empty() {
-            String::new()
-        } else {
-            format!(" from {}", a.requirements.groups.join("/"))
-        };
         text.push_str(&format!(
-            " It needs {} approval(s){groups}{}; {} so far. It expires at {}.",
-            a.requirements.quorum,
-            if a.requirements.mfa { " with MFA" } else { "" },
+            " It needs {}; {} so far. It expires at {}.",
+            a.requirements.describe(),
             a.approvals(),
             a.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ));

@@ -195,7 +195,7 @@ fn approval(id: &str, status: ApprovalStatus, created: i64, expires: i64) -> App
         session_id: "ses_a".into(),
         agent_id: "bot".into(),
         digest: "sha256:x".into(),
-        requirements: ApprovalRequirements { quorum: 1, groups: Vec::new(), mfa: false, ttl_seconds: 60 },
+        requirements: ApprovalRequirements::any(1, 60),
         status,
         votes: Vec::new(),
         created_at: at(created),

@@ -94,6 +94,7 @@ impl Engine {
             comment: vote.comment.trim().to_string(),
             mfa: approval.requirements.mfa,
             totp_step: mfa_step,
+            groups: human.human.groups.clone(),
             at: now,
         };
         approval.votes.push(record.clone());

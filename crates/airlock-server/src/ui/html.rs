@@ -54,16 +54,10 @@ pub(super) fn status_badge(status: &str) -> Markup {
 }
 
 /// "1 of 2 · sre, ops · MFA".
+/// What an approval needs and how far it got: `1 approval from `security` (SEC1) and 2 approvals
+/// from `sre` (SC2), with MFA · 1 so far`.
 pub(super) fn needs(approval: &Approval) -> String {
-    let r = &approval.requirements;
-    let mut parts = vec![format!("{} of {}", approval.approvals(), r.quorum)];
-    if !r.groups.is_empty() {
-        parts.push(r.groups.join(", "));
-    }
-    if r.mfa {
-        parts.push("MFA".to_string());
-    }
-    parts.join(" · ")
+    format!("{} · {} so far", approval.requirements.describe(), approval.approvals())
 }
 
 pub(super) fn pretty(v: &Value) -> String {

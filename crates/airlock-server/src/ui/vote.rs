@@ -182,6 +182,7 @@ mod tests {
                 groups: groups.iter().map(|g| g.to_string()).collect(),
                 mfa,
                 ttl_seconds: 3600,
+                rules: Vec::new(),
             },
             status: ApprovalStatus::Pending,
             votes: voters
@@ -192,6 +193,7 @@ mod tests {
                     comment: "no".into(),
                     mfa: false,
                     totp_step: None,
+                    groups: Vec::new(),
                     at: now,
                 })
                 .collect(),
