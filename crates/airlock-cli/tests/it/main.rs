@@ -13,6 +13,7 @@ mod cli;
 mod guards;
 mod http_api;
 mod interop;
+mod latency;
 mod mcp_gateway;
 mod metrics;
 mod notifications;
