@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use crate::model::{ApprovalRequirements, DecidedBy, Decision, Effect, Reason, Risk, RuleRequirement, Tier};
+use crate::money::Usd;
 use crate::redact::{REDACT_ALL, RULE_REDACT_ERROR, paths_from_policy};
 
 /// Rule name used when policy evaluation itself failed.
@@ -226,7 +227,7 @@ fn interpret(output: &PolicyOutput, defaults: &ApprovalDefaults) -> Result<Decis
     let cost_usd = match &output.cost_usd {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(f) if f.is_finite() && f >= 0.0 => Some(f),
+            Some(f) if Usd::new(f).is_ok() => Some(f),
             _ => return Err(PolicyFailure::CostOutOfRange { value: n.clone() }),
         },
         Some(other) => return Err(PolicyFailure::CostNotANumber { value: other.clone() }),

@@ -14,6 +14,7 @@ pub mod event;
 pub mod guard;
 pub mod limits;
 pub mod model;
+pub mod money;
 pub mod pipeline;
 pub mod redact;
 pub mod vote;

@@ -190,7 +190,7 @@ pub fn apply_budget(
 /// and letting it replace the price would let an agent lower its own spend.
 pub fn reported_cost_counted(decided: Option<f64>, reported: Option<f64>) -> f64 {
     match (decided, reported) {
-        (None, Some(cost)) if cost.is_finite() && cost > 0.0 => cost,
+        (None, Some(cost)) => crate::money::Usd::counted(Some(cost)),
         _ => 0.0,
     }
 }

@@ -360,10 +360,7 @@ pub fn settle(
 
 /// The part of a decided price that counts as spend: a finite, positive amount.
 pub fn counted_price(cost_usd: Option<f64>) -> f64 {
-    match cost_usd {
-        Some(c) if c.is_finite() && c > 0.0 => c,
-        _ => 0.0,
-    }
+    crate::money::Usd::counted(cost_usd)
 }
 
 /// What one spending action ([`ActionStatus::SPENDING`]) adds to its agent's spend: the price

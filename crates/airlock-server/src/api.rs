@@ -731,14 +731,12 @@ async fn report_result(
     Body(body): Body<ReportResult>,
 ) -> Result<Json<ActionView>, Problem> {
     let agent = require_agent(&principal)?;
-    if let Some(cost) = body.cost_usd
-        && !(cost.is_finite() && cost >= 0.0)
-    {
+    if let Some(Err(e)) = body.cost_usd.map(airlock_core::money::Usd::new) {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-body",
             "Invalid body",
-            format!("`cost_usd`: must be a non-negative number of US dollars, got {cost}"),
+            format!("`cost_usd`: {e}"),
         ));
     }
     let report = engine::ResultReport { ok: body.ok, output: body.output, error: body.error, cost_usd: body.cost_usd };

@@ -232,8 +232,8 @@ pub const COST_META: &str = "airlock/cost_usd";
 /// number is ignored (and logged), as the call has happened either way.
 fn reported_cost(tool: &str, output: &Value) -> Option<f64> {
     let value = output.get("_meta")?.get(COST_META)?;
-    match value.as_f64() {
-        Some(cost) if cost.is_finite() && cost >= 0.0 => Some(cost),
+    match value.as_f64().map(airlock_core::money::Usd::new) {
+        Some(Ok(cost)) => Some(cost.get()),
         _ => {
             tracing::warn!(tool, value = %value, "ignoring `_meta.{COST_META}` that is not a non-negative number");
             None

@@ -16,7 +16,7 @@ pub(super) enum Zero {
 /// Checks that `value` at `key` is an amount of US dollars, finite and not negative, and reports
 /// it otherwise.
 pub(super) fn check_usd(key: &str, value: f64, zero: Zero, problems: &mut Problems) {
-    if !(value.is_finite() && value >= 0.0) {
+    if airlock_core::money::Usd::new(value).is_err() {
         let note = match zero {
             Zero::Plain => "",
             Zero::NoLimit => " (0 = no limit)",

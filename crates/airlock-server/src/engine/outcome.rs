@@ -8,10 +8,8 @@ impl Engine {
         report: ResultReport,
     ) -> Result<ActionView> {
         let ResultReport { ok, output, error, cost_usd } = report;
-        if let Some(cost) = cost_usd
-            && !(cost.is_finite() && cost >= 0.0)
-        {
-            return Err(Error::Invalid(format!("`cost_usd` must be a non-negative number of US dollars, got {cost}")));
+        if let Some(Err(e)) = cost_usd.map(airlock_core::money::Usd::new) {
+            return Err(Error::Invalid(format!("`cost_usd` {e}")));
         }
         let found = self.inner.store.action(action_id).await?;
         let Some(action) = found.filter(|a| a.agent_id == agent.agent.id) else {
