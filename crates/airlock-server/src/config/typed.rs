@@ -53,8 +53,8 @@ pub struct NotifyConfig {
     pub url: String,
     /// Events it receives.
     pub events: Vec<String>,
-    /// HMAC-SHA256 key for `X-Airlock-Signature-256`.
-    pub secret: Option<String>,
+    /// HMAC-SHA256 key of the `webhook-signature` header (Standard Webhooks).
+    pub secret: Option<super::WebhookSecret>,
     /// Limit of one delivery attempt.
     pub timeout: Duration,
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy, RawServer, RawTelemetry};
-use super::secrets::{Env, env_secret};
+use super::secrets::{Env, WebhookSecret, env_secret};
 use super::{
     ApprovalsConfig, AuditConfig, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig, guards,
     identities, upstreams,
@@ -196,6 +196,7 @@ fn notify(raw: Vec<RawNotify>, env: &dyn Env, problems: &mut Problems) -> Vec<No
         }
         let secret = n.secret.as_deref().and_then(|v| {
             env_secret(v, env, "must be `env:NAME`; secrets are not written in the file")
+                .and_then(|s| WebhookSecret::from_configured(&s))
                 .map_err(|message| problems.push(&key("secret"), message))
                 .ok()
         });
