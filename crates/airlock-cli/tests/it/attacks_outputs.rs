@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use axum::http::{HeaderMap, HeaderValue};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// The test policy plus a `redact` path, so webhook bodies have something to leave out.
@@ -152,4 +153,151 @@ async fn a_redacted_argument_does_not_reach_the_webhook_receiver() {
     // Humans who sign in still see what they approve.
     let action = al.get(&format!("/v1/actions/{}", r.body["id"].as_str().unwrap()), ALICE).await;
     assert_eq!(action.body["arguments"]["password"], secret);
+}
+
+/// The token `/metrics` requires in the tests below, configured by its hash.
+const METRICS: &str = "metrics-scraper-token";
+
+fn metrics_server_toml() -> String {
+    format!("metrics_token = \"{}\"", hash(METRICS))
+}
+
+async fn scrape(al: &Airlock, token: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(format!("{}/metrics", al.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+/// Samples of `/metrics` text, as `(name, labels)` without values: one per series.
+fn series(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s))
+        .map(|s| match s.split_once('{') {
+            Some((name, labels)) => (name.to_string(), labels.trim_end_matches('}').to_string()),
+            None => (s.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// The values of label `label` among `series` of metric `name`.
+fn label_values(series: &[(String, String)], name: &str, label: &str) -> std::collections::BTreeSet<String> {
+    let prefix = format!("{label}=\"");
+    series
+        .iter()
+        .filter(|(n, _)| n == name)
+        .filter_map(|(_, labels)| labels.split(',').find_map(|l| l.strip_prefix(&prefix)))
+        .map(|v| v.trim_end_matches('"').to_string())
+        .collect()
+}
+
+/// An agent that makes up tool names can't make up metric series: 1,000 calls with random tool
+/// names (half denied by a policy rule that puts the tool name in the rule, half failing and
+/// opening a circuit breaker each) leave the `tool` labels at the tools airlock knows plus
+/// `other`, and the `rule` label bounded. Before, each name was a series of its own in three
+/// metrics, and each rule one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_tool_names_do_not_create_metric_series() {
+    let policy = format!(
+        "{POLICY}\ndeny contains {{\"rule\": sprintf(\"RND-%s\", [input.action.tool]), \"msg\": \"made up\"}} if \
+         startswith(input.action.tool, \"rnd-deny.\")\n"
+    );
+    let extra = format!(
+        "\n[guards]\nactions_per_minute = 0\nmax_consecutive_denials = 0\nmax_consecutive_failures = 0\nloop_repeats = 0\n\
+         breaker_failures = 1\n\n[[tools]]\nname = \"deploy.run\"\n\n\
+         [[upstreams]]\nname = \"fake\"\ncommand = \"python3\"\nargs = [\"{}\"]\n",
+        fake_mcp_server().display()
+    );
+    let fx = Fixture::with_server(&policy, &metrics_server_toml(), &extra);
+    let al = fx.start();
+    al.wait_for_upstream("fake").await;
+
+    // Known tools keep their names: a `[[tools]]` name and a tool the upstream lists.
+    let s = al.session(BOT).await;
+    let deploy = al.act(BOT, &s, "deploy.run", json!({})).await;
+    let id = deploy.body["id"].as_str().unwrap();
+    al.post(&format!("/v1/actions/{id}/result"), BOT, json!({"ok": true})).await;
+    let echo = al.act(BOT, &s, "fake__echo", json!({"x": 1})).await;
+    assert_eq!(echo.body["status"], "succeeded", "{}", echo.body);
+    // A name under the upstream's prefix that it does not list is made up too.
+    let unlisted = al.act(BOT, &s, "fake__no_such_tool_4711", json!({})).await;
+    assert_eq!(unlisted.body["status"], "failed", "{}", unlisted.body);
+
+    // The attack: 1,000 calls, each with a new tool name, from 10 sessions at once.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (url, session) = (al.url.clone(), al.session(BOT).await);
+        calls.spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..100 {
+                let kind = if i % 2 == 0 { "rnd-deny" } else { "rnd-run" };
+                let tool = format!("{kind}.{}", uuid::Uuid::new_v4().simple());
+                let r: Value = http
+                    .post(format!("{url}/v1/sessions/{session}/actions"))
+                    .bearer_auth(BOT)
+                    .json(&json!({"tool": tool, "arguments": {}, "justification": "made up"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let expected = if kind == "rnd-deny" { "denied" } else { "executing" };
+                assert_eq!(r["status"], expected, "{r}");
+                if kind == "rnd-run" {
+                    let id = r["id"].as_str().unwrap();
+                    let done = http
+                        .post(format!("{url}/v1/actions/{id}/result"))
+                        .bearer_auth(BOT)
+                        .json(&json!({"ok": false, "error": "made up"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(done.status().is_success(), "{}", done.text().await.unwrap());
+                }
+            }
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap();
+    }
+    let breakers = al.get("/v1/breakers", ADMIN).await;
+    let open = breakers.body["breakers"].as_array().map_or(0, |b| b.iter().filter(|b| b["state"] == "open").count());
+    assert!(open >= 500, "each failing made-up tool opened a breaker: {open}");
+
+    let text = scrape(&al, Some(METRICS)).await.text().await.unwrap();
+    let all = series(&text);
+    let known: std::collections::BTreeSet<String> =
+        ["deploy.run", "fake__echo", "other"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(label_values(&all, "airlock_actions_total", "tool"), known, "{text}");
+    assert_eq!(label_values(&all, "airlock_breaker_state", "tool"), known, "{text}");
+    let rules = label_values(&all, "airlock_decisions_total", "rule");
+    assert!(rules.len() <= 256 + 1, "{} rule values: 256 names and `other` at most", rules.len());
+    assert!(rules.contains("other"), "rules past the bound are `other`");
+    assert!(all.len() < 1000, "1,000 made-up names made {} series", all.len());
+    // The open breakers of made-up tools still show, as the worst state of `other`.
+    assert!(text.lines().any(|l| l == "airlock_breaker_state{tool=\"other\"} 2"), "{text}");
+}
+
+/// With `[server] metrics_token`, `/metrics` answers only its holder: no token, a wrong one or an
+/// agent's or human's token get `401`.
+#[tokio::test]
+async fn metrics_require_the_token_when_one_is_configured() {
+    let fx = Fixture::with_server(POLICY, &metrics_server_toml(), "");
+    let al = fx.start();
+    for token in [None, Some("wrong"), Some(BOT), Some(ADMIN)] {
+        let r = scrape(&al, token).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        assert!(r.headers().contains_key("www-authenticate"));
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("airlock_"), "{text}");
+    }
+    let r = scrape(&al, Some(METRICS)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    // Health stays open: load balancers probe it without a token.
+    assert_eq!(reqwest::get(format!("{}/healthz", al.url)).await.unwrap().status(), StatusCode::OK);
 }

@@ -78,6 +78,11 @@ impl Fixture {
     }
 
     pub fn with_extra(policy: &str, extra_toml: &str) -> Fixture {
+        Fixture::with_server(policy, "", extra_toml)
+    }
+
+    /// Like [`Fixture::with_extra`], with `server_toml` added to the `[server]` table.
+    pub fn with_server(policy: &str, server_toml: &str, extra_toml: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/main.rego"), policy).unwrap();
@@ -85,6 +90,7 @@ impl Fixture {
             r#"[server]
 listen = "127.0.0.1:0"
 data_dir = "data"
+{server_toml}
 
 [policy]
 dir = "policies"

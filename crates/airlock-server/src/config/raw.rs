@@ -48,6 +48,7 @@ pub(super) struct RawServer {
     pub(super) max_body_bytes: Option<u64>,
     pub(super) public_url: Option<String>,
     pub(super) max_wait_seconds: Option<u64>,
+    pub(super) metrics_token: Option<String>,
 }
 
 /// `[policy]`

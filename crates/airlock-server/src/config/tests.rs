@@ -317,7 +317,8 @@ fn webhook_secrets_in_the_standard_webhooks_form_are_decoded() {
         ("WHSEC".to_string(), "whsec_aG9vay1zZWNyZXQ=".to_string()),
         ("BROKEN".to_string(), "whsec_not base64!".to_string()),
     ]);
-    let text = |var: &str| format!("[policy]\ndir = \".\"\n[[notify]]\nurl = \"https://hooks\"\nsecret = \"env:{var}\"\n");
+    let text =
+        |var: &str| format!("[policy]\ndir = \".\"\n[[notify]]\nurl = \"https://hooks\"\nsecret = \"env:{var}\"\n");
     let load = |var: &str| Config::parse(&text(var), &std::env::temp_dir().join("airlock.toml"), &env);
     let plain = load("PLAIN").unwrap().notify[0].secret.clone().unwrap();
     let whsec = load("WHSEC").unwrap().notify[0].secret.clone().unwrap();

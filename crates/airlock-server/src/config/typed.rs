@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Longest long-poll a client may ask for.
     pub max_wait: Duration,
+    /// SHA-256 of the bearer token `/metrics` requires; `None` leaves it open.
+    pub metrics_token_hash: Option<[u8; 32]>,
 }
 
 /// `[policy]`
