@@ -67,8 +67,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         SqliteStore::open(&config.server.data_dir.join(JOURNAL_FILE), SqliteOptions::default())
             .context("cannot open the journal")?,
     );
+    let canary_key = crate::lifecycle::CanaryKey::load_or_create(&config).context("cannot load the canary key")?;
     let config = Arc::new(config);
     let engine = Engine::start(config.clone(), policy, store).await.context("cannot restore state from the journal")?;
+    engine.set_canary_key(canary_key);
     engine.record_policy("airlock").await.context("cannot record the policy revision")?;
     let upstreams = Upstreams::start(upstream_specs(&config));
     // Give upstreams a moment so the first tools/list is complete; slow ones join later.

@@ -301,3 +301,62 @@ async fn metrics_require_the_token_when_one_is_configured() {
     // Health stays open: load balancers probe it without a token.
     assert_eq!(reqwest::get(format!("{}/healthz", al.url)).await.unwrap().status(), StatusCode::OK);
 }
+
+/// The canary bucket airlock used before: the public SHA-256 of the session id.
+fn public_bucket(session_id: &str) -> u8 {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(session_id.as_bytes());
+    (u16::from_be_bytes([hash[0], hash[1]]) % 100) as u8
+}
+
+/// Loads a candidate that denies `ticket.create` as a 50 % canary.
+async fn freeze_canary(al: &Airlock) {
+    let r = al.post("/v1/policy/candidate", ADMIN, json!({"dir": "candidate", "canary_percent": 50})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// Whether the candidate decided `session`'s new call.
+async fn in_canary(al: &Airlock, session: &str, n: u32) -> bool {
+    let r = al.act(BOT, session, "ticket.create", json!({"n": n})).await;
+    match r.status {
+        StatusCode::FORBIDDEN => true,
+        StatusCode::OK => false,
+        other => panic!("{other}: {}", r.body),
+    }
+}
+
+/// An agent can't tell from a session's id whether a canary (often the looser policy) decides
+/// for it, so it can't open sessions until one lands there without trying each: the keyed
+/// bucket disagrees with the public hash it could compute before. Each session keeps its
+/// bucket across a restart.
+#[tokio::test]
+async fn a_session_id_does_not_tell_which_policy_decides_for_it() {
+    let fx = Fixture::with_extra(POLICY, "\n[guards]\nmax_consecutive_denials = 0\n");
+    let candidate = fx.dir.path().join("candidate");
+    std::fs::create_dir_all(&candidate).unwrap();
+    let freeze =
+        "\ndeny contains {\"rule\": \"TK1\", \"msg\": \"ticket freeze\"} if input.action.tool == \"ticket.create\"\n";
+    std::fs::write(candidate.join("main.rego"), format!("{POLICY}{freeze}")).unwrap();
+
+    let al = fx.start();
+    freeze_canary(&al).await;
+    let mut sessions = Vec::new();
+    for _ in 0..40 {
+        let s = al.session(BOT).await;
+        let canary = in_canary(&al, &s, 1).await;
+        sessions.push((s, canary));
+    }
+    let predicted_right = sessions.iter().filter(|(s, canary)| (public_bucket(s) < 50) == *canary).count();
+    // A guess is right half the time; the public hash predicted all 40.
+    assert!(predicted_right < 35, "the public hash predicted {predicted_right} of 40 canary sessions");
+    let canaries = sessions.iter().filter(|(_, c)| *c).count();
+    assert!((5..=35).contains(&canaries), "a 50% canary decided for {canaries} of 40 sessions");
+    al.stop();
+
+    // After a restart (the canary is loaded again), each session is where it was.
+    let al = fx.start();
+    freeze_canary(&al).await;
+    for (s, canary) in &sessions {
+        assert_eq!(in_canary(&al, s, 2).await, *canary, "session {s} changed buckets across a restart");
+    }
+}

@@ -56,6 +56,7 @@ pub(super) struct RawServer {
 pub(super) struct RawPolicy {
     pub(super) dir: Option<String>,
     pub(super) timeout_ms: Option<u64>,
+    pub(super) canary_key: Option<String>,
 }
 
 /// `[approvals]`

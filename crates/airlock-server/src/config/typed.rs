@@ -83,6 +83,8 @@ pub struct PolicyConfig {
     pub dir: PathBuf,
     /// Limit of one evaluation.
     pub timeout: Duration,
+    /// Key of canary bucketing, read from the environment; `None` = a key file in `data_dir`.
+    pub canary_key: Option<crate::lifecycle::CanaryKey>,
 }
 
 /// `[approvals]`

@@ -42,7 +42,7 @@ impl RawConfig {
     /// is only used when `problems` stays empty). Relative paths are taken from `base`.
     pub(super) fn validate(self, base: &Path, env: &dyn Env, problems: &mut Problems) -> Config {
         let server = server(self.server, base, env, problems);
-        let policy = policy(self.policy, base, problems);
+        let policy = policy(self.policy, base, env, problems);
         let approvals = approvals(self.approvals, problems);
         let mcp = mcp(self.mcp, problems);
         let guards = guards::defaults(&self.guards, problems);
@@ -122,7 +122,7 @@ fn server(raw: RawServer, base: &Path, env: &dyn Env, problems: &mut Problems) -
 }
 
 /// `[policy]`
-fn policy(raw: RawPolicy, base: &Path, problems: &mut Problems) -> PolicyConfig {
+fn policy(raw: RawPolicy, base: &Path, env: &dyn Env, problems: &mut Problems) -> PolicyConfig {
     let dir = match raw.dir {
         Some(d) => resolve(base, &d),
         None => {
@@ -137,7 +137,19 @@ fn policy(raw: RawPolicy, base: &Path, problems: &mut Problems) -> PolicyConfig 
     if !(1..=60_000).contains(&timeout_ms) {
         problems.push("policy.timeout_ms", format!("must be between 1 and 60000, got {timeout_ms}"));
     }
-    PolicyConfig { dir, timeout: Duration::from_millis(timeout_ms) }
+    let canary_key = raw.canary_key.as_deref().and_then(|v| {
+        env_secret(v, env, "must be `env:NAME`; omit it to use a key file in `data_dir`")
+            .and_then(|key| {
+                if key.len() < 16 {
+                    Err("must hold at least 16 bytes; 32 random bytes in base64 (`openssl rand -base64 32`) do".into())
+                } else {
+                    Ok(crate::lifecycle::CanaryKey::from_bytes(key.as_bytes()))
+                }
+            })
+            .map_err(|message| problems.push("policy.canary_key", message))
+            .ok()
+    });
+    PolicyConfig { dir, timeout: Duration::from_millis(timeout_ms), canary_key }
 }
 
 /// `[approvals]`

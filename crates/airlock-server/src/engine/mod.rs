@@ -236,6 +236,8 @@ struct Inner {
     labels: tm::Labels,
     /// The candidate policy in shadow mode.
     shadow: crate::lifecycle::SharedShadow,
+    /// The key of canary bucketing.
+    canary_key: RwLock<Arc<crate::lifecycle::CanaryKey>>,
     /// Where the engine's time comes from.
     clock: Arc<dyn Clock>,
 }
@@ -366,6 +368,7 @@ impl Engine {
             tracing: tracing_setup,
             labels,
             shadow: Default::default(),
+            canary_key: RwLock::new(Arc::new(crate::lifecycle::CanaryKey::ephemeral())),
             clock,
         };
         Ok(Engine { inner: Arc::new(inner) })
@@ -383,6 +386,17 @@ impl Engine {
 
     pub(crate) fn shadow(&self) -> &crate::lifecycle::SharedShadow {
         &self.inner.shadow
+    }
+
+    /// Uses `key` for canary bucketing from now on. The engine starts with a key of its own
+    /// process; `serve` gives it the installation's, so buckets stay the same across restarts.
+    pub fn set_canary_key(&self, key: crate::lifecycle::CanaryKey) {
+        replace(&self.inner.canary_key, Arc::new(key));
+    }
+
+    /// The key of canary bucketing.
+    pub(crate) fn canary_key(&self) -> Arc<crate::lifecycle::CanaryKey> {
+        read(&self.inner.canary_key)
     }
 
     /// Replaces the active policy.
