@@ -360,3 +360,35 @@ async fn a_session_id_does_not_tell_which_policy_decides_for_it() {
         assert_eq!(in_canary(&al, s, 2).await, *canary, "session {s} changed buckets across a restart");
     }
 }
+
+/// An agent can't make its arguments read differently to the human who approves them: a
+/// right-to-left override, zero-width and other invisible characters reach the review page as
+/// visible markers, never as they are, and the page warns before the vote form.
+#[tokio::test]
+async fn the_review_page_shows_invisible_and_direction_changing_characters() {
+    let fx = Fixture::new(POLICY);
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    // Reads as `rm -rf /tmp/cache` with the override applied; it is something else.
+    let command = "rm -rf /\u{202E}ehcac/pmt\u{200B}";
+    let held = al.act(BOT, &s, "nodepool.scale", json!({"pool": "web", "count": 2, "hook": command})).await;
+    let approval = held.body["approval"]["id"].as_str().unwrap().to_string();
+    let (status, session) = sign_in(&al, ALICE).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let session = session.unwrap();
+    let http = client();
+    for path in [format!("/ui/approvals/{approval}"), "/ui/inbox/list".to_string()] {
+        let page = http.get(format!("{}{path}", al.url)).header("cookie", &session).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.unwrap();
+        assert!(!html.contains('\u{202E}') && !html.contains('\u{200B}'), "{path}: a hidden character got through");
+    }
+    let page = http.get(format!("{}/ui/approvals/{approval}", al.url)).header("cookie", &session).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("rm -rf /<mark class=\"hidden-char\""), "{html}");
+    assert!(html.contains("⟨U+202E⟩</mark>ehcac/pmt<mark"), "{html}");
+    assert!(html.contains("⟨U+200B⟩"), "{html}");
+    let warning = html.find("The arguments contain invisible or direction-changing characters.").expect("the warning");
+    let form = html.find(r#"name="comment""#).expect("the vote form");
+    assert!(warning < form, "the warning comes before the vote form");
+}

@@ -516,3 +516,65 @@ pub fn verify_webhook(
     seen.insert(id, now);
     Ok(true)
 }
+
+/// Review UI forms are sent as this.
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+/// An HTTP client that does not follow redirects, as the UI tests need.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// `name=value` of the cookie `name` set by a response.
+pub fn cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().to_string())
+        .find(|c| c.starts_with(&format!("{name}=")) && c.len() > name.len() + 1)
+}
+
+/// The CSRF token of the first form in `html`.
+pub fn csrf(html: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+/// A URL-encoded form body.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let v: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                    b' ' => "+".to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Signs in with `token` the way a browser does; returns the status and the session cookie.
+pub async fn sign_in(al: &Airlock, token: &str) -> (StatusCode, Option<String>) {
+    let http = client();
+    let page = http.get(format!("{}/ui/login", al.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let nonce = cookie(&page, "airlock_ui_login").expect("the sign-in form sets its nonce cookie");
+    let html = page.text().await.unwrap();
+    let r = http
+        .post(format!("{}/ui/login", al.url))
+        .header("cookie", &nonce)
+        .header("content-type", FORM)
+        .body(form(&[("csrf", &csrf(&html)), ("token", token)]))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), cookie(&r, "airlock_ui"))
+}
