@@ -135,6 +135,9 @@ try {
   await page.waitForSelector("#comment");
   summary.detail_sections = await page.locator("section h2").allTextContents();
   summary.diff_lines = await page.locator("pre.diff .add, pre.diff .del").count();
+  // Invisible and direction-changing characters in the arguments show as markers, with a warning.
+  summary.hidden_markers = await page.locator("pre.json mark.hidden-char").allTextContents();
+  summary.hidden_warning = await page.locator(".flash.hidden-chars").count();
   await shot(page, "2-detail.png");
   await page.setViewportSize({ width: 390, height: 844 });
   summary.mobile_overflow = summary.mobile_overflow || (await overflows(page));

@@ -1,4 +1,5 @@
-//! Policy `redact` paths: what policy keeps out of exported telemetry.
+//! Policy `redact` paths: what policy keeps out of what leaves airlock (exported telemetry and
+//! webhook bodies).
 //!
 //! A path names a value in an action's `arguments` or in its `result` (the result's `output`):
 //! `arguments.password`, `arguments.db.conn_string`, `arguments.users.*.token`,

@@ -352,7 +352,22 @@ async fn method_not_allowed() -> Problem {
     )
 }
 
-async fn metrics_text() -> Response {
+/// The bearer token of a request, if it sent `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // With `[server] metrics_token`, only its holder reads the metrics: they name agents,
+    // upstreams, tools and policy rules, and show what is being done how often.
+    if let Some(expected) = state.engine.config().server.metrics_token_hash
+        && bearer(&headers).map(hash_token) != Some(expected)
+    {
+        return Problem::unauthorized("`/metrics` needs `Authorization: Bearer <token>` with the metrics token")
+            .into_response();
+    }
     match crate::telemetry::metrics_handle() {
         Some(handle) => {
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()

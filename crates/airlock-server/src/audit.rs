@@ -43,7 +43,7 @@ pub type CheckpointSigner = Signer_;
 #[error("a key is 32 bytes in base64 or hex")]
 pub struct KeyError;
 
-fn decode_key(text: &str) -> Result<[u8; 32], KeyError> {
+pub(crate) fn decode_key(text: &str) -> Result<[u8; 32], KeyError> {
     let text = text.trim();
     let bytes = B64
         .decode(text)
@@ -111,7 +111,8 @@ impl Signer_ {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Writes a new file only its owner can read (mode 0600 on Unix); refuses to overwrite one.
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::io::Write;

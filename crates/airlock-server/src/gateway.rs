@@ -51,6 +51,8 @@ fn short_revision(rev: &str) -> &str {
 impl McpGateway {
     /// Builds the gateway.
     pub fn new(engine: Engine, upstreams: Upstreams) -> McpGateway {
+        // Tools the upstreams list are known tools: they keep their names in metric labels.
+        engine.attach_upstreams(upstreams.clone());
         let agents = engine.config().agents.iter().map(|a| (a.agent.id.clone(), a.clone())).collect();
         let approval_wait = engine.config().mcp.approval_wait;
         McpGateway { engine, upstreams, agents, approval_wait, mcp_sessions: Default::default() }

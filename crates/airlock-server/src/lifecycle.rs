@@ -5,10 +5,12 @@
 //! in the journal with its files, so a rollback restores the previous one without touching the
 //! files. A candidate runs in shadow beside the active policy: evaluated after each live
 //! decision (never before it, never changing it), with disagreements journaled and counted per
-//! rule. A candidate can also decide for a canary: a share of sessions, chosen by a hash of the
-//! session id so a session never switches policy half-way, is decided by the candidate instead
-//! of the active policy (its revision is on each of those decisions); the rest stay on the
-//! active policy and keep feeding the shadow comparison.
+//! rule. A candidate can also decide for a canary: a share of sessions, chosen by a keyed hash
+//! of the session id so a session never switches policy half-way, is decided by the candidate
+//! instead of the active policy (its revision is on each of those decisions); the rest stay on
+//! the active policy and keep feeding the shadow comparison. The key is a secret of the
+//! installation ([`CanaryKey`]): with a public hash, an agent could tell from a session's id
+//! alone whether the looser policy would decide for it, and open sessions until one did.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -233,7 +235,7 @@ impl Engine {
         let s = lock(self.shadow_state());
         if s.report.canary_percent > 0
             && let Some(candidate) = &s.candidate
-            && canary_bucket(session_id) < s.report.canary_percent
+            && self.canary_key().bucket(session_id) < s.report.canary_percent
         {
             return (candidate.clone(), true);
         }
@@ -322,11 +324,100 @@ fn check_percent(percent: u8) -> Result<()> {
     Ok(())
 }
 
-/// A session's canary bucket, 0 – 99, from a hash of its id: stable for the session's life.
-pub fn canary_bucket(session_id: &str) -> u8 {
-    use sha2::Digest;
-    let hash = sha2::Sha256::digest(session_id.as_bytes());
-    (u16::from_be_bytes([hash[0], hash[1]]) % 100) as u8
+/// File in `data_dir` holding the canary key when `[policy] canary_key` is not set.
+pub const CANARY_KEY_FILE: &str = "canary.key";
+
+/// Why the canary key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum CanaryKeyError {
+    /// The key file could not be read or written.
+    #[error("cannot use the canary key file `{path}`: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// The key file does not hold 32 bytes in base64 or hex.
+    #[error("`{path}` does not hold a canary key (32 bytes in base64 or hex)")]
+    Invalid {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The system had no randomness for a new key.
+    #[error("no randomness for a new canary key: {0}")]
+    Random(String),
+}
+
+/// The secret key of canary bucketing. A session's bucket is an HMAC-SHA256 of its id under this
+/// key, so nobody without the key can tell which sessions a canary decides for. Its `Debug` does
+/// not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CanaryKey(Vec<u8>);
+
+impl std::fmt::Debug for CanaryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CanaryKey(..)")
+    }
+}
+
+impl CanaryKey {
+    /// A key of these bytes (`[policy] canary_key`).
+    pub fn from_bytes(key: &[u8]) -> CanaryKey {
+        CanaryKey(key.to_vec())
+    }
+
+    /// A random key for this process only: buckets change at the next start. The engine starts
+    /// with one; `serve` replaces it with the installation's key before deciding anything.
+    pub fn ephemeral() -> CanaryKey {
+        let mut key = [0u8; 32];
+        if getrandom::fill(&mut key).is_err() {
+            // No OS randomness: the ids' generator is the next best source, and still unknown
+            // to agents.
+            let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+            key[..16].copy_from_slice(a.as_bytes());
+            key[16..].copy_from_slice(b.as_bytes());
+        }
+        CanaryKey(key.to_vec())
+    }
+
+    /// The configured key (`[policy] canary_key`), else the key file in `data_dir`, created with
+    /// a random key (readable by its owner only) on first start. The same installation keeps its
+    /// key, so a session keeps its bucket across restarts.
+    pub fn load_or_create(config: &crate::config::Config) -> Result<CanaryKey, CanaryKeyError> {
+        use base64::Engine as _;
+        if let Some(key) = &config.policy.canary_key {
+            return Ok(key.clone());
+        }
+        let dir = &config.server.data_dir;
+        let path = dir.join(CANARY_KEY_FILE);
+        let io = |source| CanaryKeyError::Io { path: path.clone(), source };
+        if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(io)?;
+            let key = crate::audit::decode_key(&text).map_err(|_| CanaryKeyError::Invalid { path: path.clone() })?;
+            return Ok(CanaryKey(key.to_vec()));
+        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| CanaryKeyError::Random(e.to_string()))?;
+        crate::audit::write_private(&path, &base64::engine::general_purpose::STANDARD.encode(key)).map_err(io)?;
+        tracing::info!(path = %path.display(), "created the canary key");
+        Ok(CanaryKey(key.to_vec()))
+    }
+
+    /// A session's canary bucket, 0 – 99: the first 8 bytes of HMAC-SHA256(key, session id) as a
+    /// number, modulo 100. Stable for the session's life.
+    pub fn bucket(&self, session_id: &str) -> u8 {
+        use hmac::Mac as _;
+        // HMAC takes keys of any length. Were it to fail, the last bucket keeps the session out
+        // of any canary short of 100 %.
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0) else { return 99 };
+        mac.update(session_id.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+        (u64::from_be_bytes(first) % 100) as u8
+    }
 }
 
 fn check_tests(policy: &Policy) -> Result<()> {
@@ -341,4 +432,75 @@ fn check_tests(policy: &Policy) -> Result<()> {
         .map(|c| format!("{} ({})", c.name, c.file))
         .collect();
     Err(Error::Invalid(format!("the new policy's own tests fail, the active one stays: {}", failing.join(", "))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(data_dir: &std::path::Path, extra: &str) -> crate::config::Config {
+        let text = format!("[server]\ndata_dir = \"{}\"\n[policy]\ndir = \".\"\n{extra}", data_dir.display());
+        let env = std::collections::BTreeMap::from([("CANARY".to_string(), "a-shared-key-for-replicas".to_string())]);
+        crate::config::Config::parse(&text, &std::env::temp_dir().join("airlock.toml"), &env).unwrap()
+    }
+
+    /// The bucket function airlock used before: public, so anyone could compute it.
+    fn public_bucket(session_id: &str) -> u8 {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(session_id.as_bytes());
+        (u16::from_be_bytes([hash[0], hash[1]]) % 100) as u8
+    }
+
+    fn sessions() -> Vec<String> {
+        (0..2000).map(|i| format!("ses_{i:032x}")).collect()
+    }
+
+    #[test]
+    fn canary_buckets_are_keyed_and_stable_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = CanaryKey::load_or_create(&config(dir.path(), "")).unwrap();
+        // A restart reads the same key back.
+        let again = CanaryKey::load_or_create(&config(dir.path(), "")).unwrap();
+        assert_eq!(first, again);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(CANARY_KEY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let ids = sessions();
+        assert!(ids.iter().all(|id| first.bucket(id) == again.bucket(id)));
+        assert!(ids.iter().all(|id| first.bucket(id) < 100));
+        // Not the public hash: knowing a session id no longer tells its bucket. (Equal by chance
+        // for about 1 in 100.)
+        let same_as_public = ids.iter().filter(|id| first.bucket(id) == public_bucket(id)).count();
+        assert!(same_as_public < ids.len() / 20, "{same_as_public} of {} buckets are the public hash", ids.len());
+        // Another installation buckets differently.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = CanaryKey::load_or_create(&config(other_dir.path(), "")).unwrap();
+        let same_as_other = ids.iter().filter(|id| first.bucket(id) == other.bucket(id)).count();
+        assert!(same_as_other < ids.len() / 20, "{same_as_other} equal buckets across installations");
+        // Buckets spread: a 10 % canary takes about a tenth of sessions.
+        let in_ten = ids.iter().filter(|id| first.bucket(id) < 10).count();
+        assert!((100..300).contains(&in_ten), "{in_ten} of {} in a 10 % canary", ids.len());
+    }
+
+    #[test]
+    fn a_configured_canary_key_is_shared_and_checked() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let configured = "canary_key = \"env:CANARY\"\n";
+        let ka = CanaryKey::load_or_create(&config(a.path(), configured)).unwrap();
+        let kb = CanaryKey::load_or_create(&config(b.path(), configured)).unwrap();
+        assert_eq!(ka, kb, "replicas with the same configured key bucket alike");
+        assert!(!a.path().join(CANARY_KEY_FILE).exists(), "no key file when one is configured");
+        assert_eq!(format!("{ka:?}"), "CanaryKey(..)");
+        let env = std::collections::BTreeMap::from([("SHORT".to_string(), "short".to_string())]);
+        let text = "[policy]\ndir = \".\"\ncanary_key = \"env:SHORT\"\n";
+        let err = crate::config::Config::parse(text, &std::env::temp_dir().join("airlock.toml"), &env).unwrap_err();
+        assert_eq!(err.problems[0].0, "policy.canary_key");
+        // A broken key file stops the start rather than falling back to a key nobody keeps.
+        std::fs::write(b.path().join(CANARY_KEY_FILE), "not a key").unwrap();
+        let broken = CanaryKey::load_or_create(&config(b.path(), "")).unwrap_err();
+        assert!(broken.to_string().contains("does not hold a canary key"), "{broken}");
+    }
 }

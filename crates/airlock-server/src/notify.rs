@@ -2,14 +2,20 @@
 //!
 //! A notification is written to the outbox in the same transaction as the event that caused it
 //! (an approval requested, resolved or expired), so a crash loses none. A separate delivery task
-//! POSTs due notifications, signs the body with HMAC-SHA256 when the endpoint has a secret, and
-//! retries failures with exponential backoff. Delivery never runs on the decision path: a slow
-//! or dead webhook can't delay a decision.
+//! POSTs due notifications and retries failures with exponential backoff. Delivery never runs on
+//! the decision path: a slow or dead webhook can't delay a decision.
+//!
+//! Deliveries are signed the Standard Webhooks way when the endpoint has a secret: the signature
+//! covers the delivery id and the time of the attempt as well as the body, so a receiver that
+//! checks all three (docs/configuration.md shows how) rejects a captured delivery replayed later
+//! or with a changed body. Arguments in bodies have policy `redact` paths applied, as exported
+//! traces do: a webhook receiver is outside airlock.
 
 use std::time::Duration;
 
-use airlock_core::{Action, Approval};
+use airlock_core::{Action, Approval, redact};
 use airlock_store::{Commit, DeliveryUpdate, NewNotification, Notification};
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -18,24 +24,31 @@ use sha2::Sha256;
 use crate::config::{Config, NotifyConfig};
 use crate::engine::Engine;
 
-/// Header carrying `sha256=<hex HMAC of the body>`.
-pub const SIGNATURE_HEADER: &str = "x-airlock-signature-256";
+/// Standard Webhooks: the delivery id, the same on every retry of one notification.
+pub const ID_HEADER: &str = "webhook-id";
+/// Standard Webhooks: when this attempt was signed, in Unix seconds.
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+/// Standard Webhooks: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
 /// Header carrying the event name.
 pub const EVENT_HEADER: &str = "x-airlock-event";
-/// Header carrying the delivery id (the same on every retry of one notification).
+/// Header carrying the delivery id (the same as `webhook-id`).
 pub const DELIVERY_HEADER: &str = "x-airlock-delivery";
 
 /// Attempts before a notification is given up (about 2 hours of retries).
 const MAX_ATTEMPTS: u32 = 30;
 
-/// `sha256=<hex>` of the HMAC-SHA256 of `body` under `secret`.
-pub fn signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
+/// The `webhook-signature` value of one delivery attempt: `v1,` and the base64 of the
+/// HMAC-SHA256, under `key`, of `{id}.{timestamp}.{body}`.
+pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    // HMAC takes keys of any length; the error case can't happen, and signs nothing if it did.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else { return String::new() };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
 
 /// Adds one notification per subscribed endpoint to `commit`.
@@ -69,7 +82,8 @@ pub fn enqueue(
             "session_id": action.session_id,
             "tool": action.tool,
             "upstream": action.upstream,
-            "arguments": action.arguments,
+            // The receiver is outside airlock: what policy keeps out of traces stays out of here.
+            "arguments": redact::redact(&action.arguments, redact::Root::Arguments, &action.decision.redact),
             "justification": action.justification,
             "status": action.status,
             "decision": action.decision,
@@ -181,15 +195,21 @@ pub enum DeliveryError {
 }
 
 async fn deliver(http: &reqwest::Client, endpoint: &NotifyConfig, n: &Notification) -> Result<(), DeliveryError> {
+    let id = n.id.to_string();
+    // Each attempt is signed at its own time, so a retry is never older than the receiver's
+    // tolerance however long the endpoint was down.
+    let timestamp = Utc::now().timestamp();
     let mut req = http
         .post(&endpoint.url)
         .timeout(endpoint.timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header(reqwest::header::USER_AGENT, concat!("airlock/", env!("CARGO_PKG_VERSION")))
         .header(EVENT_HEADER, n.event.as_str())
-        .header(DELIVERY_HEADER, n.id.to_string());
+        .header(DELIVERY_HEADER, id.as_str())
+        .header(ID_HEADER, id.as_str())
+        .header(TIMESTAMP_HEADER, timestamp.to_string());
     if let Some(secret) = &endpoint.secret {
-        req = req.header(SIGNATURE_HEADER, signature(secret, n.body.as_bytes()));
+        req = req.header(SIGNATURE_HEADER, signature(secret.key(), &id, timestamp, n.body.as_bytes()));
     }
     let resp = req
         .body(n.body.clone())
@@ -270,12 +290,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_matches_a_known_vector() {
-        // RFC 4231 test case 2.
+    fn signature_matches_the_standard_webhooks_test_vector() {
+        // The vector the Standard Webhooks reference libraries test against: a receiver using
+        // one of them accepts what airlock sends.
+        let secret = crate::config::WebhookSecret::from_configured("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature(secret.key(), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );
+        // Any other secret is used as its bytes.
+        let plain = crate::config::WebhookSecret::from_configured("hook-secret").unwrap();
+        assert_eq!(plain.key(), b"hook-secret");
+        assert!(crate::config::WebhookSecret::from_configured("whsec_not base64!").is_err());
+        assert_eq!(format!("{plain:?}"), "WebhookSecret(..)");
     }
 
     #[test]

@@ -67,8 +67,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         SqliteStore::open(&config.server.data_dir.join(JOURNAL_FILE), SqliteOptions::default())
             .context("cannot open the journal")?,
     );
+    let canary_key = crate::lifecycle::CanaryKey::load_or_create(&config).context("cannot load the canary key")?;
     let config = Arc::new(config);
     let engine = Engine::start(config.clone(), policy, store).await.context("cannot restore state from the journal")?;
+    engine.set_canary_key(canary_key);
     engine.record_policy("airlock").await.context("cannot record the policy revision")?;
     let upstreams = Upstreams::start(upstream_specs(&config));
     // Give upstreams a moment so the first tools/list is complete; slow ones join later.
@@ -78,6 +80,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(warning) = open_metrics_warning(addr, &config) {
+        tracing::warn!("{warning}");
+    }
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(engine.clone().run_background(rx.clone()));
     #[cfg(unix)]
@@ -137,6 +142,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Ok(())
     });
     Ok(Running { addr, shutdown, task })
+}
+
+/// What `serve` warns about when `/metrics` is open to other machines: a listen address that is
+/// not loopback and no `[server] metrics_token`.
+pub fn open_metrics_warning(addr: SocketAddr, config: &Config) -> Option<String> {
+    (!addr.ip().is_loopback() && config.server.metrics_token_hash.is_none()).then(|| {
+        format!("/metrics on {addr} answers anyone who can reach it; set `[server] metrics_token` to require a token")
+    })
 }
 
 /// Upstream specs from configuration; stdio children run in the config file's directory.
@@ -209,4 +222,25 @@ async fn authenticate_agent(State(state): State<AppState>, request: Request, nex
         gateway.end_mcp_session(&mcp_session, &agent.agent.id).await;
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_metrics_on_a_non_loopback_address_are_warned_about() {
+        let text = |extra: &str| format!("[server]\n{extra}\n[policy]\ndir = \".\"\n");
+        let env = std::collections::BTreeMap::from([("METRICS".to_string(), "scrape".to_string())]);
+        let load = |extra: &str| Config::parse(&text(extra), &std::env::temp_dir().join("airlock.toml"), &env).unwrap();
+        let open = load("");
+        let guarded = load("metrics_token = \"env:METRICS\"");
+        assert_eq!(guarded.server.metrics_token_hash, Some(crate::config::hash_token("scrape")));
+        let public: SocketAddr = "0.0.0.0:7878".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:7878".parse().unwrap();
+        let warning = open_metrics_warning(public, &open).unwrap();
+        assert!(warning.contains("metrics_token"), "{warning}");
+        assert_eq!(open_metrics_warning(loopback, &open), None);
+        assert_eq!(open_metrics_warning(public, &guarded), None);
+    }
 }

@@ -3,10 +3,19 @@
 //!
 //! Histograms have explicit buckets (real Prometheus histograms, not summaries), so they can be
 //! aggregated across replicas.
+//!
+//! Every label value is bounded: each distinct value is a series that lives as long as the
+//! process, so a value an agent can choose would let it grow `/metrics` and the scraper's
+//! storage without end. [`Labels`] decides what a `tool` or `rule` label may say; labels that
+//! only take configured values (`agent`, `upstream`) or values from a fixed list (`effect`,
+//! `outcome`, `status`, the pause `rule`) need no bound.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::Config;
 
 /// Decisions, by `effect` and first `rule`.
 pub const DECISIONS: &str = "airlock_decisions_total";
@@ -30,6 +39,89 @@ pub const BREAKER_STATE: &str = "airlock_breaker_state";
 pub const SPEND_USD: &str = "airlock_spend_usd_total";
 /// Sessions paused by a guard, by `rule`.
 pub const SESSIONS_PAUSED: &str = "airlock_sessions_paused_total";
+
+/// The label value of every tool airlock does not know, and of every `rule` past the bound.
+pub const OTHER: &str = "other";
+
+/// Most distinct `rule` label values; later ones are [`OTHER`]. Rule names come from policy,
+/// which may build them from its input (`sprintf("TF-%s", [input.action.tool])`).
+pub const MAX_RULE_LABELS: usize = 256;
+
+/// Whether a tool name or allowlist entry is a glob rather than one name.
+fn is_pattern(name: &str) -> bool {
+    name.contains(['*', '?', '[', ']', '{', '}', '\\'])
+}
+
+/// What the `tool` and `rule` labels may say.
+///
+/// A tool keeps its name when airlock knows it: an exact `[[tools]]` name, an agent's allowlist
+/// entry that is one name rather than a glob, or a tool an upstream has listed (remembered once
+/// seen, so its series stays while the upstream is down). Any other tool, however it was
+/// named, counts as [`OTHER`]: globs are not enough, since `*` or `infra__*` would admit every
+/// name an agent makes up. Rule names keep theirs up to [`MAX_RULE_LABELS`] distinct values.
+pub struct Labels {
+    configured: HashSet<String>,
+    listed: RwLock<HashSet<String>>,
+    upstreams: OnceLock<airlock_mcp::Upstreams>,
+    rules: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Labels").field("configured", &self.configured.len()).finish_non_exhaustive()
+    }
+}
+
+impl Labels {
+    /// The tools `config` names exactly.
+    pub fn new(config: &Config) -> Labels {
+        let tools = config.tools.iter().map(|t| &t.name);
+        let allowed = config.agents.iter().flat_map(|a| a.tools.iter().flatten());
+        let configured = tools.chain(allowed).filter(|n| !is_pattern(n)).cloned().collect();
+        Labels {
+            configured,
+            listed: RwLock::new(HashSet::new()),
+            upstreams: OnceLock::new(),
+            rules: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Lets upstream tools (`{upstream}__{tool}` as listed) keep their names. Only the first
+    /// call counts.
+    pub fn attach_upstreams(&self, upstreams: airlock_mcp::Upstreams) {
+        let _ = self.upstreams.set(upstreams);
+    }
+
+    /// The `tool` label of `tool`: its name when known, else [`OTHER`].
+    pub fn tool(&self, tool: &str) -> String {
+        if self.configured.contains(tool)
+            || self.listed.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(tool)
+        {
+            return tool.to_string();
+        }
+        let listed = tool
+            .split_once(airlock_mcp::front::TOOL_SEPARATOR)
+            .is_some_and(|(upstream, name)| self.upstreams.get().is_some_and(|u| u.tool(upstream, name).is_some()));
+        if !listed {
+            return OTHER.to_string();
+        }
+        self.listed.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(tool.to_string());
+        tool.to_string()
+    }
+
+    /// The `rule` label of `rule`: itself among the first [`MAX_RULE_LABELS`] distinct rules.
+    pub fn rule(&self, rule: &str) -> String {
+        let mut rules = self.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if rules.contains(rule) {
+            return rule.to_string();
+        }
+        if rules.len() >= MAX_RULE_LABELS {
+            return OTHER.to_string();
+        }
+        rules.insert(rule.to_string());
+        rule.to_string()
+    }
+}
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -85,4 +177,43 @@ fn describe() {
         metrics::Unit::Seconds,
         "Journal transaction time including fsync"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(extra: &str) -> Labels {
+        let text = format!("[policy]\ndir = \".\"\n{extra}");
+        let env = std::collections::BTreeMap::from([("T".to_string(), "t".to_string())]);
+        let config = Config::parse(&text, &std::env::temp_dir().join("airlock.toml"), &env).unwrap();
+        Labels::new(&config)
+    }
+
+    #[test]
+    fn only_tools_named_exactly_keep_their_names() {
+        let l = labels(
+            "[[tools]]\nname = \"deploy.run\"\n[[tools]]\nname = \"*.list\"\n\
+             [[agents]]\nid = \"a\"\ntoken = \"env:T\"\nowner = \"o\"\ntier = \"change\"\ntools = [\"db.query\", \"infra__*\"]\n",
+        );
+        assert_eq!(l.tool("deploy.run"), "deploy.run");
+        assert_eq!(l.tool("db.query"), "db.query");
+        // Globs would admit any name an agent makes up.
+        assert_eq!(l.tool("nodes.list"), OTHER);
+        assert_eq!(l.tool("infra__scale"), OTHER, "no upstream has listed it");
+        assert_eq!(l.tool("random-4711"), OTHER);
+    }
+
+    #[test]
+    fn rule_labels_are_bounded() {
+        let l = labels("");
+        assert_eq!(l.rule("none"), "none");
+        for i in 1..MAX_RULE_LABELS {
+            assert_eq!(l.rule(&format!("R{i}")), format!("R{i}"));
+        }
+        assert_eq!(l.rule("one-too-many"), OTHER);
+        // Rules seen before keep their names.
+        assert_eq!(l.rule("R1"), "R1");
+        assert_eq!(l.rule("none"), "none");
+    }
 }

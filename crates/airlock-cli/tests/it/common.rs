@@ -78,6 +78,11 @@ impl Fixture {
     }
 
     pub fn with_extra(policy: &str, extra_toml: &str) -> Fixture {
+        Fixture::with_server(policy, "", extra_toml)
+    }
+
+    /// Like [`Fixture::with_extra`], with `server_toml` added to the `[server]` table.
+    pub fn with_server(policy: &str, server_toml: &str, extra_toml: &str) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/main.rego"), policy).unwrap();
@@ -85,6 +90,7 @@ impl Fixture {
             r#"[server]
 listen = "127.0.0.1:0"
 data_dir = "data"
+{server_toml}
 
 [policy]
 dir = "policies"
@@ -407,4 +413,168 @@ pub fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Webhook deliveries a [`receiver`] got: headers and the raw body.
+#[derive(Clone, Default)]
+pub struct Received(pub std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>);
+
+impl Received {
+    pub fn events(&self) -> Vec<(axum::http::HeaderMap, Value)> {
+        self.0.lock().unwrap().iter().map(|(h, b)| (h.clone(), serde_json::from_str(b).unwrap())).collect()
+    }
+
+    /// The first delivery of `event`: headers, parsed body and the body exactly as received.
+    pub async fn wait_for_raw(&self, event: &str, within: Duration) -> (axum::http::HeaderMap, Value, String) {
+        let find = || async {
+            self.0.lock().unwrap().iter().find_map(|(h, raw)| {
+                let body: Value = serde_json::from_str(raw).ok()?;
+                (body["event"] == event).then(|| (h.clone(), body, raw.clone()))
+            })
+        };
+        let found = poll(within, find, Option::is_some).await;
+        found.unwrap_or_else(|| panic!("no `{event}` notification within {within:?}"))
+    }
+
+    pub async fn wait_for(&self, event: &str, within: Duration) -> (axum::http::HeaderMap, Value) {
+        let (headers, body, _) = self.wait_for_raw(event, within).await;
+        (headers, body)
+    }
+}
+
+async fn hook(
+    axum::extract::State(r): axum::extract::State<Received>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    r.0.lock().unwrap().push((headers, String::from_utf8_lossy(&body).into_owned()));
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// A webhook receiver on 127.0.0.1 (the given port, or any free one) that records every
+/// delivery; it stops when the returned task is dropped with the test's runtime.
+pub async fn receiver(port: u16) -> (String, Received, tokio::task::JoinHandle<()>) {
+    let received = Received::default();
+    let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, received, task)
+}
+
+/// A `[[notify]]` entry for `url`, signed with [`HOOK_SECRET`].
+pub fn notify_toml(url: &str) -> String {
+    format!("\n[[notify]]\nname = \"pager\"\nurl = \"{url}\"\nsecret = \"env:HOOK_SECRET\"\ntimeout_ms = 2000\n")
+}
+
+/// How long a receiver accepts a delivery's timestamp either way (docs/configuration.md).
+pub const WEBHOOK_TOLERANCE_SECS: i64 = 5 * 60;
+
+/// Why a receiver following docs/configuration.md ("Verifying deliveries") turns a delivery away.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejected {
+    BadSignature,
+    StaleTimestamp,
+}
+
+/// The check docs/configuration.md tells receivers to make, at time `now` (Unix seconds), with
+/// `seen` the ids accepted so far: `Ok(true)` for a new authentic delivery, `Ok(false)` for an id
+/// seen within the window, `Err` for a forged, changed or stale one.
+pub fn verify_webhook(
+    secret: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    now: i64,
+    seen: &mut std::collections::HashMap<String, i64>,
+) -> Result<bool, Rejected> {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (id, ts, signatures) = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+    let key = match secret.strip_prefix("whsec_") {
+        Some(b64) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
+        None => secret.as_bytes().to_vec(),
+    };
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(body);
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    // Constant-time comparison matters to a real receiver; here equality says the same.
+    if !signatures.split(' ').any(|s| s == expected) {
+        return Err(Rejected::BadSignature);
+    }
+    match ts.parse::<i64>() {
+        Ok(t) if (now - t).abs() <= WEBHOOK_TOLERANCE_SECS => {}
+        _ => return Err(Rejected::StaleTimestamp),
+    }
+    seen.retain(|_, at| now - *at <= WEBHOOK_TOLERANCE_SECS);
+    if seen.contains_key(&id) {
+        return Ok(false);
+    }
+    seen.insert(id, now);
+    Ok(true)
+}
+
+/// Review UI forms are sent as this.
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+/// An HTTP client that does not follow redirects, as the UI tests need.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// `name=value` of the cookie `name` set by a response.
+pub fn cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().to_string())
+        .find(|c| c.starts_with(&format!("{name}=")) && c.len() > name.len() + 1)
+}
+
+/// The CSRF token of the first form in `html`.
+pub fn csrf(html: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+/// A URL-encoded form body.
+pub fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let v: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                    b' ' => "+".to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Signs in with `token` the way a browser does; returns the status and the session cookie.
+pub async fn sign_in(al: &Airlock, token: &str) -> (StatusCode, Option<String>) {
+    let http = client();
+    let page = http.get(format!("{}/ui/login", al.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let nonce = cookie(&page, "airlock_ui_login").expect("the sign-in form sets its nonce cookie");
+    let html = page.text().await.unwrap();
+    let r = http
+        .post(format!("{}/ui/login", al.url))
+        .header("cookie", &nonce)
+        .header("content-type", FORM)
+        .body(form(&[("csrf", &csrf(&html)), ("token", token)]))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), cookie(&r, "airlock_ui"))
 }

@@ -22,7 +22,8 @@ fn sample(text: &str, prefix: &str) -> f64 {
 
 #[tokio::test]
 async fn counters_move_with_traffic() {
-    let fx = Fixture::new(POLICY);
+    // Named exactly, so it keeps its name in the `tool` label (any other tool is `other`).
+    let fx = Fixture::with_extra(POLICY, "\n[[tools]]\nname = \"nodepool.scale\"\n");
     let al = fx.start();
     let before = scrape(&al).await;
     let s = al.session(BOT).await;

@@ -10,70 +10,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::common::*;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const FORM: &str = "application/x-www-form-urlencoded";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-/// `name=value` of the cookie `name` set by a response.
-fn cookie(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().to_string())
-        .find(|c| c.starts_with(&format!("{name}=")) && c.len() > name.len() + 1)
-}
-
-/// The CSRF token of the first form in `html`.
-fn csrf(html: &str) -> String {
-    let marker = r#"name="csrf" value=""#;
-    let start = html.find(marker).expect("a form with a CSRF token") + marker.len();
-    html[start..].split('"').next().unwrap().to_string()
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            let v: String = v
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-                    b' ' => "+".to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            format!("{k}={v}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// Signs in with `token` the way a browser does; returns the status and the session cookie.
-async fn sign_in(al: &Airlock, token: &str) -> (StatusCode, Option<String>) {
-    let http = client();
-    let page = http.get(format!("{}/ui/login", al.url)).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    let nonce = cookie(&page, "airlock_ui_login").expect("the sign-in form sets its nonce cookie");
-    let html = page.text().await.unwrap();
-    let r = http
-        .post(format!("{}/ui/login", al.url))
-        .header("cookie", &nonce)
-        .header("content-type", FORM)
-        .body(form(&[("csrf", &csrf(&html)), ("token", token)]))
-        .send()
-        .await
-        .unwrap();
-    (r.status(), cookie(&r, "airlock_ui"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,6 +125,9 @@ async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
     .collect();
     assert!(missing.is_empty(), "missing {missing:?}: run tests/browser/install.sh (scripts/test.sh runs it)");
 
+    // The same in both calls, so the diff stays one line: a right-to-left override and a zero
+    // width space the page must show as markers.
+    const LABEL: &str = "office\u{202E}ptth\u{200B}";
     let fx = Fixture::new(POLICY);
     let al = fx.start();
     // An earlier call of the same tool in the session, still pending: the detail page diffs
@@ -194,7 +137,7 @@ async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
         .post(
             &format!("/v1/sessions/{s}/actions"),
             BOT,
-            json!({"tool": "firewall.open", "arguments": {"port": 80, "cidr": "10.20.0.0/16"},
+            json!({"tool": "firewall.open", "arguments": {"port": 80, "cidr": "10.20.0.0/16", "label": LABEL},
                    "justification": "plain HTTP for the office network"}),
         )
         .await;
@@ -244,7 +187,7 @@ async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
         .post(
             &format!("/v1/sessions/{s}/actions"),
             BOT,
-            json!({"tool": "firewall.open", "arguments": {"port": 443, "cidr": "10.20.0.0/16"},
+            json!({"tool": "firewall.open", "arguments": {"port": 443, "cidr": "10.20.0.0/16", "label": LABEL},
                    "justification": "open HTTPS from the new office network for the rollout"}),
         )
         .await;
@@ -271,6 +214,8 @@ async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
     assert_eq!(summary["appeared_live"], true, "{summary}");
     assert_eq!(summary["mobile_overflow"], false, "{summary}");
     assert_eq!(summary["diff_lines"], 2, "the port change is shown as one line out, one in: {summary}");
+    assert_eq!(summary["hidden_markers"], json!(["⟨U+202E⟩", "⟨U+200B⟩"]), "{summary}");
+    assert_eq!(summary["hidden_warning"], 1, "{summary}");
     let files = summary["screenshots"].as_array().unwrap();
     assert!(files.len() >= 9, "{summary}");
     for file in files {

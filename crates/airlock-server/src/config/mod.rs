@@ -30,7 +30,7 @@ mod upstreams;
 mod validate;
 
 pub use raw::RawConfig;
-pub use secrets::{Env, ProcessEnv, hash_token};
+pub use secrets::{Env, ProcessEnv, WHSEC_PREFIX, WebhookSecret, hash_token};
 pub use typed::{
     AgentConfig, ApprovalsConfig, AuditConfig, Config, HumanConfig, McpConfig, NOTIFY_EVENTS, NotifyConfig,
     PolicyConfig, ServerConfig, ToolConfig, UpstreamConfig, UpstreamTransport,

@@ -48,6 +48,7 @@ pub(super) struct RawServer {
     pub(super) max_body_bytes: Option<u64>,
     pub(super) public_url: Option<String>,
     pub(super) max_wait_seconds: Option<u64>,
+    pub(super) metrics_token: Option<String>,
 }
 
 /// `[policy]`
@@ -55,6 +56,7 @@ pub(super) struct RawServer {
 pub(super) struct RawPolicy {
     pub(super) dir: Option<String>,
     pub(super) timeout_ms: Option<u64>,
+    pub(super) canary_key: Option<String>,
 }
 
 /// `[approvals]`

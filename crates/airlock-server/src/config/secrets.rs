@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 /// The SHA-256 of a bearer token.
@@ -59,5 +60,41 @@ pub(super) fn env_secret(value: &str, env: &dyn Env, not_a_reference: &str) -> R
             env.var(var).filter(|v| !v.is_empty()).ok_or_else(|| format!("environment variable `{var}` is not set"))
         }
         None => Err(not_a_reference.to_string()),
+    }
+}
+
+/// The prefix of a Standard Webhooks secret: `whsec_` followed by the base64 of the key.
+pub const WHSEC_PREFIX: &str = "whsec_";
+
+/// The HMAC-SHA256 key a `[[notify]]` endpoint signs with. Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(Vec<u8>);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(..)")
+    }
+}
+
+impl WebhookSecret {
+    /// The key of a configured secret. A value of the Standard Webhooks form `whsec_<base64>`
+    /// (what their libraries and dashboards generate) is the key those bytes decode to, so a
+    /// receiver can hand the same string to a Standard Webhooks library; any other value is used
+    /// as it is, its UTF-8 bytes being the key.
+    pub fn from_configured(value: &str) -> Result<WebhookSecret, String> {
+        match value.strip_prefix(WHSEC_PREFIX) {
+            Some(encoded) => match base64::engine::general_purpose::STANDARD.decode(encoded) {
+                Ok(key) if !key.is_empty() => Ok(WebhookSecret(key)),
+                _ => Err(format!(
+                    "a secret that starts with `{WHSEC_PREFIX}` must be followed by base64 (the Standard Webhooks form)"
+                )),
+            },
+            None => Ok(WebhookSecret(value.as_bytes().to_vec())),
+        }
+    }
+
+    /// The HMAC key.
+    pub fn key(&self) -> &[u8] {
+        &self.0
     }
 }

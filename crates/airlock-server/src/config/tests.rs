@@ -309,3 +309,27 @@ bogus = 1
     let got: Vec<&str> = text.lines().skip(1).map(|l| l.trim_start_matches("  - ")).collect();
     assert_eq!(got, expected, "\n{text}");
 }
+
+#[test]
+fn webhook_secrets_in_the_standard_webhooks_form_are_decoded() {
+    let env = BTreeMap::from([
+        ("PLAIN".to_string(), "hook-secret".to_string()),
+        ("WHSEC".to_string(), "whsec_aG9vay1zZWNyZXQ=".to_string()),
+        ("BROKEN".to_string(), "whsec_not base64!".to_string()),
+    ]);
+    let text =
+        |var: &str| format!("[policy]\ndir = \".\"\n[[notify]]\nurl = \"https://hooks\"\nsecret = \"env:{var}\"\n");
+    let load = |var: &str| Config::parse(&text(var), &std::env::temp_dir().join("airlock.toml"), &env);
+    let plain = load("PLAIN").unwrap().notify[0].secret.clone().unwrap();
+    let whsec = load("WHSEC").unwrap().notify[0].secret.clone().unwrap();
+    assert_eq!(plain.key(), b"hook-secret");
+    assert_eq!(whsec.key(), b"hook-secret", "`whsec_` + base64 is the key those bytes decode to");
+    let err = load("BROKEN").unwrap_err();
+    assert_eq!(
+        err.problems,
+        vec![(
+            "notify[0].secret".to_string(),
+            "a secret that starts with `whsec_` must be followed by base64 (the Standard Webhooks form)".to_string()
+        )]
+    );
+}

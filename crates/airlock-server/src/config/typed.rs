@@ -53,8 +53,8 @@ pub struct NotifyConfig {
     pub url: String,
     /// Events it receives.
     pub events: Vec<String>,
-    /// HMAC-SHA256 key for `X-Airlock-Signature-256`.
-    pub secret: Option<String>,
+    /// HMAC-SHA256 key of the `webhook-signature` header (Standard Webhooks).
+    pub secret: Option<super::WebhookSecret>,
     /// Limit of one delivery attempt.
     pub timeout: Duration,
 }
@@ -72,6 +72,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Longest long-poll a client may ask for.
     pub max_wait: Duration,
+    /// SHA-256 of the bearer token `/metrics` requires; `None` leaves it open.
+    pub metrics_token_hash: Option<[u8; 32]>,
 }
 
 /// `[policy]`
@@ -81,6 +83,8 @@ pub struct PolicyConfig {
     pub dir: PathBuf,
     /// Limit of one evaluation.
     pub timeout: Duration,
+    /// Key of canary bucketing, read from the environment; `None` = a key file in `data_dir`.
+    pub canary_key: Option<crate::lifecycle::CanaryKey>,
 }
 
 /// `[approvals]`

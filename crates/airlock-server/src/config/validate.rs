@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy, RawServer, RawTelemetry};
-use super::secrets::{Env, env_secret};
+use super::secrets::{Env, WebhookSecret, env_secret, token_hash};
 use super::{
     ApprovalsConfig, AuditConfig, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig, guards,
     identities, upstreams,
@@ -41,8 +41,8 @@ impl RawConfig {
     /// Checks every section, adding what is wrong to `problems`, and builds the [`Config`] (which
     /// is only used when `problems` stays empty). Relative paths are taken from `base`.
     pub(super) fn validate(self, base: &Path, env: &dyn Env, problems: &mut Problems) -> Config {
-        let server = server(self.server, base, problems);
-        let policy = policy(self.policy, base, problems);
+        let server = server(self.server, base, env, problems);
+        let policy = policy(self.policy, base, env, problems);
         let approvals = approvals(self.approvals, problems);
         let mcp = mcp(self.mcp, problems);
         let guards = guards::defaults(&self.guards, problems);
@@ -83,7 +83,7 @@ fn is_http(url: &str) -> bool {
 }
 
 /// `[server]`
-fn server(raw: RawServer, base: &Path, problems: &mut Problems) -> ServerConfig {
+fn server(raw: RawServer, base: &Path, env: &dyn Env, problems: &mut Problems) -> ServerConfig {
     let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:7878".into());
     let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
         problems.push(
@@ -107,17 +107,22 @@ fn server(raw: RawServer, base: &Path, problems: &mut Problems) -> ServerConfig 
     if !(1..=3600).contains(&max_wait) {
         problems.push("server.max_wait_seconds", format!("must be between 1 and 3600, got {max_wait}"));
     }
+    let metrics_token_hash = raw
+        .metrics_token
+        .as_deref()
+        .and_then(|t| token_hash(t, env).map_err(|message| problems.push("server.metrics_token", message)).ok());
     ServerConfig {
         listen,
         data_dir: resolve(base, raw.data_dir.as_deref().unwrap_or(".airlock")),
         max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
         public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),
         max_wait: Duration::from_secs(max_wait),
+        metrics_token_hash,
     }
 }
 
 /// `[policy]`
-fn policy(raw: RawPolicy, base: &Path, problems: &mut Problems) -> PolicyConfig {
+fn policy(raw: RawPolicy, base: &Path, env: &dyn Env, problems: &mut Problems) -> PolicyConfig {
     let dir = match raw.dir {
         Some(d) => resolve(base, &d),
         None => {
@@ -132,7 +137,19 @@ fn policy(raw: RawPolicy, base: &Path, problems: &mut Problems) -> PolicyConfig 
     if !(1..=60_000).contains(&timeout_ms) {
         problems.push("policy.timeout_ms", format!("must be between 1 and 60000, got {timeout_ms}"));
     }
-    PolicyConfig { dir, timeout: Duration::from_millis(timeout_ms) }
+    let canary_key = raw.canary_key.as_deref().and_then(|v| {
+        env_secret(v, env, "must be `env:NAME`; omit it to use a key file in `data_dir`")
+            .and_then(|key| {
+                if key.len() < 16 {
+                    Err("must hold at least 16 bytes; 32 random bytes in base64 (`openssl rand -base64 32`) do".into())
+                } else {
+                    Ok(crate::lifecycle::CanaryKey::from_bytes(key.as_bytes()))
+                }
+            })
+            .map_err(|message| problems.push("policy.canary_key", message))
+            .ok()
+    });
+    PolicyConfig { dir, timeout: Duration::from_millis(timeout_ms), canary_key }
 }
 
 /// `[approvals]`
@@ -196,6 +213,7 @@ fn notify(raw: Vec<RawNotify>, env: &dyn Env, problems: &mut Problems) -> Vec<No
         }
         let secret = n.secret.as_deref().and_then(|v| {
             env_secret(v, env, "must be `env:NAME`; secrets are not written in the file")
+                .and_then(|s| WebhookSecret::from_configured(&s))
                 .map_err(|message| problems.push(&key("secret"), message))
                 .ok()
         });

@@ -103,13 +103,13 @@ impl Engine {
                 crate::notify::enqueue_breaker(&self.inner.config, commit, breaker, agent, now);
                 tracing::warn!(tool, failures = breaker.consecutive_failures, "circuit breaker opened");
             }
+            export_breakers(&self.inner.labels, &breakers);
         } else if *breaker != before {
             commit.project(Projection::Breaker(breaker.clone()));
         }
     }
 
     pub(super) fn journal_breaker(breaker: &Breaker, t: Transition, commit: &mut Commit, now: DateTime<Utc>) {
-        metrics::gauge!(tm::BREAKER_STATE, "tool" => breaker.tool.clone()).set(breaker_gauge(breaker));
         let state = match t {
             Transition::Opened => "open",
             Transition::HalfOpened => "half_open",
@@ -144,7 +144,8 @@ impl Engine {
         now: DateTime<Utc>,
     ) {
         let outcome = if ok { "succeeded" } else { "failed" };
-        metrics::counter!(tm::ACTIONS, "tool" => action.tool.clone(), "outcome" => outcome).increment(1);
+        metrics::counter!(tm::ACTIONS, "tool" => self.inner.labels.tool(&action.tool), "outcome" => outcome)
+            .increment(1);
         let limits = self.limits_of(&action.agent_id);
         if let Some(pause) = pipeline::count_outcome(session, action, ok, error, &limits) {
             self.pause(session, &pause, commit, now);
@@ -153,7 +154,25 @@ impl Engine {
     }
 }
 
-pub(super) fn breaker_gauge(b: &Breaker) -> f64 {
+/// Sets the breaker-state gauges: one series per known tool, and one for all the others
+/// ([`tm::OTHER`]) holding the worst of their states, so an open breaker on a tool the labels
+/// don't name still shows.
+pub(super) fn export_breakers(labels: &tm::Labels, breakers: &HashMap<String, Breaker>) {
+    let mut others: Option<f64> = None;
+    for b in breakers.values() {
+        let label = labels.tool(&b.tool);
+        if label == tm::OTHER {
+            others = Some(others.unwrap_or(0.0).max(breaker_gauge(b)));
+        } else {
+            metrics::gauge!(tm::BREAKER_STATE, "tool" => label).set(breaker_gauge(b));
+        }
+    }
+    if let Some(worst) = others {
+        metrics::gauge!(tm::BREAKER_STATE, "tool" => tm::OTHER).set(worst);
+    }
+}
+
+fn breaker_gauge(b: &Breaker) -> f64 {
     match b.state {
         limits::BreakerState::Closed => 0.0,
         limits::BreakerState::HalfOpen => 1.0,

@@ -26,7 +26,7 @@ mod sessions;
 mod submit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-use guards::breaker_gauge;
+use guards::export_breakers;
 pub(crate) use submit::evaluate;
 
 use std::collections::HashMap;
@@ -232,8 +232,12 @@ struct Inner {
     inflight: Mutex<HashMap<String, InFlight>>,
     /// OpenTelemetry spans.
     tracing: crate::otel::Tracing,
+    /// What metric labels may say.
+    labels: tm::Labels,
     /// The candidate policy in shadow mode.
     shadow: crate::lifecycle::SharedShadow,
+    /// The key of canary bucketing.
+    canary_key: RwLock<Arc<crate::lifecycle::CanaryKey>>,
     /// Where the engine's time comes from.
     clock: Arc<dyn Clock>,
 }
@@ -299,9 +303,8 @@ impl Engine {
             store.breakers().await?.into_iter().map(|b| (b.tool.clone(), b)).collect();
         metrics::gauge!(tm::APPROVALS_PENDING)
             .set(store.approvals(Some(ApprovalStatus::Pending), 100_000).await?.len() as f64);
-        for b in breakers.values() {
-            metrics::gauge!(tm::BREAKER_STATE, "tool" => b.tool.clone()).set(breaker_gauge(b));
-        }
+        let labels = tm::Labels::new(&config);
+        export_breakers(&labels, &breakers);
         let (approvals_changed, _) = tokio::sync::watch::channel(0);
         // Each TOTP code is accepted once, also across restarts: remember the newest step used
         // by each human from the recorded votes.
@@ -363,7 +366,9 @@ impl Engine {
             breakers: Mutex::new(breakers),
             inflight: Mutex::new(HashMap::new()),
             tracing: tracing_setup,
+            labels,
             shadow: Default::default(),
+            canary_key: RwLock::new(Arc::new(crate::lifecycle::CanaryKey::ephemeral())),
             clock,
         };
         Ok(Engine { inner: Arc::new(inner) })
@@ -381,6 +386,17 @@ impl Engine {
 
     pub(crate) fn shadow(&self) -> &crate::lifecycle::SharedShadow {
         &self.inner.shadow
+    }
+
+    /// Uses `key` for canary bucketing from now on. The engine starts with a key of its own
+    /// process; `serve` gives it the installation's, so buckets stay the same across restarts.
+    pub fn set_canary_key(&self, key: crate::lifecycle::CanaryKey) {
+        replace(&self.inner.canary_key, Arc::new(key));
+    }
+
+    /// The key of canary bucketing.
+    pub(crate) fn canary_key(&self) -> Arc<crate::lifecycle::CanaryKey> {
+        read(&self.inner.canary_key)
     }
 
     /// Replaces the active policy.
@@ -406,6 +422,13 @@ impl Engine {
     /// The tool catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
+    }
+
+    /// Lets the tools the upstreams list keep their names in metric labels (see
+    /// [`tm::Labels`]), and exports the breakers again under those names.
+    pub fn attach_upstreams(&self, upstreams: airlock_mcp::Upstreams) {
+        self.inner.labels.attach_upstreams(upstreams);
+        export_breakers(&self.inner.labels, &lock(&self.inner.breakers));
     }
 
     /// Notified when notifications were added to the outbox.

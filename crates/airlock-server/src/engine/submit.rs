@@ -126,6 +126,7 @@ impl Engine {
             );
             if let (Some(t), Some(breaker)) = (screened.breaker_transition, breakers.get(&action.tool)) {
                 Self::journal_breaker(breaker, t, &mut commit, now);
+                export_breakers(&self.inner.labels, &breakers);
             }
             screened
         };
@@ -218,12 +219,14 @@ impl Engine {
             metrics::gauge!(tm::APPROVALS_PENDING).increment(1.0);
             self.bump_approvals();
         }
-        let rule = action.decision.reasons.first().map(|r| r.rule.clone()).unwrap_or_else(|| "none".into());
+        let rule = action.decision.reasons.first().map_or("none", |r| r.rule.as_str());
+        let rule = self.inner.labels.rule(rule);
         metrics::counter!(tm::DECISIONS, "effect" => action.decision.effect.as_str(), "rule" => rule).increment(1);
         metrics::histogram!(tm::DECISION_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(tm::POLICY_SECONDS).record(action.decision.eval_us as f64 / 1e6);
         if action.status == ActionStatus::Denied {
-            metrics::counter!(tm::ACTIONS, "tool" => action.tool.clone(), "outcome" => "denied").increment(1);
+            metrics::counter!(tm::ACTIONS, "tool" => self.inner.labels.tool(&action.tool), "outcome" => "denied")
+                .increment(1);
         }
         Ok(Submission { view: ActionView { action, approval }, outcome: Outcome::New })
     }

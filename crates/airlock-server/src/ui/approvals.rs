@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::Ui;
 use super::html::{Nav, absolute, expiry, json_diff, needs, pretty, risk_badge, shell, status_badge, when};
+use super::invisible::{contains_hidden, reveal, value_contains_hidden, warning};
 use super::respond::{failure_page, page, to_login};
 use super::session::Viewer;
 use super::vote::{vote_eligibility, vote_form};
@@ -86,9 +87,9 @@ fn timeline(d: &Detail, now: DateTime<Utc>) -> Markup {
                     div {
                         @match approval_id {
                             Some(a) if a != d.approval.id && e.kind == "approval.requested" => {
-                                a href={ "/ui/approvals/" (a) } { (summary) }
+                                a href={ "/ui/approvals/" (a) } { (reveal(summary)) }
                             }
-                            _ => { (summary) }
+                            _ => { (reveal(summary)) }
                         }
                     }
                 }
@@ -105,7 +106,7 @@ pub(super) fn detail_page(viewer: &Viewer, d: &Detail, pending: usize, flash: Op
     let body = html! {
         p.small { a href=(if a.status == ApprovalStatus::Pending { "/ui/inbox" } else { "/ui/history" }) { "← back" } }
         div.head-row {
-            h1 { (act.tool) }
+            h1 { (reveal(&act.tool)) }
             div {
                 span #status .badge.{ "st-" (a.status.as_str()) } { (a.status.as_str()) }
                 " "
@@ -124,6 +125,7 @@ pub(super) fn detail_page(viewer: &Viewer, d: &Detail, pending: usize, flash: Op
             Some(Flash::Error(m)) => div.flash.error role="alert" { (m) },
             None => {}
         }
+        (warning(&hidden_parts(d)))
         div.grid {
             div {
                 (request_panels(d, now))
@@ -142,6 +144,22 @@ pub(super) fn detail_page(viewer: &Viewer, d: &Detail, pending: usize, flash: Op
     shell(&act.tool, Some(viewer), Nav::None, pending, body)
 }
 
+/// The parts of an action that hold invisible or direction-changing characters, each as the
+/// start of the warning's sentence.
+fn hidden_parts(d: &Detail) -> Vec<&'static str> {
+    let act = &d.action;
+    let task = d.session.as_ref().map(|s| s.task.as_str()).unwrap_or_default();
+    [
+        (contains_hidden(&act.tool), "The tool name contains"),
+        (value_contains_hidden(&act.arguments), "The arguments contain"),
+        (contains_hidden(&act.justification), "The justification contains"),
+        (contains_hidden(task), "The session's task contains"),
+    ]
+    .into_iter()
+    .filter_map(|(hidden, part)| hidden.then_some(part))
+    .collect()
+}
+
 /// What the agent asks for: its justification, the arguments, and the change since the previous
 /// call of the same tool in the session.
 fn request_panels(d: &Detail, now: DateTime<Utc>) -> Markup {
@@ -153,12 +171,12 @@ fn request_panels(d: &Detail, now: DateTime<Utc>) -> Markup {
             @if act.justification.is_empty() {
                 p.small { "The agent gave no justification." }
             } @else {
-                p.justification { (act.justification) }
+                p.justification { (reveal(&act.justification)) }
             }
         }
         section.panel aria-labelledby="h-args" {
             h2 #h-args { "Arguments" }
-            pre.json { (args) }
+            pre.json { (reveal(&args)) }
         }
         section.panel aria-labelledby="h-diff" {
             h2 #h-diff { "Change since the previous call" }
@@ -181,7 +199,7 @@ fn request_panels(d: &Detail, now: DateTime<Utc>) -> Markup {
                         (json_diff(&old, &args))
                     }
                 }
-                None => { p.small { "This is the first call of " code { (act.tool) } " in the session." } }
+                None => { p.small { "This is the first call of " code { (reveal(&act.tool)) } " in the session." } }
             }
         }
     }
@@ -199,12 +217,12 @@ fn policy_panel(decision: &Decision) -> Markup {
             }
             h2.spaced { "Reasons" }
             ul.reasons {
-                @for r in &decision.reasons { li { code { (r.rule) } " " (r.msg) } }
+                @for r in &decision.reasons { li { code { (reveal(&r.rule)) } " " (reveal(&r.msg)) } }
                 @if decision.reasons.is_empty() { li.small { "No reason was recorded." } }
             }
             @if !decision.warnings.is_empty() {
                 h2.spaced { "Warnings (not enforced)" }
-                ul.reasons { @for r in &decision.warnings { li { code { (r.rule) } " " (r.msg) } } }
+                ul.reasons { @for r in &decision.warnings { li { code { (reveal(&r.rule)) } " " (reveal(&r.msg)) } } }
             }
         }
     }
@@ -232,7 +250,7 @@ fn decision_panel(viewer: &Viewer, d: &Detail, comment: &str, now: DateTime<Utc>
                             (status_badge(match v.verdict { Verdict::Approve => "approved", Verdict::Deny => "denied" }))
                             @if v.mfa { " " span.badge.tag { "MFA" } }
                             " " span.small { (when(v.at, now)) }
-                            @if !v.comment.is_empty() { div { (v.comment) } }
+                            @if !v.comment.is_empty() { div { (reveal(&v.comment)) } }
                         }
                     }
                 }
@@ -266,7 +284,7 @@ fn action_panel(d: &Detail) -> Markup {
                 dt { "Approval" } dd.mono { (a.id) }
                 dt { "Session" } dd.mono { (a.session_id) }
                 @if let Some(s) = &d.session {
-                    dt { "Task" } dd { (s.task) }
+                    dt { "Task" } dd { (reveal(&s.task)) }
                     @if let Some(who) = &s.on_behalf_of { dt { "On behalf of" } dd { (who) } }
                 }
                 dt { "Digest" } dd.mono { (act.digest) }

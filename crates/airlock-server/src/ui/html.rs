@@ -7,6 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
 use super::assets::ASSET_VERSION;
+use super::invisible::{reveal, reveal_plain};
 use super::session::Viewer;
 
 fn span_text(seconds: i64) -> String {
@@ -68,7 +69,8 @@ pub(super) fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n).collect::<String>()) }
 }
 
-/// A line diff of two pretty-printed JSON documents with three lines of context around changes.
+/// A line diff of two pretty-printed JSON documents with three lines of context around changes,
+/// hidden characters shown as markers.
 pub(super) fn json_diff(old: &str, new: &str) -> Markup {
     use similar::{ChangeTag, TextDiff};
     let diff = TextDiff::from_lines(old, new);
@@ -81,9 +83,9 @@ pub(super) fn json_diff(old: &str, new: &str) -> Markup {
                     @for change in diff.iter_changes(op) {
                         @let line = change.value().trim_end_matches('\n');
                         @match change.tag() {
-                            ChangeTag::Delete => span.del { "- " (line) },
-                            ChangeTag::Insert => span.add { "+ " (line) },
-                            ChangeTag::Equal => span { "  " (line) },
+                            ChangeTag::Delete => span.del { "- " (reveal(line)) },
+                            ChangeTag::Insert => span.add { "+ " (reveal(line)) },
+                            ChangeTag::Equal => span { "  " (reveal(line)) },
                         }
                     }
                 }
@@ -108,7 +110,7 @@ pub(super) fn shell(title: &str, viewer: Option<&Viewer>, nav: Nav, pending: usi
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="same-origin";
-                title { (title) " · airlock" }
+                title { (reveal_plain(title)) " · airlock" }
                 link rel="icon" type="image/svg+xml" href="/ui/static/favicon.svg";
                 link rel="stylesheet" href={ "/ui/static/airlock.css?v=" (ASSET_VERSION) };
                 script src={ "/ui/static/airlock.js?v=" (ASSET_VERSION) } defer {}

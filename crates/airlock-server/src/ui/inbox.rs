@@ -9,8 +9,15 @@ use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 
 use super::html::{Nav, expiry, needs, risk_badge, shell, short, status_badge, when};
+use super::invisible::{contains_hidden, reveal, value_contains_hidden};
 use super::respond::{error_status, error_text, failure_page, page, to_login};
 use super::{LIST_LIMIT, Row, Ui};
+
+/// Whether what the agent sent for this row holds invisible or direction-changing characters.
+fn has_hidden(row: &Row) -> bool {
+    let a = &row.action;
+    contains_hidden(&a.tool) || contains_hidden(&a.justification) || value_contains_hidden(&a.arguments)
+}
 
 fn inbox_rows(rows: &[Row], now: DateTime<Utc>) -> Markup {
     html! {
@@ -35,9 +42,15 @@ fn inbox_rows(rows: &[Row], now: DateTime<Utc>) -> Markup {
                     @for row in rows {
                         tr data-approval=(row.approval.id) {
                             td.tool data-label="Tool" {
-                                a href={ "/ui/approvals/" (row.approval.id) } { (row.action.tool) }
+                                a href={ "/ui/approvals/" (row.approval.id) } { (reveal(&row.action.tool)) }
+                                @if has_hidden(row) {
+                                    " "
+                                    span.badge.hidden-chars title="invisible or direction-changing characters: see the details" {
+                                        "hidden characters"
+                                    }
+                                }
                                 @if !row.action.justification.is_empty() {
-                                    div.small { (short(&row.action.justification, 90)) }
+                                    div.small { (reveal(&short(&row.action.justification, 90))) }
                                 }
                             }
                             td data-label="Agent" { (row.approval.agent_id) }
@@ -92,7 +105,7 @@ fn votes_summary(approval: &Approval) -> Markup {
             div.small {
                 strong { (v.human) } " "
                 (match v.verdict { Verdict::Approve => "approved", Verdict::Deny => "denied" })
-                @if !v.comment.is_empty() { ": " (short(&v.comment, 80)) }
+                @if !v.comment.is_empty() { ": " (reveal(&short(&v.comment, 80))) }
             }
         }
     }
@@ -141,7 +154,7 @@ pub(super) async fn history(State(ui): State<Ui>, headers: HeaderMap) -> Respons
                                 }
                                 td data-label="Outcome" { (status_badge(row.approval.status.as_str())) }
                                 td.tool data-label="Tool" {
-                                    a href={ "/ui/approvals/" (row.approval.id) } { (row.action.tool) }
+                                    a href={ "/ui/approvals/" (row.approval.id) } { (reveal(&row.action.tool)) }
                                 }
                                 td data-label="Agent" { (row.approval.agent_id) }
                                 td data-label="Risk" { (risk_badge(row.action.decision.risk)) }

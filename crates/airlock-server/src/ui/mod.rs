@@ -22,8 +22,9 @@
 //! The parts: `session` (sign-in, the session cookie, CSRF and origin checks), `inbox` (pending
 //! and resolved approvals), `approvals` (one approval's detail page), `vote` (who may vote, the
 //! form, casting a vote), `live` (the event stream that refreshes the inbox), `html` (the page
-//! shell and formatting shared by the pages), `respond` (security headers, redirects and error
-//! pages) and `assets` (the embedded static files).
+//! shell and formatting shared by the pages), `invisible` (invisible and direction-changing
+//! characters in what agents send, shown as markers), `respond` (security headers, redirects
+//! and error pages) and `assets` (the embedded static files).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,7 @@ mod approvals;
 mod assets;
 mod html;
 mod inbox;
+mod invisible;
 mod live;
 mod respond;
 mod session;

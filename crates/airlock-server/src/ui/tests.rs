@@ -305,3 +305,71 @@ async fn events_need_a_session_and_announce_new_approvals() {
     let next = tokio::time::timeout(Duration::from_secs(5), body.next()).await.unwrap().unwrap().unwrap();
     assert!(String::from_utf8_lossy(&next).contains("event: approvals"), "{next:?}");
 }
+
+/// Every character an agent could use to make its arguments read differently from what they are
+/// (the listed ones and a few other `Cf`): none reaches the page as it is.
+const HIDDEN: &[char] = &[
+    '\u{200B}',
+    '\u{200C}',
+    '\u{200D}',
+    '\u{200E}',
+    '\u{200F}',
+    '\u{202A}',
+    '\u{202B}',
+    '\u{202C}',
+    '\u{202D}',
+    '\u{202E}',
+    '\u{2066}',
+    '\u{2067}',
+    '\u{2068}',
+    '\u{2069}',
+    '\u{FEFF}',
+    '\u{00AD}',
+    '\u{2060}',
+    '\u{061C}',
+    '\u{E0041}',
+];
+
+#[tokio::test]
+async fn invisible_and_direction_changing_characters_are_shown_and_flagged() {
+    let fx = fixture().await;
+    // The classic: a right-to-left override makes `exe.txt` read `txt.exe`, in a key and a value.
+    let args = json!({"file": "report\u{202E}txt.exe", "pat\u{200B}h": "/tmp"});
+    let (session, first) = fx.held(None, "nodepool.scale", json!({"file": "report.txt"}), "plain").await;
+    let (_, second) = fx.held(Some(&session), "nodepool.scale", args, "looks \u{2066}fine\u{2069}").await;
+    let all: String = HIDDEN.iter().map(|c| format!("{c}x")).collect();
+    let (_, third) = fx.held(None, "nodepool.scale", json!({"all": all}), "").await;
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+
+    let (_, _, html) = fx.get(&format!("/ui/approvals/{second}"), &cookie).await;
+    for c in ['\u{202E}', '\u{200B}', '\u{2066}', '\u{2069}'] {
+        assert!(!html.contains(c), "U+{:04X} reached the page as it is", u32::from(c));
+    }
+    let marker =
+        r#"<mark class="hidden-char" title="right-to-left override: reverses the text after it">⟨U+202E⟩</mark>"#;
+    assert!(html.contains(&format!("report{marker}txt.exe")), "the arguments show the marker: {html}");
+    assert!(html.contains("pat<mark class=\"hidden-char\""), "keys too: {html}");
+    // The diff against the earlier call shows them as well.
+    assert!(html.contains(&format!(r#"<span class="add">+   &quot;file&quot;: &quot;report{marker}"#)), "{html}");
+    assert!(html.contains("The arguments contain invisible or direction-changing characters."), "{html}");
+    assert!(html.contains("The justification contains invisible or direction-changing characters."), "{html}");
+    assert!(html.contains(r#"class="flash error hidden-chars" role="alert""#), "{html}");
+
+    let (_, _, html) = fx.get(&format!("/ui/approvals/{third}"), &cookie).await;
+    for c in HIDDEN {
+        assert!(!html.contains(*c), "U+{:04X} reached the page as it is", u32::from(*c));
+        assert!(html.contains(&format!("⟨U+{:04X}⟩", u32::from(*c))), "U+{:04X} has no marker", u32::from(*c));
+    }
+
+    // The inbox flags the rows; a plain action is not flagged.
+    let (_, _, list) = fx.get("/ui/inbox/list", &cookie).await;
+    let row = |id: &str| {
+        let start = list.find(&format!(r#"data-approval="{id}""#)).unwrap();
+        let end = list[start..].find("</tr>").unwrap();
+        list[start..start + end].to_string()
+    };
+    assert!(row(&second).contains("hidden characters") && row(&second).contains("⟨U+2066⟩"), "{list}");
+    assert!(!row(&first).contains("hidden characters"), "{list}");
+    let (_, _, html) = fx.get(&format!("/ui/approvals/{first}"), &cookie).await;
+    assert!(!html.contains("hidden-chars"), "{html}");
+}
