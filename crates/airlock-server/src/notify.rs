@@ -252,7 +252,7 @@ pub async fn run_deliveries(engine: Engine, mut shutdown: tokio::sync::watch::Re
             });
             let updates = futures::future::join_all(attempts).await;
             let commit = Commit { deliveries: updates, ..Default::default() };
-            if let Err(e) = engine.store().commit(commit).await {
+            if let Err(e) = engine.commit(commit).await {
                 tracing::warn!(error = %e, "recording deliveries failed");
             }
             continue;
