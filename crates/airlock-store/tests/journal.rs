@@ -538,6 +538,12 @@ async fn checkpoints_and_the_tree_head_cover_the_journal(store: Backend) {
     assert_eq!(saved[0].created_at, "2026-03-01T09:00:01.000000Z");
     // A checkpoint is no event.
     assert_eq!(store.tree_head().await.unwrap().0, 5);
+    // Events added after a tree head are in the next one, as if it were computed afresh.
+    for i in 5..8 {
+        store.commit(open_session(&format!("ses_{i}"))).await.unwrap();
+        hashes.extend(store.events(&format!("ses_{i}")).await.unwrap().into_iter().map(|e| e.hash));
+        assert_eq!(store.tree_head().await.unwrap(), (i as u64 + 1, airlock_store::merkle_root(&hashes)));
+    }
 }
 
 async fn policy_history_is_most_recent_first(store: Backend) {
