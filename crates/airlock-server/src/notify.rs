@@ -3,8 +3,9 @@
 //! A notification is written to the outbox in the same transaction as the event that caused it
 //! (an approval requested, resolved or expired), so a crash loses none. A separate delivery task
 //! POSTs due notifications, signs the body with HMAC-SHA256 when the endpoint has a secret, and
-//! retries failures with exponential backoff. Delivery never runs on the decision path: a slow
-//! or dead webhook can't delay a decision.
+//! retries failures with exponential backoff; when airlock starts, whatever is still undelivered
+//! is tried at once. Delivery never runs on the decision path: a slow or dead webhook can't delay
+//! a decision.
 
 use std::time::Duration;
 
@@ -216,6 +217,13 @@ pub async fn run_deliveries(engine: Engine, mut shutdown: tokio::sync::watch::Re
             return;
         }
     };
+    // Notifications left undelivered from before this start are tried at once, not when their
+    // backoff says: the backoff spares a live endpoint from being hammered, and a restart is an
+    // operator's new attempt (often after fixing the endpoint or the network).
+    let retry = Commit { deliveries: vec![DeliveryUpdate::RetryAll { at: Utc::now() }], ..Default::default() };
+    if let Err(e) = engine.commit(retry).await {
+        tracing::warn!(error = %e, "could not make undelivered notifications due; they wait for their next retry");
+    }
     let wake = engine.outbox_wake();
     loop {
         let due = match engine.store().notifications_due(Utc::now(), 64).await {

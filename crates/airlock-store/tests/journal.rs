@@ -518,6 +518,14 @@ async fn the_outbox_hands_out_due_notifications_until_delivered(store: Backend) 
     let due = store.notifications_due(at(9), 10).await.unwrap();
     assert_eq!(ids(&due, |n| &n.endpoint), ["a", "d"]);
     assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (1, Some("502")));
+
+    // On a restart everything still being retried is due at once; what was delivered or given
+    // up stays so, and the attempts are still counted.
+    let retry = vec![DeliveryUpdate::RetryAll { at: at(6) }];
+    store.commit(Commit { deliveries: retry, ..Default::default() }).await.unwrap();
+    let due = store.notifications_due(at(6), 10).await.unwrap();
+    assert_eq!(ids(&due, |n| &n.endpoint), ["a", "d"]);
+    assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (1, Some("502")));
 }
 
 async fn checkpoints_and_the_tree_head_cover_the_journal(store: Backend) {
