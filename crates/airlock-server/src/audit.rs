@@ -7,12 +7,14 @@
 //! which also catches truncation of the newest events, which hash chains alone cannot.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::Utc;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -286,15 +288,91 @@ pub async fn checkpoint_once(engine: &Engine, signer: &Signer_, last: u64) -> an
     Ok(size)
 }
 
-/// Signs a checkpoint every `[audit] checkpoint_interval_seconds` until `shutdown`, then once more.
+/// Counts the events the engine commits and wakes the checkpointer once `[audit]
+/// checkpoint_every_events` more were committed than its last checkpoint covered.
+///
+/// The checkpointer must not read the journal for every event: a checkpoint reads the tree head,
+/// and even asking how many events there are is a query. Instead the engine adds each commit's
+/// event count to an atomic counter (it knows the count without asking anyone), and compares the
+/// total with the count the checkpointer asked to be woken at; only when that is reached does it
+/// wake the checkpointer, once. So an event costs two atomic operations and no task wake-up, and
+/// a checkpoint is signed as soon as it is due rather than on the next tick of some poll.
+#[derive(Debug)]
+pub struct CheckpointTrigger {
+    /// Events committed through the engine since it started.
+    committed: AtomicU64,
+    /// Wake the checkpointer when `committed` reaches this (`u64::MAX`: nobody is waiting).
+    due_at: AtomicU64,
+    wake: Notify,
+}
+
+impl Default for CheckpointTrigger {
+    fn default() -> Self {
+        CheckpointTrigger { committed: AtomicU64::new(0), due_at: AtomicU64::new(u64::MAX), wake: Notify::new() }
+    }
+}
+
+impl CheckpointTrigger {
+    /// Counts `events` just committed, and wakes the checkpointer if a checkpoint is now due.
+    pub(crate) fn committed(&self, events: usize) {
+        if events == 0 {
+            return;
+        }
+        let events = u64::try_from(events).unwrap_or(u64::MAX);
+        let total = self.committed.fetch_add(events, Ordering::AcqRel).saturating_add(events);
+        if total >= self.due_at.load(Ordering::Acquire) {
+            // Stores a permit when the checkpointer is busy signing: it looks again right after.
+            self.wake.notify_one();
+        }
+    }
+
+    /// Events committed since the engine started.
+    fn count(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the count reaches `due`. Returns at once if it already has.
+    async fn reached(&self, due: u64) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            // Registered before `due_at` is published and the count read, so that a commit in
+            // between is not missed.
+            woken.as_mut().enable();
+            self.due_at.store(due, Ordering::Release);
+            if self.count() >= due {
+                return;
+            }
+            woken.await;
+            // A permit left by a commit before the last checkpoint wakes us early; look again.
+            if self.count() >= due {
+                return;
+            }
+        }
+    }
+}
+
+/// Signs a checkpoint when `[audit] checkpoint_every_events` events were committed since the
+/// last one, and at the latest `[audit] checkpoint_interval_seconds` after it (when there are new
+/// events), until `shutdown`; then once more.
 pub async fn run_checkpoints(engine: Engine, signer: Signer_, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let interval = engine.config().audit.checkpoint_interval;
+    let every = engine.config().audit.checkpoint_every_events;
+    let trigger = engine.checkpoint_trigger();
     let mut last = 0;
+    // Events counted when the last checkpoint was made. It is read before the tree head, so an
+    // event committed in between is both in that checkpoint and counted towards the next: the
+    // next checkpoint may come a little early, never late.
+    let mut counted = trigger.count();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            _ = trigger.reached(counted.saturating_add(every)) => {}
             _ = shutdown.changed() => break,
         }
+        // A failed checkpoint is tried again when the next one is due, not at once: the journal
+        // that failed it is unlikely to be back a moment later.
+        counted = trigger.count();
         match checkpoint_once(&engine, &signer, last).await {
             Ok(size) => last = size,
             Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
@@ -327,5 +405,29 @@ mod tests {
         let err = verify_note(&note, "short").unwrap_err();
         assert_eq!(err.to_string(), "public key: a key is 32 bytes in base64 or hex");
         assert!(matches!(verify_note("airlock/test\n42\n", &signer.public_key()), Err(NoteError::NotANote)));
+    }
+
+    #[tokio::test]
+    async fn the_trigger_wakes_the_checkpointer_once_enough_events_were_committed() {
+        use futures::FutureExt;
+        let trigger = CheckpointTrigger::default();
+        trigger.committed(3);
+        let mut reached = Box::pin(trigger.reached(5));
+        assert!(futures::poll!(reached.as_mut()).is_pending());
+        trigger.committed(1);
+        assert!(futures::poll!(reached.as_mut()).is_pending(), "4 of 5 events");
+        trigger.committed(2);
+        assert!(futures::poll!(reached.as_mut()).is_ready(), "6 of 5 events");
+
+        // A commit while the checkpoint is signed leaves a wake-up behind; it does not count as
+        // the next checkpoint being due.
+        trigger.committed(1);
+        let mut next = Box::pin(trigger.reached(6 + 5));
+        assert!(futures::poll!(next.as_mut()).is_pending(), "7 of 11 events");
+        trigger.committed(0);
+        trigger.committed(4);
+        assert!(futures::poll!(next.as_mut()).is_ready(), "11 of 11 events");
+        // Already there: no waiting at all.
+        assert!(trigger.reached(2).now_or_never().is_some());
     }
 }

@@ -129,7 +129,7 @@ impl Engine {
                        "files": policy.sources().iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()}),
             )
             .project(Projection::PolicyRevision(record));
-        self.store().commit(commit).await?;
+        self.commit(commit).await?;
         Ok(())
     }
 
@@ -225,7 +225,7 @@ impl Engine {
     async fn journal_candidate(&self, data: Value) -> Result<()> {
         let mut commit = Commit::default();
         commit.event(SYSTEM_STREAM, EventKind::PolicyCandidate, self.now(), data);
-        self.store().commit(commit).await?;
+        self.commit(commit).await?;
         Ok(())
     }
 
@@ -310,7 +310,7 @@ impl Engine {
                 engine.now(),
                 json!({"action_id": disagreement.action_id, "active": disagreement.active, "candidate": disagreement.candidate}),
             );
-            if let Err(e) = engine.store().commit(commit).await {
+            if let Err(e) = engine.commit(commit).await {
                 tracing::warn!(error = %e, "recording a shadow disagreement failed");
             }
         });

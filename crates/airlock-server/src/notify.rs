@@ -2,8 +2,9 @@
 //!
 //! A notification is written to the outbox in the same transaction as the event that caused it
 //! (an approval requested, resolved or expired), so a crash loses none. A separate delivery task
-//! POSTs due notifications and retries failures with exponential backoff. Delivery never runs on
-//! the decision path: a slow or dead webhook can't delay a decision.
+//! POSTs due notifications and retries failures with exponential backoff; when airlock starts,
+//! whatever is still undelivered is tried at once. Delivery never runs on the decision path: a
+//! slow or dead webhook can't delay a decision.
 //!
 //! Deliveries are signed the Standard Webhooks way when the endpoint has a secret: the signature
 //! covers the delivery id and the time of the attempt as well as the body, so a receiver that
@@ -236,6 +237,13 @@ pub async fn run_deliveries(engine: Engine, mut shutdown: tokio::sync::watch::Re
             return;
         }
     };
+    // Notifications left undelivered from before this start are tried at once, not when their
+    // backoff says: the backoff spares a live endpoint from being hammered, and a restart is an
+    // operator's new attempt (often after fixing the endpoint or the network).
+    let retry = Commit { deliveries: vec![DeliveryUpdate::RetryAll { at: Utc::now() }], ..Default::default() };
+    if let Err(e) = engine.commit(retry).await {
+        tracing::warn!(error = %e, "could not make undelivered notifications due; they wait for their next retry");
+    }
     let wake = engine.outbox_wake();
     loop {
         let due = match engine.store().notifications_due(Utc::now(), 64).await {
@@ -272,7 +280,7 @@ pub async fn run_deliveries(engine: Engine, mut shutdown: tokio::sync::watch::Re
             });
             let updates = futures::future::join_all(attempts).await;
             let commit = Commit { deliveries: updates, ..Default::default() };
-            if let Err(e) = engine.store().commit(commit).await {
+            if let Err(e) = engine.commit(commit).await {
                 tracing::warn!(error = %e, "recording deliveries failed");
             }
             continue;

@@ -172,34 +172,77 @@ impl VerifyReport {
     }
 }
 
+/// RFC 6962 leaf hash of an event's hash text.
+fn leaf_hash(data: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
+}
+
+/// RFC 6962 interior node hash.
+fn node_hash(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(l);
+    h.update(r);
+    h.finalize().into()
+}
+
 /// RFC 6962 Merkle tree hash over `leaves` (each leaf is an event's hash text).
 pub fn merkle_root(leaves: &[String]) -> [u8; 32] {
-    fn leaf(data: &[u8]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update([0u8]);
-        h.update(data);
-        h.finalize().into()
-    }
-    fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update([1u8]);
-        h.update(l);
-        h.update(r);
-        h.finalize().into()
-    }
     fn mth(leaves: &[String]) -> [u8; 32] {
         match leaves.len() {
             0 => Sha256::digest([]).into(),
-            1 => leaf(leaves.first().map(|s| s.as_bytes()).unwrap_or_default()),
+            1 => leaf_hash(leaves.first().map(|s| s.as_bytes()).unwrap_or_default()),
             n => {
                 // The largest power of two smaller than n.
                 let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
                 let (l, r) = leaves.split_at(k);
-                node(&mth(l), &mth(r))
+                node_hash(&mth(l), &mth(r))
             }
         }
     }
     mth(leaves)
+}
+
+/// The same RFC 6962 tree as [`merkle_root`], grown one leaf at a time. It keeps only the roots
+/// of its perfect subtrees, one per bit set in its size (largest first), so adding a leaf costs
+/// about two hashes and the root a few dozen, whatever the size. A store keeps one so that the
+/// tree head of a journal of millions of events does not re-hash all of them each checkpoint.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MerkleFrontier {
+    size: u64,
+    peaks: Vec<[u8; 32]>,
+}
+
+impl MerkleFrontier {
+    /// Adds the next leaf (an event's hash text).
+    pub(crate) fn push(&mut self, leaf: &str) {
+        let mut hash = leaf_hash(leaf.as_bytes());
+        // Like adding one to a binary counter: each trailing one bit of the size is a perfect
+        // subtree of the new leaf's size, which the two merge into.
+        let mut size = self.size;
+        while size & 1 == 1 {
+            let Some(left) = self.peaks.pop() else { break };
+            hash = node_hash(&left, &hash);
+            size >>= 1;
+        }
+        self.peaks.push(hash);
+        self.size += 1;
+    }
+
+    /// Leaves added.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The Merkle tree hash over every leaf added, equal to [`merkle_root`] over them.
+    pub(crate) fn root(&self) -> [u8; 32] {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(smallest) = peaks.next() else { return Sha256::digest([]).into() };
+        peaks.fold(*smallest, |right, left| node_hash(left, &right))
+    }
 }
 
 #[cfg(test)]
@@ -224,5 +267,17 @@ mod tests {
         h.update(one);
         h.update(merkle_root(&leaves[1..2]));
         assert_eq!(two, <[u8; 32]>::from(h.finalize()));
+    }
+
+    #[test]
+    fn the_frontier_grows_the_same_tree() {
+        let leaves: Vec<String> = (0..130).map(|i| format!("sha256:{i:064x}")).collect();
+        let mut frontier = MerkleFrontier::default();
+        assert_eq!(frontier.root(), merkle_root(&[]));
+        for (i, leaf) in leaves.iter().enumerate() {
+            frontier.push(leaf);
+            assert_eq!(frontier.size(), i as u64 + 1);
+            assert_eq!(frontier.root(), merkle_root(&leaves[..=i]), "{} leaves", i + 1);
+        }
     }
 }

@@ -205,6 +205,12 @@ pub enum DeliveryUpdate {
         /// Next attempt.
         next_at: Option<DateTime<Utc>>,
     },
+    /// Every notification not yet delivered and not given up is due at `at`, whatever its
+    /// backoff said (airlock started again). Attempts and last errors stay as they are.
+    RetryAll {
+        /// When they are due.
+        at: DateTime<Utc>,
+    },
 }
 
 impl Commit {

@@ -518,6 +518,14 @@ async fn the_outbox_hands_out_due_notifications_until_delivered(store: Backend) 
     let due = store.notifications_due(at(9), 10).await.unwrap();
     assert_eq!(ids(&due, |n| &n.endpoint), ["a", "d"]);
     assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (1, Some("502")));
+
+    // On a restart everything still being retried is due at once; what was delivered or given
+    // up stays so, and the attempts are still counted.
+    let retry = vec![DeliveryUpdate::RetryAll { at: at(6) }];
+    store.commit(Commit { deliveries: retry, ..Default::default() }).await.unwrap();
+    let due = store.notifications_due(at(6), 10).await.unwrap();
+    assert_eq!(ids(&due, |n| &n.endpoint), ["a", "d"]);
+    assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (1, Some("502")));
 }
 
 async fn checkpoints_and_the_tree_head_cover_the_journal(store: Backend) {
@@ -538,6 +546,12 @@ async fn checkpoints_and_the_tree_head_cover_the_journal(store: Backend) {
     assert_eq!(saved[0].created_at, "2026-03-01T09:00:01.000000Z");
     // A checkpoint is no event.
     assert_eq!(store.tree_head().await.unwrap().0, 5);
+    // Events added after a tree head are in the next one, as if it were computed afresh.
+    for i in 5..8 {
+        store.commit(open_session(&format!("ses_{i}"))).await.unwrap();
+        hashes.extend(store.events(&format!("ses_{i}")).await.unwrap().into_iter().map(|e| e.hash));
+        assert_eq!(store.tree_head().await.unwrap(), (i as u64 + 1, airlock_store::merkle_root(&hashes)));
+    }
 }
 
 async fn policy_history_is_most_recent_first(store: Backend) {

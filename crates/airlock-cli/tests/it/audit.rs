@@ -2,6 +2,7 @@
 //! `replay` of recorded decisions against a candidate policy.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::common::*;
 use serde_json::{Value, json};
@@ -38,8 +39,16 @@ fn sql(config: &Path, statement: &str) {
     assert!(n > 0, "`{statement}` changed nothing");
 }
 
+/// Checkpoints in the journal: `(count, events covered by the newest)`.
+fn checkpoints(journal: &Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    conn.query_row("SELECT count(*), coalesce(max(size), 0) FROM checkpoints", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+}
+
 async fn recorded_install() -> (Fixture, String) {
-    let fx = Fixture::with_extra(POLICY, "\n[audit]\ncheckpoint_interval_seconds = 1\n");
+    // The interval stays at its five minutes: the checkpoints below come from the event count.
+    let fx = Fixture::with_extra(POLICY, "\n[audit]\ncheckpoint_every_events = 8\n");
     let al = fx.start();
     let s = al.session(BOT).await;
     for n in 0..4 {
@@ -47,8 +56,9 @@ async fn recorded_install() -> (Fixture, String) {
     }
     al.act(BOT, &s, "db.drop", json!({"name": "orders"})).await;
     al.act(BOT, &s, "nodepool.scale", json!({"pool": "web", "count": 3})).await;
-    // At least one periodic checkpoint, then the final one at shutdown.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // A checkpoint signed because enough events came in, then the final one at shutdown.
+    let by_count = poll(Duration::from_secs(10), || async { checkpoints(&fx.journal()) }, |(n, _)| *n >= 1).await;
+    assert!(by_count.0 >= 1 && by_count.1 >= 8, "no checkpoint after 8 events: {by_count:?}");
     al.act(BOT, &s, "ticket.create", json!({"n": 9})).await;
     al.stop();
     (fx, s)

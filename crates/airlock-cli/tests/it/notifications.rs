@@ -71,15 +71,28 @@ async fn an_undelivered_notification_survives_a_crash() {
     assert!(tries >= 1 && error.is_some(), "no failed delivery recorded: {tries} attempts, last error {error:?}");
     drop(journal);
     al.crash();
+    // Its next attempt an hour away, as after many failed attempts.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let journal = rusqlite::Connection::open(fx.journal()).unwrap();
+    journal.execute("UPDATE outbox SET next_at = ?1 WHERE delivered_at IS NULL", [&later]).unwrap();
+    drop(journal);
 
+    // Started again, airlock tries it at once rather than when its backoff says.
     let (_, received, _task) = receiver(port).await;
     let al = fx.start();
-    let (headers, body) = received.wait_for("approval.requested", Duration::from_secs(20)).await;
+    let (headers, body) = received.wait_for("approval.requested", Duration::from_secs(10)).await;
     assert_eq!(body["approval"]["id"], approval.as_str());
     let raw = received.0.lock().unwrap()[0].1.clone();
     verify_signature(&headers, &raw);
-    // Delivered once, not again.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Delivered once, and recorded as delivered: it is never sent again.
+    let journal =
+        rusqlite::Connection::open_with_flags(fx.journal(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let delivered = || async {
+        let row = "SELECT delivered_at FROM outbox WHERE event = 'approval.requested'";
+        journal.query_row(row, [], |r| r.get::<_, Option<String>>(0)).ok().flatten()
+    };
+    let delivered = poll(Duration::from_secs(10), delivered, Option::is_some).await;
+    assert!(delivered.is_some(), "the delivery was not recorded in the outbox");
     let count = received.events().iter().filter(|(_, b)| b["event"] == "approval.requested").count();
     assert_eq!(count, 1);
     drop(al);

@@ -163,6 +163,7 @@ pub(super) struct RawGuards {
 pub(super) struct RawAudit {
     pub(super) signing_key: Option<String>,
     pub(super) checkpoint_interval_seconds: Option<u64>,
+    pub(super) checkpoint_every_events: Option<u64>,
     pub(super) origin: Option<String>,
 }
 

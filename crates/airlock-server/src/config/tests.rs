@@ -163,6 +163,7 @@ otlp_protocol = "udp"
 [audit]
 signing_key = "plain"
 checkpoint_interval_seconds = 0
+checkpoint_every_events = 0
 origin = "a b"
 [[notify]]
 url = "ftp://hooks"
@@ -301,6 +302,7 @@ bogus = 1
         "notify[1].secret: must be `env:NAME`; secrets are not written in the file",
         "audit.signing_key: must be `env:NAME`; omit it to use a key file in `data_dir`",
         "audit.checkpoint_interval_seconds: must be between 1 and 86400, got 0",
+        "audit.checkpoint_every_events: must be between 1 and 1000000000, got 0",
         "audit.origin: `a b` must be non-empty, without spaces or `+`",
         "telemetry.otlp_endpoint: `grpc://collector` must start with http:// or https:// (OTLP over HTTP)",
         "telemetry.otlp_protocol: `udp` must be `grpc` or `http/protobuf`",

@@ -187,6 +187,8 @@ pub struct AuditConfig {
     pub signing_key: Option<String>,
     /// How often a checkpoint is signed (and once at shutdown).
     pub checkpoint_interval: Duration,
+    /// A checkpoint is signed at the latest when this many events were added since the last.
+    pub checkpoint_every_events: u64,
     /// Origin line of checkpoint notes, and the key name.
     pub origin: String,
 }

@@ -237,11 +237,20 @@ fn audit(raw: RawAudit, env: &dyn Env, problems: &mut Problems) -> AuditConfig {
     if !(1..=86_400).contains(&interval) {
         problems.push("audit.checkpoint_interval_seconds", format!("must be between 1 and 86400, got {interval}"));
     }
+    let every = raw.checkpoint_every_events.unwrap_or(1000);
+    if !(1..=1_000_000_000).contains(&every) {
+        problems.push("audit.checkpoint_every_events", format!("must be between 1 and 1000000000, got {every}"));
+    }
     let origin = raw.origin.unwrap_or_else(|| "airlock".into());
     if origin.is_empty() || origin.contains(char::is_whitespace) || origin.contains('+') {
         problems.push("audit.origin", format!("`{origin}` must be non-empty, without spaces or `+`"));
     }
-    AuditConfig { signing_key, checkpoint_interval: Duration::from_secs(interval), origin }
+    AuditConfig {
+        signing_key,
+        checkpoint_interval: Duration::from_secs(interval),
+        checkpoint_every_events: every,
+        origin,
+    }
 }
 
 /// `[telemetry]`

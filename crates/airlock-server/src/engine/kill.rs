@@ -34,7 +34,7 @@ impl Engine {
         commit
             .event(SYSTEM_STREAM, EventKind::KillEngaged, now, to_value(&ks))
             .project(Projection::KillSwitch(ks.clone()));
-        self.inner.store.commit(commit).await?;
+        self.commit(commit).await?;
         let mut list = (*self.kill_switch_list()).clone();
         list.insert(0, ks.clone());
         self.set_kill_switches(list);
@@ -152,7 +152,7 @@ impl Engine {
         commit
             .event(SYSTEM_STREAM, EventKind::KillReleased, now, json!({"id": ks.id, "released_by": by}))
             .project(Projection::KillSwitch(ks.clone()));
-        self.inner.store.commit(commit).await?;
+        self.commit(commit).await?;
         self.set_kill_switches(list.iter().filter(|k| k.id != id).cloned().collect());
         Ok(ks)
     }

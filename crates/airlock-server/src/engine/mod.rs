@@ -222,6 +222,8 @@ struct Inner {
     approvals_changed: tokio::sync::watch::Sender<u64>,
     /// Wakes the webhook delivery task.
     outbox_wake: Arc<Notify>,
+    /// Counts committed events for the checkpointer.
+    checkpoints: crate::audit::CheckpointTrigger,
     /// Rate-limit buckets per agent.
     buckets: Mutex<HashMap<String, TokenBucket>>,
     /// Spend per agent for one UTC day.
@@ -361,6 +363,7 @@ impl Engine {
             mfa_guards: Mutex::new(mfa_guards),
             approvals_changed,
             outbox_wake: Arc::new(Notify::new()),
+            checkpoints: Default::default(),
             buckets: Mutex::new(HashMap::new()),
             spend: Mutex::new(HashMap::new()),
             breakers: Mutex::new(breakers),
@@ -436,13 +439,23 @@ impl Engine {
         self.inner.outbox_wake.clone()
     }
 
-    /// Commits and wakes the delivery task when the commit queued notifications.
-    async fn commit(&self, commit: Commit) -> Result<()> {
+    /// Counts committed events and wakes the checkpointer when a checkpoint is due.
+    pub fn checkpoint_trigger(&self) -> &crate::audit::CheckpointTrigger {
+        &self.inner.checkpoints
+    }
+
+    /// Commits, wakes the delivery task when the commit queued notifications, and counts its
+    /// events for the checkpointer. Every commit of the running engine goes through here, so the
+    /// count misses no event (only the recovery in [`Engine::start_with_clock`] commits before
+    /// there is an engine to count; the interval covers those).
+    pub(crate) async fn commit(&self, commit: Commit) -> Result<()> {
         let queued = !commit.outbox.is_empty();
+        let events = commit.events.len();
         self.inner.store.commit(commit).await?;
         if queued {
             self.inner.outbox_wake.notify_one();
         }
+        self.inner.checkpoints.committed(events);
         Ok(())
     }
 

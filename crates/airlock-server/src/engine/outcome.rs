@@ -115,7 +115,7 @@ impl Engine {
         commit
             .event(&action.session_id, EventKind::ActionExecuting, now, json!({"action_id": action.id}))
             .project(Projection::Action(Box::new(action.clone())));
-        self.inner.store.commit(commit).await?;
+        self.commit(commit).await?;
         state.waiting.retain(|_, id| id != &action.id);
         drop(guard);
         self.notify(&action.id);

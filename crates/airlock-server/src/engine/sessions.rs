@@ -184,7 +184,7 @@ impl Engine {
         commit
             .event(&session.id, EventKind::SessionOpened, now, to_value(&session))
             .project(Projection::Session(session.clone()));
-        self.inner.store.commit(commit).await?;
+        self.commit(commit).await?;
         let cell = self.cell(&session.id);
         *cell.lock().await =
             Some(SessionCell { session: session.clone(), waiting: HashMap::new(), recent: Default::default() });

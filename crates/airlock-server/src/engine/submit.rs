@@ -301,7 +301,7 @@ impl Engine {
                 action_id: existing.id.clone(),
             });
         }
-        self.inner.store.commit(commit).await?;
+        self.commit(commit).await?;
         Ok(Some(Submission { view: self.view(existing).await?, outcome: Outcome::Joined }))
     }
 

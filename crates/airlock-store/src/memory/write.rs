@@ -86,6 +86,15 @@ impl State {
     fn deliver(&mut self, update: DeliveryUpdate) {
         let id = match &update {
             DeliveryUpdate::Delivered { id, .. } | DeliveryUpdate::Failed { id, .. } => *id,
+            DeliveryUpdate::RetryAll { at } => {
+                let at = fmt_time(at);
+                for row in self.outbox.iter_mut().filter(|n| n.delivered_at.is_none()) {
+                    if row.next_at.as_ref().is_some_and(|next| *next > at) {
+                        row.next_at = Some(at.clone());
+                    }
+                }
+                return;
+            }
         };
         // Outbox ids are positions (from 1); an unknown id changes nothing, as in SQL.
         let Some(row) = id.checked_sub(1).and_then(|i| usize::try_from(i).ok()).and_then(|i| self.outbox.get_mut(i))
@@ -103,6 +112,7 @@ impl State {
                 row.last_error = Some(error);
                 row.next_at = next_at.as_ref().map(fmt_time);
             }
+            DeliveryUpdate::RetryAll { .. } => {}
         }
     }
 

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
-use crate::chain::VerifyReport;
+use crate::chain::{MerkleFrontier, VerifyReport};
 use crate::encoding::Prepared;
 use crate::{Commit, Error, Notification, PolicyRecord, Result, SessionFilter, StoredEvent};
 
@@ -64,6 +64,9 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     stats: Arc<Mutex<WriterStats>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The Merkle tree over the events up to a position, so that each tree head reads and
+    /// hashes only the events added since the last one.
+    tree: Arc<Mutex<(i64, MerkleFrontier)>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -110,6 +113,7 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             stats,
             writer: Mutex::new(Some(handle)),
+            tree: Arc::new(Mutex::new((0, MerkleFrontier::default()))),
         })
     }
 
@@ -255,9 +259,22 @@ impl crate::Store for SqliteStore {
     }
 
     async fn tree_head(&self) -> Result<(u64, [u8; 32])> {
-        self.read(|c| {
-            let hashes = read::event_hashes(c, None)?;
-            Ok((hashes.len() as u64, crate::chain::merkle_root(&hashes)))
+        // Events are only ever appended, in `pos` order, and a reader sees whole transactions:
+        // the tree so far plus the events after its last position is the tree over all of them.
+        let tree = self.tree.clone();
+        self.read(move |c| {
+            // A panic half-way through an update would poison the lock: start the tree over.
+            let mut tree = tree.lock().unwrap_or_else(|poisoned| {
+                let mut tree = poisoned.into_inner();
+                *tree = (0, MerkleFrontier::default());
+                tree
+            });
+            let (last, frontier) = &mut *tree;
+            for (pos, hash) in read::event_hashes_after(c, *last)? {
+                frontier.push(&hash);
+                *last = pos;
+            }
+            Ok((frontier.size(), frontier.root()))
         })
         .await
     }

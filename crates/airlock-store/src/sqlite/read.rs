@@ -140,6 +140,13 @@ pub(super) fn event_hashes(conn: &Connection, limit: Option<u64>) -> Result<Vec<
     rows.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
 }
 
+/// `(pos, hash)` of every event after position `after`, in journal order.
+pub(super) fn event_hashes_after(conn: &Connection, after: i64) -> Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached("SELECT pos, hash FROM events WHERE pos > ?1 ORDER BY pos")?;
+    let rows = stmt.query_map([after], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    rows.collect::<std::result::Result<Vec<_>, _>>().map_err(Error::from)
+}
+
 /// Walks every hash chain, stream by stream.
 pub(super) fn verify(conn: &Connection) -> Result<VerifyReport> {
     let mut stmt = conn.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY stream, seq"))?;

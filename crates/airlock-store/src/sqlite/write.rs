@@ -71,6 +71,12 @@ pub(super) fn apply(
                 )?
                 .execute(params![id, error, next_at.as_ref().map(fmt_time)])?;
             }
+            DeliveryUpdate::RetryAll { at } => {
+                conn.prepare_cached(
+                    "UPDATE outbox SET next_at = ?1 WHERE delivered_at IS NULL AND next_at IS NOT NULL AND next_at > ?1",
+                )?
+                .execute(params![fmt_time(at)])?;
+            }
         }
     }
     for (i, projection) in commit.projections.iter().enumerate() {
