@@ -8,6 +8,7 @@
 
 mod common;
 
+mod attacks_identities;
 mod audit;
 mod cli;
 mod guards;

@@ -1,0 +1,46 @@
+//! Attacks on identity: nothing behind airlock (an upstream server) and no caller in front of it
+//! (another agent, whoever reads the traces) can act as someone else. Each test plays the
+//! attacker against the real `airlock` binary, one section per item of the security issue;
+//! docs/security.md says what airlock promises and which test here shows it.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::*;
+
+// --- 5. Long-poll waits ---------------------------------------------------------------------
+
+/// `GET /v1/actions/{id}?wait=1e20` used to panic the handler (a `Duration` can't hold that many
+/// seconds), dropping the connection. A finite wait of any size is capped at
+/// `[server] max_wait_seconds`; one that is negative, not a number or infinite is a `400` that
+/// says what was wrong. The server answers normally afterwards.
+#[tokio::test]
+async fn a_long_poll_wait_that_is_no_duration_is_refused_not_a_crash() {
+    let fx = Fixture::new(POLICY);
+    let config = std::fs::read_to_string(fx.config()).unwrap();
+    std::fs::write(fx.config(), config.replacen("data_dir = \"data\"", "data_dir = \"data\"\nmax_wait_seconds = 1", 1))
+        .unwrap();
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    let pending = al.act(BOT, &s, "nodepool.scale", json!({"count": 3})).await;
+    assert_eq!(pending.status, StatusCode::ACCEPTED, "{}", pending.body);
+    let action = pending.body["id"].as_str().unwrap().to_string();
+    for huge in ["1e20", "1.7e308", "100000000000000000000000"] {
+        let started = std::time::Instant::now();
+        let r = al.get(&format!("/v1/actions/{action}?wait={huge}"), BOT).await;
+        assert_eq!(r.status, StatusCode::OK, "wait={huge}: {}", r.body);
+        assert_eq!(r.body["status"], "pending_approval", "{}", r.body);
+        assert!(started.elapsed() < Duration::from_secs(10), "wait={huge} was not capped at 1 s");
+    }
+    for (bad, shown) in [("NaN", "NaN"), ("inf", "inf"), ("-inf", "-inf"), ("1e400", "inf"), ("-1", "-1")] {
+        let r = al.get(&format!("/v1/actions/{action}?wait={bad}"), BOT).await;
+        r.assert_problem(StatusCode::BAD_REQUEST, "`wait` must be a finite, non-negative number of seconds");
+        let detail = r.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(&format!("got `{shown}`")), "wait={bad}: {detail}");
+    }
+    let health = al.get("/healthz", BOT).await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    al.stop();
+}
