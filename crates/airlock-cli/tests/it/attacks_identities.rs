@@ -10,6 +10,34 @@ use serde_json::json;
 
 use crate::common::*;
 
+// --- 4. Upstream names ------------------------------------------------------------------------
+
+/// Upstream `fs_`'s tool `x` would be offered as `fs___x`, which airlock routes to upstream `fs`'s
+/// tool `_x`: whoever names an upstream so captures another's tools. `airlock check` (and
+/// `serve`) refuse it, naming the key.
+#[test]
+fn an_upstream_name_that_would_capture_another_upstreams_tools_is_refused() {
+    for (name, message) in [
+        (
+            "fs_",
+            "upstreams[1].name: `fs_` must not end with `_`: its tool `x` would be offered as `fs___x`, which routes to upstream `fs`'s tool `_x`",
+        ),
+        ("fs__x", "upstreams[1].name: `fs__x` must not contain `__`"),
+    ] {
+        let fx = Fixture::with_extra(
+            POLICY,
+            &format!(
+                "\n[[upstreams]]\nname = \"fs\"\ncommand = \"mcp-fs\"\n\n[[upstreams]]\nname = \"{name}\"\ncommand = \"mcp-other\"\n"
+            ),
+        );
+        let (code, out, err) = run(&["check", "--config", fx.config().to_str().unwrap()], &[]);
+        assert_eq!(code, 1, "`{name}` was accepted: {out}{err}");
+        assert!(err.contains(message), "{err}");
+        let started = Airlock::start(&fx.config());
+        assert!(started.is_err(), "serve started with upstream `{name}`");
+    }
+}
+
 // --- 5. Long-poll waits ---------------------------------------------------------------------
 
 /// `GET /v1/actions/{id}?wait=1e20` used to panic the handler (a `Duration` can't hold that many

@@ -134,6 +134,32 @@ fn upstreams_need_exactly_one_transport() {
     assert_eq!(keys, vec!["upstreams[0].name", "upstreams[0].command"]);
 }
 
+/// Tools are offered as `{upstream}__{tool}` and routed by the first `__`: a name that ends with
+/// `_` or contains `__` would send calls to another upstream, so such names are refused.
+#[test]
+fn upstream_names_that_would_misroute_tools_are_refused() {
+    for (name, needle) in [
+        (
+            "fs_",
+            "`fs_` must not end with `_`: its tool `x` would be offered as `fs___x`, which routes to upstream `fs`'s tool `_x`",
+        ),
+        ("_", "must not end with `_`"),
+        ("a__b", "`a__b` must not contain `__`"),
+        ("fs__", "must not contain `__`"),
+        ("f s", "`f s` must be 1-32 letters, digits, `-` or `_`"),
+    ] {
+        let err = parse(&format!("[policy]\ndir = \".\"\n[[upstreams]]\nname = \"{name}\"\ncommand = \"x\"\n"))
+            .expect_err(name);
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].0, "upstreams[0].name", "{err}");
+        assert!(err.problems[0].1.contains(needle), "{name}: {err}");
+    }
+    for name in ["fs", "_fs", "a_b", "a-b_c", "x1"] {
+        let c = parse(&format!("[policy]\ndir = \".\"\n[[upstreams]]\nname = \"{name}\"\ncommand = \"x\"\n"));
+        assert!(c.is_ok(), "{name}: {:?}", c.err());
+    }
+}
+
 #[test]
 fn upstream_headers_and_env_read_env_references() {
     let base = "[policy]\ndir = \".\"\n[[upstreams]]\nname = \"tickets\"\nurl = \"https://mcp.example/mcp\"\n";
@@ -281,7 +307,7 @@ bogus = 1
         "humans[0].totp: must be `env:NAME` naming a variable that holds the base32 secret",
         "humans[1].token: the same token is used by another agent or human",
         "humans[1].totp: environment variable `NOPE` is not set",
-        "upstreams[0].name: `a__b` must be 1-32 letters, digits, `-` or `_`, without `__`",
+        "upstreams[0].name: `a__b` must not contain `__`: tools are offered as `{upstream}__{tool}` and a call is routed by the first `__` in its name",
         "upstreams[0].headers.A: environment variable `NOPE` is not set",
         "upstreams[0].url: `ftp://mcp` must start with http:// or https://",
         "upstreams[0].args: `args` and `env` only apply to `command` upstreams",

@@ -17,12 +17,8 @@ pub(super) fn upstreams(raw: Vec<RawUpstream>, env: &dyn Env, problems: &mut Pro
     for (i, u) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("upstreams[{i}].{k}");
         let RawUpstream { name, command, args, env: vars, url, headers, read_only, destructive, timeout_ms } = u;
-        let name_ok = !name.is_empty()
-            && name.len() <= 32
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            && !name.contains("__");
-        if !name_ok {
-            problems.push(&key("name"), format!("`{name}` must be 1-32 letters, digits, `-` or `_`, without `__`"));
+        if let Err(message) = check_name(&name) {
+            problems.push(&key("name"), message);
         } else if !names.insert(name.clone()) {
             problems.push(&key("name"), format!("`{name}` is used twice"));
         }
@@ -50,6 +46,28 @@ pub(super) fn upstreams(raw: Vec<RawUpstream>, env: &dyn Env, problems: &mut Pro
         });
     }
     upstreams
+}
+
+/// Whether `name` can prefix its tools. Agents see them as `{name}__{tool}` and airlock routes a
+/// call by cutting the name at its first `__`, so a name must not contain `__` and must not end
+/// with `_`: upstream `fs_`'s tool `x` would be `fs___x`, which is upstream `fs`'s tool `_x`.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 32 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("`{name}` must be 1-32 letters, digits, `-` or `_`"));
+    }
+    if name.contains("__") {
+        return Err(format!(
+            "`{name}` must not contain `__`: tools are offered as `{{upstream}}__{{tool}}` and a call is routed \
+             by the first `__` in its name"
+        ));
+    }
+    if let Some(stem) = name.strip_suffix('_') {
+        return Err(format!(
+            "`{name}` must not end with `_`: its tool `x` would be offered as `{name}__x`, which routes to \
+             upstream `{stem}`'s tool `_x`"
+        ));
+    }
+    Ok(())
 }
 
 /// The values of `map` at `prefix` with each `env:NAME` replaced by the variable's value (which
