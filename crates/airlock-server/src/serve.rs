@@ -139,7 +139,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running { addr, shutdown, task })
 }
 
-/// Upstream specs from configuration; stdio children run in the config file's directory.
+/// Upstream specs from configuration. Stdio children run in the config file's directory with
+/// only the environment the configuration gives them: what they inherit (a few variables such as
+/// `PATH` and `HOME`, never one that holds a secret) and their own `env` table over it.
 pub fn upstream_specs(config: &Config) -> Vec<UpstreamSpec> {
     let cwd = config
         .file
@@ -152,10 +154,10 @@ pub fn upstream_specs(config: &Config) -> Vec<UpstreamSpec> {
         .map(|u| UpstreamSpec {
             name: u.name.clone(),
             transport: match &u.transport {
-                UpstreamTransport::Stdio { command, args, env } => Transport::Stdio {
+                UpstreamTransport::Stdio { command, args, env, inherited } => Transport::Stdio {
                     command: command.clone(),
                     args: args.clone(),
-                    env: env.clone(),
+                    env: inherited.iter().chain(env).map(|(k, v)| (k.clone(), v.clone())).collect(),
                     cwd: cwd.clone(),
                 },
                 UpstreamTransport::Http { url, headers } => {

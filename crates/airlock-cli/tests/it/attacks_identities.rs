@@ -10,6 +10,92 @@ use serde_json::json;
 
 use crate::common::*;
 
+// --- 1. An upstream's environment ----------------------------------------------------------
+
+/// Secrets the server under test holds in its environment, each named by some key of its config
+/// (or by none: `AWS_SECRET_ACCESS_KEY` is there only because the operator's shell had it).
+const SECRETS: &[(&str, &str)] = &[
+    ("DAVE_TOKEN", "dave-human-token-5f1c0a"),
+    ("DAVE_TOTP", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
+    ("OPS_AGENT_TOKEN", "ops-agent-token-9b2e77"),
+    ("AUDIT_SIGNING_KEY", "4c6f6e672d6c69766564206175646974206b657920666f722074657374732121"),
+    ("HOOK_SECRET", HOOK_SECRET),
+    ("CAROL_TOTP", CAROL_TOTP),
+    ("OTHER_UPSTREAM_TOKEN", "other-upstream-token-71d3"),
+    ("AWS_SECRET_ACCESS_KEY", "aws-secret-from-the-operators-shell-0e4f"),
+];
+
+/// An upstream that writes its whole environment to a file (then serves MCP, so that it comes
+/// up) finds none of the secrets of airlock's environment, by name or by value; it does find
+/// its own `env` entries, one of them read from airlock's environment with `env:`, and `PATH`.
+#[tokio::test]
+async fn an_upstream_that_dumps_its_environment_finds_no_secret_of_airlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("upstream-env.txt");
+    let extra = format!(
+        r#"
+[audit]
+signing_key = "env:AUDIT_SIGNING_KEY"
+
+[[notify]]
+url = "http://127.0.0.1:9/hook"
+events = ["session.paused"]
+secret = "env:HOOK_SECRET"
+
+[[agents]]
+id = "ops"
+token = "env:OPS_AGENT_TOKEN"
+owner = "platform"
+tier = "change"
+
+[[humans]]
+id = "dave"
+token = "env:DAVE_TOKEN"
+roles = ["approve"]
+totp = "env:DAVE_TOTP"
+
+[[upstreams]]
+name = "dumper"
+command = "sh"
+args = ["-c", "env > '{dump}'; exec python3 '{fake}'"]
+env = {{ OWN_SETTING = "plain-value", OWN_KEY = "env:UPSTREAM_OWN_KEY" }}
+
+[[upstreams]]
+name = "other"
+command = "python3"
+args = ["{fake}"]
+env = {{ OTHER_TOKEN = "env:OTHER_UPSTREAM_TOKEN" }}
+"#,
+        dump = dump.display(),
+        fake = fake_mcp_server().display(),
+    );
+    let fx = Fixture::with_extra(POLICY, &extra);
+    let mut envs = SECRETS.to_vec();
+    envs.push(("UPSTREAM_OWN_KEY", "the-dumpers-own-key-3a9c"));
+    let al = Airlock::start_with_env(&fx.config(), &envs).unwrap_or_else(|e| panic!("airlock did not start: {e}"));
+    al.wait_for_upstream("dumper").await;
+    al.wait_for_upstream("other").await;
+    let seen = std::fs::read_to_string(&dump).expect("the upstream wrote its environment");
+    let names: Vec<&str> = seen.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+    for (name, value) in SECRETS {
+        assert!(!seen.contains(value), "the upstream can read `{name}`'s value:\n{seen}");
+        assert!(!names.contains(name), "the upstream sees `{name}`:\n{seen}");
+    }
+    for line in ["OWN_SETTING=plain-value", "OWN_KEY=the-dumpers-own-key-3a9c"] {
+        assert!(seen.lines().any(|l| l == line), "`{line}` is missing:\n{seen}");
+    }
+    assert!(!names.contains(&"UPSTREAM_OWN_KEY"), "its own key arrives under the name its table gives:\n{seen}");
+    assert!(names.contains(&"PATH"), "PATH is inherited:\n{seen}");
+    for name in names {
+        assert!(
+            airlock_server::config::INHERITED_ENV.contains(&name)
+                || ["OWN_SETTING", "OWN_KEY", "PWD", "SHLVL", "_", "OLDPWD"].contains(&name),
+            "`{name}` is neither inherited, nor the upstream's own, nor set by its shell:\n{seen}"
+        );
+    }
+    al.stop();
+}
+
 // --- 4. Upstream names ------------------------------------------------------------------------
 
 /// Upstream `fs_`'s tool `x` would be offered as `fs___x`, which airlock routes to upstream `fs`'s

@@ -160,6 +160,72 @@ fn upstream_names_that_would_misroute_tools_are_refused() {
     }
 }
 
+/// A stdio upstream inherits only the harmless variables of airlock's environment, and none that
+/// the file reads a secret from, even a harmless name; it gets its own `env` table on top.
+#[test]
+fn stdio_upstreams_inherit_no_secret_from_airlocks_environment() {
+    let env: BTreeMap<String, String> = [
+        ("PATH", "/usr/bin:/bin"),
+        ("HOME", "/home/airlock"),
+        ("LANG", "C.UTF-8"),
+        ("USER", "a-token-kept-in-a-harmless-name"),
+        ("BOT_TOKEN", "s3cret"),
+        ("ALICE_TOKEN", "alice-s3cret"),
+        ("ALICE_TOTP", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+        ("AUDIT_KEY", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"),
+        ("HOOK_SECRET", "hook"),
+        ("FS_KEY", "fs-key"),
+        ("TICKETS_AUTH", "Bearer t"),
+        ("UNRELATED", "not referenced, not harmless"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let text = r#"
+[policy]
+dir = "."
+[audit]
+signing_key = "env:AUDIT_KEY"
+[[notify]]
+url = "https://hooks.example"
+secret = "env:HOOK_SECRET"
+[[agents]]
+id = "bot"
+token = "env:USER"
+owner = "o"
+tier = "change"
+[[humans]]
+id = "alice"
+token = "env:ALICE_TOKEN"
+totp = "env:ALICE_TOTP"
+[[upstreams]]
+name = "fs"
+command = "mcp-fs"
+env = { FS_KEY = "env:FS_KEY", MODE = "plain", RENAMED = "env:BOT_TOKEN" }
+[[upstreams]]
+name = "tickets"
+url = "https://mcp.example/mcp"
+headers = { Authorization = "env:TICKETS_AUTH" }
+[[upstreams]]
+name = "other"
+command = "mcp-other"
+"#;
+    let c = Config::parse(text, &std::env::temp_dir().join("airlock.toml"), &env).unwrap();
+    let expected_inherited: BTreeMap<String, String> =
+        [("HOME", "/home/airlock"), ("LANG", "C.UTF-8"), ("PATH", "/usr/bin:/bin")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let UpstreamTransport::Stdio { env: own, inherited, .. } = &c.upstreams[0].transport else { panic!("not stdio") };
+    assert_eq!(inherited, &expected_inherited, "`USER` holds a token here, so it is not inherited");
+    assert_eq!(own.keys().collect::<Vec<_>>(), ["FS_KEY", "MODE", "RENAMED"]);
+    assert_eq!(own["RENAMED"], "s3cret", "a secret reaches the child under the name its table gives it");
+    let UpstreamTransport::Stdio { env: own, inherited, .. } = &c.upstreams[2].transport else { panic!("not stdio") };
+    assert_eq!(inherited, &expected_inherited);
+    assert!(own.is_empty(), "another upstream's `env` is its own: {own:?}");
+    assert!(INHERITED_ENV.contains(&"PATH") && !INHERITED_ENV.contains(&"SHELL"));
+}
+
 #[test]
 fn upstream_headers_and_env_read_env_references() {
     let base = "[policy]\ndir = \".\"\n[[upstreams]]\nname = \"tickets\"\nurl = \"https://mcp.example/mcp\"\n";

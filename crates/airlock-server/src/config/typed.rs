@@ -136,8 +136,12 @@ pub enum UpstreamTransport {
         command: String,
         /// Arguments.
         args: Vec<String>,
-        /// Extra environment.
+        /// Its own `env` table, with `env:` references read.
         env: BTreeMap<String, String>,
+        /// What it inherits from airlock's environment: the set variables of
+        /// [`INHERITED_ENV`](super::INHERITED_ENV) that the file reads no secret from. The child
+        /// gets these plus `env` (which wins), and nothing else.
+        inherited: BTreeMap<String, String>,
     },
     /// Streamable HTTP.
     Http {

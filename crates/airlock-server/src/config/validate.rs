@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy, RawServer, RawTelemetry};
-use super::secrets::{Env, env_secret};
+use super::secrets::{Env, Recording, env_secret};
 use super::{
     ApprovalsConfig, AuditConfig, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig, guards,
     identities, upstreams,
@@ -41,19 +41,24 @@ impl RawConfig {
     /// Checks every section, adding what is wrong to `problems`, and builds the [`Config`] (which
     /// is only used when `problems` stays empty). Relative paths are taken from `base`.
     pub(super) fn validate(self, base: &Path, env: &dyn Env, problems: &mut Problems) -> Config {
+        // Every `env:` reference is read through `secrets`, which notes the names of the
+        // variables that hold secrets; `env` itself is read directly only for what stdio
+        // upstreams inherit, once the whole file has been read.
+        let secrets = Recording::new(env);
         let server = server(self.server, base, problems);
         let policy = policy(self.policy, base, problems);
         let approvals = approvals(self.approvals, problems);
         let mcp = mcp(self.mcp, problems);
         let guards = guards::defaults(&self.guards, problems);
         let mut taken = identities::Taken::default();
-        let agents = identities::agents(self.agents, &guards, env, &mut taken, problems);
-        let humans = identities::humans(self.humans, env, &mut taken, problems);
-        let upstreams = upstreams::upstreams(self.upstreams, env, problems);
+        let agents = identities::agents(self.agents, &guards, &secrets, &mut taken, problems);
+        let humans = identities::humans(self.humans, &secrets, &mut taken, problems);
+        let mut upstreams = upstreams::upstreams(self.upstreams, &secrets, problems);
         let tools = upstreams::tools(self.tools, problems);
-        let notify = notify(self.notify, env, problems);
-        let audit = audit(self.audit, env, problems);
+        let notify = notify(self.notify, &secrets, problems);
+        let audit = audit(self.audit, &secrets, problems);
         let telemetry = telemetry(self.telemetry, problems);
+        upstreams::inherit(&mut upstreams, env, &secrets.into_names());
         Config {
             file: PathBuf::new(),
             server,
