@@ -214,6 +214,64 @@ env = {{ OTHER_TOKEN = "env:OTHER_UPSTREAM_TOKEN" }}
 
 // --- 2. Another agent's MCP session ---------------------------------------------------------
 
+/// Agent `bot` opens an MCP session; agent `change-bot` learns its id. Every request that
+/// `change-bot` makes with it (POST of a request or a notification, GET of the event stream,
+/// with and without `Last-Event-ID`, DELETE) is answered as for an id nobody has, before the
+/// owner's first `tools/call` (when no airlock session exists yet) and after it. Nothing runs as
+/// the intruder, and the owner's session goes on working until the owner ends it.
+#[tokio::test]
+async fn another_agents_mcp_session_id_is_unknown_to_it() {
+    let fx = Fixture::with_extra(POLICY, &fake_upstream(""));
+    let al = fx.start();
+    al.wait_for_upstream("fake").await;
+    let mcp = Mcp::new(&al);
+    let theirs = mcp.initialize(BOT).await;
+    let unknown = mcp.request(CHANGE_BOT, "9a4f5a1e-8f3c-4d2b-a6a1-0c9e6b2f7d10", 2, "tools/list", json!({})).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+    let as_unknown = |what: &str, r: &McpReply| {
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{what}: {}", r.body);
+        assert_eq!(r.body, unknown.body, "{what} differs from the answer for an unknown session");
+    };
+    for round in ["before the owner's first call", "after the owner's first call"] {
+        let list = mcp.request(CHANGE_BOT, &theirs, 2, "tools/list", json!({})).await;
+        as_unknown(&format!("tools/list {round}"), &list);
+        let call = mcp.call(CHANGE_BOT, &theirs, 3, "fake__echo", json!({"by": "intruder"})).await;
+        as_unknown(&format!("tools/call {round}"), &call);
+        let note = mcp.notify(CHANGE_BOT, &theirs, "notifications/initialized").await;
+        as_unknown(&format!("a notification {round}"), &note);
+        let stream = mcp.send(Method::GET, CHANGE_BOT, Some(&theirs), None, &[]).await;
+        as_unknown(&format!("GET {round}"), &stream);
+        let resume = mcp.send(Method::GET, CHANGE_BOT, Some(&theirs), None, &[("last-event-id", "0")]).await;
+        as_unknown(&format!("GET with Last-Event-ID {round}"), &resume);
+        let end = mcp.send(Method::DELETE, CHANGE_BOT, Some(&theirs), None, &[]).await;
+        as_unknown(&format!("DELETE {round}"), &end);
+        if round.starts_with("before") {
+            let mine = mcp.call(BOT, &theirs, 10, "fake__echo", json!({"by": "owner"})).await;
+            assert_eq!(mine.result(10)["structuredContent"], json!({"by": "owner"}), "{}", mine.body);
+        }
+    }
+    // The owner's session still works: a call, and its event stream.
+    let mine = mcp.call(BOT, &theirs, 11, "fake__echo", json!({"by": "owner"})).await;
+    assert_eq!(mine.result(11)["structuredContent"], json!({"by": "owner"}), "{}", mine.body);
+    let stream = mcp.send(Method::GET, BOT, Some(&theirs), None, &[]).await;
+    assert_eq!(stream.status, StatusCode::OK, "{}", stream.body);
+    // Nothing ran as the intruder: one session, the owner's, with the owner's two calls.
+    let sessions = al.get("/v1/sessions", ADMIN).await.body["sessions"].as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["agent_id"], "bot");
+    assert_eq!(sessions[0]["status"], "active", "the intruder's DELETE closed it: {}", sessions[0]);
+    let id = sessions[0]["id"].as_str().unwrap();
+    let actions = al.get(&format!("/v1/sessions/{id}"), ADMIN).await.body["actions"].as_array().unwrap().clone();
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert!(actions.iter().all(|a| a["arguments"]["by"] == "owner"), "{actions:?}");
+    // The owner ends it; then it is gone for the owner too.
+    let end = mcp.send(Method::DELETE, BOT, Some(&theirs), None, &[]).await;
+    assert!(end.status.is_success(), "{} {}", end.status, end.body);
+    let after = mcp.request(BOT, &theirs, 12, "tools/list", json!({})).await;
+    assert_eq!(after.status, StatusCode::NOT_FOUND, "{}", after.body);
+    al.stop();
+}
+
 /// An MCP session id is a bearer secret for that session, so traces (read by whoever runs the
 /// trace backend) carry `sha256:` and the first 16 hex digits of its SHA-256: enough to group one
 /// session's spans, useless for joining the session.
@@ -237,6 +295,53 @@ async fn traces_carry_a_digest_of_the_mcp_session_id_never_the_id() {
             assert!(!value.contains(&session), "`{key}` of `{}` exports the MCP session id", span.name);
         }
     }
+}
+
+// --- 3. Idle MCP sessions --------------------------------------------------------------------
+
+/// The text blocks of a tool result.
+fn text(result: &Value) -> String {
+    result["content"].as_array().into_iter().flatten().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join("\n")
+}
+
+/// With `[mcp] session_idle_seconds = 2`: a `tools/call` held for approval for 4 s is not cut off
+/// (a call in progress is not idleness); once the session has been idle for 2 s it expires, its
+/// airlock session is closed and the pending approval cancelled, as a DELETE would. A session
+/// that never made a call expires too. Expired ids are unknown afterwards.
+#[tokio::test]
+async fn an_idle_mcp_session_expires_and_its_airlock_session_closes() {
+    let policy = "package airlock\n\nimport rego.v1\n\nrequire_approval contains {\"rule\": \"BILL\", \"msg\": \"bills need a human\"} if input.action.tool == \"fake__bill\"\n";
+    let fx =
+        Fixture::with_extra(policy, &fake_upstream("\n[mcp]\nsession_idle_seconds = 2\napproval_wait_seconds = 4\n"));
+    let al = fx.start();
+    al.wait_for_upstream("fake").await;
+    let mcp = Mcp::new(&al);
+    let unused = mcp.initialize(CHANGE_BOT).await;
+    let session = mcp.initialize(BOT).await;
+    let held = mcp.call(BOT, &session, 2, "fake__bill", json!({"cost": 1})).await;
+    let result = held.result(2);
+    assert_eq!(result["isError"], true, "{}", held.body);
+    assert!(text(&result).contains("holding `fake__bill` for human approval"), "{}", held.body);
+    let sessions = al.get("/v1/sessions", ADMIN).await.body["sessions"].as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let id = sessions[0]["id"].as_str().unwrap().to_string();
+    let pending = al.get("/v1/approvals?status=pending", ADMIN).await;
+    assert_eq!(pending.body["approvals"].as_array().unwrap().len(), 1, "{}", pending.body);
+    let closed = poll(
+        Duration::from_secs(20),
+        || async { al.get(&format!("/v1/sessions/{id}"), ADMIN).await.body },
+        |s| s["status"] == "closed",
+    )
+    .await;
+    assert_eq!(closed["status"], "closed", "the idle session was not closed: {closed}");
+    assert!(closed["status_reason"].as_str().unwrap_or_default().contains("idle"), "{closed}");
+    let pending = al.get("/v1/approvals?status=pending", ADMIN).await;
+    assert!(pending.body["approvals"].as_array().unwrap().is_empty(), "{}", pending.body);
+    for (token, expired) in [(BOT, &session), (CHANGE_BOT, &unused)] {
+        let r = mcp.request(token, expired, 3, "tools/list", json!({})).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    }
+    al.stop();
 }
 
 // --- 4. Upstream names ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.agents[0].token_hash, hash_token("s3cret"));
     assert_eq!(c.humans[0].token_hash, hash_token("secret"));
     assert_eq!(c.policy.timeout, Duration::from_millis(100));
+    assert_eq!(c.mcp.session_idle, Duration::from_secs(3600));
 }
 
 #[test]
@@ -317,6 +318,7 @@ breaker_window_seconds = 0
 breaker_min_calls = 0
 [mcp]
 approval_wait_seconds = 4000
+session_idle_seconds = 0
 [approvals]
 default_ttl_seconds = 0
 execute_within_seconds = 0
@@ -342,6 +344,7 @@ bogus = 1
         "approvals.default_ttl_seconds: must be between 1 and 2592000, got 0",
         "approvals.execute_within_seconds: must be between 1 and 604800, got 0",
         "mcp.approval_wait_seconds: must be at most 3600, got 4000",
+        "mcp.session_idle_seconds: must be between 1 and 604800, got 0",
         "guards.loop_repeats: must be 0 (off) or at least 2",
         "guards.loop_window_seconds: must be between 1 and 604800, got 0",
         "guards.budget_usd_per_day: must be a non-negative number (0 = no limit), got -inf",

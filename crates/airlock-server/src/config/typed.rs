@@ -101,6 +101,9 @@ pub struct ApprovalsConfig {
 pub struct McpConfig {
     /// How long a `tools/call` that needs approval is held open.
     pub approval_wait: Duration,
+    /// How long an MCP session may go without a request in progress or arriving before it
+    /// expires (and the airlock session behind it is closed).
+    pub session_idle: Duration,
 }
 
 /// One `[[agents]]` entry.

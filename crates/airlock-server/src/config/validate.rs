@@ -174,7 +174,11 @@ fn mcp(raw: RawMcp, problems: &mut Problems) -> McpConfig {
     if wait > 3600 {
         problems.push("mcp.approval_wait_seconds", format!("must be at most 3600, got {wait}"));
     }
-    McpConfig { approval_wait: Duration::from_secs(wait) }
+    let idle = raw.session_idle_seconds.unwrap_or(3600);
+    if !(1..=7 * 24 * 3600).contains(&idle) {
+        problems.push("mcp.session_idle_seconds", format!("must be between 1 and 604800, got {idle}"));
+    }
+    McpConfig { approval_wait: Duration::from_secs(wait), session_idle: Duration::from_secs(idle) }
 }
 
 /// `[[notify]]`: unique names, known events, secrets from the environment.
