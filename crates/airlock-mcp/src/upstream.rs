@@ -34,7 +34,8 @@ pub enum Transport {
         command: String,
         /// Arguments.
         args: Vec<String>,
-        /// Extra environment variables.
+        /// The child's whole environment: it inherits nothing from airlock's, which holds
+        /// other callers' secrets.
         env: BTreeMap<String, String>,
         /// Working directory (the config file's directory).
         cwd: Option<std::path::PathBuf>,
@@ -677,7 +678,8 @@ async fn connect(up: &Arc<Upstream>) -> Result<Running, ConnectError> {
     match &up.spec.transport {
         Transport::Stdio { command, args, env, cwd } => {
             let mut cmd = tokio::process::Command::new(command);
-            cmd.args(args).envs(env).kill_on_drop(true);
+            // Nothing of airlock's environment leaks to the child: it gets exactly `env`.
+            cmd.args(args).env_clear().envs(env).kill_on_drop(true);
             if let Some(dir) = cwd {
                 cmd.current_dir(dir);
             }

@@ -711,18 +711,27 @@ struct WaitQuery {
     wait: Option<f64>,
 }
 
+/// How long a long-poll asked to wait `wait` seconds waits: at most `max`. The number comes from
+/// the query string, so anything a float parses to may arrive; it is capped before it becomes a
+/// `Duration`, which can't hold `1e20` seconds (and panics when asked to).
+fn wait_limit(wait: Option<f64>, max: Duration) -> Result<Duration, String> {
+    match wait {
+        None => Ok(Duration::ZERO),
+        Some(w) if w.is_finite() && w >= 0.0 => Ok(Duration::from_secs_f64(w.min(max.as_secs_f64()))),
+        Some(w) => Err(format!(
+            "`wait` must be a finite, non-negative number of seconds (at most {} are waited), got `{w}`",
+            max.as_secs()
+        )),
+    }
+}
+
 async fn get_action(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     Params(q): Params<WaitQuery>,
 ) -> Result<Json<ActionView>, Problem> {
-    let max = state.engine.config().server.max_wait;
-    let wait = match q.wait {
-        None => Duration::ZERO,
-        Some(w) if w.is_finite() && w >= 0.0 => Duration::from_secs_f64(w).min(max),
-        Some(_) => return Err(Problem::bad_request("`wait` must be a non-negative number of seconds")),
-    };
+    let wait = wait_limit(q.wait, state.engine.config().server.max_wait).map_err(Problem::bad_request)?;
     let view = state.engine.wait_for_change(&id, principal.agent_filter(), wait).await?;
     Ok(Json(view))
 }
@@ -912,4 +921,26 @@ async fn release_kill(
     let human = require_role(&principal, airlock_core::Role::Admin)?;
     let ks = state.engine.release_kill(&human.human.id, &id).await?;
     Ok(Json(serde_json::to_value(ks).unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_poll_waits_at_most_the_limit_and_refuses_what_is_not_a_duration() {
+        let max = Duration::from_secs(60);
+        assert_eq!(wait_limit(None, max), Ok(Duration::ZERO));
+        assert_eq!(wait_limit(Some(2.5), max), Ok(Duration::from_millis(2500)));
+        assert_eq!(wait_limit(Some(-0.0), max), Ok(Duration::ZERO));
+        assert_eq!(wait_limit(Some(f64::MIN_POSITIVE), max), Ok(Duration::ZERO));
+        for huge in [61.0, 1e20, f64::MAX] {
+            assert_eq!(wait_limit(Some(huge), max), Ok(max), "{huge}");
+        }
+        for bad in [-1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let message = wait_limit(Some(bad), max).expect_err("refused");
+            assert!(message.starts_with("`wait` must be a finite, non-negative number of seconds"), "{message}");
+            assert!(message.contains(&format!("got `{bad}`")), "{message}");
+        }
+    }
 }

@@ -23,6 +23,7 @@ use crate::catalog::{TOOL_SEPARATOR, allowlist_covers};
 use crate::config::AgentConfig;
 use crate::engine::{ActionRequest, Engine};
 use crate::executor::{self, Carried, Run};
+use crate::mcp_sessions::{Ended, McpSessions};
 
 /// The gateway between MCP and the pipeline. Cheap to share behind an `Arc`.
 pub struct McpGateway {
@@ -30,8 +31,8 @@ pub struct McpGateway {
     upstreams: Upstreams,
     agents: HashMap<String, AgentConfig>,
     approval_wait: Duration,
-    /// `Mcp-Session-Id` → (agent, airlock session), for closing on the client's `DELETE`.
-    mcp_sessions: std::sync::Mutex<HashMap<String, (String, String)>>,
+    /// Which agent opened each MCP session, the airlock session behind it, and its use.
+    mcp_sessions: McpSessions,
 }
 
 impl std::fmt::Debug for McpGateway {
@@ -55,7 +56,23 @@ impl McpGateway {
         engine.attach_upstreams(upstreams.clone());
         let agents = engine.config().agents.iter().map(|a| (a.agent.id.clone(), a.clone())).collect();
         let approval_wait = engine.config().mcp.approval_wait;
-        McpGateway { engine, upstreams, agents, approval_wait, mcp_sessions: Default::default() }
+        let mcp_sessions = McpSessions::new(engine.config().mcp.session_idle);
+        McpGateway { engine, upstreams, agents, approval_wait, mcp_sessions }
+    }
+
+    /// rmcp created MCP session `mcp_session` for `agent_id`: from now on only that agent may
+    /// use it.
+    pub fn mcp_session_opened(&self, mcp_session: &str, agent_id: &str) {
+        self.mcp_sessions.opened(mcp_session, agent_id, self.engine.now());
+    }
+
+    /// A request of `agent_id` carrying `mcp_session` arrives. `None` when that agent did not
+    /// open it (someone else's session, or none at all): the request must be answered as for an
+    /// unknown session. Otherwise the session counts as in use until the returned guard drops.
+    pub fn begin_mcp_request(self: &Arc<Self>, mcp_session: &str, agent_id: &str) -> Option<McpRequest> {
+        self.mcp_sessions
+            .begin(mcp_session, agent_id, self.engine.now())
+            .then(|| McpRequest { gateway: self.clone(), mcp_session: mcp_session.to_string() })
     }
 
     /// The client ended MCP session `mcp_session` (HTTP `DELETE /mcp`): the airlock session
@@ -63,21 +80,44 @@ impl McpGateway {
     /// now run. Only the agent that owns it can end it. A session that never made a call has
     /// nothing to close.
     pub async fn end_mcp_session(&self, mcp_session: &str, agent_id: &str) {
-        let bound = {
-            let mut map = crate::engine::lock(&self.mcp_sessions);
-            // Only the owner's DELETE unbinds it: another agent that learned the id ends nothing.
-            match map.get(mcp_session) {
-                Some((owner, _)) if owner == agent_id => map.remove(mcp_session),
-                _ => None,
-            }
+        // Only the owner's DELETE unbinds it: another agent that learned the id ends nothing.
+        let Some(ended) = self.mcp_sessions.end(mcp_session, agent_id) else { return };
+        self.close_behind(ended, "the MCP client ended its session").await;
+    }
+
+    /// Forgets every MCP session idle for `[mcp] session_idle_seconds` and closes the airlock
+    /// sessions behind them, as [`McpGateway::end_mcp_session`] does. Returns the MCP session
+    /// ids, for the transport to close too.
+    pub async fn expire_idle_mcp_sessions(&self) -> Vec<String> {
+        let expired = self.mcp_sessions.expire(self.engine.now());
+        let reason = format!("the MCP session was idle for {}s", self.mcp_sessions.idle().as_secs());
+        let mut ids = Vec::with_capacity(expired.len());
+        for ended in expired {
+            ids.push(ended.mcp_session.clone());
+            self.close_behind(ended, &reason).await;
+        }
+        ids
+    }
+
+    /// Closes the airlock session behind an MCP session that ended, if it has one.
+    async fn close_behind(&self, ended: Ended, reason: &str) {
+        let mcp_session = crate::otel::mcp_session_digest(&ended.mcp_session);
+        let (Some(session_id), Some(agent)) = (ended.session_id, self.agents.get(&ended.agent_id)) else {
+            tracing::debug!(%mcp_session, reason, "MCP session ended before any call");
+            return;
         };
-        let Some((owner, session_id)) = bound else { return };
-        let Some(agent) = self.agents.get(&owner) else { return };
         let closer = crate::engine::SessionCloser::Agent(agent);
-        match self.engine.close_session(closer, &session_id, "the MCP client ended its session").await {
-            Ok(_) => tracing::info!(session = %session_id, mcp_session, "MCP session ended; airlock session closed"),
+        match self.engine.close_session(closer, &session_id, reason).await {
+            Ok(_) => {
+                tracing::info!(session = %session_id, %mcp_session, reason, "MCP session ended; airlock session closed")
+            }
             Err(e) => tracing::debug!(session = %session_id, error = %e, "MCP session ended; session not closed"),
         }
+    }
+
+    /// The engine behind it.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The upstream connections.
@@ -290,8 +330,11 @@ fn pending_text(action: &Action, approval: Option<&Approval>, waited: Duration) 
 #[async_trait::async_trait]
 impl Gateway for McpGateway {
     fn bind_mcp_session(&self, mcp_session: &str, agent_id: &str, session_id: &str) {
-        let mut map = crate::engine::lock(&self.mcp_sessions);
-        map.insert(mcp_session.to_string(), (agent_id.to_string(), session_id.to_string()));
+        // `/mcp` admitted this request only because `agent_id` opened `mcp_session`, and a
+        // session with a request in progress does not expire, so the binding holds.
+        if !self.mcp_sessions.bind(mcp_session, agent_id, session_id) {
+            tracing::warn!(session = %session_id, "an airlock session was opened for an MCP session that is gone");
+        }
     }
 
     fn upstreams(&self) -> &airlock_mcp::Upstreams {
@@ -417,3 +460,22 @@ impl McpGateway {
 
 /// Shared handle.
 pub type SharedGateway = Arc<McpGateway>;
+
+/// One request on an MCP session, in progress: the session is not idle until it drops (when the
+/// response has been sent, or the client went away).
+pub struct McpRequest {
+    gateway: Arc<McpGateway>,
+    mcp_session: String,
+}
+
+impl std::fmt::Debug for McpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpRequest").finish_non_exhaustive()
+    }
+}
+
+impl Drop for McpRequest {
+    fn drop(&mut self) {
+        self.gateway.mcp_sessions.finish(&self.mcp_session, self.gateway.engine.now());
+    }
+}

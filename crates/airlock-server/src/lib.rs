@@ -12,6 +12,7 @@ pub mod engine;
 pub mod executor;
 pub mod gateway;
 pub mod lifecycle;
+pub mod mcp_sessions;
 pub mod mfa;
 pub mod notify;
 pub mod otel;

@@ -45,7 +45,7 @@ pub mod attr {
     pub const GEN_AI_TOOL_RESULT: &str = "gen_ai.tool.call.result";
     /// `mcp.method.name`
     pub const MCP_METHOD: &str = "mcp.method.name";
-    /// `mcp.session.id`
+    /// `mcp.session.id`: a digest of the id, never the id (see [`super::mcp_session_digest`]).
     pub const MCP_SESSION: &str = "mcp.session.id";
     /// `session.id`
     pub const SESSION_ID: &str = "session.id";
@@ -69,6 +69,18 @@ pub mod attr {
     pub const APPROVERS: &str = "airlock.approval.approvers";
     /// `airlock.upstream`
     pub const UPSTREAM: &str = "airlock.upstream";
+}
+
+/// How an MCP session id appears in traces and logs: `sha256:` and the first 16 hex digits of
+/// its SHA-256. The id is a bearer secret for its session (whoever presents it, with a token of
+/// the agent that opened it, speaks in that session), and traces reach people and systems that
+/// must not hold it; the digest still groups one session's spans. Ids are random UUIDs, so the
+/// digest can't be turned back into one.
+pub fn mcp_session_digest(mcp_session: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(mcp_session.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// Settings from `[telemetry]`.
@@ -328,7 +340,7 @@ impl Tracing {
         ];
         if let Some(m) = mcp_session {
             attrs.push(KeyValue::new(attr::MCP_METHOD, "tools/call"));
-            attrs.push(KeyValue::new(attr::MCP_SESSION, m.to_string()));
+            attrs.push(KeyValue::new(attr::MCP_SESSION, mcp_session_digest(m)));
         }
         if let Some(u) = &action.upstream {
             attrs.push(KeyValue::new(attr::UPSTREAM, u.clone()));
@@ -367,6 +379,17 @@ impl Tracing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_mcp_session_id_is_exported_as_a_short_digest() {
+        let id = "0b6f7c1e-2a51-4c1f-9d8e-3f5a6b7c8d9e";
+        let digest = mcp_session_digest(id);
+        assert_eq!(digest.len(), "sha256:".len() + 16);
+        assert!(digest.starts_with("sha256:") && !digest.contains(id), "{digest}");
+        let full = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(id.as_bytes()));
+        assert_eq!(digest, format!("sha256:{}", full.get(..16).unwrap()));
+        assert_ne!(digest, mcp_session_digest("another"));
+    }
 
     #[test]
     fn traceparent_round_trip() {

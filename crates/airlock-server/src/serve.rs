@@ -15,6 +15,8 @@ use airlock_mcp::{Transport, UpstreamSpec, Upstreams};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use rmcp::transport::common::http_header::HEADER_SESSION_ID;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
@@ -105,7 +107,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         crate::audit::CheckpointSigner::load_or_create(&config).context("cannot load the audit signing key")?;
     let checkpoints = tokio::spawn(crate::audit::run_checkpoints(engine.clone(), signer, rx.clone()));
     let state = AppState::new(engine.clone()).with_gateway(gateway.clone());
-    let mcp = mcp_service(&config, gateway.clone(), addr);
+    let (mcp, mcp_sessions) = mcp_service(&config, gateway.clone(), addr);
+    let expiry = tokio::spawn(expire_idle_mcp_sessions(gateway.clone(), mcp_sessions, rx.clone()));
     let mcp_router = axum::Router::new()
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_agent));
@@ -130,6 +133,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .context("HTTP server failed")?;
         background.abort();
         deliveries.abort();
+        expiry.abort();
         #[cfg(unix)]
         reloader.abort();
         // The checkpointer signs a last checkpoint on shutdown; give it a moment.
@@ -152,7 +156,9 @@ pub fn open_metrics_warning(addr: SocketAddr, config: &Config) -> Option<String>
     })
 }
 
-/// Upstream specs from configuration; stdio children run in the config file's directory.
+/// Upstream specs from configuration. Stdio children run in the config file's directory with
+/// only the environment the configuration gives them: what they inherit (a few variables such as
+/// `PATH` and `HOME`, never one that holds a secret) and their own `env` table over it.
 pub fn upstream_specs(config: &Config) -> Vec<UpstreamSpec> {
     let cwd = config
         .file
@@ -165,10 +171,10 @@ pub fn upstream_specs(config: &Config) -> Vec<UpstreamSpec> {
         .map(|u| UpstreamSpec {
             name: u.name.clone(),
             transport: match &u.transport {
-                UpstreamTransport::Stdio { command, args, env } => Transport::Stdio {
+                UpstreamTransport::Stdio { command, args, env, inherited } => Transport::Stdio {
                     command: command.clone(),
                     args: args.clone(),
-                    env: env.clone(),
+                    env: inherited.iter().chain(env).map(|(k, v)| (k.clone(), v.clone())).collect(),
                     cwd: cwd.clone(),
                 },
                 UpstreamTransport::Http { url, headers } => {
@@ -180,11 +186,12 @@ pub fn upstream_specs(config: &Config) -> Vec<UpstreamSpec> {
         .collect()
 }
 
+/// The `/mcp` service, and its session manager (for closing idle sessions).
 fn mcp_service(
     config: &Config,
     gateway: Arc<McpGateway>,
     addr: SocketAddr,
-) -> StreamableHttpService<Front, LocalSessionManager> {
+) -> (StreamableHttpService<Front, LocalSessionManager>, Arc<LocalSessionManager>) {
     let mut http = StreamableHttpServerConfig::default().with_max_request_body_bytes(config.server.max_body_bytes);
     if addr.ip().is_loopback() {
         // Loopback: keep rmcp's DNS-rebinding protection (Host must be localhost/127.0.0.1/::1).
@@ -194,7 +201,46 @@ fn mcp_service(
         http = http.disable_allowed_hosts();
     }
     let gateway: Arc<dyn Gateway> = gateway;
-    StreamableHttpService::new(move || Ok(Front::new(gateway.clone())), LocalSessionManager::default().into(), http)
+    // rmcp's idle timeout counts messages: it would end a session whose `tools/call` waits in
+    // silence for an approval or a slow upstream. Idle sessions are expired by
+    // `expire_idle_mcp_sessions` instead, which counts requests in progress.
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = None;
+    let sessions = Arc::new(sessions);
+    let service = StreamableHttpService::new(move || Ok(Front::new(gateway.clone())), sessions.clone(), http);
+    (service, sessions)
+}
+
+/// Every so often, forgets the MCP sessions idle for `[mcp] session_idle_seconds`, closes them at
+/// rmcp (an open event stream ends) and the airlock sessions behind them (see
+/// [`McpGateway::expire_idle_mcp_sessions`]).
+async fn expire_idle_mcp_sessions(
+    gateway: Arc<McpGateway>,
+    sessions: Arc<LocalSessionManager>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use rmcp::transport::streamable_http_server::session::SessionManager;
+    let every = (gateway.engine().config().mcp.session_idle / 4)
+        .clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        for id in gateway.expire_idle_mcp_sessions().await {
+            if let Err(e) = sessions.close_session(&id.clone().into()).await {
+                tracing::debug!(error = %e, "an expired MCP session did not close cleanly");
+            }
+        }
+    }
+}
+
+/// The answer to a request whose `Mcp-Session-Id` names no session of its agent: the same as
+/// rmcp's for an id it does not know, so that another agent's session id tells nothing.
+fn unknown_mcp_session() -> Response {
+    let mut response = Response::new(axum::body::Body::from("Not Found: Session not found"));
+    *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
+    response
 }
 
 /// `/mcp` accepts agents only: their identity travels to the MCP handler in the request.
@@ -209,19 +255,61 @@ async fn authenticate_agent(State(state): State<AppState>, request: Request, nex
         return Problem::forbidden_public("agent_only", "the MCP endpoint is for agents; use an agent's token")
             .into_response();
     };
-    parts.extensions.insert(CallerIdentity { agent_id: agent.agent.id.clone() });
-    // A client's `DELETE` ends its MCP session; once rmcp has accepted it, the airlock session
-    // behind it is closed too.
-    let ending = (parts.method == axum::http::Method::DELETE)
-        .then(|| parts.headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string))
-        .flatten();
+    let Some(gateway) = state.gateway() else {
+        return Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Unavailable",
+            "the MCP gateway is not running",
+        )
+        .into_response();
+    };
+    let agent_id = agent.agent.id.clone();
+    parts.extensions.insert(CallerIdentity { agent_id: agent_id.clone() });
+    // An `Mcp-Session-Id` is a bearer secret of the agent that opened the session: a request
+    // that carries one (POST, GET with or without `Last-Event-ID`, DELETE) goes on only when it
+    // comes from that agent, before rmcp sees it; any other is answered as for an unknown id.
+    let mut ids = parts.headers.get_all(HEADER_SESSION_ID).iter();
+    let (mcp_session, in_progress) = match (ids.next(), ids.next()) {
+        (None, _) => (None, None),
+        (Some(value), None) => {
+            let Some(id) = value.to_str().ok().map(str::to_string) else { return unknown_mcp_session() };
+            let Some(request) = gateway.begin_mcp_request(&id, &agent_id) else { return unknown_mcp_session() };
+            (Some(id), Some(request))
+        }
+        // Two ids: which one would count is not this layer's guess to make.
+        (Some(_), Some(_)) => return unknown_mcp_session(),
+    };
+    let deleting = parts.method == axum::http::Method::DELETE;
     let response = next.run(Request::from_parts(parts, body)).await;
-    if let (Some(mcp_session), Some(gateway)) = (ending, state.gateway())
-        && response.status().is_success()
-    {
-        gateway.end_mcp_session(&mcp_session, &agent.agent.id).await;
+    match &mcp_session {
+        // A new session (the `initialize` answer names it) belongs to the agent that opened it,
+        // before the answer, and with it the id, reaches the client.
+        None => {
+            if response.status().is_success()
+                && let Some(id) = response.headers().get(HEADER_SESSION_ID).and_then(|v| v.to_str().ok())
+            {
+                gateway.mcp_session_opened(id, &agent_id);
+            }
+        }
+        // A client's `DELETE` ends its MCP session; once rmcp has accepted it, the airlock
+        // session behind it is closed too.
+        Some(id) if deleting && response.status().is_success() => gateway.end_mcp_session(id, &agent_id).await,
+        Some(_) => {}
     }
-    response
+    match in_progress {
+        // The request is in progress while its answer streams (a `tools/call`, an open event
+        // stream): the session is not idle until the body is done or dropped.
+        Some(request) if response.status() == axum::http::StatusCode::OK => {
+            let (parts, body) = response.into_parts();
+            let body = body.into_data_stream().map(move |chunk| {
+                let _in_progress = &request;
+                chunk
+            });
+            Response::from_parts(parts, axum::body::Body::from_stream(body))
+        }
+        _ => response,
+    }
 }
 
 #[cfg(test)]

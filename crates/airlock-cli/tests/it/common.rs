@@ -197,12 +197,18 @@ pub struct Airlock {
 
 impl Airlock {
     pub fn start(config: &Path) -> Result<Airlock, String> {
+        Airlock::start_with_env(config, &[])
+    }
+
+    /// Starts the server with `envs` added to its environment (secrets its config references).
+    pub fn start_with_env(config: &Path, envs: &[(&str, &str)]) -> Result<Airlock, String> {
         airlock_mcp::ensure_crypto_provider();
         let stderr_path = config.with_file_name(format!("serve-{}.log", std::process::id()));
         let stderr = std::fs::File::create(&stderr_path).map_err(|e| e.to_string())?;
         let mut child = airlock_cmd()
             .args(["serve", "--config"])
             .arg(config)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "warn")
             // Its own process group, so that upstream servers it starts die with it.
             .process_group(0)

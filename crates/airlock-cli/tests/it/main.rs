@@ -8,6 +8,7 @@
 
 mod common;
 
+mod attacks_identities;
 mod attacks_outputs;
 mod audit;
 mod cli;

@@ -17,18 +17,35 @@ use prost::Message;
 use serde_json::json;
 
 #[derive(Debug, Clone)]
-struct RecordedSpan {
-    name: String,
+pub(crate) struct RecordedSpan {
+    pub(crate) name: String,
     trace_id: String,
     span_id: String,
     parent: String,
-    attrs: HashMap<String, String>,
+    pub(crate) attrs: HashMap<String, String>,
     start: u64,
     end: u64,
 }
 
 #[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<RecordedSpan>>>);
+pub(crate) struct Collector(Arc<Mutex<Vec<RecordedSpan>>>);
+
+impl Collector {
+    /// An OTLP/HTTP receiver on a free loopback port, and its endpoint for `[telemetry]`.
+    pub(crate) async fn start() -> (Collector, String) {
+        let collector = Collector::default();
+        let app = Router::new().route("/v1/traces", post(receive)).with_state(collector.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (collector, endpoint)
+    }
+
+    /// Every span received so far.
+    pub(crate) fn spans(&self) -> Vec<RecordedSpan> {
+        self.0.lock().unwrap().clone()
+    }
+}
 
 async fn receive(State(c): State<Collector>, body: Bytes) -> &'static str {
     let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");

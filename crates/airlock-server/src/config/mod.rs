@@ -35,6 +35,7 @@ pub use typed::{
     AgentConfig, ApprovalsConfig, AuditConfig, Config, HumanConfig, McpConfig, NOTIFY_EVENTS, NotifyConfig,
     PolicyConfig, ServerConfig, ToolConfig, UpstreamConfig, UpstreamTransport,
 };
+pub use upstreams::INHERITED_ENV;
 
 /// Why a configuration was refused: every problem found, each with its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -73,6 +73,7 @@ pub(super) struct RawApprovals {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawMcp {
     pub(super) approval_wait_seconds: Option<u64>,
+    pub(super) session_idle_seconds: Option<u64>,
 }
 
 /// One `[[agents]]` entry.

@@ -1,7 +1,8 @@
 //! Secrets, which are never written in the file: bearer tokens as `sha256:<hex>` hashes or
 //! `env:NAME` references, other secrets as `env:NAME` references read at start.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -30,6 +31,34 @@ impl Env for ProcessEnv {
 impl Env for BTreeMap<String, String> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).cloned()
+    }
+}
+
+/// An [`Env`] that notes the name of every variable read through it. Validation reads every
+/// `env:` reference of the file through one, so the names it holds afterwards are those the file
+/// takes secrets from: tokens, TOTP seeds, webhook secrets, the audit key, upstream `env` values
+/// and headers. No upstream child inherits those by name.
+pub(super) struct Recording<'a> {
+    env: &'a dyn Env,
+    names: RefCell<BTreeSet<String>>,
+}
+
+impl<'a> Recording<'a> {
+    /// Reads through `env`.
+    pub(super) fn new(env: &'a dyn Env) -> Recording<'a> {
+        Recording { env, names: RefCell::new(BTreeSet::new()) }
+    }
+
+    /// Every name read so far.
+    pub(super) fn into_names(self) -> BTreeSet<String> {
+        self.names.into_inner()
+    }
+}
+
+impl Env for Recording<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.names.borrow_mut().insert(name.to_string());
+        self.env.var(name)
     }
 }
 

@@ -28,6 +28,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.agents[0].token_hash, hash_token("s3cret"));
     assert_eq!(c.humans[0].token_hash, hash_token("secret"));
     assert_eq!(c.policy.timeout, Duration::from_millis(100));
+    assert_eq!(c.mcp.session_idle, Duration::from_secs(3600));
 }
 
 #[test]
@@ -134,6 +135,98 @@ fn upstreams_need_exactly_one_transport() {
     assert_eq!(keys, vec!["upstreams[0].name", "upstreams[0].command"]);
 }
 
+/// Tools are offered as `{upstream}__{tool}` and routed by the first `__`: a name that ends with
+/// `_` or contains `__` would send calls to another upstream, so such names are refused.
+#[test]
+fn upstream_names_that_would_misroute_tools_are_refused() {
+    for (name, needle) in [
+        (
+            "fs_",
+            "`fs_` must not end with `_`: its tool `x` would be offered as `fs___x`, which routes to upstream `fs`'s tool `_x`",
+        ),
+        ("_", "must not end with `_`"),
+        ("a__b", "`a__b` must not contain `__`"),
+        ("fs__", "must not contain `__`"),
+        ("f s", "`f s` must be 1-32 letters, digits, `-` or `_`"),
+    ] {
+        let err = parse(&format!("[policy]\ndir = \".\"\n[[upstreams]]\nname = \"{name}\"\ncommand = \"x\"\n"))
+            .expect_err(name);
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].0, "upstreams[0].name", "{err}");
+        assert!(err.problems[0].1.contains(needle), "{name}: {err}");
+    }
+    for name in ["fs", "_fs", "a_b", "a-b_c", "x1"] {
+        let c = parse(&format!("[policy]\ndir = \".\"\n[[upstreams]]\nname = \"{name}\"\ncommand = \"x\"\n"));
+        assert!(c.is_ok(), "{name}: {:?}", c.err());
+    }
+}
+
+/// A stdio upstream inherits only the harmless variables of airlock's environment, and none that
+/// the file reads a secret from, even a harmless name; it gets its own `env` table on top.
+#[test]
+fn stdio_upstreams_inherit_no_secret_from_airlocks_environment() {
+    let env: BTreeMap<String, String> = [
+        ("PATH", "/usr/bin:/bin"),
+        ("HOME", "/home/airlock"),
+        ("LANG", "C.UTF-8"),
+        ("USER", "a-token-kept-in-a-harmless-name"),
+        ("BOT_TOKEN", "s3cret"),
+        ("ALICE_TOKEN", "alice-s3cret"),
+        ("ALICE_TOTP", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+        ("AUDIT_KEY", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"),
+        ("HOOK_SECRET", "hook"),
+        ("FS_KEY", "fs-key"),
+        ("TICKETS_AUTH", "Bearer t"),
+        ("UNRELATED", "not referenced, not harmless"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let text = r#"
+[policy]
+dir = "."
+[audit]
+signing_key = "env:AUDIT_KEY"
+[[notify]]
+url = "https://hooks.example"
+secret = "env:HOOK_SECRET"
+[[agents]]
+id = "bot"
+token = "env:USER"
+owner = "o"
+tier = "change"
+[[humans]]
+id = "alice"
+token = "env:ALICE_TOKEN"
+totp = "env:ALICE_TOTP"
+[[upstreams]]
+name = "fs"
+command = "mcp-fs"
+env = { FS_KEY = "env:FS_KEY", MODE = "plain", RENAMED = "env:BOT_TOKEN" }
+[[upstreams]]
+name = "tickets"
+url = "https://mcp.example/mcp"
+headers = { Authorization = "env:TICKETS_AUTH" }
+[[upstreams]]
+name = "other"
+command = "mcp-other"
+"#;
+    let c = Config::parse(text, &std::env::temp_dir().join("airlock.toml"), &env).unwrap();
+    let expected_inherited: BTreeMap<String, String> =
+        [("HOME", "/home/airlock"), ("LANG", "C.UTF-8"), ("PATH", "/usr/bin:/bin")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let UpstreamTransport::Stdio { env: own, inherited, .. } = &c.upstreams[0].transport else { panic!("not stdio") };
+    assert_eq!(inherited, &expected_inherited, "`USER` holds a token here, so it is not inherited");
+    assert_eq!(own.keys().collect::<Vec<_>>(), ["FS_KEY", "MODE", "RENAMED"]);
+    assert_eq!(own["RENAMED"], "s3cret", "a secret reaches the child under the name its table gives it");
+    let UpstreamTransport::Stdio { env: own, inherited, .. } = &c.upstreams[2].transport else { panic!("not stdio") };
+    assert_eq!(inherited, &expected_inherited);
+    assert!(own.is_empty(), "another upstream's `env` is its own: {own:?}");
+    assert!(INHERITED_ENV.contains(&"PATH") && !INHERITED_ENV.contains(&"SHELL"));
+}
+
 #[test]
 fn upstream_headers_and_env_read_env_references() {
     let base = "[policy]\ndir = \".\"\n[[upstreams]]\nname = \"tickets\"\nurl = \"https://mcp.example/mcp\"\n";
@@ -226,6 +319,7 @@ breaker_window_seconds = 0
 breaker_min_calls = 0
 [mcp]
 approval_wait_seconds = 4000
+session_idle_seconds = 0
 [approvals]
 default_ttl_seconds = 0
 execute_within_seconds = 0
@@ -251,6 +345,7 @@ bogus = 1
         "approvals.default_ttl_seconds: must be between 1 and 2592000, got 0",
         "approvals.execute_within_seconds: must be between 1 and 604800, got 0",
         "mcp.approval_wait_seconds: must be at most 3600, got 4000",
+        "mcp.session_idle_seconds: must be between 1 and 604800, got 0",
         "guards.loop_repeats: must be 0 (off) or at least 2",
         "guards.loop_window_seconds: must be between 1 and 604800, got 0",
         "guards.budget_usd_per_day: must be a non-negative number (0 = no limit), got -inf",
@@ -282,7 +377,7 @@ bogus = 1
         "humans[0].totp: must be `env:NAME` naming a variable that holds the base32 secret",
         "humans[1].token: the same token is used by another agent or human",
         "humans[1].totp: environment variable `NOPE` is not set",
-        "upstreams[0].name: `a__b` must be 1-32 letters, digits, `-` or `_`, without `__`",
+        "upstreams[0].name: `a__b` must not contain `__`: tools are offered as `{upstream}__{tool}` and a call is routed by the first `__` in its name",
         "upstreams[0].headers.A: environment variable `NOPE` is not set",
         "upstreams[0].url: `ftp://mcp` must start with http:// or https://",
         "upstreams[0].args: `args` and `env` only apply to `command` upstreams",

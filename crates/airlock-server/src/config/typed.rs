@@ -105,6 +105,9 @@ pub struct ApprovalsConfig {
 pub struct McpConfig {
     /// How long a `tools/call` that needs approval is held open.
     pub approval_wait: Duration,
+    /// How long an MCP session may go without a request in progress or arriving before it
+    /// expires (and the airlock session behind it is closed).
+    pub session_idle: Duration,
 }
 
 /// One `[[agents]]` entry.
@@ -140,8 +143,12 @@ pub enum UpstreamTransport {
         command: String,
         /// Arguments.
         args: Vec<String>,
-        /// Extra environment.
+        /// Its own `env` table, with `env:` references read.
         env: BTreeMap<String, String>,
+        /// What it inherits from airlock's environment: the set variables of
+        /// [`INHERITED_ENV`](super::INHERITED_ENV) that the file reads no secret from. The child
+        /// gets these plus `env` (which wins), and nothing else.
+        inherited: BTreeMap<String, String>,
     },
     /// Streamable HTTP.
     Http {

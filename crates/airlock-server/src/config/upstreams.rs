@@ -1,7 +1,7 @@
 //! `[[upstreams]]` and `[[tools]]`: the MCP servers airlock stands in front of, and what the
 //! catalog says of their tools whatever the servers say.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use super::money::{Zero, check_usd};
@@ -17,12 +17,8 @@ pub(super) fn upstreams(raw: Vec<RawUpstream>, env: &dyn Env, problems: &mut Pro
     for (i, u) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("upstreams[{i}].{k}");
         let RawUpstream { name, command, args, env: vars, url, headers, read_only, destructive, timeout_ms } = u;
-        let name_ok = !name.is_empty()
-            && name.len() <= 32
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            && !name.contains("__");
-        if !name_ok {
-            problems.push(&key("name"), format!("`{name}` must be 1-32 letters, digits, `-` or `_`, without `__`"));
+        if let Err(message) = check_name(&name) {
+            problems.push(&key("name"), message);
         } else if !names.insert(name.clone()) {
             problems.push(&key("name"), format!("`{name}` is used twice"));
         }
@@ -52,6 +48,28 @@ pub(super) fn upstreams(raw: Vec<RawUpstream>, env: &dyn Env, problems: &mut Pro
     upstreams
 }
 
+/// Whether `name` can prefix its tools. Agents see them as `{name}__{tool}` and airlock routes a
+/// call by cutting the name at its first `__`, so a name must not contain `__` and must not end
+/// with `_`: upstream `fs_`'s tool `x` would be `fs___x`, which is upstream `fs`'s tool `_x`.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 32 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("`{name}` must be 1-32 letters, digits, `-` or `_`"));
+    }
+    if name.contains("__") {
+        return Err(format!(
+            "`{name}` must not contain `__`: tools are offered as `{{upstream}}__{{tool}}` and a call is routed \
+             by the first `__` in its name"
+        ));
+    }
+    if let Some(stem) = name.strip_suffix('_') {
+        return Err(format!(
+            "`{name}` must not end with `_`: its tool `x` would be offered as `{name}__x`, which routes to \
+             upstream `{stem}`'s tool `_x`"
+        ));
+    }
+    Ok(())
+}
+
 /// The values of `map` at `prefix` with each `env:NAME` replaced by the variable's value (which
 /// may be empty); an unset variable is reported and leaves an empty value.
 fn from_env(
@@ -74,6 +92,59 @@ fn from_env(
         .collect()
 }
 
+/// The variables of airlock's environment that a stdio upstream inherits, when set; everything
+/// else in airlock's environment stays there. airlock's environment holds secrets (`env:`
+/// references: tokens, TOTP seeds, the audit key, webhook secrets, other upstreams'
+/// credentials), so a child starts from an empty environment plus these, plus its own `env`
+/// table. Each is needed to start ordinary programs and none is a secret:
+///
+/// - `PATH`: finding `node`, `npx`, `python3`, `uvx` and the programs a server runs itself;
+/// - `HOME`, `USER`, `LOGNAME`: package caches (`npx`, `uv`), user site-packages, the user's
+///   name for libraries that ask;
+/// - `LANG`, `LC_ALL`, `LC_CTYPE`: the text encoding of stdio (Python picks it from the locale);
+/// - `TZ`: the local time zone, for servers that print local times;
+/// - `TMPDIR`, and on Windows `TEMP` and `TMP`: where temporary files go;
+/// - on Windows, `SYSTEMROOT`, `WINDIR`, `COMSPEC`, `PATHEXT`, `USERPROFILE`: without them many
+///   programs do not start there.
+///
+/// `SHELL`, proxies (`HTTPS_PROXY` may hold a password), `NODE_OPTIONS`, `PYTHONPATH`,
+/// `LD_PRELOAD` and the like are left out: a server that needs one gets it from its `env` table
+/// (`env = { HTTPS_PROXY = "env:HTTPS_PROXY" }`).
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    "SYSTEMROOT",
+    "WINDIR",
+    "COMSPEC",
+    "PATHEXT",
+    "USERPROFILE",
+];
+
+/// Fills in what each stdio upstream inherits: the [`INHERITED_ENV`] variables that are set in
+/// `env`, except any the file reads a secret from (`secrets`, even `PATH`): a value read with
+/// `env:` reaches a child only under the name its own `env` table gives it.
+pub(super) fn inherit(upstreams: &mut [UpstreamConfig], env: &dyn Env, secrets: &BTreeSet<String>) {
+    let inherited: BTreeMap<String, String> = INHERITED_ENV
+        .iter()
+        .filter(|name| !secrets.contains(**name))
+        .filter_map(|name| env.var(name).map(|value| (name.to_string(), value)))
+        .collect();
+    for u in upstreams {
+        if let UpstreamTransport::Stdio { inherited: slot, .. } = &mut u.transport {
+            slot.clone_from(&inherited);
+        }
+    }
+}
+
 /// How an upstream is reached: `command` (stdio) or `url` (streamable HTTP), never both, with
 /// only the keys that apply to it.
 fn transport(
@@ -90,7 +161,7 @@ fn transport(
             if !headers.is_empty() {
                 problems.push(&key("headers"), "only applies to `url` upstreams".into());
             }
-            UpstreamTransport::Stdio { command, args, env }
+            UpstreamTransport::Stdio { command, args, env, inherited: BTreeMap::new() }
         }
         (None, Some(url)) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy, RawServer, RawTelemetry};
-use super::secrets::{Env, WebhookSecret, env_secret, token_hash};
+use super::secrets::{Env, Recording, WebhookSecret, env_secret, token_hash};
 use super::{
     ApprovalsConfig, AuditConfig, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig, guards,
     identities, upstreams,
@@ -41,19 +41,24 @@ impl RawConfig {
     /// Checks every section, adding what is wrong to `problems`, and builds the [`Config`] (which
     /// is only used when `problems` stays empty). Relative paths are taken from `base`.
     pub(super) fn validate(self, base: &Path, env: &dyn Env, problems: &mut Problems) -> Config {
-        let server = server(self.server, base, env, problems);
-        let policy = policy(self.policy, base, env, problems);
+        // Every `env:` reference is read through `secrets`, which notes the names of the
+        // variables that hold secrets; `env` itself is read directly only for what stdio
+        // upstreams inherit, once the whole file has been read.
+        let secrets = Recording::new(env);
+        let server = server(self.server, base, &secrets, problems);
+        let policy = policy(self.policy, base, &secrets, problems);
         let approvals = approvals(self.approvals, problems);
         let mcp = mcp(self.mcp, problems);
         let guards = guards::defaults(&self.guards, problems);
         let mut taken = identities::Taken::default();
-        let agents = identities::agents(self.agents, &guards, env, &mut taken, problems);
-        let humans = identities::humans(self.humans, env, &mut taken, problems);
-        let upstreams = upstreams::upstreams(self.upstreams, env, problems);
+        let agents = identities::agents(self.agents, &guards, &secrets, &mut taken, problems);
+        let humans = identities::humans(self.humans, &secrets, &mut taken, problems);
+        let mut upstreams = upstreams::upstreams(self.upstreams, &secrets, problems);
         let tools = upstreams::tools(self.tools, problems);
-        let notify = notify(self.notify, env, problems);
-        let audit = audit(self.audit, env, problems);
+        let notify = notify(self.notify, &secrets, problems);
+        let audit = audit(self.audit, &secrets, problems);
         let telemetry = telemetry(self.telemetry, problems);
+        upstreams::inherit(&mut upstreams, env, &secrets.into_names());
         Config {
             file: PathBuf::new(),
             server,
@@ -186,7 +191,11 @@ fn mcp(raw: RawMcp, problems: &mut Problems) -> McpConfig {
     if wait > 3600 {
         problems.push("mcp.approval_wait_seconds", format!("must be at most 3600, got {wait}"));
     }
-    McpConfig { approval_wait: Duration::from_secs(wait) }
+    let idle = raw.session_idle_seconds.unwrap_or(3600);
+    if !(1..=7 * 24 * 3600).contains(&idle) {
+        problems.push("mcp.session_idle_seconds", format!("must be between 1 and 604800, got {idle}"));
+    }
+    McpConfig { approval_wait: Duration::from_secs(wait), session_idle: Duration::from_secs(idle) }
 }
 
 /// `[[notify]]`: unique names, known events, secrets from the environment.
