@@ -255,6 +255,13 @@ async fn another_agents_mcp_session_id_is_unknown_to_it() {
     assert_eq!(mine.result(11)["structuredContent"], json!({"by": "owner"}), "{}", mine.body);
     let stream = mcp.send(Method::GET, BOT, Some(&theirs), None, &[]).await;
     assert_eq!(stream.status, StatusCode::OK, "{}", stream.body);
+    // Naming its own session and the owner's at once gets the intruder nowhere either.
+    let own = mcp.initialize(CHANGE_BOT).await;
+    let both = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {}});
+    let r = mcp.send(Method::POST, CHANGE_BOT, Some(&own), Some(both), &[("mcp-session-id", &theirs)]).await;
+    as_unknown("two session ids", &r);
+    let r = mcp.request(CHANGE_BOT, &own, 5, "tools/list", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "the intruder's own session: {}", r.body);
     // Nothing ran as the intruder: one session, the owner's, with the owner's two calls.
     let sessions = al.get("/v1/sessions", ADMIN).await.body["sessions"].as_array().unwrap().clone();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
