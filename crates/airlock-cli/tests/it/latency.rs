@@ -16,7 +16,6 @@ fn interop_dir() -> PathBuf {
 }
 
 #[tokio::test]
-#[ignore = "wall-time guard: run alone on a quiet machine with `cargo nextest run -p airlock-cli --run-ignored only -E 'test(/^latency::/)'`; on a loaded 2-core machine a debug build misses the bound for reasons that are not airlock's"]
 async fn fifty_calls_from_the_typescript_sdk_on_one_connection_take_under_a_second() {
     let bin = interop_dir().join("node_modules/.bin");
     let everything = bin.join("mcp-server-everything");
@@ -45,5 +44,6 @@ async fn fifty_calls_from_the_typescript_sdk_on_one_connection_take_under_a_seco
     let sessions = al.get("/v1/sessions", ADMIN).await;
     let sid = sessions.body["sessions"][0]["id"].as_str().unwrap().to_string();
     let session = al.get(&format!("/v1/sessions/{sid}"), ADMIN).await;
-    assert_eq!(session.body["actions"], 53, "{}", session.body);
+    let actions = session.body["actions"].as_array().map_or(0, Vec::len);
+    assert_eq!(actions, 53, "every call is an action of the session");
 }
