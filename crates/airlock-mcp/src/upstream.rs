@@ -1,5 +1,9 @@
 //! airlock as an MCP client: one supervised connection per configured upstream server.
 //!
+//! Over 800 lines for now, on purpose: the supervisor, the call path with its progress relay
+//! and the connection errors share private state; the split (connect, call, relay) comes with
+//! the protocol forwarding of the MCP issue, which rewrites most of the call path anyway.
+//!
 //! Each upstream has a supervisor task that connects (a stdio child process or streamable
 //! HTTP), lists its tools (all pages), and watches the connection. When the connection dies
 //! (the child exits, the server goes away, a call finds the transport closed) the supervisor
