@@ -724,9 +724,12 @@ async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, ConnectError> 
     peer.list_all_tools().await.map_err(|source| ConnectError::ListTools { source })
 }
 
+/// The first wait before reconnecting a lost upstream; it doubles with each failure, up to 30 s.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
 /// Keeps one upstream connected until `shutdown`.
 async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<tokio::sync::watch::Sender<u64>>) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = FIRST_RETRY;
     let name = up.spec.name.clone();
     loop {
         if shutdown.is_cancelled() {
@@ -772,7 +775,7 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
                 }
                 up.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 set_health(&up, Health::Up { server, protocol_version, tools: count }, &changed);
-                backoff = Duration::from_millis(200);
+                backoff = FIRST_RETRY;
             }
             Err(error) => {
                 set_health(&up, Health::Down { error: error.to_string() }, &changed);

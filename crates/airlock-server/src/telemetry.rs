@@ -27,6 +27,9 @@ pub const POLICY_SECONDS: &str = "airlock_policy_evaluation_seconds";
 pub const APPROVAL_WAIT_SECONDS: &str = "airlock_approval_wait_seconds";
 /// Approvals waiting for humans.
 pub const APPROVALS_PENDING: &str = "airlock_approvals_pending";
+/// Callers blocked until an action changes: HTTP long-polls (`?wait=`) and MCP calls held for a
+/// human.
+pub const ACTION_WAITERS: &str = "airlock_action_waiters";
 /// Finished actions, by `tool` and `outcome`.
 pub const ACTIONS: &str = "airlock_actions_total";
 /// Upstream call time, seconds, by `upstream`.
@@ -165,6 +168,7 @@ fn describe() {
     describe_histogram!(POLICY_SECONDS, metrics::Unit::Seconds, "Rego evaluation time");
     describe_histogram!(APPROVAL_WAIT_SECONDS, metrics::Unit::Seconds, "Time from approval request to resolution");
     describe_gauge!(APPROVALS_PENDING, "Approvals waiting for humans");
+    describe_gauge!(ACTION_WAITERS, "Callers blocked until an action changes (long-polls, held MCP calls)");
     describe_counter!(ACTIONS, "Finished actions by tool and outcome");
     describe_histogram!(UPSTREAM_SECONDS, metrics::Unit::Seconds, "Upstream tool call time");
     describe_counter!(UPSTREAM_ERRORS, "Upstream tool call failures");

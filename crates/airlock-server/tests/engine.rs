@@ -29,7 +29,9 @@
 //! `check` (an action, or a session with `session`). `expect` keys: `status`, `rules` (the rule
 //! ids of the reasons, in order), `outcome` (`new`, `joined`, `replayed`), `decided_by`,
 //! `error` (a substring of the refusal), `refused` (the rule of a refused vote or resume),
-//! `session_status`, `claim` (`run`, `running`, `finished`, `not_runnable`).
+//! `session_status`, `claim` (`run`, `running`, `finished`, `not_runnable`), `notified` (every
+//! webhook notification queued so far, by event name) and `journaled` (`{ kind, rule }`: the
+//! latest journal event about the step's action, and the rule of its reason).
 //!
 //! After every case, each decision that reached policy is decided again from its journaled
 //! input and facts with the same pipeline function (`airlock_core::pipeline::conclude`) and
@@ -50,6 +52,9 @@ use airlock_store::Store;
 use chrono::{TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+
+#[path = "engine/mcp_idle.rs"]
+mod mcp_idle;
 
 /// Base32 TOTP secret that cases give to humans as `totp = "env:TOTP"`.
 const TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -121,6 +126,17 @@ struct Expect {
     refused: Option<String>,
     session_status: Option<String>,
     claim: Option<String>,
+    /// Every notification in the outbox so far, by event name, oldest first.
+    notified: Option<Vec<String>>,
+    /// The latest journal event about the action (`kind`, and `rule` of its `reason` if any).
+    journaled: Option<Journaled>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Journaled {
+    kind: String,
+    rule: Option<String>,
 }
 
 struct Run {
@@ -377,6 +393,38 @@ impl Run {
         {
             let alias = step.session.clone().unwrap_or_else(|| "s1".into());
             self.check_session(&at, &alias, &Expect { session_status: Some(want.clone()), ..Default::default() }).await;
+        }
+        if let Some(want) = &e.notified {
+            let far = self.engine.now() + chrono::Duration::days(3650);
+            let outbox = self.store.notifications_due(far, 10_000).await.unwrap();
+            let got: Vec<&str> = outbox.iter().map(|n| n.event.as_str()).collect();
+            assert_eq!(got, want.iter().map(String::as_str).collect::<Vec<_>>(), "{at}: notifications");
+        }
+        if let Some(want) = &e.journaled {
+            let alias = match &step.call {
+                Some(_) => step.alias.clone().unwrap_or_else(|| "last".into()),
+                None => [&step.vote, &step.report, &step.claim, &step.finish, &step.check]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{at}: `journaled` needs a step about an action")),
+            };
+            self.check_journal(&at, &self.action(&alias), want).await;
+        }
+    }
+
+    async fn check_journal(&self, at: &str, action_id: &str, want: &Journaled) {
+        let view = self.engine.action_view(action_id, None).await.unwrap();
+        let events = self.store.events(&view.action.session_id).await.unwrap();
+        let latest = events
+            .iter()
+            .rev()
+            .find(|ev| ev.payload["action_id"] == action_id)
+            .unwrap_or_else(|| panic!("{at}: no event about {action_id}"));
+        assert_eq!(latest.kind, want.kind, "{at}: latest event about {action_id}: {}", latest.payload);
+        if let Some(rule) = &want.rule {
+            assert_eq!(latest.payload["reason"]["rule"], rule.as_str(), "{at}: {}", latest.payload);
         }
     }
 

@@ -50,7 +50,6 @@ require_approval contains {"rule": "MFA1", "msg": "firewall changes need step-up
     input.action.tool == "firewall.open"
 }
 
-require_approval contains {"rule": "SHORT", "msg": "expires fast", "ttl_seconds": 1} if input.action.tool == "short.lived"
 
 # Loops far past any time limit when asked to.
 deny contains {"rule": "SLOW", "msg": "unreachable"} if {
@@ -583,4 +582,22 @@ pub async fn sign_in(al: &Airlock, token: &str) -> (StatusCode, Option<String>) 
         .await
         .unwrap();
     (r.status(), cookie(&r, "airlock_ui"))
+}
+
+/// `GET /metrics`, as Prometheus would scrape it.
+pub async fn scrape(al: &Airlock) -> String {
+    let r = reqwest::get(format!("{}/metrics", al.url)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    r.text().await.unwrap()
+}
+
+/// The value of the first sample whose line starts with `prefix` (name plus labels).
+pub fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

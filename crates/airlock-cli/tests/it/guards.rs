@@ -1,8 +1,6 @@
 //! Bounded autonomy against the real binary: budgets, rate limits, circuit breakers, loop and
 //! streak detection with pause and resume — and all of it still in force after a restart.
 
-use std::time::Duration;
-
 use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -112,9 +110,11 @@ async fn an_agents_own_guards_override_the_global_ones() {
     assert_eq!(allowed(BOT).await, 3, "agents without their own table get [guards]");
 }
 
+/// The breaker opens, fails fast and stays open across a restart. Its cool-down, half-open probe
+/// and closing are time passing: the engine cases move a clock for them (`tests/engine/guards.toml`).
 #[tokio::test]
-async fn a_failing_tool_opens_its_breaker_which_half_opens_after_the_cool_down() {
-    let fx = fixture("breaker_failures = 2\nbreaker_cooldown_seconds = 2\nmax_consecutive_failures = 0");
+async fn a_failing_tool_opens_its_breaker_which_stays_open_across_a_restart() {
+    let fx = fixture("breaker_failures = 2\nbreaker_cooldown_seconds = 600\nmax_consecutive_failures = 0");
     let al = fx.start();
     let s = al.session(BOT).await;
     for n in 0..2 {
@@ -136,16 +136,6 @@ async fn a_failing_tool_opens_its_breaker_which_half_opens_after_the_cool_down()
     let al = fx.start();
     let r = al.act(BOT, &s, "flaky.op", json!({"n": 3})).await;
     assert_eq!(r.body["decision"]["reasons"][0]["rule"], "airlock.circuit_breaker");
-
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let probe = al.act(BOT, &s, "flaky.op", json!({"n": 4})).await;
-    assert_eq!(probe.status, StatusCode::OK, "the probe was not let through: {}", probe.body);
-    assert_eq!(al.get("/v1/breakers", ALICE).await.body["breakers"][0]["state"], "half_open");
-    // While the probe is out, others fail fast.
-    assert_eq!(al.act(BOT, &s, "flaky.op", json!({"n": 5})).await.status, StatusCode::FORBIDDEN);
-    report(&al, probe.body["id"].as_str().unwrap(), true).await;
-    assert_eq!(al.get("/v1/breakers", ALICE).await.body["breakers"][0]["state"], "closed");
-    assert_eq!(al.act(BOT, &s, "flaky.op", json!({"n": 6})).await.status, StatusCode::OK);
 }
 
 #[tokio::test]

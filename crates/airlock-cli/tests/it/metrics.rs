@@ -3,23 +3,6 @@
 use crate::common::*;
 use serde_json::json;
 
-async fn scrape(al: &Airlock) -> String {
-    let r = reqwest::get(format!("{}/metrics", al.url)).await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
-    r.text().await.unwrap()
-}
-
-/// The value of the first sample whose line starts with `prefix` (name plus labels).
-fn sample(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn counters_move_with_traffic() {
     // Named exactly, so it keeps its name in the `tool` label (any other tool is `other`).

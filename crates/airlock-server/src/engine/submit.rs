@@ -352,6 +352,7 @@ impl Engine {
         if timeout.is_zero() || from.is_final() {
             return Ok(first);
         }
+        let _waiting = Waiting::new();
         loop {
             let watcher = self.watcher(id);
             let notified = watcher.notified();
@@ -365,6 +366,23 @@ impl Engine {
                 return self.action_view(id, agent_viewer).await;
             }
         }
+    }
+}
+
+/// One caller blocked in [`Engine::wait_for_change`], counted in
+/// [`crate::telemetry::ACTION_WAITERS`] while it lives.
+struct Waiting;
+
+impl Waiting {
+    fn new() -> Waiting {
+        metrics::gauge!(crate::telemetry::ACTION_WAITERS).increment(1.0);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::telemetry::ACTION_WAITERS).decrement(1.0);
     }
 }
 
