@@ -17,6 +17,7 @@ pub mod model;
 pub mod money;
 pub mod pipeline;
 pub mod redact;
+pub mod sync;
 pub mod vote;
 
 pub use decision::{ApprovalDefaults, PolicyFailure, PolicyOutput, apply_tier_floor, combine};

@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use airlock_core::sync::lock;
+
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientCapabilities, ClientConfig, ClientRequest,
     CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse, Implementation,
@@ -54,10 +56,7 @@ impl ClientHandler for Remote {
     }
 
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
-        let target = match self.relays.lock() {
-            Ok(m) => m.get(&token_key(&params.progress_token)).cloned(),
-            Err(e) => e.into_inner().get(&token_key(&params.progress_token)).cloned(),
-        };
+        let target = lock(&self.relays).get(&token_key(&params.progress_token)).cloned();
         if let Some((peer, token)) = target {
             let mut local = ProgressNotificationParam::new(token, params.progress);
             local.total = params.total;
@@ -115,10 +114,7 @@ impl ServerHandler for Bridge {
             .map_err(remote_error)?;
         let key = token_key(&handle.progress_token);
         if let Some(token) = local_token {
-            match self.relays.lock() {
-                Ok(mut m) => m.insert(key.clone(), (context.peer.clone(), token)),
-                Err(e) => e.into_inner().insert(key.clone(), (context.peer.clone(), token)),
-            };
+            lock(&self.relays).insert(key.clone(), (context.peer.clone(), token));
         }
         // A cancellation by the client is sent on to airlock.
         let mut abandoned =
@@ -127,10 +123,7 @@ impl ServerHandler for Bridge {
             r = handle.await_response() => Some(r),
             _ = context.ct.cancelled() => None,
         };
-        match self.relays.lock() {
-            Ok(mut m) => m.remove(&key),
-            Err(e) => e.into_inner().remove(&key),
-        };
+        lock(&self.relays).remove(&key);
         if outcome.is_some() {
             abandoned.id = None;
         }

@@ -248,10 +248,7 @@ impl ServerHandler for Front {
                     Arc::new(move |value: f64, total: Option<f64>, message: Option<String>| {
                         let base = step.load(Ordering::SeqCst) as f64;
                         {
-                            let mut last = match last.lock() {
-                                Ok(l) => l,
-                                Err(e) => e.into_inner(),
-                            };
+                            let mut last = airlock_core::sync::lock(&last);
                             if base + value <= *last {
                                 return;
                             }

@@ -13,6 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::sync::{Arc, RwLock};
+
+use airlock_core::sync::{lock, read, write};
 use std::time::Duration;
 
 use rmcp::model::{
@@ -248,10 +250,7 @@ impl ClientHandler for UpstreamClient {
 
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
         let key = token_key(&params.progress_token);
-        let relay = match self.upstream.progress.lock() {
-            Ok(m) => m.get(&key).cloned(),
-            Err(e) => e.into_inner().get(&key).cloned(),
-        };
+        let relay = lock(&self.upstream.progress).get(&key).cloned();
         if let Some(relay) = relay {
             relay(params.progress, params.total, params.message);
         }
@@ -274,10 +273,7 @@ struct RelayRegistration<'a> {
 
 impl Drop for RelayRegistration<'_> {
     fn drop(&mut self) {
-        match self.upstream.progress.lock() {
-            Ok(mut m) => m.remove(&self.key),
-            Err(e) => e.into_inner().remove(&self.key),
-        };
+        lock(&self.upstream.progress).remove(&self.key);
     }
 }
 
@@ -341,10 +337,7 @@ impl Upstreams {
     /// up to five seconds for them to finish.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        let handles: Vec<_> = match self.supervisors.lock() {
-            Ok(mut h) => h.drain(..).collect(),
-            Err(e) => e.into_inner().drain(..).collect(),
-        };
+        let handles: Vec<_> = lock(&self.supervisors).drain(..).collect();
         let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(handles)).await;
     }
 
@@ -353,7 +346,7 @@ impl Upstreams {
         let deadline = tokio::time::Instant::now() + limit;
         let mut rx = self.changed.subscribe();
         loop {
-            let all_settled = self.inner.iter().all(|u| !matches!(read(&u.health), Health::Connecting));
+            let all_settled = self.inner.iter().all(|u| !matches!(*read(&u.health), Health::Connecting));
             if all_settled {
                 return;
             }
@@ -370,7 +363,7 @@ impl Upstreams {
 
     /// Health of every upstream, by name.
     pub fn health(&self) -> Vec<(String, Health)> {
-        self.inner.iter().map(|u| (u.spec.name.clone(), read(&u.health))).collect()
+        self.inner.iter().map(|u| (u.spec.name.clone(), read(&u.health).clone())).collect()
     }
 
     /// Status of every upstream, in configuration order, for status pages and `airlock upstreams`.
@@ -383,7 +376,7 @@ impl Upstreams {
                     Transport::Stdio { .. } => "stdio",
                     Transport::Http { .. } => "http",
                 },
-                health: read(&u.health),
+                health: read(&u.health).clone(),
                 connections: u.generation.load(std::sync::atomic::Ordering::SeqCst),
             })
             .collect()
@@ -418,7 +411,7 @@ impl Upstreams {
             .find(|u| u.spec.name == upstream)
             .ok_or_else(|| UpstreamError::Unknown(upstream.to_string()))?;
         let Some(conn) = read_conn(up) else {
-            let reason = match read(&up.health) {
+            let reason = match read(&up.health).clone() {
                 Health::Down { error } => error,
                 Health::Connecting => "still connecting".into(),
                 Health::Up { .. } => "connection lost".into(),
@@ -459,10 +452,7 @@ impl Upstreams {
             .map_err(|e| failed(up, e))?;
         let _registration = relay.map(|relay| {
             let key = token_key(&handle.progress_token);
-            match up.progress.lock() {
-                Ok(mut m) => m.insert(key.clone(), relay),
-                Err(e) => e.into_inner().insert(key.clone(), relay),
-            };
+            lock(&up.progress).insert(key.clone(), relay);
             RelayRegistration { upstream: up, key }
         });
         // Abandoning the call (time-out, cancellation, the caller going away) cancels it at the
@@ -645,33 +635,18 @@ impl Upstreams {
 fn failed(up: &Upstream, e: rmcp::ServiceError) -> UpstreamError {
     let message = e.to_string();
     if matches!(e, rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)) {
-        if let Ok(mut c) = up.conn.write() {
-            *c = None;
-        }
+        *write(&up.conn) = None;
         up.poke.notify_one();
     }
     UpstreamError::Failed { name: up.spec.name.clone(), message }
 }
 
-fn read<T: Clone>(lock: &RwLock<T>) -> T {
-    match lock.read() {
-        Ok(g) => g.clone(),
-        Err(e) => e.into_inner().clone(),
-    }
-}
-
 fn read_conn(up: &Upstream) -> Option<Arc<Conn>> {
-    match up.conn.read() {
-        Ok(g) => g.clone(),
-        Err(e) => e.into_inner().clone(),
-    }
+    read(&up.conn).clone()
 }
 
 fn set_health(up: &Upstream, health: Health, changed: &tokio::sync::watch::Sender<u64>) {
-    match up.health.write() {
-        Ok(mut h) => *h = health,
-        Err(e) => *e.into_inner() = health,
-    }
+    *write(&up.health) = health;
     changed.send_modify(|n| *n = n.wrapping_add(1));
 }
 
@@ -770,9 +745,7 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
                     protocol_version: protocol_version.clone(),
                 };
                 let count = conn.tools.len();
-                if let Ok(mut c) = up.conn.write() {
-                    *c = Some(Arc::new(conn));
-                }
+                *write(&up.conn) = Some(Arc::new(conn));
                 up.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 set_health(&up, Health::Up { server, protocol_version, tools: count }, &changed);
                 backoff = FIRST_RETRY;
@@ -809,9 +782,7 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
                     server: old.server.clone(),
                     protocol_version: old.protocol_version.clone(),
                 };
-                if let Ok(mut c) = up.conn.write() {
-                    *c = Some(Arc::new(conn));
-                }
+                *write(&up.conn) = Some(Arc::new(conn));
                 set_health(
                     &up,
                     Health::Up {
@@ -823,9 +794,7 @@ async fn supervise(up: Arc<Upstream>, shutdown: CancellationToken, changed: Arc<
                 );
             }
         }
-        if let Ok(mut c) = up.conn.write() {
-            *c = None;
-        }
+        *write(&up.conn) = None;
         tracing::warn!(upstream = %name, "upstream connection lost; reconnecting");
         set_health(&up, Health::Down { error: "connection lost".into() }, &changed);
         let _ = running.cancel().await;

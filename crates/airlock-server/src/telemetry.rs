@@ -97,9 +97,7 @@ impl Labels {
 
     /// The `tool` label of `tool`: its name when known, else [`OTHER`].
     pub fn tool(&self, tool: &str) -> String {
-        if self.configured.contains(tool)
-            || self.listed.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(tool)
-        {
+        if self.configured.contains(tool) || airlock_core::sync::read(&self.listed).contains(tool) {
             return tool.to_string();
         }
         let listed = tool
@@ -108,13 +106,13 @@ impl Labels {
         if !listed {
             return OTHER.to_string();
         }
-        self.listed.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(tool.to_string());
+        airlock_core::sync::write(&self.listed).insert(tool.to_string());
         tool.to_string()
     }
 
     /// The `rule` label of `rule`: itself among the first [`MAX_RULE_LABELS`] distinct rules.
     pub fn rule(&self, rule: &str) -> String {
-        let mut rules = self.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rules = airlock_core::sync::lock(&self.rules);
         if rules.contains(rule) {
             return rule.to_string();
         }

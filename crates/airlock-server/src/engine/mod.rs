@@ -30,7 +30,7 @@ use guards::export_breakers;
 pub(crate) use submit::evaluate;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use airlock_core::decision::{ApprovalDefaults, RULE_APPROVAL_UNUSED};
@@ -244,21 +244,16 @@ struct Inner {
     clock: Arc<dyn Clock>,
 }
 
-/// Locks a mutex. A lock is poisoned only when a thread panicked while holding it; the engine's
-/// maps stay usable (each update is a single insert or replace), so every lock recovers the
-/// same way, and no safety action (a kill switch's cancellation, say) silently does less.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use airlock_core::sync::lock;
 
-/// Reads a shared value behind an `RwLock`, recovering from poisoning as [`lock`] does.
+/// Reads a shared value behind an `RwLock` (see [`airlock_core::sync`] for poisoning).
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    airlock_core::sync::read(lock).clone()
 }
 
-/// Replaces a shared value behind an `RwLock`, recovering from poisoning as [`lock`] does.
+/// Replaces a shared value behind an `RwLock` (see [`airlock_core::sync`] for poisoning).
 fn replace<T>(lock: &RwLock<T>, value: T) {
-    *lock.write().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    *airlock_core::sync::write(lock) = value;
 }
 
 /// Handle to the decision pipeline.

@@ -42,7 +42,7 @@ impl Ui {
     pub(super) fn viewer(&self, headers: &HeaderMap) -> Option<Viewer> {
         let sid = cookie(headers, SESSION_COOKIE)?;
         let (human, csrf) = {
-            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sessions = airlock_core::sync::lock(&self.sessions);
             let s = sessions.get(&sid)?;
             if s.expires <= Instant::now() {
                 sessions.remove(&sid);
@@ -58,7 +58,7 @@ impl Ui {
         let sid = random_hex()?;
         let csrf = random_hex()?;
         let now = Instant::now();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = airlock_core::sync::lock(&self.sessions);
         sessions.retain(|_, s| s.expires > now);
         sessions.insert(sid.clone(), SignedIn { human: human.to_string(), csrf, expires: now + SESSION_TTL });
         Some(sid)
@@ -66,7 +66,7 @@ impl Ui {
 
     fn sign_out(&self, headers: &HeaderMap) {
         if let Some(sid) = cookie(headers, SESSION_COOKIE) {
-            self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&sid);
+            airlock_core::sync::lock(&self.sessions).remove(&sid);
         }
     }
 }

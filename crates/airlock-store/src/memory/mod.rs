@@ -13,7 +13,7 @@
 mod write;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use airlock_core::limits::Breaker;
 use airlock_core::{Action, ActionStatus, Approval, ApprovalStatus, KillSwitch, Session};
@@ -47,7 +47,7 @@ impl MemoryStore {
     /// The state. A panic while it was held cannot leave it half-changed (a commit is checked
     /// before anything is applied, and applying cannot fail), so a poisoned lock is still good.
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        airlock_core::sync::lock(&self.state)
     }
 }
 

@@ -23,6 +23,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use airlock_core::sync::lock;
 use airlock_core::{Action, ActionStatus, Approval, ApprovalStatus, KillSwitch, Session};
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
@@ -124,7 +125,7 @@ impl SqliteStore {
 
     /// Writer counters.
     pub fn stats(&self) -> WriterStats {
-        self.stats.lock().map(|s| *s).unwrap_or_default()
+        *lock(&self.stats)
     }
 
     /// Runs `f` on a reader connection from the pool, on the blocking thread pool.
@@ -136,7 +137,8 @@ impl SqliteStore {
         let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = match readers.lock().ok().and_then(|mut pool| pool.pop()) {
+            let pooled = lock(&readers).pop();
+            let conn = match pooled {
                 Some(conn) => conn,
                 None => {
                     let conn = open_connection(&path)?;
@@ -145,11 +147,11 @@ impl SqliteStore {
                 }
             };
             let result = f(&conn);
-            if let Ok(mut pool) = readers.lock()
-                && pool.len() < 16
-            {
+            let mut pool = lock(&readers);
+            if pool.len() < 16 {
                 pool.push(conn);
             }
+            drop(pool);
             result
         })
         .await
@@ -162,9 +164,8 @@ impl Drop for SqliteStore {
         // Closing the channel ends the writer after it has finished what it holds.
         let (closed, _) = mpsc::unbounded_channel();
         drop(std::mem::replace(&mut self.sender, closed));
-        if let Ok(mut guard) = self.writer.lock()
-            && let Some(handle) = guard.take()
-        {
+        let handle = lock(&self.writer).take();
+        if let Some(handle) = handle {
             let _ = handle.join();
         }
     }

@@ -27,7 +27,7 @@ impl Checkpointer {
     pub(super) fn start(path: &Path, stats: Arc<Mutex<WriterStats>>) -> Result<Checkpointer> {
         let conn = open_connection(path)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let batches = move || stats.lock().map(|s| s.batches).unwrap_or(0);
+        let batches = move || airlock_core::sync::lock(&stats).batches;
         let handle = std::thread::Builder::new()
             .name("airlock-checkpoint".into())
             .spawn(move || {

@@ -144,7 +144,8 @@ impl Writer {
             }
             return;
         }
-        if let Ok(mut stats) = self.stats.lock() {
+        {
+            let mut stats = airlock_core::sync::lock(&self.stats);
             stats.batches += 1;
             stats.commits += batch.len() as u64;
         }
