@@ -107,24 +107,7 @@ mod tests {
 
     fn session(status: SessionStatus) -> Session {
         let now = Utc::now();
-        Session {
-            id: "ses_1".into(),
-            agent_id: "bot".into(),
-            task: "t".into(),
-            labels: BTreeMap::new(),
-            on_behalf_of: None,
-            status,
-            status_reason: None,
-            actions: 0,
-            failures: 0,
-            denials: 0,
-            consecutive_failures: 0,
-            consecutive_denials: 0,
-            spent_usd: 0.0,
-            created_at: now,
-            updated_at: now,
-            trace: None,
-        }
+        Session { status, ..Session::opened("ses_1".into(), "bot".into(), "t".into(), now) }
     }
 
     fn ks(scope: KillScope, target: Option<&str>) -> KillSwitch {

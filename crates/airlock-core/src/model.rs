@@ -146,6 +146,30 @@ pub struct Session {
     pub trace: Option<TraceRef>,
 }
 
+impl Session {
+    /// A session just opened: active, nothing done, nothing spent.
+    pub fn opened(id: String, agent_id: String, task: String, at: DateTime<Utc>) -> Session {
+        Session {
+            id,
+            agent_id,
+            task,
+            labels: BTreeMap::new(),
+            on_behalf_of: None,
+            status: SessionStatus::Active,
+            status_reason: None,
+            actions: 0,
+            failures: 0,
+            denials: 0,
+            consecutive_failures: 0,
+            consecutive_denials: 0,
+            spent_usd: 0.0,
+            created_at: at,
+            updated_at: at,
+            trace: None,
+        }
+    }
+}
+
 /// Lifecycle of an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -42,22 +42,12 @@ fn agent(tier: Tier) -> Agent {
 
 fn session(status: SessionStatus, spent: f64, denials: u32) -> Session {
     Session {
-        id: "ses_1".into(),
-        agent_id: "ops-bot".into(),
-        task: "t".into(),
-        labels: BTreeMap::new(),
         on_behalf_of: Some("alice".into()),
         status,
-        status_reason: None,
         actions: 3,
-        failures: 0,
-        denials: 0,
-        consecutive_failures: 0,
         consecutive_denials: denials,
         spent_usd: spent,
-        created_at: t0(),
-        updated_at: t0(),
-        trace: None,
+        ..Session::opened("ses_1".into(), "ops-bot".into(), "t".into(), t0())
     }
 }
 

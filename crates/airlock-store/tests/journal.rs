@@ -3,7 +3,6 @@
 //! the same on the real one. Tests of SQLite itself — reopening the file, group commit, the WAL,
 //! the writer lock, tampering with the file — run on SQLite only.
 
-use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -111,24 +110,7 @@ fn at(secs: i64) -> DateTime<Utc> {
 }
 
 fn session_at(id: &str, agent: &str, created: DateTime<Utc>) -> Session {
-    Session {
-        id: id.into(),
-        agent_id: agent.into(),
-        task: "task".into(),
-        labels: BTreeMap::new(),
-        on_behalf_of: None,
-        status: SessionStatus::Active,
-        status_reason: None,
-        actions: 0,
-        failures: 0,
-        denials: 0,
-        consecutive_failures: 0,
-        consecutive_denials: 0,
-        spent_usd: 0.0,
-        created_at: created,
-        updated_at: created,
-        trace: None,
-    }
+    Session::opened(id.into(), agent.into(), "task".into(), created)
 }
 
 fn session(id: &str) -> Session {

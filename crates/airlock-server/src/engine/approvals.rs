@@ -35,12 +35,7 @@ impl Engine {
             .approval(id)
             .await?
             .ok_or_else(|| Error::NotFound { what: "approval", id: id.to_string() })?;
-        let action = self
-            .inner
-            .store
-            .action(&approval.action_id)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "action", id: approval.action_id.clone() })?;
+        let action = self.stored_action(&approval.action_id).await?;
         Ok((approval, action))
     }
 

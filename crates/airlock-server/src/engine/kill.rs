@@ -83,7 +83,7 @@ impl Engine {
         let now = self.now();
         action.status = ActionStatus::Cancelled;
         action.updated_at = now;
-        let reason = Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason));
+        let reason = kill_reason(ks);
         let mut commit = Commit::default();
         commit
             .event(
@@ -119,7 +119,7 @@ impl Engine {
             approval.resolved_at = Some(now);
             action.status = ActionStatus::Cancelled;
             action.updated_at = now;
-            let reason = Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason));
+            let reason = kill_reason(ks);
             let mut commit = Commit::default();
             commit
                 .event(
@@ -165,4 +165,9 @@ impl Engine {
             Ok((*self.kill_switch_list()).clone())
         }
     }
+}
+
+/// Why a kill switch cancelled an action.
+fn kill_reason(ks: &KillSwitch) -> Reason {
+    Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason))
 }

@@ -478,6 +478,15 @@ impl Engine {
         }
     }
 
+    /// The action as stored, or `NotFound`.
+    pub(super) async fn stored_action(&self, action_id: &str) -> Result<Action> {
+        self.inner
+            .store
+            .action(action_id)
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })
+    }
+
     fn watcher(&self, action_id: &str) -> Arc<Notify> {
         lock(&self.inner.watchers).entry(action_id.to_string()).or_insert_with(|| Arc::new(Notify::new())).clone()
     }

@@ -22,12 +22,7 @@ impl Engine {
             return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
         };
         // Re-read under the session lock: the status may have moved.
-        let mut action = self
-            .inner
-            .store
-            .action(action_id)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        let mut action = self.stored_action(action_id).await?;
         if !matches!(action.status, ActionStatus::Executing | ActionStatus::Approved) {
             return Err(Error::Conflict(format!(
                 "action {} is `{}`; a result can only be reported for an `executing` or `approved` action, once",
@@ -73,24 +68,14 @@ impl Engine {
     /// the call leaves airlock. Exactly one caller gets [`Claim::Run`]; the others learn that it
     /// is already running or finished.
     pub async fn claim_execution(&self, action_id: &str) -> Result<Claim> {
-        let action = self
-            .inner
-            .store
-            .action(action_id)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        let action = self.stored_action(action_id).await?;
         let cell = self.cell(&action.session_id);
         let mut guard = cell.lock().await;
         self.load_cell(&mut guard, &action.session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
         };
-        let mut action = self
-            .inner
-            .store
-            .action(action_id)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        let mut action = self.stored_action(action_id).await?;
         match action.status {
             ActionStatus::Approved => {}
             ActionStatus::Executing => return Ok(Claim::Running(Box::new(action))),
@@ -124,24 +109,14 @@ impl Engine {
 
     /// Records the outcome of an upstream call airlock made: `executing → succeeded | failed`.
     pub async fn record_execution(&self, action_id: &str, result: ActionResult) -> Result<Action> {
-        let action = self
-            .inner
-            .store
-            .action(action_id)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        let action = self.stored_action(action_id).await?;
         let cell = self.cell(&action.session_id);
         let mut guard = cell.lock().await;
         self.load_cell(&mut guard, &action.session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
         };
-        let mut action = self
-            .inner
-            .store
-            .action(action_id)
-            .await?
-            .ok_or_else(|| Error::NotFound { what: "action", id: action_id.to_string() })?;
+        let mut action = self.stored_action(action_id).await?;
         if action.status != ActionStatus::Executing {
             return Err(Error::Conflict(format!("action {} is `{}`, not `executing`", action.id, action.status)));
         }

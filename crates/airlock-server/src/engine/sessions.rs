@@ -160,25 +160,8 @@ impl Engine {
             return Err(Error::Invalid(format!("`on_behalf_of` names `{h}`, who is not a configured human")));
         }
         let now = self.now();
-        let session = Session {
-            id: new_id("ses"),
-            agent_id: agent.agent.id.clone(),
-            task,
-            labels,
-            on_behalf_of,
-            status: SessionStatus::Active,
-            status_reason: None,
-            actions: 0,
-            failures: 0,
-            denials: 0,
-            consecutive_failures: 0,
-            consecutive_denials: 0,
-            spent_usd: 0.0,
-            created_at: now,
-            updated_at: now,
-            trace: None,
-        };
-        let mut session = session;
+        let mut session =
+            Session { labels, on_behalf_of, ..Session::opened(new_id("ses"), agent.agent.id.clone(), task, now) };
         session.trace = self.inner.tracing.session_root(&session);
         let mut commit = Commit::default();
         commit

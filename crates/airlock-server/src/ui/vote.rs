@@ -151,7 +151,7 @@ pub(super) async fn vote(
 
 #[cfg(test)]
 mod tests {
-    use airlock_core::{ApprovalRequirements, ApprovalStatus, Human, Role, SessionStatus, Vote};
+    use airlock_core::{ApprovalRequirements, ApprovalStatus, Human, Role, Vote};
     use chrono::Utc;
 
     use super::*;
@@ -204,24 +204,10 @@ mod tests {
     }
 
     fn session(on_behalf_of: Option<&str>) -> Session {
-        let now = Utc::now();
         Session {
-            id: "ses_1".into(),
-            agent_id: "bot".into(),
-            task: "t".into(),
-            labels: Default::default(),
             on_behalf_of: on_behalf_of.map(str::to_string),
-            status: SessionStatus::Active,
-            status_reason: None,
             actions: 1,
-            failures: 0,
-            denials: 0,
-            consecutive_failures: 0,
-            consecutive_denials: 0,
-            spent_usd: 0.0,
-            created_at: now,
-            updated_at: now,
-            trace: None,
+            ..Session::opened("ses_1".into(), "bot".into(), "t".into(), Utc::now())
         }
     }
 
