@@ -19,6 +19,7 @@
 
 mod approvals;
 mod clock;
+mod evaluator;
 mod guards;
 mod kill;
 mod outcome;
@@ -26,8 +27,8 @@ mod sessions;
 mod submit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub(crate) use evaluator::evaluate;
 use guards::export_breakers;
-pub(crate) use submit::evaluate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,7 +37,7 @@ use std::time::Duration;
 use airlock_core::decision::{ApprovalDefaults, RULE_APPROVAL_UNUSED};
 use airlock_core::guard;
 use airlock_core::limits::{self, Breaker, GuardLimits, TokenBucket, Transition};
-use airlock_core::pipeline::{self, GuardState, Intake, Pause, PolicyAnswer, PolicyFacts, Screening};
+use airlock_core::pipeline::{self, GuardState, Intake, Pause, PolicyFacts, Screening};
 use airlock_core::vote::{MfaGuard, Refusal};
 use airlock_core::{
     Action, ActionResult, ActionStatus, Approval, ApprovalStatus, EventKind, KillScope, KillSwitch, Reason, Reporter,

@@ -399,24 +399,6 @@ fn check_request(request: &ActionRequest) -> Result<()> {
     Ok(())
 }
 
-/// Evaluates policy off the async workers (Rego is CPU work, and a slow policy must not stall
-/// other sessions' requests). A panic in evaluation is a deny, as any failure is.
-pub(crate) async fn evaluate(policy: Arc<Policy>, input: Value) -> (PolicyAnswer, Value) {
-    let revision = policy.revision().to_string();
-    let joined = tokio::task::spawn_blocking(move || {
-        let eval = policy.evaluate(&input);
-        (eval, input)
-    })
-    .await;
-    match joined {
-        Ok((eval, input)) => (PolicyAnswer { output: eval.output, revision, eval_us: eval.eval_us }, input),
-        Err(e) => {
-            let output = Err(airlock_core::PolicyFailure::Stopped { message: e.to_string() });
-            (PolicyAnswer { output, revision, eval_us: 0 }, Value::Null)
-        }
-    }
-}
-
 /// The `action.requested` event.
 fn requested_payload(action: &Action) -> Value {
     json!({
