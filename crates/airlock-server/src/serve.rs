@@ -281,7 +281,12 @@ async fn authenticate_agent(State(state): State<AppState>, request: Request, nex
         (Some(_), Some(_)) => return unknown_mcp_session(),
     };
     let deleting = parts.method == axum::http::Method::DELETE;
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    // rmcp accepts a `DELETE` with `202`; the official SDKs expect `200` (the Python SDK logs
+    // "Session termination failed: 202" on every close otherwise). The session is ended either way.
+    if deleting && response.status() == axum::http::StatusCode::ACCEPTED {
+        *response.status_mut() = axum::http::StatusCode::OK;
+    }
     match &mcp_session {
         // A new session (the `initialize` answer names it) belongs to the agent that opened it,
         // before the answer, and with it the id, reaches the client.

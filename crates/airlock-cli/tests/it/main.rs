@@ -9,6 +9,7 @@
 mod common;
 
 mod attacks_identities;
+mod attacks_mfa;
 mod attacks_outputs;
 mod audit;
 mod cli;
