@@ -366,10 +366,22 @@ impl Gateway for McpGateway {
         out
     }
 
-    async fn open_session(&self, agent_id: &str, task: String) -> Result<String, GatewayError> {
+    fn requester(&self, agent_id: &str, claimed: Option<(&str, &str)>) -> Result<Option<String>, GatewayError> {
         let agent =
             self.agents.get(agent_id).ok_or_else(|| GatewayError::UnknownAgent { agent_id: agent_id.to_string() })?;
-        let session = self.engine.open_session(agent, task, Default::default(), None).await;
+        let (human, source) = claimed.unzip();
+        self.engine.requester(agent, human, source.unwrap_or_default()).map_err(|e| GatewayError::Pipeline(Box::new(e)))
+    }
+
+    async fn open_session(
+        &self,
+        agent_id: &str,
+        task: String,
+        on_behalf_of: Option<String>,
+    ) -> Result<String, GatewayError> {
+        let agent =
+            self.agents.get(agent_id).ok_or_else(|| GatewayError::UnknownAgent { agent_id: agent_id.to_string() })?;
+        let session = self.engine.open_session(agent, task, Default::default(), on_behalf_of).await;
         session.map(|s| s.id).map_err(|e| GatewayError::Pipeline(Box::new(e)))
     }
 

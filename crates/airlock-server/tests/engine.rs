@@ -19,7 +19,8 @@
 //! ]
 //! ```
 //!
-//! Steps: `call` (optional `agent`, `session`, `args`, `key`, `annotations`, `as`), `vote`
+//! Steps: `open` (a session alias, opened now; `for-{human}` claims that requester; optional
+//! `agent`), `call` (optional `agent`, `session`, `args`, `key`, `annotations`, `as`), `vote`
 //! (`human`, `verdict`, `comment`, `totp = "current" | "…"`), `report` (the agent's result for
 //! an action it runs: `ok`, `cost_usd`), `claim` (take an approved upstream action for
 //! execution), `finish` (record an upstream call's outcome: `ok`, `error`, `cost_usd`),
@@ -29,7 +30,8 @@
 //! `check` (an action, or a session with `session`). `expect` keys: `status`, `rules` (the rule
 //! ids of the reasons, in order), `outcome` (`new`, `joined`, `replayed`), `decided_by`,
 //! `error` (a substring of the refusal), `refused` (the rule of a refused vote or resume),
-//! `session_status`, `claim` (`run`, `running`, `finished`, `not_runnable`).
+//! `session_status`, `claim` (`run`, `running`, `finished`, `not_runnable`), `requester` (the
+//! human an opened session acts for, or `nobody`).
 //!
 //! After every case, each decision that reached policy is decided again from its journaled
 //! input and facts with the same pipeline function (`airlock_core::pipeline::conclude`) and
@@ -77,6 +79,7 @@ struct Case {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {
+    open: Option<String>,
     call: Option<String>,
     vote: Option<String>,
     report: Option<String>,
@@ -121,6 +124,8 @@ struct Expect {
     refused: Option<String>,
     session_status: Option<String>,
     claim: Option<String>,
+    /// The human an opened session acts for (`nobody` for none).
+    requester: Option<String>,
 }
 
 struct Run {
@@ -213,7 +218,23 @@ impl Run {
     async fn step(&mut self, i: usize, step: &Step) {
         let at = format!("{} (step {})", self.name, i + 1);
         let e = &step.expect;
-        if let Some(tool) = &step.call {
+        if let Some(alias) = &step.open {
+            // Opens a session on purpose (calls open theirs on first use): `for-{human}` claims
+            // that requester, and `expect.error` or `expect.refused` says how it is refused.
+            let agent = self.agent(step.agent.as_deref());
+            let on_behalf_of = alias.strip_prefix("for-").map(str::to_string);
+            match self.engine.open_session(&agent, format!("case session {alias}"), BTreeMap::new(), on_behalf_of).await
+            {
+                Ok(s) => {
+                    assert!(e.error.is_none() && e.refused.is_none(), "{at}: the session was opened");
+                    if let Some(want) = &e.requester {
+                        assert_eq!(s.on_behalf_of.as_deref().unwrap_or("nobody"), want, "{at}: requester");
+                    }
+                    self.sessions.insert(alias.clone(), s.id);
+                }
+                Err(err) => expect_error(&at, &err, e),
+            }
+        } else if let Some(tool) = &step.call {
             let agent = self.agent(step.agent.as_deref());
             let session = self.session(step.session.as_deref(), &agent).await;
             let request = ActionRequest {
@@ -367,7 +388,8 @@ impl Run {
             }
         } else {
             panic!(
-                "{at}: a step needs one of call, vote, report, claim, finish, kill, release, resume, close, advance, check"
+                "{at}: a step needs one of open, call, vote, report, claim, finish, kill, release, resume, close, \
+                 advance, check"
             );
         }
         if let Some(want) = &e.session_status

@@ -87,6 +87,7 @@ pub(super) struct RawAgent {
     #[serde(default)]
     pub(super) labels: BTreeMap<String, String>,
     pub(super) tools: Option<Vec<String>>,
+    pub(super) on_behalf_of: Option<String>,
     #[serde(default)]
     pub(super) guards: RawGuards,
 }

@@ -121,6 +121,9 @@ pub struct AgentConfig {
     pub tools: Option<Vec<String>>,
     /// Guard thresholds: `[guards]` with the agent's own `[agents.guards]` over it.
     pub limits: GuardLimits,
+    /// The human every session of this agent acts for (a `[[humans]]` id), whatever the agent
+    /// says: it can repeat this requester when it opens a session, never drop or change it.
+    pub on_behalf_of: Option<String>,
 }
 
 /// One `[[humans]]` entry.
