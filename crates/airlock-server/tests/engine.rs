@@ -19,6 +19,9 @@
 //! ]
 //! ```
 //!
+//! A file (or a case) may list the tools upstreams offer, with their input schemas:
+//! `tools = { "infra__scale" = { type = "object", properties = { n = { type = "integer" } } } }`.
+//!
 //! Steps: `open` (a session alias, opened now; `for-{human}` claims that requester; optional
 //! `agent`), `call` (optional `agent`, `session`, `args`, `key`, `annotations`, `as`), `vote`
 //! (`human`, `verdict`, `comment`, `totp = "current" | "…"`), `report` (the agent's result for
@@ -61,6 +64,9 @@ const TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 struct File {
     config: String,
     policy: String,
+    /// The tools the upstreams list: full name (`{upstream}__{tool}`) → its `inputSchema`.
+    #[serde(default)]
+    tools: BTreeMap<String, Value>,
     #[serde(rename = "case")]
     cases: Vec<Case>,
 }
@@ -73,7 +79,39 @@ struct Case {
     config: Option<String>,
     /// Replaces the file's policy for this case.
     policy: Option<String>,
+    /// Replaces the file's listed tools for this case.
+    tools: Option<BTreeMap<String, Value>>,
     steps: Vec<Step>,
+}
+
+/// Tools listed by upstreams, as a case writes them.
+struct Listed(Vec<(String, rmcp::model::Tool)>);
+
+impl Listed {
+    fn new(name: &str, tools: &BTreeMap<String, Value>) -> Listed {
+        let tools = tools
+            .iter()
+            .map(|(full, schema)| {
+                let (upstream, tool) =
+                    full.split_once("__").unwrap_or_else(|| panic!("{name}: tool `{full}` is not `upstream__tool`"));
+                let Value::Object(schema) = schema.clone() else {
+                    panic!("{name}: the schema of `{full}` is no object")
+                };
+                (upstream.to_string(), rmcp::model::Tool::new(tool.to_string(), "listed", Arc::new(schema)))
+            })
+            .collect();
+        Listed(tools)
+    }
+}
+
+impl airlock_server::input_schema::ListedTools for Listed {
+    fn tool(&self, upstream: &str, name: &str) -> Option<rmcp::model::Tool> {
+        self.0.iter().find(|(u, t)| u == upstream && t.name == name).map(|(_, t)| t.clone())
+    }
+
+    fn tools(&self) -> Vec<(String, rmcp::model::Tool)> {
+        self.0.clone()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,7 +188,7 @@ fn store() -> Arc<dyn Store> {
     Arc::new(airlock_store::MemoryStore::new())
 }
 
-async fn start(name: &str, config: &str, policy: &str) -> Run {
+async fn start(name: &str, config: &str, policy: &str, tools: &BTreeMap<String, Value>) -> Run {
     let base = cases_dir().join("airlock.toml");
     let env = BTreeMap::from([("TOTP".to_string(), TOTP.to_string())]);
     let config = Config::parse(config, &base, &env).unwrap_or_else(|e| panic!("{name}: config: {e}"));
@@ -161,6 +199,7 @@ async fn start(name: &str, config: &str, policy: &str) -> Run {
     let engine = Engine::start_with_clock(Arc::new(config), policy.clone(), store.clone(), clock.clone())
         .await
         .unwrap_or_else(|e| panic!("{name}: engine: {e}"));
+    engine.attach_listed_tools(Arc::new(Listed::new(name, tools)));
     Run {
         name: name.to_string(),
         engine,
@@ -489,7 +528,8 @@ async fn engine_cases() {
             let name = format!("{stem}: {}", case.name);
             let config = case.config.as_deref().unwrap_or(&file.config);
             let policy = case.policy.as_deref().unwrap_or(&file.policy);
-            let mut run = start(&name, config, policy).await;
+            let tools = case.tools.as_ref().unwrap_or(&file.tools);
+            let mut run = start(&name, config, policy, tools).await;
             for (i, step) in case.steps.iter().enumerate() {
                 run.step(i, step).await;
                 steps += 1;

@@ -1,6 +1,6 @@
-//! Attacks through what an agent asks for: a requester who approves their own work over MCP.
-//! Each test plays the attacker against the real `airlock` binary; docs/security.md says what
-//! airlock promises and which test here shows it.
+//! Attacks through what an agent asks for: a requester who approves their own work over MCP,
+//! and arguments shaped to slip past a policy rule. Each test plays the attacker against the real
+//! `airlock` binary; docs/security.md says what airlock promises and which test here shows it.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -286,4 +286,107 @@ async fn a_requester_cannot_resume_their_paused_mcp_session() {
     assert_eq!(refused.body["rule"], "maker_checker", "{}", refused.body);
     let resumed = al.post(&url, BOB, json!({"comment": "checked the loop"})).await;
     assert_eq!(resumed.body["status"], "active", "{}", resumed.body);
+}
+
+// --- 9. Arguments checked against the tool's input schema ------------------------------------
+
+/// Port 22 stays closed; the rule is written for the number, as the tool's schema says it is.
+const PORT_POLICY: &str = r#"package airlock
+
+import rego.v1
+
+deny contains {"rule": "SSH1", "msg": "port 22 stays closed"} if input.action.arguments.port == 22
+"#;
+
+/// What the typed fake received, one call per entry.
+fn calls_received(fx: &Fixture) -> Vec<Value> {
+    std::fs::read_to_string(fx.dir.path().join("calls.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn arguments_that_miss_the_tools_schema_are_denied_before_policy() {
+    let fx = Fixture::with_extra(PORT_POLICY, &extra_toml(""));
+    let al = fx.start();
+    al.wait_for_upstream("net").await;
+
+    // Over HTTP: the string "22" is not the number 22, so the policy rule would not fire, and
+    // the lenient upstream would open port 22. The schema says `port` is an integer.
+    let s = al.session(BOT).await;
+    let r = al.act(BOT, &s, "net__open_port", json!({"port": "22"})).await;
+    assert_eq!(r.body["status"], "denied", "{}", r.body);
+    assert_eq!(r.body["decision"]["decided_by"], "guard", "{}", r.body);
+    let reasons = r.body["decision"]["reasons"].as_array().cloned().unwrap_or_default();
+    assert_eq!(reasons.len(), 1, "{}", r.body);
+    assert_eq!(reasons[0]["rule"], "airlock.input_schema");
+    let msg = reasons[0]["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("`arguments.port`") && msg.contains("integer"), "{msg}");
+    // Several problems: one reason each, saying where; the values themselves are not repeated.
+    let r = al.act(BOT, &s, "net__open_port", json!({"port": 70000, "note": "secret-note-value"})).await;
+    let reasons: Vec<String> = r.body["decision"]["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| format!("[{}] {}", r["rule"].as_str().unwrap_or_default(), r["msg"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().all(|r| r.starts_with("[airlock.input_schema]")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("`arguments.port`") && r.contains("maximum")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("`arguments`") && r.contains("note")), "{reasons:?}");
+    assert!(!r.body["decision"]["reasons"].to_string().contains("secret-note-value"), "{reasons:?}");
+    // The number is what policy rules on; a valid call goes through.
+    let r = al.act(BOT, &s, "net__open_port", json!({"port": 22})).await;
+    assert_eq!(r.body["decision"]["reasons"][0]["rule"], "SSH1", "{}", r.body);
+    let r = al.act(BOT, &s, "net__open_port", json!({"port": 443})).await;
+    assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+
+    // Over MCP: the same check, the same rule.
+    let mcp = Mcp::new(&al);
+    let session = mcp.initialize(BOT, &[], None).await;
+    let (is_error, text) = mcp.call(BOT, &session, 2, "net__open_port", json!({"port": "22"})).await.text(2);
+    assert!(is_error && text.contains("[airlock.input_schema]") && text.contains("`arguments.port`"), "{text}");
+    let (is_error, text) = mcp.call(BOT, &session, 3, "net__open_port", json!({"port": 8443})).await.text(3);
+    assert!(!is_error && text == "opened port 8443", "{text}");
+
+    // A schema that does not compile denies the calls to its tool, and is listed as unusable.
+    let (is_error, text) = mcp.call(BOT, &session, 4, "net__broken", json!({"n": 1})).await.text(4);
+    assert!(is_error && text.contains("[airlock.input_schema]") && text.contains("does not compile"), "{text}");
+    let status = al.get("/v1/upstreams", ADMIN).await;
+    let net = &status.body["upstreams"][0];
+    assert_eq!(net["validate_input"], true, "{}", status.body);
+    assert_eq!(net["unusable_schemas"][0]["tool"], "broken", "{}", status.body);
+
+    // Nothing that failed the check reached the upstream: it saw the two valid calls only.
+    let received: Vec<Value> = calls_received(&fx).into_iter().map(|c| c["arguments"].clone()).collect();
+    assert_eq!(received, vec![json!({"port": 443}), json!({"port": 8443})]);
+    // And every denial is in the journal, decided by the guard.
+    let events = al.get(&format!("/v1/sessions/{s}/events"), ADMIN).await;
+    let denied = events.body["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["kind"] == "action.decided" && e["payload"]["decision"]["reasons"][0]["rule"] == "airlock.input_schema"
+        })
+        .count();
+    assert_eq!(denied, 2, "{}", events.body);
+}
+
+#[tokio::test]
+async fn an_upstream_can_turn_the_input_check_off() {
+    let fx = Fixture::with_extra(PORT_POLICY, &extra_toml("validate_input = false"));
+    let al = fx.start();
+    al.wait_for_upstream("net").await;
+    let s = al.session(BOT).await;
+    // What the check prevents: the string passes the number's rule and the upstream opens 22.
+    let r = al.act(BOT, &s, "net__open_port", json!({"port": "22"})).await;
+    assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+    let r = al.act(BOT, &s, "net__broken", json!({"n": 1})).await;
+    assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+    let status = al.get("/v1/upstreams", ADMIN).await;
+    assert_eq!(status.body["upstreams"][0]["validate_input"], false, "{}", status.body);
+    assert_eq!(status.body["upstreams"][0]["unusable_schemas"], json!([]), "{}", status.body);
 }

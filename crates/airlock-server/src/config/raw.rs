@@ -121,6 +121,7 @@ pub(super) struct RawUpstream {
     #[serde(default)]
     pub(super) destructive: Vec<String>,
     pub(super) timeout_ms: Option<u64>,
+    pub(super) validate_input: Option<bool>,
 }
 
 /// One `[[tools]]` entry.

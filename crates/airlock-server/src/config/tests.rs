@@ -162,6 +162,20 @@ fn an_agents_requester_must_be_a_configured_human() {
     assert_eq!(none.unwrap().agents[0].on_behalf_of, None);
 }
 
+/// Arguments are checked against upstream schemas unless an upstream turns it off.
+#[test]
+fn upstreams_validate_input_unless_turned_off() {
+    let c = parse(
+        "[policy]\ndir = \".\"\n[[upstreams]]\nname = \"a\"\ncommand = \"x\"\n[[upstreams]]\nname = \"b\"\ncommand = \"x\"\nvalidate_input = false\n",
+    )
+    .unwrap();
+    assert!(c.upstreams[0].validate_input);
+    assert!(!c.upstreams[1].validate_input);
+    let err = parse("[policy]\ndir = \".\"\n[[upstreams]]\nname = \"a\"\ncommand = \"x\"\nvalidate_input = \"yes\"\n")
+        .unwrap_err();
+    assert!(err.problems.iter().any(|(k, _)| k == "upstreams[0].validate_input"), "{err}");
+}
+
 /// Tools are offered as `{upstream}__{tool}` and routed by the first `__`: a name that ends with
 /// `_` or contains `__` would send calls to another upstream, so such names are refused.
 #[test]

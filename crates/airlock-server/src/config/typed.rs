@@ -175,6 +175,9 @@ pub struct UpstreamConfig {
     pub destructive: Vec<String>,
     /// Limit of one call.
     pub timeout: Duration,
+    /// Whether a call's arguments are checked against the `inputSchema` the upstream lists for
+    /// the tool before policy sees them.
+    pub validate_input: bool,
 }
 
 /// One `[[tools]]` catalog entry.
