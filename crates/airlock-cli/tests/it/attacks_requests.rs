@@ -212,6 +212,62 @@ async fn a_requester_cannot_approve_their_own_request_over_mcp() {
     the_requester_cannot_approve(&al, ALICES_BOT, &[("airlock-on-behalf-of", "alice")], None).await;
 }
 
+/// `airlock connect --on-behalf-of` sends the requester for clients that only launch stdio
+/// servers; a requester airlock refuses stops the bridge with the reason.
+#[tokio::test]
+async fn airlock_connect_names_the_requester() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let fx = Fixture::with_extra(HOLD_POLICY, &format!("\n[mcp]\napproval_wait_seconds = 0\n{}", extra_toml("")));
+    let al = fx.start();
+    al.wait_for_upstream("net").await;
+    let bridge = |human: &str| {
+        let mut cmd = tokio::process::Command::from(airlock_cmd());
+        cmd.args(["connect", "--url", &format!("{}/mcp", al.url), "--on-behalf-of", human])
+            .env("AIRLOCK_TOKEN", BOT)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        cmd.spawn().expect("start airlock connect")
+    };
+    let mut child = bridge("alice");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for message in [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+            "capabilities": {}, "clientInfo": {"name": "stdio-client", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "net__echo", "arguments": {"text": "through the bridge"}}}),
+    ] {
+        stdin.write_all(format!("{message}\n").as_bytes()).await.unwrap();
+    }
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let v: Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["id"] == 2 {
+                return v;
+            }
+        }
+        Value::Null
+    })
+    .await
+    .expect("the bridge answers the call");
+    assert_eq!(answer["result"]["isError"], true, "held for approval: {answer}");
+    let (approval, session) = pending_approval(&al, "net__echo").await;
+    let s = al.get(&format!("/v1/sessions/{session}"), ADMIN).await;
+    assert_eq!(s.body["on_behalf_of"], "alice", "{}", s.body);
+    let refused = al.post(&format!("/v1/approvals/{approval}/approve"), ALICE, json!({"comment": "mine"})).await;
+    assert_eq!(refused.body["rule"], "maker_checker", "{}", refused.body);
+    drop(stdin);
+    let _ = child.wait().await;
+
+    let refused = bridge("mallory").wait_with_output().await.expect("airlock connect ends");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("names `mallory`, who is not a configured human"), "{stderr}");
+}
+
 #[tokio::test]
 async fn an_agent_cannot_drop_or_swap_its_requester_at_initialize() {
     let fx = Fixture::with_extra(HOLD_POLICY, &extra_toml(""));
