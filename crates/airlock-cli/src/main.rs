@@ -91,6 +91,10 @@ struct ConnectArgs {
     /// Task of the session (sent as X-Airlock-Task).
     #[arg(long)]
     task: Option<String>,
+    /// The human the session acts for, who then can't approve its actions (sent as
+    /// Airlock-On-Behalf-Of).
+    #[arg(long, env = "AIRLOCK_ON_BEHALF_OF")]
+    on_behalf_of: Option<String>,
 }
 
 #[derive(Args)]
@@ -272,6 +276,6 @@ async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|t| !t.is_empty())
         .context("set AIRLOCK_TOKEN to the agent's bearer token")?;
-    airlock_mcp::connect::run_stdio_bridge(&args.url, &token, args.task).await?;
+    airlock_mcp::connect::run_stdio_bridge(&args.url, &token, args.task, args.on_behalf_of).await?;
     Ok(ExitCode::SUCCESS)
 }

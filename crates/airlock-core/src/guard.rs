@@ -1,8 +1,9 @@
 //! Host guards: rules that run before policy and that policy cannot loosen.
 //!
-//! Guards here are pure functions of their context. Today: kill switches, session state and the
-//! `advisory` tier. Rate limits, budgets, loop detection and circuit breakers take their place in
-//! [`check`] as they arrive; each returns the reason that denies, or nothing.
+//! Guards here are pure functions of their context: kill switches, the tool allowlist, session
+//! state and the `advisory` tier in [`check`], and the input schema in [`input_schema`] (the
+//! server checks the arguments; this decides what the answer means). Rate limits, loop detection
+//! and circuit breakers are in `limits`; `pipeline::screen` runs them all in order.
 
 use globset::Glob;
 
@@ -16,6 +17,44 @@ pub const RULE_SESSION_STATE: &str = "airlock.session_state";
 pub const RULE_TIER: &str = "airlock.tier";
 /// Rule name of a denial because the tool is outside the agent's allowlist.
 pub const RULE_TOOL_ALLOWLIST: &str = "airlock.tool_allowlist";
+/// Rule name of a denial because the arguments do not match the tool's input schema, or the
+/// schema can't be used to check them.
+pub const RULE_INPUT_SCHEMA: &str = "airlock.input_schema";
+
+/// At most this many of a call's schema violations become reasons; the last one says how many
+/// more there were.
+pub const MAX_INPUT_VIOLATIONS: usize = 10;
+
+/// What checking a call's arguments against the `inputSchema` its upstream lists for the tool
+/// found. The server checks (it holds the compiled schemas); the pipeline decides on the answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum InputCheck {
+    /// There is nothing to check against: an agent-executed tool, an upstream with
+    /// `validate_input = false`, or a tool its upstream does not list now (an upstream that is
+    /// down or does not have the tool fails the call itself).
+    #[default]
+    Unchecked,
+    /// The arguments match the schema.
+    Valid,
+    /// They don't: each violation says where and what.
+    Invalid(Vec<InputViolation>),
+    /// The schema does not compile, so the arguments can't be checked; `error` says why.
+    Unusable {
+        /// The compiler's complaint.
+        error: String,
+    },
+}
+
+/// One way the arguments miss the tool's input schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputViolation {
+    /// Where, in the syntax of `redact` paths: `arguments.port`, `arguments.hosts.0`; the
+    /// arguments as a whole are `arguments`.
+    pub path: String,
+    /// What is wrong, without the value itself (it may be a secret, and reasons are exported
+    /// where arguments are not).
+    pub problem: String,
+}
 
 /// What the guards look at.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +116,51 @@ pub fn check(ctx: &GuardContext<'_>) -> Option<Reason> {
         ));
     }
     None
+}
+
+/// The input-schema guard: the reasons to deny a call to `tool` (served by `upstream`) after
+/// `check`, one per violation (at most [`MAX_INPUT_VIOLATIONS`]); none when it may go on.
+pub fn input_schema(tool: &str, upstream: Option<&str>, check: &InputCheck) -> Vec<Reason> {
+    match check {
+        InputCheck::Unchecked | InputCheck::Valid => Vec::new(),
+        InputCheck::Unusable { error } => {
+            let upstream = upstream.unwrap_or("?");
+            vec![Reason::new(
+                RULE_INPUT_SCHEMA,
+                format!(
+                    "the input schema of `{tool}` does not compile ({error}), so its arguments can't be checked and \
+                     the call is not passed on; fix the schema at upstream `{upstream}`, or set \
+                     `validate_input = false` on it"
+                ),
+            )]
+        }
+        InputCheck::Invalid(violations) => {
+            let mut reasons: Vec<Reason> = violations
+                .iter()
+                .take(MAX_INPUT_VIOLATIONS)
+                .map(|v| {
+                    Reason::new(
+                        RULE_INPUT_SCHEMA,
+                        format!("`{}` does not match the input schema of `{tool}`: {}", v.path, v.problem),
+                    )
+                })
+                .collect();
+            let more = violations.len().saturating_sub(MAX_INPUT_VIOLATIONS);
+            if more > 0
+                && let Some(last) = reasons.last_mut()
+            {
+                last.msg.push_str(&format!(" (and {more} more)"));
+            }
+            if reasons.is_empty() {
+                // A check that failed without saying where still fails.
+                reasons.push(Reason::new(
+                    RULE_INPUT_SCHEMA,
+                    format!("the arguments do not match the input schema of `{tool}`"),
+                ));
+            }
+            reasons
+        }
+    }
 }
 
 /// Whether an engaged kill switch covers a call by `agent` to `tool` (served by `upstream`).
@@ -161,5 +245,25 @@ mod tests {
         let paused = session(SessionStatus::Paused);
         let ctx = GuardContext { session: &paused, ..ctx };
         assert_eq!(check(&ctx).unwrap().rule, RULE_SESSION_STATE);
+    }
+
+    #[test]
+    fn the_input_schema_guard_gives_a_reason_per_violation_up_to_a_limit() {
+        assert!(input_schema("fw__open", Some("fw"), &InputCheck::Unchecked).is_empty());
+        assert!(input_schema("fw__open", Some("fw"), &InputCheck::Valid).is_empty());
+        let violation = |i: usize| InputViolation { path: format!("arguments.p{i}"), problem: "value is wrong".into() };
+        let two = input_schema("fw__open", Some("fw"), &InputCheck::Invalid(vec![violation(0), violation(1)]));
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[1].rule, RULE_INPUT_SCHEMA);
+        assert_eq!(two[1].msg, "`arguments.p1` does not match the input schema of `fw__open`: value is wrong");
+        let many = input_schema("fw__open", Some("fw"), &InputCheck::Invalid((0..25).map(violation).collect()));
+        assert_eq!(many.len(), MAX_INPUT_VIOLATIONS);
+        assert!(many[MAX_INPUT_VIOLATIONS - 1].msg.ends_with("(and 15 more)"), "{:?}", many.last());
+        let none = input_schema("fw__open", Some("fw"), &InputCheck::Invalid(Vec::new()));
+        assert_eq!(none.len(), 1, "a failed check always denies");
+        let broken = input_schema("fw__open", Some("fw"), &InputCheck::Unusable { error: "bad `type`".into() });
+        assert_eq!(broken.len(), 1);
+        assert!(broken[0].msg.contains("does not compile (bad `type`)"), "{}", broken[0].msg);
+        assert!(broken[0].msg.contains("`validate_input = false`"), "{}", broken[0].msg);
     }
 }

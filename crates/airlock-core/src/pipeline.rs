@@ -6,8 +6,8 @@
 //! breaker), and then:
 //!
 //! 1. [`screen`] runs the host guards in their fixed order: kill switches, the tool allowlist,
-//!    the session's state, the `advisory` tier, the rate limit, loop detection and the circuit
-//!    breaker. The first that objects decides (a deny, and maybe a pause); otherwise the result
+//!    the session's state, the `advisory` tier, the input schema, the rate limit, loop detection
+//!    and the circuit breaker. The first that objects decides (a deny, and maybe a pause); otherwise the result
 //!    is the policy input document and the [`PolicyFacts`] that the later steps need.
 //! 2. The engine evaluates Rego with that input (the only step that is not here: it is the
 //!    policy crate's, and it runs off the async workers).
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::decision::{ApprovalDefaults, PolicyFailure, PolicyOutput, apply_tier_floor, combine};
-use crate::guard::{self, GuardContext};
+use crate::guard::{self, GuardContext, InputCheck};
 use crate::limits::{self, Admission, Breaker, GuardLimits, OnBudgetExceeded, TokenBucket, Transition};
 use crate::model::{
     Action, ActionStatus, Agent, ApprovalRequirements, DecidedBy, Decision, Effect, KillSwitch, Reason, Risk, Session,
@@ -48,6 +48,8 @@ pub struct Intake<'a> {
     pub read_only: bool,
     /// Whether the agent's allowlist covers the tool.
     pub tool_allowed: bool,
+    /// What checking the arguments against the tool's input schema found.
+    pub input: &'a InputCheck,
     /// The price of one call from the tool catalog, if it has one.
     pub catalog_cost_usd: Option<f64>,
     /// Kill switches engaged now.
@@ -213,6 +215,16 @@ pub fn screen(intake: &Intake<'_>, state: GuardState<'_>) -> Screened {
     };
     if let Some(reason) = guard::check(&ctx) {
         return deny(reason, None, None);
+    }
+    // Arguments that don't match the tool's schema never reach policy: a rule written for the
+    // number 22 must not be passed by the string "22".
+    let mut violations = guard::input_schema(&action.tool, action.upstream.as_deref(), intake.input).into_iter();
+    if let Some(first) = violations.next() {
+        let mut screened = deny(first, None, None);
+        if let Screening::Decided { decision, .. } = &mut screened.screening {
+            decision.reasons.extend(violations);
+        }
+        return screened;
     }
     if let Some(bucket) = state.bucket
         && let Err(wait) = bucket.take(limits.actions_per_minute, intake.now)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use airlock_core::decision::{ApprovalDefaults, PolicyFailure, PolicyOutput, apply_tier_floor};
-use airlock_core::guard::RULE_KILL_SWITCH;
+use airlock_core::guard::{InputCheck, InputViolation, MAX_INPUT_VIOLATIONS, RULE_INPUT_SCHEMA, RULE_KILL_SWITCH};
 use airlock_core::limits::{Breaker, GuardLimits, OnBudgetExceeded, TokenBucket};
 use airlock_core::pipeline::{self, GuardState, Intake, PolicyAnswer, PolicyFacts, Screening};
 use airlock_core::vote;
@@ -86,6 +86,19 @@ fn kill(scope: KillScope, target: Option<&str>) -> KillSwitch {
         released_by: None,
         released_at: None,
     }
+}
+
+fn input_check() -> impl Strategy<Value = InputCheck> {
+    prop_oneof![
+        Just(InputCheck::Unchecked),
+        Just(InputCheck::Valid),
+        (1usize..15).prop_map(|n| InputCheck::Invalid(
+            (0..n)
+                .map(|i| InputViolation { path: format!("arguments.a{i}"), problem: "value is wrong".into() })
+                .collect()
+        )),
+        Just(InputCheck::Unusable { error: "bad schema".into() }),
+    ]
 }
 
 fn entry() -> impl Strategy<Value = Value> {
@@ -189,6 +202,7 @@ proptest! {
         scope in 0u8..4,
         repeats in 1u32..10,
         per_minute in 0u32..3,
+        input in input_check(),
     ) {
         let agent = agent(tier);
         let session = session(status, 0.0, 0);
@@ -204,7 +218,7 @@ proptest! {
         let defaults = ApprovalDefaults::default();
         let intake = Intake {
             agent: &agent, limits: &limits, session: &session, action: &action, read_only, tool_allowed: allowed,
-            catalog_cost_usd: None, kill_switches: &kills, repeats, agent_spent_today_usd: 0.0,
+            input: &input, catalog_cost_usd: None, kill_switches: &kills, repeats, agent_spent_today_usd: 0.0,
             defaults: &defaults, policy_revision: "rev", now: t0(),
         };
         let mut bucket = TokenBucket::new(per_minute, 0, t0());
@@ -220,6 +234,57 @@ proptest! {
         }
         // A refused call does not spend the agent's rate limit.
         prop_assert_eq!(bucket, TokenBucket::new(per_minute, 0, t0()));
+    }
+
+    /// Arguments that miss the tool's input schema, or a schema that can't be used, deny the
+    /// call before policy runs, with one `airlock.input_schema` reason per violation (at most
+    /// ten), whatever the tier or the limits; a call that passes the schema or has none to
+    /// check is left to the later guards and policy.
+    #[test]
+    fn arguments_that_miss_the_input_schema_never_reach_policy(
+        tier in tier(),
+        read_only in prop::bool::ANY,
+        per_minute in 0u32..3,
+        input in input_check(),
+    ) {
+        let agent = agent(tier);
+        let session = session(SessionStatus::Active, 0.0, 0);
+        let action = action("infra__scale", Some("infra"));
+        let limits = GuardLimits { actions_per_minute: per_minute, ..GuardLimits::default() };
+        let defaults = ApprovalDefaults::default();
+        let intake = Intake {
+            agent: &agent, limits: &limits, session: &session, action: &action, read_only, tool_allowed: true,
+            input: &input, catalog_cost_usd: None, kill_switches: &[], repeats: 1, agent_spent_today_usd: 0.0,
+            defaults: &defaults, policy_revision: "rev", now: t0(),
+        };
+        let mut bucket = TokenBucket::new(per_minute, 0, t0());
+        let screened = pipeline::screen(&intake, GuardState { bucket: Some(&mut bucket), breaker: None });
+        let tier_denies = tier == Tier::Advisory && !read_only;
+        match (&input, screened.screening) {
+            (_, Screening::Decided { decision, .. }) if tier_denies => {
+                prop_assert_eq!(decision.reasons[0].rule.as_str(), airlock_core::guard::RULE_TIER);
+            }
+            (InputCheck::Invalid(_) | InputCheck::Unusable { .. }, Screening::Decided { decision, pause }) => {
+                prop_assert_eq!(decision.effect, Effect::Deny);
+                prop_assert_eq!(decision.decided_by, DecidedBy::Guard);
+                prop_assert!(pause.is_none());
+                let expected = match &input {
+                    InputCheck::Invalid(v) => v.len().min(MAX_INPUT_VIOLATIONS),
+                    _ => 1,
+                };
+                prop_assert_eq!(decision.reasons.len(), expected);
+                prop_assert!(decision.reasons.iter().all(|r| r.rule == RULE_INPUT_SCHEMA));
+                // A refused call does not spend the agent's rate limit.
+                prop_assert_eq!(bucket, TokenBucket::new(per_minute, 0, t0()));
+            }
+            (InputCheck::Invalid(_) | InputCheck::Unusable { .. }, Screening::Policy { .. }) => {
+                prop_assert!(false, "policy ran on arguments that miss the schema");
+            }
+            (_, Screening::Decided { decision, .. }) => {
+                prop_assert!(decision.reasons.iter().all(|r| r.rule != RULE_INPUT_SCHEMA));
+            }
+            (_, Screening::Policy { .. }) => {}
+        }
     }
 
     /// The tier floor never loosens a decision, for any tier and any tool.

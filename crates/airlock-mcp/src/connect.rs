@@ -21,7 +21,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt};
 
-use crate::front::{TASK_HEADER, supported_versions};
+use crate::front::{ON_BEHALF_OF_HEADER, TASK_HEADER, supported_versions};
 use crate::upstream::{AbandonGuard, token_key};
 
 /// Why the bridge stopped.
@@ -184,14 +184,29 @@ impl ServerHandler for Bridge {
     }
 }
 
-/// Runs the bridge on this process's stdin/stdout until the client disconnects.
-pub async fn run_stdio_bridge(url: &str, token: &str, task: Option<String>) -> Result<(), Error> {
+/// Runs the bridge on this process's stdin/stdout until the client disconnects. `on_behalf_of`
+/// names the human the session acts for (sent as `Airlock-On-Behalf-Of`).
+pub async fn run_stdio_bridge(
+    url: &str,
+    token: &str,
+    task: Option<String>,
+    on_behalf_of: Option<String>,
+) -> Result<(), Error> {
     crate::ensure_crypto_provider();
     let mut headers = HashMap::new();
     if let Some(task) = task
         && let Ok(value) = http::HeaderValue::try_from(task)
     {
         headers.insert(http::HeaderName::from_static(TASK_HEADER), value);
+    }
+    if let Some(human) = on_behalf_of {
+        // A requester that can't be sent must not be dropped silently: airlock would then let
+        // that human approve the session's actions.
+        let value = http::HeaderValue::try_from(human.as_str()).map_err(|_| Error::Connect {
+            url: url.to_string(),
+            message: format!("`{human}` is not a valid header value"),
+        })?;
+        headers.insert(http::HeaderName::from_static(ON_BEHALF_OF_HEADER), value);
     }
     let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token).custom_headers(headers);
     let client_info = ClientConfig::new(

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
-    GetPromptRequestParams, GetPromptResponse, Implementation, JsonObject, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams, InitializeResult, JsonObject,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
     ServerConfig, Tool,
 };
@@ -37,6 +37,11 @@ pub const TOOL_SEPARATOR: &str = "__";
 pub const TASK_HEADER: &str = "x-airlock-task";
 /// `_meta` key a client may set on `tools/call` to give the call's justification.
 pub const JUSTIFICATION_META: &str = "airlock/justification";
+/// Header a client may send on `initialize` to name the human its session acts for (the
+/// requester, who can't approve the session's actions).
+pub const ON_BEHALF_OF_HEADER: &str = "airlock-on-behalf-of";
+/// `_meta` key a client may set on `initialize` to name the human its session acts for.
+pub const ON_BEHALF_OF_META: &str = "airlock/on_behalf_of";
 
 /// Sends a progress message to the caller while a call waits (for example for approval).
 pub type Progress = Arc<dyn Fn(String) + Send + Sync>;
@@ -89,8 +94,18 @@ pub trait Gateway: Send + Sync + 'static {
     fn upstreams(&self) -> &crate::Upstreams;
     /// Whether `agent_id`'s allowlist admits a prefixed name (`{upstream}__{name}`).
     fn admits(&self, agent_id: &str, name: &str) -> bool;
-    /// Opens the airlock session backing one MCP session; returns its id.
-    async fn open_session(&self, agent_id: &str, task: String) -> Result<String, GatewayError>;
+    /// The human an MCP session of `agent_id` acts for, given what its `initialize` claimed
+    /// (`claimed` names the human and where the claim was made). Refuses a claim it can't accept:
+    /// the `initialize` then fails.
+    fn requester(&self, agent_id: &str, claimed: Option<(&str, &str)>) -> Result<Option<String>, GatewayError>;
+    /// Opens the airlock session backing one MCP session, acting for `on_behalf_of`; returns its
+    /// id.
+    async fn open_session(
+        &self,
+        agent_id: &str,
+        task: String,
+        on_behalf_of: Option<String>,
+    ) -> Result<String, GatewayError>;
     /// Tells the gateway which airlock session an MCP session (`Mcp-Session-Id`) is backed by,
     /// so it can close it when the client ends the MCP session.
     fn bind_mcp_session(&self, _mcp_session: &str, _agent_id: &str, _session_id: &str) {}
@@ -104,12 +119,65 @@ pub trait Gateway: Send + Sync + 'static {
 pub struct Front {
     gateway: Arc<dyn Gateway>,
     session: Arc<tokio::sync::OnceCell<String>>,
+    /// The human the session acts for, settled at `initialize`.
+    requester: Arc<std::sync::OnceLock<Option<String>>>,
 }
 
 impl Front {
     /// A handler for a new MCP session.
     pub fn new(gateway: Arc<dyn Gateway>) -> Front {
-        Front { gateway, session: Arc::new(tokio::sync::OnceCell::new()) }
+        Front {
+            gateway,
+            session: Arc::new(tokio::sync::OnceCell::new()),
+            requester: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+}
+
+/// Who an `initialize` says its session acts for: `(human, where it said so)`. The header and
+/// the `_meta` key may both be given, and must then agree; a header sent twice, a value that is
+/// not text, or an empty one is refused rather than guessed at.
+fn requester_claim(
+    request: &InitializeRequestParams,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<Option<(String, &'static str)>, ErrorData> {
+    const HEADER: &str = "the `Airlock-On-Behalf-Of` header";
+    const META: &str = "`_meta[\"airlock/on_behalf_of\"]`";
+    let refuse = |msg: String| Err(ErrorData::invalid_params(msg, None));
+    let mut header = None;
+    if let Some(parts) = ctx.extensions.get::<http::request::Parts>() {
+        let mut values = parts.headers.get_all(ON_BEHALF_OF_HEADER).iter();
+        if let Some(value) = values.next() {
+            if values.next().is_some() {
+                return refuse(format!("{HEADER} is sent more than once; send it once, naming one human"));
+            }
+            match value.to_str() {
+                Ok(v) => header = Some(v.trim().to_string()),
+                Err(_) => return refuse(format!("{HEADER} is not text; it must be a human's id")),
+            }
+        }
+    }
+    let meta = match request
+        .meta
+        .as_ref()
+        .and_then(|m| m.0.get(ON_BEHALF_OF_META))
+        .or_else(|| ctx.meta.0.get(ON_BEHALF_OF_META))
+    {
+        None => None,
+        Some(serde_json::Value::String(v)) => Some(v.trim().to_string()),
+        Some(other) => return refuse(format!("{META} must be a human's id (a string), not `{other}`")),
+    };
+    let claim = match (header, meta) {
+        (Some(h), Some(m)) if h != m => {
+            return refuse(format!("{HEADER} names `{h}` and {META} names `{m}`; name one human"));
+        }
+        (Some(h), _) => Some((h, HEADER)),
+        (None, Some(m)) => Some((m, META)),
+        (None, None) => None,
+    };
+    match claim {
+        Some((human, source)) if human.is_empty() => refuse(format!("{source} is empty; it must be a human's id")),
+        claim => Ok(claim),
     }
 }
 
@@ -146,6 +214,26 @@ impl Front {
 }
 
 impl ServerHandler for Front {
+    /// Settles who the session acts for before answering: an `initialize` whose requester can't
+    /// be accepted fails, so no session runs with a requester other than the one airlock knows.
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        let who = identity(&context)?;
+        let claim = requester_claim(&request, &context)?;
+        let requester = self
+            .gateway
+            .requester(&who.agent_id, claim.as_ref().map(|(human, source)| (human.as_str(), *source)))
+            .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
+        if self.requester.set(requester).is_err() {
+            return Err(ErrorData::invalid_request("this MCP session is already initialized", None));
+        }
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -193,10 +281,12 @@ impl ServerHandler for Front {
         let agent = who.agent_id.clone();
         let mcp_session = header(&context, "mcp-session-id");
         let bind = mcp_session.clone();
+        // Set at `initialize`; the gateway applies the agent's configured requester either way.
+        let requester = self.requester.get().cloned().flatten();
         let session = self
             .session
             .get_or_try_init(|| async move {
-                let session = gateway.open_session(&agent, task).await?;
+                let session = gateway.open_session(&agent, task, requester).await?;
                 if let Some(m) = &bind {
                     gateway.bind_mcp_session(m, &agent, &session);
                 }

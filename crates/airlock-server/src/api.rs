@@ -616,7 +616,7 @@ async fn list_breakers(State(state): State<AppState>, principal: Principal) -> R
 
 async fn list_upstreams(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
     require_human(&principal)?;
-    let upstreams = state.gateway.as_ref().map(|g| g.upstreams().status()).unwrap_or_default();
+    let upstreams = state.gateway.as_ref().map(|g| g.upstream_status()).unwrap_or_default();
     Ok(Json(json!({ "upstreams": upstreams })))
 }
 

@@ -125,6 +125,33 @@ impl McpGateway {
         &self.upstreams
     }
 
+    /// What `GET /v1/upstreams` lists: each upstream's connection status, whether its tools'
+    /// arguments are checked against their input schemas (`validate_input`), and the tools whose
+    /// schema does not compile (`unusable_schemas`: calls to them are denied).
+    pub fn upstream_status(&self) -> Vec<Value> {
+        let unusable = self.engine.input_schemas().unusable();
+        let config = &self.engine.config().upstreams;
+        self.upstreams
+            .status()
+            .into_iter()
+            .map(|status| {
+                let name = status.name.clone();
+                let mut v = serde_json::to_value(status).unwrap_or(Value::Null);
+                if let Value::Object(map) = &mut v {
+                    let validate = config.iter().any(|u| u.name == name && u.validate_input);
+                    map.insert("validate_input".into(), Value::Bool(validate));
+                    let broken: Vec<Value> = unusable
+                        .iter()
+                        .filter(|u| validate && u.upstream == name)
+                        .map(|u| serde_json::json!({"tool": u.tool, "error": u.error}))
+                        .collect();
+                    map.insert("unusable_schemas".into(), Value::Array(broken));
+                }
+                v
+            })
+            .collect()
+    }
+
     /// Annotations the upstream reported for a full tool name, as JSON.
     pub fn reported_annotations(&self, tool: &str) -> Option<Value> {
         let (upstream, name) = tool.split_once(TOOL_SEPARATOR)?;
@@ -366,10 +393,22 @@ impl Gateway for McpGateway {
         out
     }
 
-    async fn open_session(&self, agent_id: &str, task: String) -> Result<String, GatewayError> {
+    fn requester(&self, agent_id: &str, claimed: Option<(&str, &str)>) -> Result<Option<String>, GatewayError> {
         let agent =
             self.agents.get(agent_id).ok_or_else(|| GatewayError::UnknownAgent { agent_id: agent_id.to_string() })?;
-        let session = self.engine.open_session(agent, task, Default::default(), None).await;
+        let (human, source) = claimed.unzip();
+        self.engine.requester(agent, human, source.unwrap_or_default()).map_err(|e| GatewayError::Pipeline(Box::new(e)))
+    }
+
+    async fn open_session(
+        &self,
+        agent_id: &str,
+        task: String,
+        on_behalf_of: Option<String>,
+    ) -> Result<String, GatewayError> {
+        let agent =
+            self.agents.get(agent_id).ok_or_else(|| GatewayError::UnknownAgent { agent_id: agent_id.to_string() })?;
+        let session = self.engine.open_session(agent, task, Default::default(), on_behalf_of).await;
         session.map(|s| s.id).map_err(|e| GatewayError::Pipeline(Box::new(e)))
     }
 

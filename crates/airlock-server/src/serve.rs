@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let state = AppState::new(engine.clone()).with_gateway(gateway.clone());
     let (mcp, mcp_sessions) = mcp_service(&config, gateway.clone(), addr);
     let expiry = tokio::spawn(expire_idle_mcp_sessions(gateway.clone(), mcp_sessions, rx.clone()));
+    let schemas = tokio::spawn(refresh_input_schemas(engine.clone(), upstreams.clone(), rx.clone()));
     let mcp_router = axum::Router::new()
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_agent));
@@ -134,6 +135,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         background.abort();
         deliveries.abort();
         expiry.abort();
+        schemas.abort();
         #[cfg(unix)]
         reloader.abort();
         // The checkpointer signs a last checkpoint on shutdown; give it a moment.
@@ -231,6 +233,19 @@ async fn expire_idle_mcp_sessions(
             if let Err(e) = sessions.close_session(&id.clone().into()).await {
                 tracing::debug!(error = %e, "an expired MCP session did not close cleanly");
             }
+        }
+    }
+}
+
+/// Compiles the input schemas of upstream tools whenever an upstream's tool list (or health)
+/// changes, so that calls find them compiled; a call that comes first compiles what it needs.
+async fn refresh_input_schemas(engine: Engine, upstreams: Upstreams, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut changed = upstreams.subscribe();
+    loop {
+        engine.refresh_input_schemas();
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
 }

@@ -19,7 +19,11 @@
 //! ]
 //! ```
 //!
-//! Steps: `call` (optional `agent`, `session`, `args`, `key`, `annotations`, `as`), `vote`
+//! A file (or a case) may list the tools upstreams offer, with their input schemas:
+//! `tools = { "infra__scale" = { type = "object", properties = { n = { type = "integer" } } } }`.
+//!
+//! Steps: `open` (a session alias, opened now; `for-{human}` claims that requester; optional
+//! `agent`), `call` (optional `agent`, `session`, `args`, `key`, `annotations`, `as`), `vote`
 //! (`human`, `verdict`, `comment`, `totp = "current" | "…"`), `report` (the agent's result for
 //! an action it runs: `ok`, `cost_usd`), `claim` (take an approved upstream action for
 //! execution), `finish` (record an upstream call's outcome: `ok`, `error`, `cost_usd`),
@@ -29,9 +33,10 @@
 //! `check` (an action, or a session with `session`). `expect` keys: `status`, `rules` (the rule
 //! ids of the reasons, in order), `outcome` (`new`, `joined`, `replayed`), `decided_by`,
 //! `error` (a substring of the refusal), `refused` (the rule of a refused vote or resume),
-//! `session_status`, `claim` (`run`, `running`, `finished`, `not_runnable`), `notified` (every
-//! webhook notification queued so far, by event name) and `journaled` (`{ kind, rule }`: the
-//! latest journal event about the step's action, and the rule of its reason).
+//! `session_status`, `claim` (`run`, `running`, `finished`, `not_runnable`), `requester` (the
+//! human an opened session acts for, or `nobody`), `notified` (every webhook notification queued
+//! so far, by event name) and `journaled` (`{ kind, rule }`: the latest journal event about the
+//! step's action, and the rule of its reason).
 //!
 //! After every case, each decision that reached policy is decided again from its journaled
 //! input and facts with the same pipeline function (`airlock_core::pipeline::conclude`) and
@@ -64,6 +69,9 @@ const TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 struct File {
     config: String,
     policy: String,
+    /// The tools the upstreams list: full name (`{upstream}__{tool}`) → its `inputSchema`.
+    #[serde(default)]
+    tools: BTreeMap<String, Value>,
     #[serde(rename = "case")]
     cases: Vec<Case>,
 }
@@ -76,12 +84,45 @@ struct Case {
     config: Option<String>,
     /// Replaces the file's policy for this case.
     policy: Option<String>,
+    /// Replaces the file's listed tools for this case.
+    tools: Option<BTreeMap<String, Value>>,
     steps: Vec<Step>,
+}
+
+/// Tools listed by upstreams, as a case writes them.
+struct Listed(Vec<(String, rmcp::model::Tool)>);
+
+impl Listed {
+    fn new(name: &str, tools: &BTreeMap<String, Value>) -> Listed {
+        let tools = tools
+            .iter()
+            .map(|(full, schema)| {
+                let (upstream, tool) =
+                    full.split_once("__").unwrap_or_else(|| panic!("{name}: tool `{full}` is not `upstream__tool`"));
+                let Value::Object(schema) = schema.clone() else {
+                    panic!("{name}: the schema of `{full}` is no object")
+                };
+                (upstream.to_string(), rmcp::model::Tool::new(tool.to_string(), "listed", Arc::new(schema)))
+            })
+            .collect();
+        Listed(tools)
+    }
+}
+
+impl airlock_server::input_schema::ListedTools for Listed {
+    fn tool(&self, upstream: &str, name: &str) -> Option<rmcp::model::Tool> {
+        self.0.iter().find(|(u, t)| u == upstream && t.name == name).map(|(_, t)| t.clone())
+    }
+
+    fn tools(&self) -> Vec<(String, rmcp::model::Tool)> {
+        self.0.clone()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Step {
+    open: Option<String>,
     call: Option<String>,
     vote: Option<String>,
     report: Option<String>,
@@ -126,6 +167,8 @@ struct Expect {
     refused: Option<String>,
     session_status: Option<String>,
     claim: Option<String>,
+    /// The human an opened session acts for (`nobody` for none).
+    requester: Option<String>,
     /// Every notification in the outbox so far, by event name, oldest first.
     notified: Option<Vec<String>>,
     /// The latest journal event about the action (`kind`, and `rule` of its `reason` if any).
@@ -161,7 +204,7 @@ fn store() -> Arc<dyn Store> {
     Arc::new(airlock_store::MemoryStore::new())
 }
 
-async fn start(name: &str, config: &str, policy: &str) -> Run {
+async fn start(name: &str, config: &str, policy: &str, tools: &BTreeMap<String, Value>) -> Run {
     let base = cases_dir().join("airlock.toml");
     let env = BTreeMap::from([("TOTP".to_string(), TOTP.to_string())]);
     let config = Config::parse(config, &base, &env).unwrap_or_else(|e| panic!("{name}: config: {e}"));
@@ -172,6 +215,7 @@ async fn start(name: &str, config: &str, policy: &str) -> Run {
     let engine = Engine::start_with_clock(Arc::new(config), policy.clone(), store.clone(), clock.clone())
         .await
         .unwrap_or_else(|e| panic!("{name}: engine: {e}"));
+    engine.attach_listed_tools(Arc::new(Listed::new(name, tools)));
     Run {
         name: name.to_string(),
         engine,
@@ -229,7 +273,23 @@ impl Run {
     async fn step(&mut self, i: usize, step: &Step) {
         let at = format!("{} (step {})", self.name, i + 1);
         let e = &step.expect;
-        if let Some(tool) = &step.call {
+        if let Some(alias) = &step.open {
+            // Opens a session on purpose (calls open theirs on first use): `for-{human}` claims
+            // that requester, and `expect.error` or `expect.refused` says how it is refused.
+            let agent = self.agent(step.agent.as_deref());
+            let on_behalf_of = alias.strip_prefix("for-").map(str::to_string);
+            match self.engine.open_session(&agent, format!("case session {alias}"), BTreeMap::new(), on_behalf_of).await
+            {
+                Ok(s) => {
+                    assert!(e.error.is_none() && e.refused.is_none(), "{at}: the session was opened");
+                    if let Some(want) = &e.requester {
+                        assert_eq!(s.on_behalf_of.as_deref().unwrap_or("nobody"), want, "{at}: requester");
+                    }
+                    self.sessions.insert(alias.clone(), s.id);
+                }
+                Err(err) => expect_error(&at, &err, e),
+            }
+        } else if let Some(tool) = &step.call {
             let agent = self.agent(step.agent.as_deref());
             let session = self.session(step.session.as_deref(), &agent).await;
             let request = ActionRequest {
@@ -383,7 +443,8 @@ impl Run {
             }
         } else {
             panic!(
-                "{at}: a step needs one of call, vote, report, claim, finish, kill, release, resume, close, advance, check"
+                "{at}: a step needs one of open, call, vote, report, claim, finish, kill, release, resume, close, \
+                 advance, check"
             );
         }
         if let Some(want) = &e.session_status
@@ -515,7 +576,8 @@ async fn engine_cases() {
             let name = format!("{stem}: {}", case.name);
             let config = case.config.as_deref().unwrap_or(&file.config);
             let policy = case.policy.as_deref().unwrap_or(&file.policy);
-            let mut run = start(&name, config, policy).await;
+            let tools = case.tools.as_ref().unwrap_or(&file.tools);
+            let mut run = start(&name, config, policy, tools).await;
             for (i, step) in case.steps.iter().enumerate() {
                 run.step(i, step).await;
                 steps += 1;

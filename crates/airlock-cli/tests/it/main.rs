@@ -11,6 +11,7 @@ mod common;
 mod attacks_identities;
 mod attacks_mfa;
 mod attacks_outputs;
+mod attacks_requests;
 mod audit;
 mod cli;
 mod guards;

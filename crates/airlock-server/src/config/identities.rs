@@ -50,10 +50,12 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
-/// `[[agents]]`, each with its guards over the `[guards]` defaults.
+/// `[[agents]]`, each with its guards over the `[guards]` defaults; an `on_behalf_of` must be
+/// one of `human_ids`.
 pub(super) fn agents(
     raw: Vec<RawAgent>,
     guard_defaults: &GuardLimits,
+    human_ids: &[&str],
     env: &dyn Env,
     taken: &mut Taken,
     problems: &mut Problems,
@@ -73,15 +75,31 @@ pub(super) fn agents(
                 }
             }
         }
+        if let Some(human) = &a.on_behalf_of
+            && !human_ids.contains(&human.as_str())
+        {
+            problems.push(&key("on_behalf_of"), not_a_human(human, human_ids));
+        }
         let limits = guards::for_agent(&format!("agents[{i}].guards"), &a.guards, guard_defaults, problems);
         agents.push(AgentConfig {
             agent: Agent { id: a.id, owner: a.owner, oncall: a.oncall, tier: a.tier, labels: a.labels },
             token_hash,
             tools: a.tools,
             limits,
+            on_behalf_of: a.on_behalf_of,
         });
     }
     agents
+}
+
+/// Why `human` can't be an agent's requester: it is no `[[humans]]` id.
+fn not_a_human(human: &str, human_ids: &[&str]) -> String {
+    let known = if human_ids.is_empty() {
+        "there are no `[[humans]]`".to_string()
+    } else {
+        format!("the humans are {}", human_ids.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", "))
+    };
+    format!("`{human}` is not the `id` of a `[[humans]]` entry ({known})")
 }
 
 /// `[[humans]]`, with their TOTP secrets read from the environment.

@@ -87,6 +87,7 @@ pub(super) struct RawAgent {
     #[serde(default)]
     pub(super) labels: BTreeMap<String, String>,
     pub(super) tools: Option<Vec<String>>,
+    pub(super) on_behalf_of: Option<String>,
     #[serde(default)]
     pub(super) guards: RawGuards,
 }
@@ -120,6 +121,7 @@ pub(super) struct RawUpstream {
     #[serde(default)]
     pub(super) destructive: Vec<String>,
     pub(super) timeout_ms: Option<u64>,
+    pub(super) validate_input: Option<bool>,
 }
 
 /// One `[[tools]]` entry.

@@ -135,6 +135,47 @@ fn upstreams_need_exactly_one_transport() {
     assert_eq!(keys, vec!["upstreams[0].name", "upstreams[0].command"]);
 }
 
+/// An agent's `on_behalf_of` names a human (declared before or after the agent); anything else is
+/// refused with the key and the humans there are.
+#[test]
+fn an_agents_requester_must_be_a_configured_human() {
+    let agent = |human: &str| {
+        format!(
+            "[[agents]]\nid = \"bot\"\ntoken = \"env:BOT_TOKEN\"\nowner = \"p\"\ntier = \"change\"\non_behalf_of = \"{human}\"\n"
+        )
+    };
+    let humans = format!("[[humans]]\nid = \"alice\"\ntoken = \"{HASH}\"\n");
+    let c = parse(&format!("[policy]\ndir = \".\"\n{}{humans}", agent("alice"))).unwrap();
+    assert_eq!(c.agents[0].on_behalf_of.as_deref(), Some("alice"));
+    let err = parse(&format!("[policy]\ndir = \".\"\n{}{humans}", agent("mallory"))).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].0, "agents[0].on_behalf_of", "{err}");
+    assert!(
+        err.problems[0].1.contains("`mallory` is not the `id` of a `[[humans]]` entry (the humans are `alice`)"),
+        "{err}"
+    );
+    let err = parse(&format!("[policy]\ndir = \".\"\n{}", agent("alice"))).unwrap_err();
+    assert!(err.to_string().contains("there are no `[[humans]]`"), "{err}");
+    let none = parse(
+        "[policy]\ndir = \".\"\n[[agents]]\nid = \"bot\"\ntoken = \"env:BOT_TOKEN\"\nowner = \"p\"\ntier = \"change\"\n",
+    );
+    assert_eq!(none.unwrap().agents[0].on_behalf_of, None);
+}
+
+/// Arguments are checked against upstream schemas unless an upstream turns it off.
+#[test]
+fn upstreams_validate_input_unless_turned_off() {
+    let c = parse(
+        "[policy]\ndir = \".\"\n[[upstreams]]\nname = \"a\"\ncommand = \"x\"\n[[upstreams]]\nname = \"b\"\ncommand = \"x\"\nvalidate_input = false\n",
+    )
+    .unwrap();
+    assert!(c.upstreams[0].validate_input);
+    assert!(!c.upstreams[1].validate_input);
+    let err = parse("[policy]\ndir = \".\"\n[[upstreams]]\nname = \"a\"\ncommand = \"x\"\nvalidate_input = \"yes\"\n")
+        .unwrap_err();
+    assert!(err.problems.iter().any(|(k, _)| k == "upstreams[0].validate_input"), "{err}");
+}
+
 /// Tools are offered as `{upstream}__{tool}` and routed by the first `__`: a name that ends with
 /// `_` or contains `__` would send calls to another upstream, so such names are refused.
 #[test]

@@ -121,6 +121,9 @@ pub struct AgentConfig {
     pub tools: Option<Vec<String>>,
     /// Guard thresholds: `[guards]` with the agent's own `[agents.guards]` over it.
     pub limits: GuardLimits,
+    /// The human every session of this agent acts for (a `[[humans]]` id), whatever the agent
+    /// says: it can repeat this requester when it opens a session, never drop or change it.
+    pub on_behalf_of: Option<String>,
 }
 
 /// One `[[humans]]` entry.
@@ -172,6 +175,9 @@ pub struct UpstreamConfig {
     pub destructive: Vec<String>,
     /// Limit of one call.
     pub timeout: Duration,
+    /// Whether a call's arguments are checked against the `inputSchema` the upstream lists for
+    /// the tool before policy sees them.
+    pub validate_input: bool,
 }
 
 /// One `[[tools]]` catalog entry.

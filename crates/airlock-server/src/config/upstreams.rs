@@ -16,7 +16,18 @@ pub(super) fn upstreams(raw: Vec<RawUpstream>, env: &dyn Env, problems: &mut Pro
     let mut upstreams = Vec::new();
     for (i, u) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("upstreams[{i}].{k}");
-        let RawUpstream { name, command, args, env: vars, url, headers, read_only, destructive, timeout_ms } = u;
+        let RawUpstream {
+            name,
+            command,
+            args,
+            env: vars,
+            url,
+            headers,
+            read_only,
+            destructive,
+            timeout_ms,
+            validate_input,
+        } = u;
         if let Err(message) = check_name(&name) {
             problems.push(&key("name"), message);
         } else if !names.insert(name.clone()) {
@@ -43,6 +54,7 @@ pub(super) fn upstreams(raw: Vec<RawUpstream>, env: &dyn Env, problems: &mut Pro
             read_only,
             destructive,
             timeout: Duration::from_millis(timeout_ms),
+            validate_input: validate_input.unwrap_or(true),
         });
     }
     upstreams

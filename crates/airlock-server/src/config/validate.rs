@@ -51,7 +51,9 @@ impl RawConfig {
         let mcp = mcp(self.mcp, problems);
         let guards = guards::defaults(&self.guards, problems);
         let mut taken = identities::Taken::default();
-        let agents = identities::agents(self.agents, &guards, &secrets, &mut taken, problems);
+        // An agent's `on_behalf_of` names a human, who may be declared after it.
+        let human_ids: Vec<&str> = self.humans.iter().map(|h| h.id.as_str()).collect();
+        let agents = identities::agents(self.agents, &guards, &human_ids, &secrets, &mut taken, problems);
         let humans = identities::humans(self.humans, &secrets, &mut taken, problems);
         let mut upstreams = upstreams::upstreams(self.upstreams, &secrets, problems);
         let tools = upstreams::tools(self.tools, problems);

@@ -53,7 +53,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, ToolInfo, allowlist_covers};
 use crate::config::{AgentConfig, Config, HumanConfig};
+use crate::input_schema::{InputSchemas, ListedTools};
 use crate::telemetry as tm;
+use airlock_core::guard::InputCheck;
 
 /// Who closes a session ([`Engine::close_session`]).
 #[derive(Debug, Clone, Copy)]
@@ -243,6 +245,10 @@ struct Inner {
     canary_key: RwLock<Arc<crate::lifecycle::CanaryKey>>,
     /// Where the engine's time comes from.
     clock: Arc<dyn Clock>,
+    /// The tools the upstreams list, for their input schemas.
+    listed_tools: std::sync::OnceLock<Arc<dyn ListedTools>>,
+    /// The compiled input schemas of those tools.
+    input_schemas: InputSchemas,
 }
 
 pub(crate) use airlock_core::sync::lock;
@@ -369,6 +375,8 @@ impl Engine {
             shadow: Default::default(),
             canary_key: RwLock::new(Arc::new(crate::lifecycle::CanaryKey::ephemeral())),
             clock,
+            listed_tools: std::sync::OnceLock::new(),
+            input_schemas: InputSchemas::default(),
         };
         Ok(Engine { inner: Arc::new(inner) })
     }
@@ -425,9 +433,51 @@ impl Engine {
 
     /// Lets the tools the upstreams list keep their names in metric labels (see
     /// [`tm::Labels`]), and exports the breakers again under those names.
+    /// Their tool lists are also where calls' input schemas come from.
     pub fn attach_upstreams(&self, upstreams: airlock_mcp::Upstreams) {
-        self.inner.labels.attach_upstreams(upstreams);
+        self.inner.labels.attach_upstreams(upstreams.clone());
         export_breakers(&self.inner.labels, &lock(&self.inner.breakers));
+        self.attach_listed_tools(Arc::new(upstreams));
+    }
+
+    /// Takes the input schemas of upstream tools from `tools` (the upstreams, or a fixed list in
+    /// tests), and compiles them. Only the first source attached counts.
+    pub fn attach_listed_tools(&self, tools: Arc<dyn ListedTools>) {
+        let _ = self.inner.listed_tools.set(tools);
+        self.refresh_input_schemas();
+    }
+
+    /// Compiles the input schemas of the tools listed now that are new or changed (`serve` calls
+    /// it whenever an upstream's tool list changes).
+    pub fn refresh_input_schemas(&self) {
+        if let Some(tools) = self.inner.listed_tools.get() {
+            let checked: Vec<_> = tools.tools().into_iter().filter(|(upstream, _)| self.validates(upstream)).collect();
+            self.inner.input_schemas.refresh(&checked);
+        }
+    }
+
+    /// Whether calls to `upstream`'s tools are checked against their input schemas.
+    fn validates(&self, upstream: &str) -> bool {
+        self.inner.config.upstreams.iter().any(|u| u.name == upstream && u.validate_input)
+    }
+
+    /// The compiled input schemas.
+    pub fn input_schemas(&self) -> &InputSchemas {
+        &self.inner.input_schemas
+    }
+
+    /// What checking `arguments` against the input schema of `tool` finds: nothing to check for
+    /// an agent-executed tool, an upstream with `validate_input = false`, or a tool its upstream
+    /// does not list now.
+    pub fn check_input(&self, tool: &ToolInfo, arguments: &Value) -> InputCheck {
+        let Some(upstream) = tool.upstream.as_deref() else { return InputCheck::Unchecked };
+        if !self.validates(upstream) {
+            return InputCheck::Unchecked;
+        }
+        let Some(listed) = self.inner.listed_tools.get().and_then(|t| t.tool(upstream, &tool.name)) else {
+            return InputCheck::Unchecked;
+        };
+        self.inner.input_schemas.check(upstream, &listed, arguments)
     }
 
     /// Notified when notifications were added to the outbox.

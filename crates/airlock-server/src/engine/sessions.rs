@@ -146,7 +146,35 @@ impl Engine {
         lock(&self.inner.inflight).remove(action_id);
     }
 
-    /// Opens a session for `agent`.
+    /// The human a new session of `agent` acts for (its requester, whom maker-checker keeps from
+    /// approving the session's actions or resuming it), given what the agent `claimed`, where
+    /// `source` says where the claim came from (`` `on_behalf_of` ``, a header, a `_meta` key).
+    ///
+    /// The agent's configured `on_behalf_of` is the floor: such an agent may repeat it, but can
+    /// neither drop it (which would let that human approve) nor name another human instead.
+    /// Without one, the claim is taken as it is, and must name a configured human.
+    pub fn requester(&self, agent: &AgentConfig, claimed: Option<&str>, source: &str) -> Result<Option<String>> {
+        if let Some(h) = claimed
+            && !self.inner.config.humans.iter().any(|c| c.human.id == h)
+        {
+            return Err(Error::Invalid(format!("{source} names `{h}`, who is not a configured human")));
+        }
+        match (&agent.on_behalf_of, claimed) {
+            (Some(configured), Some(h)) if configured != h => Err(Error::Forbidden {
+                rule: airlock_core::vote::RULE_MAKER_CHECKER,
+                msg: format!(
+                    "agent `{}` acts for `{configured}` (its `on_behalf_of` in the configuration), so its sessions \
+                     can't act for `{h}` ({source})",
+                    agent.agent.id
+                ),
+            }),
+            (Some(configured), _) => Ok(Some(configured.clone())),
+            (None, claimed) => Ok(claimed.map(str::to_string)),
+        }
+    }
+
+    /// Opens a session for `agent`, acting for the human [`Engine::requester`] settles on from
+    /// `on_behalf_of`.
     pub async fn open_session(
         &self,
         agent: &AgentConfig,
@@ -154,11 +182,7 @@ impl Engine {
         labels: std::collections::BTreeMap<String, String>,
         on_behalf_of: Option<String>,
     ) -> Result<Session> {
-        if let Some(h) = &on_behalf_of
-            && !self.inner.config.humans.iter().any(|c| &c.human.id == h)
-        {
-            return Err(Error::Invalid(format!("`on_behalf_of` names `{h}`, who is not a configured human")));
-        }
+        let on_behalf_of = self.requester(agent, on_behalf_of.as_deref(), "`on_behalf_of`")?;
         let now = self.now();
         let mut session =
             Session { labels, on_behalf_of, ..Session::opened(new_id("ses"), agent.agent.id.clone(), task, now) };

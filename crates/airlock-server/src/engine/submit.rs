@@ -101,6 +101,7 @@ impl Engine {
             .unwrap_or(u32::MAX)
             .saturating_add(1);
         let kills = self.kill_switch_list();
+        let input = self.check_input(&info, &action.arguments);
         let mut commit = Commit::default();
         let screened = {
             let intake = Intake {
@@ -110,6 +111,7 @@ impl Engine {
                 action: &action,
                 read_only: info.read_only,
                 tool_allowed: allowlist_covers(agent.tools.as_deref(), &action.tool),
+                input: &input,
                 catalog_cost_usd: info.cost_usd,
                 kill_switches: &kills,
                 repeats,

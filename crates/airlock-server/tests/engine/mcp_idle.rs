@@ -40,7 +40,7 @@ require_approval contains {"rule": "SC1", "msg": "scaling needs an SRE"} if inpu
 
 #[tokio::test]
 async fn an_idle_mcp_session_expires_and_its_airlock_session_closes() {
-    let mut run = start("mcp idle", CONFIG, POLICY).await;
+    let mut run = start("mcp idle", CONFIG, POLICY, &Default::default()).await;
     let gateway = Arc::new(McpGateway::new(run.engine.clone(), Upstreams::start(Vec::new())));
     gateway.mcp_session_opened("mcp-used", "bot");
     gateway.mcp_session_opened("mcp-unused", "bot");
