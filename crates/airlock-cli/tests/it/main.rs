@@ -8,8 +8,8 @@
 
 mod common;
 
+mod attacks_approvals;
 mod attacks_identities;
-mod attacks_mfa;
 mod attacks_outputs;
 mod attacks_requests;
 mod audit;

@@ -1,4 +1,6 @@
-//! Attack: guessing TOTP codes with a stolen approver token. Three codes are valid at any
+//! Attacks on approvals, against the real binary.
+//!
+//! Guessing TOTP codes with a stolen approver token. Three codes are valid at any
 //! moment, so at hundreds of guesses a second one would come up within minutes. After
 //! `[approvals] mfa_max_failures` wrong codes in a row (5 by default) the human's codes are
 //! locked for `mfa_lockout_seconds` (15 minutes): the next code is refused without being
@@ -38,7 +40,9 @@ async fn the_sixth_totp_code_is_refused_even_when_right_and_the_lock_survives_a_
     for n in 0..5 {
         let r = al.post(&vote, CAROL, json!({"comment": "ok", "totp": wrong_code(n)})).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong code {n}: {}", r.body);
-        assert_eq!(r.body["rule"], "mfa", "wrong code {n}: {}", r.body);
+        // The fifth failure locks, and its answer says so.
+        let rule = if n < 4 { "mfa" } else { "mfa_locked" };
+        assert_eq!(r.body["rule"], rule, "wrong code {n}: {}", r.body);
     }
     // The sixth is right, and refused unchecked; the answer says why, until when, and the fix.
     let locked = al.post(&vote, CAROL, json!({"comment": "ok", "totp": right_code()})).await;
@@ -50,7 +54,7 @@ async fn the_sixth_totp_code_is_refused_even_when_right_and_the_lock_survives_a_
     // Approvers see the lock on the approval.
     let view = al.get(&format!("/v1/approvals/{approval}"), ALICE).await;
     assert_eq!(view.body["mfa_locks"][0]["human"], "carol", "{}", view.body);
-    assert_eq!(view.body["approval"]["status"], "pending");
+    assert_eq!(view.body["status"], "pending", "{}", view.body);
 
     // A crash does not lift it.
     al.crash();
@@ -75,4 +79,37 @@ async fn the_sixth_totp_code_is_refused_even_when_right_and_the_lock_survives_a_
         q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
     let kinds: Vec<&str> = events.iter().filter(|(_, p)| p.contains("carol")).map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds, ["mfa.locked", "mfa.unlocked"], "{events:?}");
+}
+
+/// Two `require_approval` entries, `{groups: ["security"]}` and `{groups: ["sre"], quorum: 2}`,
+/// used to be merged into "two approvers from security or sre", so two SREs approved what
+/// security had to see. Each entry's own requirement must be met.
+#[tokio::test]
+async fn two_sres_cannot_approve_what_a_security_rule_holds() {
+    let policy = format!(
+        "{POLICY}\nrequire_approval contains {{\"rule\": \"SEC1\", \"msg\": \"firewall rules need security\", \"groups\": [\"security\"]}} if input.action.tool == \"firewall.rule\"\nrequire_approval contains {{\"rule\": \"SRE2\", \"msg\": \"and two SREs\", \"groups\": [\"sre\"], \"quorum\": 2}} if input.action.tool == \"firewall.rule\"\n"
+    );
+    let fx = Fixture::new(&policy);
+    let al = fx.start();
+    let s = al.session(BOT).await;
+    let held = al.act(BOT, &s, "firewall.rule", json!({"port": 443})).await;
+    assert_eq!(held.status, StatusCode::ACCEPTED, "{}", held.body);
+    let action = held.body["id"].as_str().unwrap().to_string();
+    let approval = held.body["approval"]["id"].as_str().unwrap().to_string();
+    let rules = &held.body["approval"]["requirements"]["rules"];
+    assert_eq!(rules.as_array().map(Vec::len), Some(2), "{}", held.body);
+
+    let vote = format!("/v1/approvals/{approval}/approve");
+    for sre in [ALICE, BOB] {
+        let r = al.post(&vote, sre, json!({"comment": "fine by me"})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let status = al.get(&format!("/v1/actions/{action}"), BOT).await.body["status"].clone();
+    assert_eq!(status, "pending_approval", "two SREs approved without security");
+
+    let r = al.post(&vote, CAROL, json!({"comment": "security ok"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let status = al.get(&format!("/v1/actions/{action}"), BOT).await.body["status"].clone();
+    assert_eq!(status, "approved");
+    al.stop();
 }
