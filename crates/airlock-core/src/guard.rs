@@ -96,15 +96,8 @@ pub fn check(ctx: &GuardContext<'_>) -> Option<Reason> {
             format!("tool `{}` is not in the allowlist of agent `{}`", ctx.tool, ctx.agent.id),
         ));
     }
-    match ctx.session.status {
-        SessionStatus::Active => {}
-        SessionStatus::Paused => {
-            let why = ctx.session.status_reason.as_deref().unwrap_or("no reason given");
-            return Some(Reason::new(RULE_SESSION_STATE, format!("session is paused ({why}); a human must resume it")));
-        }
-        SessionStatus::Closed => {
-            return Some(Reason::new(RULE_SESSION_STATE, "session is closed; open a new session"));
-        }
+    if let Some(reason) = session_state(ctx.session) {
+        return Some(reason);
     }
     if ctx.agent.tier == Tier::Advisory && !ctx.read_only {
         return Some(Reason::new(
@@ -176,6 +169,20 @@ pub fn kill_switch_covers(ks: &KillSwitch, agent: &str, upstream: Option<&str>, 
         KillScope::Tool => {
             target == tool || Glob::new(target).map(|g| g.compile_matcher().is_match(tool)).unwrap_or(false)
         }
+    }
+}
+
+/// Why a session runs nothing now (`airlock.session_state`): it is paused until a human resumes
+/// it, or closed. `None` while it is active. Applies to new calls, to calls that would join an
+/// approved one, and to running an approved call.
+pub fn session_state(session: &Session) -> Option<Reason> {
+    match session.status {
+        SessionStatus::Active => None,
+        SessionStatus::Paused => {
+            let why = session.status_reason.as_deref().unwrap_or("no reason given");
+            Some(Reason::new(RULE_SESSION_STATE, format!("session is paused ({why}); a human must resume it")))
+        }
+        SessionStatus::Closed => Some(Reason::new(RULE_SESSION_STATE, "session is closed; open a new session")),
     }
 }
 

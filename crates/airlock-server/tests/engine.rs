@@ -359,15 +359,20 @@ impl Run {
             self.check_status(&at, &id, e).await;
         } else if let Some(alias) = &step.claim {
             let id = self.action(alias);
-            let claim = self.engine.claim_execution(&id).await.unwrap_or_else(|err| panic!("{at}: claim: {err}"));
-            let got = match claim {
-                Claim::Run(_) => "run",
-                Claim::Running(_) => "running",
-                Claim::Finished(_) => "finished",
-                Claim::NotRunnable(_) => "not_runnable",
-            };
-            if let Some(want) = &e.claim {
-                assert_eq!(got, want, "{at}: claim");
+            match self.engine.claim_execution(&id).await {
+                Ok(claim) => {
+                    let got = match claim {
+                        Claim::Run(_) => "run",
+                        Claim::Running(_) => "running",
+                        Claim::Finished(_) => "finished",
+                        Claim::NotRunnable(_) => "not_runnable",
+                    };
+                    assert!(e.refused.is_none() && e.error.is_none(), "{at}: the claim was granted: {got}");
+                    if let Some(want) = &e.claim {
+                        assert_eq!(got, want, "{at}: claim");
+                    }
+                }
+                Err(err) => expect_error(&at, &err, e),
             }
             self.check_status(&at, &id, e).await;
         } else if let Some(alias) = &step.finish {

@@ -82,6 +82,10 @@ impl Engine {
             s if s.is_final() => return Ok(Claim::Finished(Box::new(action))),
             _ => return Ok(Claim::NotRunnable(Box::new(action))),
         }
+        // Approved before the session was paused: it waits for the resume, as new calls do.
+        if let Some(reason) = guard::session_state(&state.session) {
+            return Err(Error::Forbidden { rule: guard::RULE_SESSION_STATE, msg: reason.msg });
+        }
         // A kill switch engaged after the approval still stops the call.
         let kills = self.kill_switch_list();
         if let Some(ks) = kills

@@ -40,7 +40,10 @@ impl Engine {
             return Ok(first);
         }
         let now = self.now();
-        if let Some(joined) = self.join_waiting(state, agent, session_id, &request, &digest, now).await? {
+        // A paused or closed session joins nothing: the call goes through the guards, which deny it.
+        if guard::session_state(&state.session).is_none()
+            && let Some(joined) = self.join_waiting(state, agent, session_id, &request, &digest, now).await?
+        {
             return Ok(joined);
         }
 
