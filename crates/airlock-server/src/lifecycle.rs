@@ -26,6 +26,18 @@ use serde_json::{Value, json};
 
 use crate::engine::{Engine, Error, Result, lock};
 
+/// Which revision decides after a start (see [`Engine::restore_policy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPolicy {
+    /// The files in `[policy] dir`.
+    Directory,
+    /// The revision that was active when airlock stopped, from the journal.
+    Restored {
+        /// Its `sha256:…` revision.
+        revision: String,
+    },
+}
+
 /// Revisions kept for rollback.
 pub const HISTORY: usize = 20;
 
@@ -101,14 +113,67 @@ impl Engine {
         self.shadow()
     }
 
-    /// Records the active policy in the journal's revision history when it is new there.
-    pub async fn record_policy(&self, by: &str) -> Result<()> {
-        let policy = self.policy();
-        let history = self.store().policy_history(1).await?;
-        if history.first().is_some_and(|r| r.revision == policy.revision()) {
-            return Ok(());
+    /// At start, with the `[policy] dir` revision loaded: decides which revision is active.
+    ///
+    /// A rollback or a promote survives a restart: when the directory still holds what airlock
+    /// last read from it (at a start or a reload), the revision that was active when airlock
+    /// stopped stays active, with a warning that the directory holds another one. When the
+    /// directory changed since (new files deployed while airlock was stopped), the directory is
+    /// activated, replacing it, with a warning too. A first start, or an active revision that
+    /// no longer loads, activates the directory.
+    pub async fn restore_policy(&self) -> Result<StartPolicy> {
+        let from_dir = self.policy();
+        let directory = from_dir.revision().to_string();
+        let Some(last) = self.store().policy_history(1).await?.into_iter().next() else {
+            self.commit_activation(&from_dir, "airlock", "start", None).await?;
+            return Ok(StartPolicy::Directory);
+        };
+        if last.revision == directory {
+            return Ok(StartPolicy::Directory);
         }
-        self.commit_activation(&policy, by, "start", None).await
+        let last_read = self.last_directory_revision().await?;
+        if last_read.as_deref() != Some(directory.as_str()) {
+            tracing::warn!(
+                %directory,
+                replaced = %last.revision,
+                replaced_by = %last.activated_by,
+                "the policy directory changed since airlock last read it, so it is activated; the revision that was active is kept in the history (`airlock policy rollback` restores it)"
+            );
+            self.commit_activation(&from_dir, "airlock", "start", Some(&last.revision)).await?;
+            return Ok(StartPolicy::Directory);
+        }
+        match Policy::from_sources(&self.config().policy.dir, last.sources.clone(), &options(self)) {
+            Ok(policy) => {
+                tracing::warn!(
+                    active = %last.revision,
+                    activated_by = %last.activated_by,
+                    %directory,
+                    "the active policy revision stays active across the restart; the policy directory holds another one (`airlock policy reload` activates it)"
+                );
+                self.swap_policy(policy);
+                Ok(StartPolicy::Restored { revision: last.revision })
+            }
+            Err(e) => {
+                tracing::error!(
+                    active = %last.revision,
+                    error = %e,
+                    "the revision that was active no longer loads; activating the policy directory instead"
+                );
+                self.commit_activation(&from_dir, "airlock", "start", Some(&last.revision)).await?;
+                Ok(StartPolicy::Directory)
+            }
+        }
+    }
+
+    /// The revision airlock last read from `[policy] dir` (at a start or a reload).
+    async fn last_directory_revision(&self) -> Result<Option<String>> {
+        let events = self.store().events(SYSTEM_STREAM).await?;
+        Ok(events
+            .iter()
+            .rev()
+            .filter(|e| e.kind == EventKind::PolicyActivated.as_str())
+            .find(|e| matches!(e.payload["how"].as_str(), Some("start" | "reload")))
+            .and_then(|e| e.payload["revision"].as_str().map(str::to_string)))
     }
 
     async fn commit_activation(&self, policy: &Policy, by: &str, how: &str, previous: Option<&str>) -> Result<()> {

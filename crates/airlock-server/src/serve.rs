@@ -73,7 +73,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let engine = Engine::start(config.clone(), policy, store).await.context("cannot restore state from the journal")?;
     engine.set_canary_key(canary_key);
-    engine.record_policy("airlock").await.context("cannot record the policy revision")?;
+    engine.restore_policy().await.context("cannot restore the active policy revision")?;
     let upstreams = Upstreams::start(upstream_specs(&config));
     // Give upstreams a moment so the first tools/list is complete; slow ones join later.
     upstreams.wait_ready(std::time::Duration::from_secs(20)).await;

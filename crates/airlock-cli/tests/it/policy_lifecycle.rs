@@ -1,5 +1,5 @@
 //! Policy lifecycle: reload (refused when broken or when its own tests fail), rollback from the
-//! journal, SIGHUP, shadow mode with promote, warn-mode rules, golden fixtures and coverage.
+//! journal (kept across restarts), SIGHUP, shadow mode with promote, warn-mode rules, golden fixtures and coverage.
 
 use std::time::Duration;
 
@@ -68,6 +68,39 @@ async fn reload_refuses_a_broken_policy_and_rollback_restores_the_previous_one()
     let history: Vec<&str> =
         status.body["history"].as_array().unwrap().iter().map(|h| h["revision"].as_str().unwrap()).collect();
     assert_eq!(history[..2], [first.as_str(), second.as_str()]);
+}
+
+/// A rollback used to be lost on restart: start-up activated whatever `[policy] dir` held. Now
+/// the revision active when airlock stopped stays, as long as the directory holds what airlock
+/// last read from it; files deployed while it was stopped win over it.
+#[tokio::test]
+async fn a_rollback_survives_a_restart_and_files_deployed_while_stopped_win() {
+    let fx = Fixture::new(POLICY);
+    let al = fx.start();
+    let first = revision(&al).await;
+    write_policy(&fx, &format!("{POLICY}{TICKET_FREEZE}"));
+    let r = al.post("/v1/policy/reload", ADMIN, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let second = revision(&al).await;
+    let r = al.post("/v1/policy/rollback", ADMIN, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(revision(&al).await, first);
+
+    al.crash();
+    let al = fx.start();
+    assert_eq!(revision(&al).await, first, "the rollback was lost on restart");
+    let s = al.session(BOT).await;
+    assert_eq!(al.act(BOT, &s, "ticket.create", json!({"n": 1})).await.status, StatusCode::OK);
+
+    al.stop();
+    write_policy(&fx, &format!("{POLICY}{TICKET_FREEZE}\n# deployed while stopped\n"));
+    let al = fx.start();
+    let third = revision(&al).await;
+    assert!(third != first && third != second, "the deployed files were not activated: {third}");
+    let s = al.session(BOT).await;
+    let denied = al.act(BOT, &s, "ticket.create", json!({"n": 2})).await;
+    assert_eq!(denied.body["decision"]["reasons"][0]["rule"], "TK1", "{}", denied.body);
+    al.stop();
 }
 
 #[tokio::test]
