@@ -18,6 +18,7 @@ pub mod mfa;
 pub mod notify;
 pub mod otel;
 pub mod serve;
+pub mod servers;
 pub mod telemetry;
 pub mod timeline;
 pub mod ui;

@@ -13,6 +13,7 @@
 //! - `load`: reads the file, collects unknown keys and type errors with their key paths;
 //! - `raw`: the file as written, one serde type per section;
 //! - `validate`: one function per section, each adding its problems in file order;
+//! - `servers`: `[[servers]]`, the virtual MCP servers, checked against the tools the file names;
 //! - `typed`: the validated [`Config`] the rest of the server reads;
 //! - `secrets`: `env:` references and token hashes; `money`: amounts of US dollars.
 
@@ -25,6 +26,7 @@ mod load;
 mod money;
 mod raw;
 mod secrets;
+mod servers;
 mod typed;
 mod upstreams;
 mod validate;
@@ -33,7 +35,8 @@ pub use raw::RawConfig;
 pub use secrets::{Env, ProcessEnv, WHSEC_PREFIX, WebhookSecret, hash_token};
 pub use typed::{
     AgentConfig, ApprovalsConfig, AuditConfig, Config, HumanConfig, McpConfig, NOTIFY_EVENTS, NotifyConfig,
-    PolicyConfig, ServerConfig, ToolConfig, UpstreamConfig, UpstreamTransport,
+    PolicyConfig, ServerConfig, ServerSelect, ToolConfig, ToolOverride, UpstreamConfig, UpstreamTransport,
+    VirtualServerConfig,
 };
 pub use upstreams::INHERITED_ENV;
 
@@ -65,3 +68,5 @@ impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_servers;

@@ -31,6 +31,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub(super) tools: Vec<RawTool>,
     #[serde(default)]
+    pub(super) servers: Vec<RawVirtualServer>,
+    #[serde(default)]
     pub(super) notify: Vec<RawNotify>,
     #[serde(default)]
     pub(super) guards: RawGuards,
@@ -131,6 +133,24 @@ pub(super) struct RawTool {
     pub(super) read_only: Option<bool>,
     pub(super) destructive: Option<bool>,
     pub(super) cost_usd: Option<f64>,
+}
+
+/// One `[[servers]]` entry: a virtual MCP server at `/mcp/{name}`.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawVirtualServer {
+    pub(super) name: String,
+    pub(super) upstreams: Option<Vec<String>>,
+    pub(super) tools: Option<Vec<String>>,
+    pub(super) prefix: Option<bool>,
+    #[serde(default)]
+    pub(super) overrides: BTreeMap<String, RawToolOverride>,
+}
+
+/// One `[servers.overrides."{upstream}__{tool}"]` table.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawToolOverride {
+    pub(super) rename: Option<String>,
+    pub(super) description: Option<String>,
 }
 
 /// One `[[notify]]` entry.

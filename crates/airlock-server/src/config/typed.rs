@@ -30,6 +30,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// `[[tools]]`
     pub tools: Vec<ToolConfig>,
+    /// `[[servers]]`: virtual MCP servers, each at `/mcp/{name}`.
+    pub servers: Vec<VirtualServerConfig>,
     /// `[[notify]]`
     pub notify: Vec<NotifyConfig>,
     /// `[guards]`: the defaults every agent starts from.
@@ -191,6 +193,40 @@ pub struct ToolConfig {
     pub destructive: Option<bool>,
     /// Cost of one call.
     pub cost_usd: Option<f64>,
+}
+
+/// One `[[servers]]` entry: a virtual MCP server, served at `/mcp/{name}`, that offers a chosen
+/// part of the upstreams' tools, prompts and resources under the names it gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualServerConfig {
+    /// Its name, the last segment of its path.
+    pub name: String,
+    /// What it offers.
+    pub select: ServerSelect,
+    /// Whether names keep the `{upstream}__` prefix (`true`) or are offered as the upstream has
+    /// them (`false`).
+    pub prefix: bool,
+    /// Per-tool name and description, by full name (`{upstream}__{tool}`).
+    pub overrides: BTreeMap<String, ToolOverride>,
+}
+
+/// What a virtual server offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSelect {
+    /// Everything of these upstreams.
+    Upstreams(Vec<String>),
+    /// What these globs match, over full names (`{upstream}__{tool}`; prompts, resources and
+    /// templates by their prefixed names too, as agents' allowlists are).
+    Tools(Vec<String>),
+}
+
+/// How a virtual server shows one tool.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolOverride {
+    /// The name it is offered under instead.
+    pub rename: Option<String>,
+    /// The description it is offered with instead of the upstream's.
+    pub description: Option<String>,
 }
 
 /// `[audit]`

@@ -1,7 +1,7 @@
 //! [`RawConfig::validate`]: one function per section, run in the order of the sections below, so
 //! problems are reported in the same order every time (tests and `airlock check` print them).
 //! The sections with more to check live beside this file: `guards`, `identities` (agents and
-//! humans) and `upstreams` (upstreams and tools).
+//! humans), `upstreams` (upstreams and tools) and `servers` (virtual servers).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy
 use super::secrets::{Env, Recording, WebhookSecret, env_secret, token_hash};
 use super::{
     ApprovalsConfig, AuditConfig, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig, guards,
-    identities, upstreams,
+    identities, servers, upstreams,
 };
 
 /// The problems found so far, each a `(key path, message)` pair, in the order they were found.
@@ -29,6 +29,11 @@ impl Problems {
     /// Adds the problem `message` with the key at `key`.
     pub(super) fn push(&mut self, key: &str, message: String) {
         self.0.push((key.to_string(), message));
+    }
+
+    /// How many have been found so far.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// Every problem, in the order found.
@@ -57,6 +62,7 @@ impl RawConfig {
         let humans = identities::humans(self.humans, &secrets, &mut taken, problems);
         let mut upstreams = upstreams::upstreams(self.upstreams, &secrets, problems);
         let tools = upstreams::tools(self.tools, problems);
+        let servers = servers::servers(self.servers, &upstreams, &tools, &agents, problems);
         let notify = notify(self.notify, &secrets, problems);
         let audit = audit(self.audit, &secrets, problems);
         let telemetry = telemetry(self.telemetry, problems);
@@ -71,6 +77,7 @@ impl RawConfig {
             humans,
             upstreams,
             tools,
+            servers,
             notify,
             guards,
             audit,
