@@ -506,6 +506,10 @@ pub struct Action {
     pub upstream: Option<String>,
     /// The tool's name at its upstream (`scale_node_pool`), or the tool name.
     pub name: String,
+    /// The virtual server (`/mcp/{server}`) the call came through; `None` on `/mcp` and the
+    /// HTTP API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// Call arguments.
     pub arguments: Value,
     /// Tool annotations (MCP `readOnlyHint`, …) after local overrides.

@@ -458,6 +458,7 @@ pub fn policy_input(agent: &Agent, session: &Session, action: &Action, now: Date
             "tool": action.tool,
             "upstream": action.upstream,
             "name": action.name,
+            "server": action.server,
             "arguments": action.arguments,
             "annotations": action.annotations,
             "justification": action.justification,

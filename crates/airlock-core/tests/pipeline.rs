@@ -60,6 +60,7 @@ fn action(tool: &str, upstream: Option<&str>) -> Action {
         tool: tool.into(),
         upstream: upstream.map(str::to_string),
         name: tool.into(),
+        server: None,
         arguments: json!({"count": 3}),
         annotations: json!({}),
         justification: "why".into(),

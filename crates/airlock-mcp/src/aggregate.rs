@@ -1,7 +1,9 @@
 //! Prompts, resources and completions of every upstream, merged into one server's view.
 //!
 //! Prompt, resource and template *names* carry the same `{upstream}__` prefix as tools, and the
-//! agent's allowlist applies to those prefixed names exactly as it does to tools. Resource *URIs*
+//! agent's allowlist (and a virtual server's choice) applies to those prefixed names exactly as it
+//! does to tools. A virtual server with `prefix = false` shows the upstreams' own names; a prompt
+//! name two of its upstreams share is then withheld, as a tool name is. Resource *URIs*
 //! are left as the upstream gave them: clients validate them as URIs and models quote them, so a
 //! rewritten URI would break both. A `resources/read` is routed to the upstream that listed the
 //! URI, or else to the upstream whose template matches it (the longest literal prefix wins when
@@ -23,6 +25,15 @@ use crate::upstream::{UpstreamError, Upstreams};
 /// Whether the agent may see a prefixed name.
 pub type Admits<'a> = &'a (dyn Fn(&str) -> bool + Send + Sync);
 
+/// How one caller's endpoint shows names: which it may see, and in which form.
+#[derive(Clone, Copy)]
+pub struct Names<'a> {
+    /// Whether the caller may see the item with the prefixed name `{upstream}__{name}`.
+    pub admits: Admits<'a>,
+    /// Whether names are shown prefixed (`/mcp`, and virtual servers unless `prefix = false`).
+    pub prefixed: bool,
+}
+
 fn prefixed(upstream: &str, name: &str) -> String {
     format!("{upstream}{TOOL_SEPARATOR}{name}")
 }
@@ -38,58 +49,95 @@ fn upstream_error(e: UpstreamError) -> ErrorData {
     }
 }
 
-/// The items the agent may see, each renamed `{upstream}__{name}` through `name`.
-fn visible<T>(items: Vec<(String, T)>, admits: Admits<'_>, name: fn(&mut T) -> &mut String) -> Vec<T> {
+/// The items the agent may see, each named `{upstream}__{name}` through `name` when names are
+/// prefixed.
+fn visible<T>(items: Vec<(String, T)>, names: Names<'_>, name: fn(&mut T) -> &mut String) -> Vec<T> {
     items
         .into_iter()
         .filter_map(|(upstream, mut item)| {
             let full = prefixed(&upstream, name(&mut item));
-            admits(&full).then(|| {
-                *name(&mut item) = full;
+            (names.admits)(&full).then(|| {
+                if names.prefixed {
+                    *name(&mut item) = full;
+                }
                 item
             })
         })
         .collect()
 }
 
-/// Prompts the agent may see, named `{upstream}__{prompt}`, sorted by name.
-pub async fn prompts(upstreams: &Upstreams, admits: Admits<'_>) -> Vec<Prompt> {
-    let mut out = visible(upstreams.prompts().await, admits, |p| &mut p.name);
+/// Prompts the agent may see, named `{upstream}__{prompt}` (or as their upstream names them),
+/// sorted by name. Unprefixed, a name that two upstreams' prompts have is left out: `prompts/get`
+/// could not tell which one is meant.
+pub async fn prompts(upstreams: &Upstreams, names: Names<'_>) -> Vec<Prompt> {
+    let mut out = visible(upstreams.prompts().await, names, |p| &mut p.name);
     out.sort_by(|a, b| a.name.cmp(&b.name));
+    if !names.prefixed {
+        let shared: std::collections::BTreeSet<String> =
+            out.windows(2).filter(|w| w[0].name == w[1].name).map(|w| w[0].name.clone()).collect();
+        out.retain(|p| !shared.contains(&p.name));
+    }
     out
 }
 
-/// `prompts/get` for a prefixed name.
-pub async fn get_prompt(
-    upstreams: &Upstreams,
-    admits: Admits<'_>,
-    mut params: GetPromptRequestParams,
-) -> Result<GetPromptResponse, ErrorData> {
-    let full = params.name.clone();
+/// The upstream and its own name of the prompt a caller names, or why there is none.
+async fn find_prompt(upstreams: &Upstreams, names: Names<'_>, shown: &str) -> Result<(String, String), ErrorData> {
     let unknown = || {
+        let form = if names.prefixed { format!("`{{upstream}}{TOOL_SEPARATOR}{{prompt}}` ") } else { String::new() };
         ErrorData::invalid_params(
-            format!(
-                "there is no prompt `{full}`; prompt names are `{{upstream}}{TOOL_SEPARATOR}{{prompt}}` as listed by prompts/list"
-            ),
+            format!("there is no prompt `{shown}`; prompt names are {form}as listed by prompts/list"),
             None,
         )
     };
-    let Some((upstream, name)) = split(&full) else { return Err(unknown()) };
-    if !admits(&full) || !upstreams.contains(upstream) {
-        return Err(unknown());
+    if names.prefixed {
+        return match split(shown) {
+            Some((upstream, name)) if (names.admits)(shown) && upstreams.contains(upstream) => {
+                Ok((upstream.to_string(), name.to_string()))
+            }
+            _ => Err(unknown()),
+        };
     }
-    params.name = name.to_string();
-    upstreams.get_prompt(upstream, params).await.map_err(upstream_error)
+    let mut found: Vec<String> = upstreams
+        .prompts()
+        .await
+        .into_iter()
+        .filter(|(upstream, p)| p.name == shown && (names.admits)(&prefixed(upstream, &p.name)))
+        .map(|(upstream, _)| upstream)
+        .collect();
+    found.dedup();
+    match found.as_slice() {
+        [upstream] => Ok((upstream.clone(), shown.to_string())),
+        [] => Err(unknown()),
+        several => Err(ErrorData::invalid_params(
+            format!(
+                "the prompt `{shown}` is offered by several upstreams ({}) and is withheld: a name must reach one prompt",
+                several.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", ")
+            ),
+            None,
+        )),
+    }
 }
 
-/// Resources the agent may see, named `{upstream}__{name}`, URIs unchanged.
-pub async fn resources(upstreams: &Upstreams, admits: Admits<'_>) -> Vec<Resource> {
-    visible(upstreams.resources().await, admits, |r| &mut r.name)
+/// `prompts/get` for a name as prompts/list shows it.
+pub async fn get_prompt(
+    upstreams: &Upstreams,
+    names: Names<'_>,
+    mut params: GetPromptRequestParams,
+) -> Result<GetPromptResponse, ErrorData> {
+    let (upstream, name) = find_prompt(upstreams, names, &params.name).await?;
+    params.name = name;
+    upstreams.get_prompt(&upstream, params).await.map_err(upstream_error)
 }
 
-/// Resource templates the agent may see, named `{upstream}__{name}`, URI templates unchanged.
-pub async fn resource_templates(upstreams: &Upstreams, admits: Admits<'_>) -> Vec<ResourceTemplate> {
-    visible(upstreams.resource_templates().await, admits, |t| &mut t.name)
+/// Resources the agent may see, named `{upstream}__{name}` when prefixed, URIs unchanged.
+pub async fn resources(upstreams: &Upstreams, names: Names<'_>) -> Vec<Resource> {
+    visible(upstreams.resources().await, names, |r| &mut r.name)
+}
+
+/// Resource templates the agent may see, named `{upstream}__{name}` when prefixed, URI templates
+/// unchanged.
+pub async fn resource_templates(upstreams: &Upstreams, names: Names<'_>) -> Vec<ResourceTemplate> {
+    visible(upstreams.resource_templates().await, names, |t| &mut t.name)
 }
 
 /// The upstream that serves `uri` for this agent, if any.
@@ -112,10 +160,10 @@ async fn route(upstreams: &Upstreams, admits: Admits<'_>, uri: &str) -> Option<S
 /// `resources/read`, routed by URI.
 pub async fn read_resource(
     upstreams: &Upstreams,
-    admits: Admits<'_>,
+    names: Names<'_>,
     params: ReadResourceRequestParams,
 ) -> Result<ReadResourceResponse, ErrorData> {
-    let Some(upstream) = route(upstreams, admits, &params.uri).await else {
+    let Some(upstream) = route(upstreams, names.admits, &params.uri).await else {
         return Err(ErrorData::resource_not_found(
             format!(
                 "no upstream offers the resource `{}` (see resources/list and resources/templates/list)",
@@ -127,29 +175,26 @@ pub async fn read_resource(
     upstreams.read_resource(&upstream, params).await.map_err(upstream_error)
 }
 
-/// `completion/complete` for a prompt argument (prefixed prompt name) or a resource template
-/// argument (routed by the template URI).
+/// `completion/complete` for a prompt argument (the prompt's name as prompts/list shows it) or a
+/// resource template argument (routed by the template URI).
 pub async fn complete(
     upstreams: &Upstreams,
-    admits: Admits<'_>,
+    names: Names<'_>,
     mut params: CompleteRequestParams,
 ) -> Result<CompleteResult, ErrorData> {
     let upstream = match &mut params.r#ref {
-        Reference::Prompt(p) => {
-            let full = p.name.clone();
-            match split(&full) {
-                Some((upstream, name)) if admits(&full) && upstreams.contains(upstream) => {
-                    p.name = name.to_string();
-                    Some(upstream.to_string())
-                }
-                _ => None,
+        Reference::Prompt(p) => match find_prompt(upstreams, names, &p.name).await {
+            Ok((upstream, name)) => {
+                p.name = name;
+                Some(upstream)
             }
-        }
+            Err(_) => None,
+        },
         Reference::Resource(r) => upstreams
             .resource_templates()
             .await
             .into_iter()
-            .find(|(upstream, t)| t.uri_template == r.uri && admits(&prefixed(upstream, &t.name)))
+            .find(|(upstream, t)| t.uri_template == r.uri && (names.admits)(&prefixed(upstream, &t.name)))
             .map(|(upstream, _)| upstream),
         // A kind of reference this version does not know: nothing to route it by.
         _ => None,

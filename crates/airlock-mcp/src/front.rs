@@ -1,7 +1,8 @@
 //! airlock as an MCP server: the endpoint agents connect to.
 //!
 //! One [`Front`] is created per MCP session. It advertises tools, prompts, resources and
-//! completions (merged from every upstream, see [`crate::aggregate`]), and protocol versions up to
+//! completions (merged from every upstream, see [`crate::aggregate`]; on a virtual server, from
+//! the part it offers, under its names), and protocol versions up to
 //! `2025-11-25` (the ones that use `initialize`; see docs/adr/0008-mcp-gateway.md). It does not
 //! advertise logging, subscriptions or list-changed notifications, and as a client it offers no
 //! sampling, elicitation or roots, because it does not forward them: a proxy must not advertise
@@ -23,11 +24,16 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use tokio_util::sync::CancellationToken;
 
-/// Who is calling, put into the HTTP request's extensions by the server's authentication layer.
+/// Who is calling, and on which endpoint: put into the HTTP request's extensions by the
+/// server's authentication layer.
 #[derive(Debug, Clone)]
 pub struct CallerIdentity {
     /// The authenticated agent.
     pub agent_id: String,
+    /// The virtual server the request came to (`/mcp/{server}`); `None` on `/mcp`, which
+    /// offers every upstream under prefixed names. An MCP session stays on the endpoint that
+    /// opened it.
+    pub server: Option<String>,
 }
 
 /// Separator between an upstream's name and the name of its tool, prompt or resource.
@@ -53,8 +59,11 @@ pub struct ToolCall {
     pub agent_id: String,
     /// The airlock session of this MCP session.
     pub session_id: String,
-    /// Tool name as the agent sees it (`{upstream}__{tool}`).
+    /// Tool name as the agent sees it: `{upstream}__{tool}` on `/mcp`, the server's name for
+    /// it on a virtual server.
     pub tool: String,
+    /// The virtual server the call came to, if any.
+    pub server: Option<String>,
     /// Arguments.
     pub arguments: JsonObject,
     /// Why, from `_meta["airlock/justification"]`.
@@ -88,12 +97,18 @@ pub enum GatewayError {
 /// What the front needs from airlock's pipeline.
 #[async_trait::async_trait]
 pub trait Gateway: Send + Sync + 'static {
-    /// The tools `agent_id` may see, already prefixed and with local overrides applied.
-    fn tools_for(&self, agent_id: &str) -> Vec<Tool>;
+    /// The tools the caller may see on its endpoint, under the names it offers them (prefixed on
+    /// `/mcp`), with local overrides applied.
+    fn tools_for(&self, caller: &CallerIdentity) -> Vec<Tool>;
     /// The upstreams, for prompts, resources and completions.
     fn upstreams(&self) -> &crate::Upstreams;
-    /// Whether `agent_id`'s allowlist admits a prefixed name (`{upstream}__{name}`).
-    fn admits(&self, agent_id: &str, name: &str) -> bool;
+    /// Whether the caller may see, on its endpoint, the prompt, resource or template with the
+    /// prefixed name `{upstream}__{name}` (the agent's allowlist, and a virtual server's choice).
+    fn admits(&self, caller: &CallerIdentity, name: &str) -> bool;
+    /// Whether the caller's endpoint shows names with their `{upstream}__` prefix.
+    fn prefixed(&self, _caller: &CallerIdentity) -> bool {
+        true
+    }
     /// The human an MCP session of `agent_id` acts for, given what its `initialize` claimed
     /// (`claimed` names the human and where the claim was made). Refuses a claim it can't accept:
     /// the `initialize` then fails.
@@ -202,14 +217,27 @@ pub fn supported_versions() -> &'static [ProtocolVersion] {
     ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25)
 }
 
+/// What one caller may see of prompts, resources and templates on its endpoint.
+struct Visible<F> {
+    admits: F,
+    prefixed: bool,
+}
+
+impl<F: Fn(&str) -> bool + Send + Sync> Visible<F> {
+    fn names(&self) -> crate::aggregate::Names<'_> {
+        crate::aggregate::Names { admits: &self.admits, prefixed: self.prefixed }
+    }
+}
+
 impl Front {
-    /// What the calling agent's allowlist admits, by prefixed name.
-    fn admits(
+    /// What the caller may see on its endpoint (by prefixed name), and how names are shown there.
+    fn visible(
         &self,
         context: &RequestContext<RoleServer>,
-    ) -> Result<impl Fn(&str) -> bool + Send + Sync + '_, ErrorData> {
-        let agent = identity(context)?.agent_id;
-        Ok(move |name: &str| self.gateway.admits(&agent, name))
+    ) -> Result<Visible<impl Fn(&str) -> bool + Send + Sync + '_>, ErrorData> {
+        let caller = identity(context)?;
+        let prefixed = self.gateway.prefixed(&caller);
+        Ok(Visible { admits: move |name: &str| self.gateway.admits(&caller, name), prefixed })
     }
 }
 
@@ -231,7 +259,11 @@ impl ServerHandler for Front {
             return Err(ErrorData::invalid_request("this MCP session is already initialized", None));
         }
         context.peer.set_peer_info(request.clone());
-        self.negotiate_initialize(&request)
+        let mut result = self.negotiate_initialize(&request)?;
+        if let Some(server) = &who.server {
+            result.server_info.title = Some(format!("airlock gateway: {server}"));
+        }
+        Ok(result)
     }
 
     fn get_info(&self) -> ServerConfig {
@@ -261,7 +293,7 @@ impl ServerHandler for Front {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let who = identity(&context)?;
-        Ok(ListToolsResult::with_all_items(self.gateway.tools_for(&who.agent_id)))
+        Ok(ListToolsResult::with_all_items(self.gateway.tools_for(&who)))
     }
 
     async fn call_tool(
@@ -357,6 +389,7 @@ impl ServerHandler for Front {
             agent_id: who.agent_id,
             session_id: session,
             tool: request.name.to_string(),
+            server: who.server,
             arguments: request.arguments.unwrap_or_default(),
             justification,
             cancel: context.ct.clone(),
@@ -378,8 +411,10 @@ impl ServerHandler for Front {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let admits = self.admits(&context)?;
-        Ok(ListPromptsResult::with_all_items(crate::aggregate::prompts(self.gateway.upstreams(), &admits).await))
+        let visible = self.visible(&context)?;
+        Ok(ListPromptsResult::with_all_items(
+            crate::aggregate::prompts(self.gateway.upstreams(), visible.names()).await,
+        ))
     }
 
     async fn get_prompt(
@@ -387,8 +422,8 @@ impl ServerHandler for Front {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let admits = self.admits(&context)?;
-        crate::aggregate::get_prompt(self.gateway.upstreams(), &admits, request).await
+        let visible = self.visible(&context)?;
+        crate::aggregate::get_prompt(self.gateway.upstreams(), visible.names(), request).await
     }
 
     async fn list_resources(
@@ -396,8 +431,10 @@ impl ServerHandler for Front {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let admits = self.admits(&context)?;
-        Ok(ListResourcesResult::with_all_items(crate::aggregate::resources(self.gateway.upstreams(), &admits).await))
+        let visible = self.visible(&context)?;
+        Ok(ListResourcesResult::with_all_items(
+            crate::aggregate::resources(self.gateway.upstreams(), visible.names()).await,
+        ))
     }
 
     async fn list_resource_templates(
@@ -405,9 +442,9 @@ impl ServerHandler for Front {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let admits = self.admits(&context)?;
+        let visible = self.visible(&context)?;
         Ok(ListResourceTemplatesResult::with_all_items(
-            crate::aggregate::resource_templates(self.gateway.upstreams(), &admits).await,
+            crate::aggregate::resource_templates(self.gateway.upstreams(), visible.names()).await,
         ))
     }
 
@@ -416,8 +453,8 @@ impl ServerHandler for Front {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let admits = self.admits(&context)?;
-        crate::aggregate::read_resource(self.gateway.upstreams(), &admits, request).await
+        let visible = self.visible(&context)?;
+        crate::aggregate::read_resource(self.gateway.upstreams(), visible.names(), request).await
     }
 
     async fn complete(
@@ -425,8 +462,8 @@ impl ServerHandler for Front {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let admits = self.admits(&context)?;
-        crate::aggregate::complete(self.gateway.upstreams(), &admits, request).await
+        let visible = self.visible(&context)?;
+        crate::aggregate::complete(self.gateway.upstreams(), visible.names(), request).await
     }
 }
 

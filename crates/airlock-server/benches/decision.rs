@@ -208,6 +208,7 @@ fn request(n: u64) -> ActionRequest {
         reported_annotations: None,
         traceparent: None,
         mcp_session: None,
+        server: None,
     }
 }
 

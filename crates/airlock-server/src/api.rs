@@ -109,7 +109,7 @@ impl Problem {
         Problem { status, kind, title, detail: detail.into(), extra: serde_json::Map::new(), headers: Vec::new() }
     }
 
-    fn with(mut self, key: &str, value: Value) -> Problem {
+    pub(crate) fn with(mut self, key: &str, value: Value) -> Problem {
         self.extra.insert(key.to_string(), value);
         self
     }
@@ -208,7 +208,7 @@ fn require_agent(p: &Principal) -> Result<Arc<AgentConfig>, Problem> {
     }
 }
 
-fn require_human(p: &Principal) -> Result<Arc<HumanConfig>, Problem> {
+pub(crate) fn require_human(p: &Principal) -> Result<Arc<HumanConfig>, Problem> {
     match p {
         Principal::Human(h) => Ok(h.clone()),
         Principal::Agent(_) => Err(Problem::forbidden("human_only", "only humans can do this; agents can't")),
@@ -320,7 +320,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/resume", post(resume_session))
         .route("/v1/sessions/{id}/close", post(close_session))
         .route("/v1/breakers", get(list_breakers))
-        .route("/v1/upstreams", get(list_upstreams))
+        .route("/v1/upstreams", get(crate::gateway_status::list_upstreams))
+        .route("/v1/servers", get(crate::gateway_status::list_servers))
         .route("/v1/policy", get(policy_status))
         .route("/v1/policy/reload", post(policy_reload))
         .route("/v1/policy/rollback", post(policy_rollback))
@@ -563,6 +564,7 @@ async fn submit_action(
         idempotency_key,
         traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string),
         mcp_session: None,
+        server: None,
     };
     let submission = state.engine.submit(&agent, &session_id, request).await?;
     let outcome = submission.outcome;
@@ -612,12 +614,6 @@ async fn close_session(
 async fn list_breakers(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
     require_human(&principal)?;
     Ok(Json(json!({ "breakers": state.engine.breakers() })))
-}
-
-async fn list_upstreams(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    require_human(&principal)?;
-    let upstreams = state.gateway.as_ref().map(|g| g.upstream_status()).unwrap_or_default();
-    Ok(Json(json!({ "upstreams": upstreams })))
 }
 
 // Policy status and the shadow report are admin-only: they show the policy's files, where it

@@ -1,5 +1,6 @@
-//! The MCP gateway: upstream tools offered to agents under `{upstream}__{tool}`, and every call
-//! run through the decision pipeline before it reaches the upstream.
+//! The MCP gateway: upstream tools offered to agents under `{upstream}__{tool}` on `/mcp`, or
+//! under a virtual server's names on `/mcp/{server}` (see [`crate::servers`]), and every call run
+//! through the decision pipeline before it reaches the upstream.
 //!
 //! The flow of one `tools/call`: submit to the [`Engine`] (digest, join, guards, policy, tier
 //! floor) → denied: a tool error that gives the reasons → held for approval: wait up to
@@ -11,8 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use airlock_core::sync::lock;
 use airlock_core::{Action, ActionResult, ActionStatus, Approval, Reporter};
-use airlock_mcp::front::{Gateway, GatewayError, ToolCall, error_result};
+use airlock_mcp::front::{CallerIdentity, Gateway, GatewayError, ToolCall, error_result};
 use airlock_mcp::{UpstreamError, Upstreams};
 use chrono::Utc;
 use rmcp::model::{CallToolResult, ContentBlock, Tool, ToolAnnotations};
@@ -24,6 +26,7 @@ use crate::config::AgentConfig;
 use crate::engine::{ActionRequest, Engine};
 use crate::executor::{self, Carried, Run};
 use crate::mcp_sessions::{Ended, McpSessions};
+use crate::servers::{Lookup, Offer, VirtualServer};
 
 /// The gateway between MCP and the pipeline. Cheap to share behind an `Arc`.
 pub struct McpGateway {
@@ -31,8 +34,15 @@ pub struct McpGateway {
     upstreams: Upstreams,
     agents: HashMap<String, AgentConfig>,
     approval_wait: Duration,
-    /// Which agent opened each MCP session, the airlock session behind it, and its use.
+    /// Which agent opened each MCP session, on which endpoint, the airlock session behind it,
+    /// and its use.
     mcp_sessions: McpSessions,
+    /// The virtual servers, in configuration order.
+    servers: Vec<VirtualServer>,
+    /// What each virtual server offers, computed once per change of the upstreams' tools (the
+    /// value of `changes` it was computed at).
+    offers: std::sync::Mutex<Option<(u64, Arc<Vec<Offer>>)>>,
+    changes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for McpGateway {
@@ -57,22 +67,108 @@ impl McpGateway {
         let agents = engine.config().agents.iter().map(|a| (a.agent.id.clone(), a.clone())).collect();
         let approval_wait = engine.config().mcp.approval_wait;
         let mcp_sessions = McpSessions::new(engine.config().mcp.session_idle);
-        McpGateway { engine, upstreams, agents, approval_wait, mcp_sessions }
+        let servers = engine.config().servers.iter().map(VirtualServer::new).collect();
+        let changes = upstreams.subscribe();
+        McpGateway {
+            engine,
+            upstreams,
+            agents,
+            approval_wait,
+            mcp_sessions,
+            servers,
+            offers: std::sync::Mutex::new(None),
+            changes,
+        }
     }
 
-    /// rmcp created MCP session `mcp_session` for `agent_id`: from now on only that agent may
-    /// use it.
-    pub fn mcp_session_opened(&self, mcp_session: &str, agent_id: &str) {
-        self.mcp_sessions.opened(mcp_session, agent_id, self.engine.now());
+    /// rmcp created MCP session `mcp_session` for `agent_id` on the endpoint of `server` (`None`:
+    /// `/mcp`): from now on only that agent may use it, and only there.
+    pub fn mcp_session_opened(&self, mcp_session: &str, agent_id: &str, server: Option<&str>) {
+        self.mcp_sessions.opened(mcp_session, agent_id, server, self.engine.now());
     }
 
-    /// A request of `agent_id` carrying `mcp_session` arrives. `None` when that agent did not
-    /// open it (someone else's session, or none at all): the request must be answered as for an
-    /// unknown session. Otherwise the session counts as in use until the returned guard drops.
-    pub fn begin_mcp_request(self: &Arc<Self>, mcp_session: &str, agent_id: &str) -> Option<McpRequest> {
+    /// A request of `agent_id` carrying `mcp_session` arrives at the endpoint of `server`. `None`
+    /// when that agent did not open it there (someone else's session, one of another endpoint, or
+    /// none at all): the request must be answered as for an unknown session. Otherwise the
+    /// session counts as in use until the returned guard drops.
+    pub fn begin_mcp_request(
+        self: &Arc<Self>,
+        mcp_session: &str,
+        agent_id: &str,
+        server: Option<&str>,
+    ) -> Option<McpRequest> {
         self.mcp_sessions
-            .begin(mcp_session, agent_id, self.engine.now())
+            .begin(mcp_session, agent_id, server, self.engine.now())
             .then(|| McpRequest { gateway: self.clone(), mcp_session: mcp_session.to_string() })
+    }
+
+    /// The virtual server named `name`.
+    pub fn server(&self, name: &str) -> Option<&VirtualServer> {
+        self.servers.iter().find(|s| s.name() == name)
+    }
+
+    /// Every virtual server, in configuration order.
+    pub fn servers(&self) -> &[VirtualServer] {
+        &self.servers
+    }
+
+    /// What each virtual server offers now, in configuration order: computed again only when an
+    /// upstream's tools (or health) changed since the last time.
+    pub fn offers(&self) -> Arc<Vec<Offer>> {
+        // Read the version before the tools: a change in between makes the next caller compute
+        // again, never keeps an old list.
+        let version = *self.changes.borrow();
+        if let Some((at, offers)) = &*lock(&self.offers)
+            && *at == version
+        {
+            return offers.clone();
+        }
+        let tools = if self.servers.is_empty() { Vec::new() } else { self.upstreams.tools() };
+        let shown = |full: &str, tool: &Tool| self.shown(full, tool);
+        let offers: Arc<Vec<Offer>> = Arc::new(self.servers.iter().map(|s| Offer::new(s, &tools, &shown)).collect());
+        *lock(&self.offers) = Some((version, offers.clone()));
+        offers
+    }
+
+    /// The full name (`{upstream}__{tool}`) of the tool that `name` reaches on virtual server
+    /// `server`, or what to tell the agent when it reaches none.
+    pub fn resolve(&self, server: &str, name: &str) -> Result<String, String> {
+        let offers = self.offers();
+        let found = self.servers.iter().zip(offers.iter()).find(|(s, _)| s.name() == server);
+        let Some((vs, offer)) = found else { return Err(format!("airlock: there is no server `{server}`")) };
+        let lookup = offer.lookup(name);
+        if let Lookup::Tool(full) = lookup {
+            return Ok(full.to_string());
+        }
+        // Upstreams that are down and whose tool this name could be.
+        let down: Vec<String> =
+            self.upstreams
+                .health()
+                .into_iter()
+                .filter(|(_, h)| !matches!(h, airlock_mcp::Health::Up { .. }))
+                .map(|(u, _)| u)
+                .filter(|u| {
+                    let full = if vs.prefixed() { name.to_string() } else { format!("{u}{TOOL_SEPARATOR}{name}") };
+                    let renamed = vs.config().overrides.iter().any(|(f, o)| {
+                        o.rename.as_deref() == Some(name) && f.starts_with(&format!("{u}{TOOL_SEPARATOR}"))
+                    });
+                    renamed || (full.starts_with(&format!("{u}{TOOL_SEPARATOR}")) && vs.selects(&full))
+                })
+                .collect();
+        Err(crate::servers::not_offered(server, name, &lookup, &down))
+    }
+
+    /// An upstream's tool as clients see it under the full name `full`: annotations after local
+    /// overrides.
+    fn shown(&self, full: &str, tool: &Tool) -> Tool {
+        let reported = tool.annotations.as_ref().and_then(|a| serde_json::to_value(a).ok());
+        let info = self.engine.catalog().resolve(full, reported.as_ref());
+        let mut t = tool.clone();
+        t.name = full.to_string().into();
+        if info.annotations.as_object().is_some_and(|m| !m.is_empty()) {
+            t.annotations = serde_json::from_value::<ToolAnnotations>(info.annotations).ok().or(t.annotations);
+        }
+        t
     }
 
     /// The client ended MCP session `mcp_session` (HTTP `DELETE /mcp`): the airlock session
@@ -123,33 +219,6 @@ impl McpGateway {
     /// The upstream connections.
     pub fn upstreams(&self) -> &Upstreams {
         &self.upstreams
-    }
-
-    /// What `GET /v1/upstreams` lists: each upstream's connection status, whether its tools'
-    /// arguments are checked against their input schemas (`validate_input`), and the tools whose
-    /// schema does not compile (`unusable_schemas`: calls to them are denied).
-    pub fn upstream_status(&self) -> Vec<Value> {
-        let unusable = self.engine.input_schemas().unusable();
-        let config = &self.engine.config().upstreams;
-        self.upstreams
-            .status()
-            .into_iter()
-            .map(|status| {
-                let name = status.name.clone();
-                let mut v = serde_json::to_value(status).unwrap_or(Value::Null);
-                if let Value::Object(map) = &mut v {
-                    let validate = config.iter().any(|u| u.name == name && u.validate_input);
-                    map.insert("validate_input".into(), Value::Bool(validate));
-                    let broken: Vec<Value> = unusable
-                        .iter()
-                        .filter(|u| validate && u.upstream == name)
-                        .map(|u| serde_json::json!({"tool": u.tool, "error": u.error}))
-                        .collect();
-                    map.insert("unusable_schemas".into(), Value::Array(broken));
-                }
-                v
-            })
-            .collect()
     }
 
     /// Annotations the upstream reported for a full tool name, as JSON.
@@ -368,26 +437,41 @@ impl Gateway for McpGateway {
         &self.upstreams
     }
 
-    fn admits(&self, agent_id: &str, name: &str) -> bool {
-        self.agents.get(agent_id).is_some_and(|agent| allowlist_covers(agent.tools.as_deref(), name))
+    fn admits(&self, caller: &CallerIdentity, name: &str) -> bool {
+        let allowed =
+            self.agents.get(&caller.agent_id).is_some_and(|agent| allowlist_covers(agent.tools.as_deref(), name));
+        allowed
+            && match &caller.server {
+                None => true,
+                Some(server) => self.server(server).is_some_and(|s| s.selects(name)),
+            }
     }
 
-    fn tools_for(&self, agent_id: &str) -> Vec<Tool> {
-        let Some(agent) = self.agents.get(agent_id) else { return Vec::new() };
+    fn prefixed(&self, caller: &CallerIdentity) -> bool {
+        caller.server.as_deref().and_then(|s| self.server(s)).is_none_or(VirtualServer::prefixed)
+    }
+
+    fn tools_for(&self, caller: &CallerIdentity) -> Vec<Tool> {
+        let Some(agent) = self.agents.get(&caller.agent_id) else { return Vec::new() };
+        let allowed = |full: &str| allowlist_covers(agent.tools.as_deref(), full);
+        if let Some(server) = &caller.server {
+            // Offered names, each shown to the agent when its allowlist covers the tool's full name.
+            let offers = self.offers();
+            let offer = self.servers.iter().zip(offers.iter()).find(|(s, _)| s.name() == server).map(|(_, o)| o);
+            let Some(offer) = offer else { return Vec::new() };
+            return offer
+                .tools
+                .iter()
+                .filter(|t| offer.naming.offered.get(t.name.as_ref()).is_some_and(|full| allowed(full)))
+                .cloned()
+                .collect();
+        }
         let mut out = Vec::new();
         for (upstream, tool) in self.upstreams.tools() {
             let full = format!("{upstream}{TOOL_SEPARATOR}{}", tool.name);
-            if !allowlist_covers(agent.tools.as_deref(), &full) {
-                continue;
+            if allowed(&full) {
+                out.push(self.shown(&full, &tool));
             }
-            let reported = tool.annotations.as_ref().and_then(|a| serde_json::to_value(a).ok());
-            let info = self.engine.catalog().resolve(&full, reported.as_ref());
-            let mut t = tool.clone();
-            t.name = full.into();
-            if info.annotations.as_object().is_some_and(|m| !m.is_empty()) {
-                t.annotations = serde_json::from_value::<ToolAnnotations>(info.annotations).ok().or(t.annotations);
-            }
-            out.push(t);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -416,14 +500,23 @@ impl Gateway for McpGateway {
         let Some(agent) = self.agents.get(&call.agent_id) else {
             return error_result("airlock: unknown agent");
         };
+        // On a virtual server the name is the server's: the action is the tool it reaches.
+        let tool = match &call.server {
+            None => call.tool.clone(),
+            Some(server) => match self.resolve(server, &call.tool) {
+                Ok(full) => full,
+                Err(text) => return error_result(text),
+            },
+        };
         let request = ActionRequest {
-            tool: call.tool.clone(),
+            reported_annotations: self.reported_annotations(&tool),
+            tool,
             arguments: Value::Object(call.arguments.clone()),
             justification: call.justification.clone(),
             idempotency_key: None,
-            reported_annotations: self.reported_annotations(&call.tool),
             traceparent: call.traceparent.clone(),
             mcp_session: call.mcp_session.clone(),
+            server: call.server.clone(),
         };
         let submission = match self.engine.submit(agent, &call.session_id, request).await {
             Ok(s) => s,

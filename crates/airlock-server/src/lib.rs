@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod executor;
 pub mod gateway;
+pub mod gateway_status;
 pub mod input_schema;
 pub mod lifecycle;
 pub mod mcp_sessions;

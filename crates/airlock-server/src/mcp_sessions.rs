@@ -4,7 +4,9 @@
 //! An `Mcp-Session-Id` is a bearer secret for its session: whoever presents it speaks in that
 //! session. So each id is bound to the agent that opened it as soon as it exists (the `initialize`
 //! answer carries it), and `/mcp` answers any request that carries an id with `404`, as for an
-//! unknown session, unless the request comes from that agent (see `serve`).
+//! unknown session, unless the request comes from that agent (see `serve`). It is bound to the
+//! endpoint it was opened on as well (`/mcp`, or a virtual server's `/mcp/{name}`): a session
+//! offers what its endpoint offers, and policy sees that endpoint, for as long as it lasts.
 //!
 //! A session is idle while none of its requests is in progress (a response still being sent,
 //! an event stream still open) and none has arrived; after `[mcp] session_idle_seconds` of that,
@@ -25,6 +27,8 @@ use chrono::{DateTime, Utc};
 struct Entry {
     /// The agent that opened it; the only one that may use it.
     agent_id: String,
+    /// The virtual server it was opened on (`None`: `/mcp`); the only endpoint it works on.
+    server: Option<String>,
     /// The airlock session behind it, once its first `tools/call` opened one.
     session_id: Option<String>,
     /// When its last request arrived or finished.
@@ -72,18 +76,25 @@ impl McpSessions {
         self.len() == 0
     }
 
-    /// rmcp created `mcp_session` for `agent_id` (its `initialize` answer names it).
-    pub fn opened(&self, mcp_session: &str, agent_id: &str, now: DateTime<Utc>) {
-        let entry = Entry { agent_id: agent_id.to_string(), session_id: None, last_active: now, in_progress: 0 };
+    /// rmcp created `mcp_session` for `agent_id` on the endpoint of `server` (its `initialize`
+    /// answer names it).
+    pub fn opened(&self, mcp_session: &str, agent_id: &str, server: Option<&str>, now: DateTime<Utc>) {
+        let entry = Entry {
+            agent_id: agent_id.to_string(),
+            server: server.map(str::to_string),
+            session_id: None,
+            last_active: now,
+            in_progress: 0,
+        };
         crate::engine::lock(&self.map).insert(mcp_session.to_string(), entry);
     }
 
-    /// A request of `agent_id` on `mcp_session` arrives: `true`, and the request counts as in
-    /// progress until [`McpSessions::finish`], when that agent opened it; `false` (unknown, or
-    /// someone else's) otherwise.
-    pub fn begin(&self, mcp_session: &str, agent_id: &str, now: DateTime<Utc>) -> bool {
+    /// A request of `agent_id` on `mcp_session` arrives at the endpoint of `server`: `true`, and
+    /// the request counts as in progress until [`McpSessions::finish`], when that agent opened
+    /// it there; `false` (unknown, someone else's, or another endpoint's) otherwise.
+    pub fn begin(&self, mcp_session: &str, agent_id: &str, server: Option<&str>, now: DateTime<Utc>) -> bool {
         match crate::engine::lock(&self.map).get_mut(mcp_session) {
-            Some(entry) if entry.agent_id == agent_id => {
+            Some(entry) if entry.agent_id == agent_id && entry.server.as_deref() == server => {
                 entry.in_progress = entry.in_progress.saturating_add(1);
                 entry.last_active = entry.last_active.max(now);
                 true
@@ -152,18 +163,18 @@ mod tests {
 
     fn sessions() -> McpSessions {
         let s = McpSessions::new(Duration::from_secs(60));
-        s.opened("m-a", "agent-a", at(0));
+        s.opened("m-a", "agent-a", None, at(0));
         s
     }
 
     #[test]
     fn only_the_agent_that_opened_a_session_may_use_bind_or_end_it() {
         let s = sessions();
-        assert!(!s.begin("m-a", "agent-b", at(1)), "another agent");
-        assert!(!s.begin("m-unknown", "agent-a", at(1)), "an unknown id");
+        assert!(!s.begin("m-a", "agent-b", None, at(1)), "another agent");
+        assert!(!s.begin("m-unknown", "agent-a", None, at(1)), "an unknown id");
         assert!(!s.bind("m-a", "agent-b", "ses_b"));
         assert_eq!(s.end("m-a", "agent-b"), None);
-        assert!(s.begin("m-a", "agent-a", at(1)));
+        assert!(s.begin("m-a", "agent-a", None, at(1)));
         s.finish("m-a", at(2));
         assert!(s.bind("m-a", "agent-a", "ses_a"));
         let ended = s.end("m-a", "agent-a");
@@ -172,7 +183,21 @@ mod tests {
             Some(Ended { mcp_session: "m-a".into(), agent_id: "agent-a".into(), session_id: Some("ses_a".into()) })
         );
         assert!(s.is_empty());
-        assert!(!s.begin("m-a", "agent-a", at(3)), "an ended session is unknown");
+        assert!(!s.begin("m-a", "agent-a", None, at(3)), "an ended session is unknown");
+    }
+
+    /// A session opened on a virtual server works there only, and one of `/mcp` only there, even
+    /// for the agent that opened it.
+    #[test]
+    fn a_session_works_only_on_the_endpoint_that_opened_it() {
+        let s = sessions();
+        s.opened("m-files", "agent-a", Some("files"), at(0));
+        assert!(!s.begin("m-a", "agent-a", Some("files"), at(1)), "a /mcp session on /mcp/files");
+        assert!(!s.begin("m-files", "agent-a", None, at(1)), "a /mcp/files session on /mcp");
+        assert!(!s.begin("m-files", "agent-a", Some("other"), at(1)), "on another server");
+        assert!(!s.begin("m-files", "agent-b", Some("files"), at(1)), "another agent, right endpoint");
+        assert!(s.begin("m-files", "agent-a", Some("files"), at(1)));
+        assert!(s.begin("m-a", "agent-a", None, at(1)));
     }
 
     #[test]
@@ -180,7 +205,7 @@ mod tests {
         let s = sessions();
         assert_eq!(s.expire(at(59)), vec![]);
         // A request resets the idle time, from when it finishes.
-        assert!(s.begin("m-a", "agent-a", at(50)));
+        assert!(s.begin("m-a", "agent-a", None, at(50)));
         s.finish("m-a", at(55));
         assert_eq!(s.expire(at(114)), vec![]);
         let expired = s.expire(at(115));
@@ -194,8 +219,8 @@ mod tests {
     fn a_request_in_progress_is_not_idleness() {
         let s = sessions();
         assert!(s.bind("m-a", "agent-a", "ses_a"));
-        assert!(s.begin("m-a", "agent-a", at(1)));
-        assert!(s.begin("m-a", "agent-a", at(2)), "an event stream and a call at once");
+        assert!(s.begin("m-a", "agent-a", None, at(1)));
+        assert!(s.begin("m-a", "agent-a", None, at(2)), "an event stream and a call at once");
         assert_eq!(s.expire(at(3600)), vec![], "a long call, or an open stream");
         s.finish("m-a", at(3600));
         assert_eq!(s.expire(at(3659)), vec![], "the stream is still open");
@@ -210,7 +235,7 @@ mod tests {
     fn many_sessions_expire_together_and_others_stay() {
         let s = McpSessions::new(Duration::from_secs(10));
         for i in 0..100 {
-            s.opened(&format!("m-{i:03}"), "agent-a", at(i));
+            s.opened(&format!("m-{i:03}"), "agent-a", None, at(i));
         }
         let expired = s.expire(at(60));
         assert_eq!(expired.len(), 51, "those opened at 0..=50");

@@ -110,8 +110,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (mcp, mcp_sessions) = mcp_service(&config, gateway.clone(), addr);
     let expiry = tokio::spawn(expire_idle_mcp_sessions(gateway.clone(), mcp_sessions, rx.clone()));
     let schemas = tokio::spawn(refresh_input_schemas(engine.clone(), upstreams.clone(), rx.clone()));
+    let collisions = tokio::spawn(crate::servers::log_collisions(gateway.clone(), rx.clone()));
+    // `/mcp` offers every upstream; `/mcp/{server}` a virtual server. One rmcp service serves
+    // both: the endpoint travels with each request (`CallerIdentity::server`), and an MCP
+    // session works only on the endpoint that opened it.
     let mcp_router = axum::Router::new()
-        .nest_service("/mcp", mcp)
+        .route_service("/mcp", mcp.clone())
+        .route_service("/mcp/{server}", mcp)
         .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_agent));
     let app = router(state.clone())
         .merge(crate::ui::router(state))
@@ -136,6 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         deliveries.abort();
         expiry.abort();
         schemas.abort();
+        collisions.abort();
         #[cfg(unix)]
         reloader.abort();
         // The checkpointer signs a last checkpoint on shutdown; give it a moment.
@@ -258,7 +264,38 @@ fn unknown_mcp_session() -> Response {
     response
 }
 
-/// `/mcp` accepts agents only: their identity travels to the MCP handler in the request.
+/// The virtual server a path under `/mcp` names: `Ok(None)` for `/mcp` itself, `Err` for a path
+/// that names none (the router sends only `/mcp` and `/mcp/{server}` here).
+fn endpoint_server(path: &str) -> Result<Option<&str>, ()> {
+    match path.strip_prefix("/mcp") {
+        Some("") => Ok(None),
+        Some(rest) => rest.strip_prefix('/').filter(|s| !s.is_empty() && !s.contains('/')).map(Some).ok_or(()),
+        None => Err(()),
+    }
+}
+
+/// `404` for a virtual server that does not exist, naming those that do: only an authenticated
+/// agent gets this far.
+fn unknown_server(asked: &str, gateway: &McpGateway) -> Response {
+    let names: Vec<&str> = gateway.servers().iter().map(|s| s.name()).collect();
+    let list = if names.is_empty() {
+        "none are configured".to_string()
+    } else {
+        names.iter().map(|n| format!("/mcp/{n}")).collect::<Vec<_>>().join(", ")
+    };
+    Problem::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("there is no MCP server `{asked}`; `/mcp` offers every upstream, and the virtual servers are: {list}"),
+    )
+    .with("servers", serde_json::json!(names))
+    .into_response()
+}
+
+/// `/mcp` and `/mcp/{server}` accept agents only: their identity, and the endpoint they came to,
+/// travel to the MCP handler in the request. An unknown server is answered after authentication,
+/// so only agents learn which servers exist.
 async fn authenticate_agent(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let principal =
@@ -279,17 +316,33 @@ async fn authenticate_agent(State(state): State<AppState>, request: Request, nex
         )
         .into_response();
     };
+    let server = match endpoint_server(parts.uri.path()) {
+        Ok(Some(name)) if gateway.server(name).is_none() => return unknown_server(name, gateway),
+        Ok(server) => server.map(str::to_string),
+        Err(()) => {
+            return Problem::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                "no such endpoint; see docs/api.md",
+            )
+            .into_response();
+        }
+    };
     let agent_id = agent.agent.id.clone();
-    parts.extensions.insert(CallerIdentity { agent_id: agent_id.clone() });
+    parts.extensions.insert(CallerIdentity { agent_id: agent_id.clone(), server: server.clone() });
     // An `Mcp-Session-Id` is a bearer secret of the agent that opened the session: a request
     // that carries one (POST, GET with or without `Last-Event-ID`, DELETE) goes on only when it
-    // comes from that agent, before rmcp sees it; any other is answered as for an unknown id.
+    // comes from that agent, to the endpoint the session was opened on, before rmcp sees it; any
+    // other is answered as for an unknown id.
     let mut ids = parts.headers.get_all(HEADER_SESSION_ID).iter();
     let (mcp_session, in_progress) = match (ids.next(), ids.next()) {
         (None, _) => (None, None),
         (Some(value), None) => {
             let Some(id) = value.to_str().ok().map(str::to_string) else { return unknown_mcp_session() };
-            let Some(request) = gateway.begin_mcp_request(&id, &agent_id) else { return unknown_mcp_session() };
+            let Some(request) = gateway.begin_mcp_request(&id, &agent_id, server.as_deref()) else {
+                return unknown_mcp_session();
+            };
             (Some(id), Some(request))
         }
         // Two ids: which one would count is not this layer's guess to make.
@@ -309,7 +362,7 @@ async fn authenticate_agent(State(state): State<AppState>, request: Request, nex
             if response.status().is_success()
                 && let Some(id) = response.headers().get(HEADER_SESSION_ID).and_then(|v| v.to_str().ok())
             {
-                gateway.mcp_session_opened(id, &agent_id);
+                gateway.mcp_session_opened(id, &agent_id, server.as_deref());
             }
         }
         // A client's `DELETE` ends its MCP session; once rmcp has accepted it, the airlock

@@ -212,6 +212,43 @@ pub fn not_offered(server: &str, name: &str, lookup: &Lookup<'_>, down: &[String
     }
 }
 
+/// Logs each name a virtual server withholds when it starts to (at start too) and when it
+/// stops, as the upstreams' tool lists change, until `shutdown`.
+pub async fn log_collisions(
+    gateway: std::sync::Arc<crate::gateway::McpGateway>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if gateway.servers().is_empty() {
+        return;
+    }
+    let mut changed = gateway.upstreams().subscribe();
+    let mut logged: BTreeMap<String, Vec<Collision>> = BTreeMap::new();
+    loop {
+        let offers = gateway.offers();
+        for (server, offer) in gateway.servers().iter().zip(offers.iter()) {
+            let before = logged.remove(server.name()).unwrap_or_default();
+            let now = &offer.naming.withheld;
+            for c in now.iter().filter(|c| !before.contains(c)) {
+                tracing::warn!(
+                    server = server.name(),
+                    name = %c.name,
+                    tools = %c.tools.join(", "),
+                    "a virtual server withholds a tool name that several tools have; rename one of them \
+                     ([servers.overrides]) to offer it"
+                );
+            }
+            for c in before.iter().filter(|c| !now.contains(c)) {
+                tracing::info!(server = server.name(), name = %c.name, "a withheld tool name reaches one tool again");
+            }
+            logged.insert(server.name().to_string(), now.clone());
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 /// One line of `GET /v1/servers`.
 pub fn status(server: &VirtualServer, offer: Option<&Offer>) -> serde_json::Value {
     let config = server.config();

@@ -23,7 +23,8 @@
 //! `tools = { "infra__scale" = { type = "object", properties = { n = { type = "integer" } } } }`.
 //!
 //! Steps: `open` (a session alias, opened now; `for-{human}` claims that requester; optional
-//! `agent`), `call` (optional `agent`, `session`, `args`, `key`, `annotations`, `as`), `vote`
+//! `agent`), `call` (optional `agent`, `session`, `args`, `key`, `annotations`, `server` (the
+//! virtual server it came through), `as`), `vote`
 //! (`human`, `verdict`, `comment`, `totp = "current" | "…"`), `report` (the agent's result for
 //! an action it runs: `ok`, `cost_usd`), `claim` (take an approved upstream action for
 //! execution), `finish` (record an upstream call's outcome: `ok`, `error`, `cost_usd`),
@@ -141,6 +142,7 @@ struct Step {
     args: Option<Value>,
     key: Option<String>,
     annotations: Option<Value>,
+    server: Option<String>,
     #[serde(rename = "as")]
     alias: Option<String>,
     human: Option<String>,
@@ -300,6 +302,7 @@ impl Run {
                 reported_annotations: step.annotations.clone(),
                 traceparent: None,
                 mcp_session: None,
+                server: step.server.clone(),
             };
             match self.engine.submit(&agent, &session, request).await {
                 Ok(sub) => {

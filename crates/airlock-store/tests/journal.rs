@@ -133,6 +133,7 @@ fn action(id: &str, seq: u64, status: ActionStatus) -> Action {
         tool: "t".into(),
         upstream: None,
         name: "t".into(),
+        server: None,
         arguments: json!({}),
         annotations: json!({}),
         justification: String::new(),

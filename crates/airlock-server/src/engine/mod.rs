@@ -122,6 +122,8 @@ pub struct ActionRequest {
     pub traceparent: Option<String>,
     /// The MCP session the call came in on.
     pub mcp_session: Option<String>,
+    /// The virtual server (`/mcp/{server}`) the call came through, if any.
+    pub server: Option<String>,
 }
 
 /// The outcome of an agent-executed action, as its agent reports it.

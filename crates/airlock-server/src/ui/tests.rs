@@ -79,6 +79,7 @@ impl Fixture {
             reported_annotations: None,
             traceparent: None,
             mcp_session: None,
+            server: None,
         };
         let view = self.engine.submit(&agent, &session, request).await.unwrap().view;
         (session, view.approval.unwrap().id)

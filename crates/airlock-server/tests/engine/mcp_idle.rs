@@ -42,11 +42,11 @@ require_approval contains {"rule": "SC1", "msg": "scaling needs an SRE"} if inpu
 async fn an_idle_mcp_session_expires_and_its_airlock_session_closes() {
     let mut run = start("mcp idle", CONFIG, POLICY, &Default::default()).await;
     let gateway = Arc::new(McpGateway::new(run.engine.clone(), Upstreams::start(Vec::new())));
-    gateway.mcp_session_opened("mcp-used", "bot");
-    gateway.mcp_session_opened("mcp-unused", "bot");
+    gateway.mcp_session_opened("mcp-used", "bot", None);
+    gateway.mcp_session_opened("mcp-unused", "bot", None);
 
     // A `tools/call` arrives on `mcp-used`, opens airlock session s1 and is held for approval.
-    let call = gateway.begin_mcp_request("mcp-used", "bot").expect("bot opened mcp-used");
+    let call = gateway.begin_mcp_request("mcp-used", "bot", None).expect("bot opened mcp-used");
     let agent = run.agent(None);
     let session = run.session(Some("s1"), &agent).await;
     gateway.bind_mcp_session("mcp-used", "bot", &session);
@@ -62,7 +62,7 @@ async fn an_idle_mcp_session_expires_and_its_airlock_session_closes() {
     // one with a call in progress does not.
     run.clock.advance(chrono::Duration::seconds(120));
     assert_eq!(gateway.expire_idle_mcp_sessions().await, vec!["mcp-unused".to_string()]);
-    assert!(gateway.begin_mcp_request("mcp-unused", "bot").is_none(), "an expired session is unknown");
+    assert!(gateway.begin_mcp_request("mcp-unused", "bot", None).is_none(), "an expired session is unknown");
     let s = run.engine.session(&session, None).await.unwrap();
     assert_eq!(serde_json::to_value(s.status).unwrap(), "active");
 
@@ -81,5 +81,5 @@ async fn an_idle_mcp_session_expires_and_its_airlock_session_closes() {
     assert_eq!(view.action.status.as_str(), "cancelled");
     let approval = view.approval.expect("the held call's approval");
     assert_eq!(serde_json::to_value(approval.status).unwrap(), "cancelled");
-    assert!(gateway.begin_mcp_request("mcp-used", "bot").is_none(), "an expired session is unknown");
+    assert!(gateway.begin_mcp_request("mcp-used", "bot", None).is_none(), "an expired session is unknown");
 }
