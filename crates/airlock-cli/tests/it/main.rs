@@ -23,4 +23,5 @@ mod metrics;
 mod notifications;
 mod policy_lifecycle;
 mod traces;
+mod virtual_servers;
 mod web_ui;
