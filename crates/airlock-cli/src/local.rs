@@ -99,6 +99,7 @@ pub fn check(config_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                     "agents": config.agents.len(),
                     "humans": config.humans.len(),
                     "upstreams": config.upstreams.len(),
+                    "servers": config.servers.len(),
                     "tests": {"passed": report.passed(), "failed": report.failed()},
                 }));
             } else {
@@ -110,10 +111,11 @@ pub fn check(config_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                     output::short(policy.revision())
                 );
                 println!(
-                    "agents    {}   humans {}   upstreams {}",
+                    "agents    {}   humans {}   upstreams {}   servers {}",
                     config.agents.len(),
                     config.humans.len(),
-                    config.upstreams.len()
+                    config.upstreams.len(),
+                    config.servers.len()
                 );
                 if report.cases.is_empty() {
                     println!("tests     none (add `test_*` rules in `*_test.rego` files)");

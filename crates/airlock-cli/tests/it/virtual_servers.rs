@@ -428,6 +428,7 @@ prefix = false
     let fx = Fixture::with_extra(POLICY, &renamed);
     let (code, out, err) = run(&["check", "--config", fx.config().to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("servers 1"), "{out}");
 }
 
 /// A raw streamable HTTP request to `path`, so the test controls every header.

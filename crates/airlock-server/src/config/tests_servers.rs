@@ -136,3 +136,28 @@ fn a_rename_onto_another_known_name_is_refused() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].1.starts_with("`get` would be the name of `fs__read_file`"), "{found:#?}");
 }
+
+/// The `[[servers]]` examples in the docs load, beside the upstreams they name.
+#[test]
+fn the_examples_in_the_docs_load() {
+    for (file, heading) in [
+        ("docs/configuration.md", "## `[[servers]]`"),
+        ("docs/mcp.md", "## Virtual servers"),
+        ("README.md", "### In front of MCP servers"),
+    ] {
+        let text = std::fs::read_to_string(format!("{}/../../{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let section = &text[text.find(heading).unwrap_or_else(|| panic!("{file}: no `{heading}`"))..];
+        let block = section
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.contains("[[servers]]"))
+            .unwrap_or_else(|| panic!("{file}: no example under `{heading}`"));
+        let upstreams =
+            "[[upstreams]]\nname = \"fs\"\ncommand = \"x\"\n[[upstreams]]\nname = \"time\"\ncommand = \"x\"\n";
+        match parse(&format!("[policy]\ndir = \".\"\n{upstreams}{block}")) {
+            Ok(c) => assert!(!c.servers.is_empty(), "{file}: the example has no server"),
+            Err(e) => panic!("{file}: the example does not load: {e}"),
+        }
+    }
+}
