@@ -69,6 +69,8 @@ pub mod attr {
     pub const APPROVERS: &str = "airlock.approval.approvers";
     /// `airlock.upstream`
     pub const UPSTREAM: &str = "airlock.upstream";
+    /// `airlock.server`: the virtual server (`/mcp/{server}`) a call came through.
+    pub const SERVER: &str = "airlock.server";
 }
 
 /// How an MCP session id appears in traces and logs: `sha256:` and the first 16 hex digits of
@@ -344,6 +346,9 @@ impl Tracing {
         }
         if let Some(u) = &action.upstream {
             attrs.push(KeyValue::new(attr::UPSTREAM, u.clone()));
+        }
+        if let Some(s) = &action.server {
+            attrs.push(KeyValue::new(attr::SERVER, s.clone()));
         }
         attrs
     }
