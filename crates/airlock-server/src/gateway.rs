@@ -26,7 +26,7 @@ use crate::config::AgentConfig;
 use crate::engine::{ActionRequest, Engine};
 use crate::executor::{self, Carried, Run};
 use crate::mcp_sessions::{Ended, McpSessions};
-use crate::servers::{Lookup, Offer, VirtualServer};
+use crate::servers::{Lookup, Offer, Offers, VirtualServer};
 
 /// The gateway between MCP and the pipeline. Cheap to share behind an `Arc`.
 pub struct McpGateway {
@@ -41,7 +41,7 @@ pub struct McpGateway {
     servers: Vec<VirtualServer>,
     /// What each virtual server offers, computed once per change of the upstreams' tools (the
     /// value of `changes` it was computed at).
-    offers: std::sync::Mutex<Option<(u64, Arc<Vec<Offer>>)>>,
+    offers: std::sync::Mutex<Option<(u64, Offers)>>,
     changes: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -114,7 +114,7 @@ impl McpGateway {
 
     /// What each virtual server offers now, in configuration order: computed again only when an
     /// upstream's tools (or health) changed since the last time.
-    pub fn offers(&self) -> Arc<Vec<Offer>> {
+    pub fn offers(&self) -> Offers {
         // Read the version before the tools: a change in between makes the next caller compute
         // again, never keeps an old list.
         let version = *self.changes.borrow();
@@ -125,36 +125,35 @@ impl McpGateway {
         }
         let tools = if self.servers.is_empty() { Vec::new() } else { self.upstreams.tools() };
         let shown = |full: &str, tool: &Tool| self.shown(full, tool);
-        let offers: Arc<Vec<Offer>> = Arc::new(self.servers.iter().map(|s| Offer::new(s, &tools, &shown)).collect());
+        let offers: Offers = Arc::new(self.servers.iter().map(|s| Arc::new(Offer::new(s, &tools, &shown))).collect());
         *lock(&self.offers) = Some((version, offers.clone()));
         offers
+    }
+
+    /// Virtual server `server` and what it offers now.
+    fn offer(&self, server: &str) -> Option<(&VirtualServer, Arc<Offer>)> {
+        let offers = self.offers();
+        let i = self.servers.iter().position(|s| s.name() == server)?;
+        Some((self.servers.get(i)?, offers.get(i)?.clone()))
     }
 
     /// The full name (`{upstream}__{tool}`) of the tool that `name` reaches on virtual server
     /// `server`, or what to tell the agent when it reaches none.
     pub fn resolve(&self, server: &str, name: &str) -> Result<String, String> {
-        let offers = self.offers();
-        let found = self.servers.iter().zip(offers.iter()).find(|(s, _)| s.name() == server);
-        let Some((vs, offer)) = found else { return Err(format!("airlock: there is no server `{server}`")) };
+        let Some((vs, offer)) = self.offer(server) else {
+            return Err(format!("airlock: there is no server `{server}`"));
+        };
         let lookup = offer.lookup(name);
         if let Lookup::Tool(full) = lookup {
             return Ok(full.to_string());
         }
-        // Upstreams that are down and whose tool this name could be.
-        let down: Vec<String> =
-            self.upstreams
-                .health()
-                .into_iter()
-                .filter(|(_, h)| !matches!(h, airlock_mcp::Health::Up { .. }))
-                .map(|(u, _)| u)
-                .filter(|u| {
-                    let full = if vs.prefixed() { name.to_string() } else { format!("{u}{TOOL_SEPARATOR}{name}") };
-                    let renamed = vs.config().overrides.iter().any(|(f, o)| {
-                        o.rename.as_deref() == Some(name) && f.starts_with(&format!("{u}{TOOL_SEPARATOR}"))
-                    });
-                    renamed || (full.starts_with(&format!("{u}{TOOL_SEPARATOR}")) && vs.selects(&full))
-                })
-                .collect();
+        let down: Vec<String> = self
+            .upstreams
+            .health()
+            .into_iter()
+            .filter(|(u, h)| !matches!(h, airlock_mcp::Health::Up { .. }) && vs.could_name(u, name))
+            .map(|(u, _)| u)
+            .collect();
         Err(crate::servers::not_offered(server, name, &lookup, &down))
     }
 
@@ -456,9 +455,7 @@ impl Gateway for McpGateway {
         let allowed = |full: &str| allowlist_covers(agent.tools.as_deref(), full);
         if let Some(server) = &caller.server {
             // Offered names, each shown to the agent when its allowlist covers the tool's full name.
-            let offers = self.offers();
-            let offer = self.servers.iter().zip(offers.iter()).find(|(s, _)| s.name() == server).map(|(_, o)| o);
-            let Some(offer) = offer else { return Vec::new() };
+            let Some((_, offer)) = self.offer(server) else { return Vec::new() };
             return offer
                 .tools
                 .iter()

@@ -58,5 +58,5 @@ pub fn upstream_status(gateway: &McpGateway) -> Vec<Value> {
 /// withholds because several tools have them.
 pub fn server_status(gateway: &McpGateway) -> Vec<Value> {
     let offers = gateway.offers();
-    gateway.servers().iter().enumerate().map(|(i, s)| crate::servers::status(s, offers.get(i))).collect()
+    gateway.servers().iter().enumerate().map(|(i, s)| crate::servers::status(s, offers.get(i).map(|o| &**o))).collect()
 }

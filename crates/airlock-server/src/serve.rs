@@ -264,13 +264,12 @@ fn unknown_mcp_session() -> Response {
     response
 }
 
-/// The virtual server a path under `/mcp` names: `Ok(None)` for `/mcp` itself, `Err` for a path
-/// that names none (the router sends only `/mcp` and `/mcp/{server}` here).
-fn endpoint_server(path: &str) -> Result<Option<&str>, ()> {
-    match path.strip_prefix("/mcp") {
-        Some("") => Ok(None),
-        Some(rest) => rest.strip_prefix('/').filter(|s| !s.is_empty() && !s.contains('/')).map(Some).ok_or(()),
-        None => Err(()),
+/// The endpoint a path under `/mcp` names: `Some(None)` for `/mcp` itself, `Some(Some(name))`
+/// for `/mcp/{name}`, `None` for anything else (the router sends only those two here).
+fn endpoint(path: &str) -> Option<Option<&str>> {
+    match path.strip_prefix("/mcp")? {
+        "" => Some(None),
+        rest => rest.strip_prefix('/').filter(|s| !s.is_empty() && !s.contains('/')).map(Some),
     }
 }
 
@@ -278,19 +277,15 @@ fn endpoint_server(path: &str) -> Result<Option<&str>, ()> {
 /// agent gets this far.
 fn unknown_server(asked: &str, gateway: &McpGateway) -> Response {
     let names: Vec<&str> = gateway.servers().iter().map(|s| s.name()).collect();
-    let list = if names.is_empty() {
-        "none are configured".to_string()
+    let detail = if names.is_empty() {
+        format!("there is no MCP server `{asked}`: no virtual servers are configured; `/mcp` offers every upstream")
     } else {
-        names.iter().map(|n| format!("/mcp/{n}")).collect::<Vec<_>>().join(", ")
+        let paths = names.iter().map(|n| format!("/mcp/{n}")).collect::<Vec<_>>().join(", ");
+        format!("there is no MCP server `{asked}`; the virtual servers are {paths}, and `/mcp` offers every upstream")
     };
-    Problem::new(
-        axum::http::StatusCode::NOT_FOUND,
-        "not-found",
-        "Not found",
-        format!("there is no MCP server `{asked}`; `/mcp` offers every upstream, and the virtual servers are: {list}"),
-    )
-    .with("servers", serde_json::json!(names))
-    .into_response()
+    Problem::new(axum::http::StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+        .with("servers", serde_json::json!(names))
+        .into_response()
 }
 
 /// `/mcp` and `/mcp/{server}` accept agents only: their identity, and the endpoint they came to,
@@ -316,17 +311,12 @@ async fn authenticate_agent(State(state): State<AppState>, request: Request, nex
         )
         .into_response();
     };
-    let server = match endpoint_server(parts.uri.path()) {
-        Ok(Some(name)) if gateway.server(name).is_none() => return unknown_server(name, gateway),
-        Ok(server) => server.map(str::to_string),
-        Err(()) => {
-            return Problem::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "not-found",
-                "Not found",
-                "no such endpoint; see docs/api.md",
-            )
-            .into_response();
+    let server = match endpoint(parts.uri.path()) {
+        Some(Some(name)) if gateway.server(name).is_none() => return unknown_server(name, gateway),
+        Some(server) => server.map(str::to_string),
+        None => {
+            let detail = "no such endpoint; see docs/api.md";
+            return Problem::new(axum::http::StatusCode::NOT_FOUND, "not-found", "Not found", detail).into_response();
         }
     };
     let agent_id = agent.agent.id.clone();

@@ -97,6 +97,19 @@ impl VirtualServer {
         }
     }
 
+    /// Whether `name` could be this server's name for a tool of `upstream` that is not listed
+    /// right now (its upstream is down): by a `rename`, or by the server's prefix rule.
+    pub fn could_name(&self, upstream: &str, name: &str) -> bool {
+        let prefix = format!("{upstream}{TOOL_SEPARATOR}");
+        let renamed = self
+            .config
+            .overrides
+            .iter()
+            .any(|(full, o)| o.rename.as_deref() == Some(name) && full.starts_with(&prefix));
+        let full = if self.config.prefix { name.to_string() } else { format!("{prefix}{name}") };
+        renamed || (full.starts_with(&prefix) && self.selects(&full))
+    }
+
     /// The override of the tool with full name `full`, if any.
     pub fn override_of(&self, full: &str) -> Option<&ToolOverride> {
         self.config.overrides.get(full)
@@ -138,6 +151,10 @@ impl VirtualServer {
         naming
     }
 }
+
+/// What every virtual server offers, in configuration order, shared while the tool lists don't
+/// change.
+pub type Offers = std::sync::Arc<Vec<std::sync::Arc<Offer>>>;
 
 /// What a name asked for on a virtual server reaches.
 #[derive(Debug, PartialEq, Eq)]
@@ -363,6 +380,9 @@ mod tests {
         assert_eq!(offer.lookup("cat"), Lookup::Tool("fs__read"));
         assert_eq!(offer.lookup("read"), Lookup::Tool("every__read"));
         assert_eq!(offer.lookup("fs__read"), Lookup::Unknown, "only offered names reach tools");
+        assert!(s.could_name("fs", "cat") && s.could_name("fs", "anything") && !s.could_name("time", "now"));
+        let prefixed = server(upstreams(&["fs"]), true, &[]);
+        assert!(prefixed.could_name("fs", "fs__x") && !prefixed.could_name("fs", "x"));
         let text = not_offered("s", "nope", &offer.lookup("nope"), &["time".into()]);
         assert!(text.contains("upstream `time` is not connected"), "{text}");
     }
