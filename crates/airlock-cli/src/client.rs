@@ -587,6 +587,45 @@ pub async fn upstreams(conn: Conn) -> anyhow::Result<ExitCode> {
     Ok(if all_up { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// `airlock servers`: the virtual servers, what each offers, and the names each withholds because
+/// several tools have them. Exit status 1 when any withholds a name.
+pub async fn servers(conn: Conn) -> anyhow::Result<ExitCode> {
+    let c = Client::new(&conn)?;
+    let v = c.call(reqwest::Method::GET, "/v1/servers", None).await?;
+    let list = v.get("servers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let withheld = |srv: &Value| srv.get("withheld").and_then(Value::as_array).cloned().unwrap_or_default();
+    let clean = list.iter().all(|srv| withheld(srv).is_empty());
+    if conn.json {
+        output::json(&v);
+    } else if list.is_empty() {
+        println!("no virtual servers configured (add [[servers]] to the config to offer a part of the upstreams)");
+    } else {
+        let words = |v: Option<&Value>| {
+            v.and_then(Value::as_array)
+                .map(|a| a.iter().map(|x| x.as_str().unwrap_or_default()).collect::<Vec<_>>().join(", "))
+        };
+        let rows = list
+            .iter()
+            .map(|srv| {
+                let chooses = match (words(srv.get("upstreams")), words(srv.get("tools"))) {
+                    (Some(u), _) => format!("upstreams {u}"),
+                    (None, Some(t)) => format!("tools {t}"),
+                    _ => String::new(),
+                };
+                let held = withheld(srv)
+                    .iter()
+                    .map(|w| format!("{} ({})", s(w, "name"), words(w.get("tools")).unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let prefix = if srv.get("prefix") == Some(&Value::Bool(false)) { "no" } else { "yes" };
+                vec![s(srv, "name"), s(srv, "path"), chooses, prefix.to_string(), s(srv, "offered"), held]
+            })
+            .collect();
+        println!("{}", output::table(&["NAME", "PATH", "CHOOSES", "PREFIX", "TOOLS", "WITHHELD"], rows));
+    }
+    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     let (conn, method, path, body) = match &cmd {
         PolicyCommand::Status { conn } => (conn, reqwest::Method::GET, "/v1/policy", None),

@@ -73,6 +73,10 @@ enum Command {
     /// Show the MCP servers behind the gateway: connected or not, why, and how often they were
     /// (re)connected (humans; token in AIRLOCK_TOKEN). Exits 1 when any upstream is not up.
     Upstreams(client::Conn),
+    /// Show the virtual servers (`[[servers]]`, each at /mcp/{name}): what each offers, and the
+    /// tool names it withholds because several tools have them (humans; token in AIRLOCK_TOKEN).
+    /// Exits 1 when any server withholds a name.
+    Servers(client::Conn),
     /// Be a stdio MCP server that forwards to airlock's /mcp endpoint (for clients that only
     /// launch stdio servers). The agent's token comes from AIRLOCK_TOKEN.
     ///
@@ -257,6 +261,7 @@ async fn main() -> ExitCode {
         Command::Token(TokenCommand::Hash) => local::token_hash(),
         Command::Connect(args) => connect(args).await,
         Command::Upstreams(conn) => client::upstreams(conn).await,
+        Command::Servers(conn) => client::servers(conn).await,
     };
     match result {
         Ok(code) => code,

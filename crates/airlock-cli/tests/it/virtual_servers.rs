@@ -244,6 +244,9 @@ async fn globs_choose_what_a_server_offers() {
     assert_eq!(picked["withheld"], json!([]));
     assert_eq!(servers.body["servers"][0]["renamed"], json!({"every__echo": "say"}));
     assert_eq!(al.get("/v1/servers", BOT).await.status, StatusCode::FORBIDDEN, "agents don't read it");
+    let (code, out, err) = run(&["servers", "--server", &al.url], &[("AIRLOCK_TOKEN", ALICE)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("/mcp/picked") && out.contains("tools fake__e*, every__get-s*"), "{out}");
     al.stop();
 }
 
@@ -391,6 +394,10 @@ prefix = false
     c.cancel().await.unwrap();
     let log = std::fs::read_to_string(&al.stderr_path).unwrap_or_default();
     assert!(log.contains("a virtual server withholds a tool name") && log.contains("grow__echo"), "{log}");
+    // `airlock servers` shows it too, and exits 1 while a name is withheld.
+    let (code, out, err) = run(&["servers", "--server", &al.url], &[("AIRLOCK_TOKEN", ADMIN)]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("/mcp/both") && out.contains("echo (fake__echo, grow__echo)"), "{out}");
     al.stop();
 }
 
