@@ -10,6 +10,7 @@ mod common;
 
 mod attacks_approvals;
 mod attacks_identities;
+mod attacks_integrity;
 mod attacks_outputs;
 mod attacks_requests;
 mod audit;
