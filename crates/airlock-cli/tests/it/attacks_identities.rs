@@ -4,10 +4,11 @@
 //! docs/security.md says what airlock promises and which test here shows it.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::common::*;
+use crate::raw_mcp::{Mcp, McpReply};
 
 /// The fake stdio MCP server as upstream `fake`, plus `extra`.
 fn fake_upstream(extra: &str) -> String {
@@ -15,113 +16,6 @@ fn fake_upstream(extra: &str) -> String {
         "\n[[upstreams]]\nname = \"fake\"\ncommand = \"python3\"\nargs = [\"{}\"]\n{extra}",
         fake_mcp_server().display()
     )
-}
-
-/// A hand-written streamable HTTP MCP client, so that the attacker controls every header.
-struct Mcp {
-    url: String,
-    http: reqwest::Client,
-}
-
-/// One answer of `/mcp`.
-struct McpReply {
-    status: StatusCode,
-    session: Option<String>,
-    body: String,
-}
-
-impl McpReply {
-    /// The JSON-RPC messages of an SSE or JSON body.
-    fn messages(&self) -> Vec<Value> {
-        if let Ok(v) = serde_json::from_str::<Value>(&self.body) {
-            return vec![v];
-        }
-        self.body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str(d.trim()).ok())
-            .collect()
-    }
-
-    /// The result of request `id`.
-    fn result(&self, id: u64) -> Value {
-        self.messages()
-            .into_iter()
-            .find(|m| m["id"] == id)
-            .map(|m| m["result"].clone())
-            .unwrap_or_else(|| panic!("no answer to request {id}: {} {}", self.status, self.body))
-    }
-}
-
-impl Mcp {
-    fn new(al: &Airlock) -> Mcp {
-        Mcp { url: format!("{}/mcp", al.url), http: reqwest::Client::new() }
-    }
-
-    /// One HTTP request to `/mcp`. A GET that opened an event stream is answered with its status
-    /// only: the stream stays open until the reply is dropped, which is here.
-    async fn send(
-        &self,
-        method: Method,
-        token: &str,
-        session: Option<&str>,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> McpReply {
-        let accept = if method == Method::GET { "text/event-stream" } else { "application/json, text/event-stream" };
-        let mut req = self
-            .http
-            .request(method.clone(), &self.url)
-            .bearer_auth(token)
-            .header("accept", accept)
-            .header("mcp-protocol-version", "2025-06-18");
-        if let Some(s) = session {
-            req = req.header("mcp-session-id", s);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("a request to /mcp");
-        let status = resp.status();
-        let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = if method == Method::GET && status == StatusCode::OK {
-            String::new()
-        } else {
-            resp.text().await.unwrap_or_default()
-        };
-        McpReply { status, session, body }
-    }
-
-    /// `initialize` and `notifications/initialized`; returns the new session's id.
-    async fn initialize(&self, token: &str) -> String {
-        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "attacks-identities", "version": "1"}}});
-        let r = self.send(Method::POST, token, None, Some(init), &[]).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        assert_eq!(r.result(1)["serverInfo"]["name"], "airlock", "{}", r.body);
-        let session = r.session.expect("the initialize answer names an Mcp-Session-Id");
-        let done = self.notify(token, &session, "notifications/initialized").await;
-        assert_eq!(done.status, StatusCode::ACCEPTED, "{}", done.body);
-        session
-    }
-
-    async fn request(&self, token: &str, session: &str, id: u64, method: &str, params: Value) -> McpReply {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.send(Method::POST, token, Some(session), Some(body), &[]).await
-    }
-
-    async fn call(&self, token: &str, session: &str, id: u64, tool: &str, arguments: Value) -> McpReply {
-        self.request(token, session, id, "tools/call", json!({"name": tool, "arguments": arguments})).await
-    }
-
-    async fn notify(&self, token: &str, session: &str, method: &str) -> McpReply {
-        let body = json!({"jsonrpc": "2.0", "method": method});
-        self.send(Method::POST, token, Some(session), Some(body), &[]).await
-    }
 }
 
 // --- 1. An upstream's environment ----------------------------------------------------------

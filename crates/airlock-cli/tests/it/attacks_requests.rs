@@ -2,10 +2,11 @@
 //! and arguments shaped to slip past a policy rule. Each test plays the attacker against the real
 //! `airlock` binary; docs/security.md says what airlock promises and which test here shows it.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::raw_mcp::Mcp;
 
 /// Token of `alices-bot`, an agent configured to act for alice.
 const ALICES_BOT: &str = "alices-bot-token";
@@ -35,114 +36,6 @@ args = ["{server}"]
         token = hash(ALICES_BOT),
         server = typed_mcp_server().display()
     )
-}
-
-/// A hand-written streamable HTTP MCP client, so that the attacker controls every header and
-/// every `_meta` key.
-struct Mcp {
-    url: String,
-    http: reqwest::Client,
-}
-
-/// One answer of `/mcp`.
-struct McpReply {
-    status: StatusCode,
-    session: Option<String>,
-    body: String,
-}
-
-impl McpReply {
-    /// The JSON-RPC messages of an SSE or JSON body.
-    fn messages(&self) -> Vec<Value> {
-        if let Ok(v) = serde_json::from_str::<Value>(&self.body) {
-            return vec![v];
-        }
-        self.body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str(d.trim()).ok())
-            .collect()
-    }
-
-    /// The answer to request `id`: its `result`, or its `error`.
-    fn answer(&self, id: u64) -> Result<Value, Value> {
-        let m = self
-            .messages()
-            .into_iter()
-            .find(|m| m["id"] == id)
-            .unwrap_or_else(|| panic!("no answer to request {id}: {} {}", self.status, self.body));
-        if m.get("error").is_some() { Err(m["error"].clone()) } else { Ok(m["result"].clone()) }
-    }
-
-    /// The text of a tool result.
-    fn text(&self, id: u64) -> (bool, String) {
-        let result = self.answer(id).unwrap_or_else(|e| panic!("tools/call failed: {e}"));
-        let text = result["content"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        (result["isError"] == true, text)
-    }
-}
-
-impl Mcp {
-    fn new(al: &Airlock) -> Mcp {
-        Mcp { url: format!("{}/mcp", al.url), http: reqwest::Client::new() }
-    }
-
-    async fn post(&self, token: &str, session: Option<&str>, body: Value, headers: &[(&str, &str)]) -> McpReply {
-        let mut req = self
-            .http
-            .request(Method::POST, &self.url)
-            .bearer_auth(token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-06-18")
-            .json(&body);
-        if let Some(s) = session {
-            req = req.header("mcp-session-id", s);
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.expect("a request to /mcp");
-        let status = resp.status();
-        let session = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-        McpReply { status, session, body: resp.text().await.unwrap_or_default() }
-    }
-
-    /// Sends `initialize` with `headers` and `meta` as its `params._meta`.
-    async fn try_initialize(&self, token: &str, headers: &[(&str, &str)], meta: Option<Value>) -> McpReply {
-        let mut params = json!({"protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "attacks-requests", "version": "1"}});
-        if let Some(m) = meta {
-            params["_meta"] = m;
-        }
-        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params});
-        self.post(token, None, init, headers).await
-    }
-
-    /// `initialize` (which must succeed) and `notifications/initialized`; returns the session id.
-    async fn initialize(&self, token: &str, headers: &[(&str, &str)], meta: Option<Value>) -> String {
-        let r = self.try_initialize(token, headers, meta).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        let result = r.answer(1).unwrap_or_else(|e| panic!("initialize failed: {e}"));
-        assert_eq!(result["serverInfo"]["name"], "airlock", "{}", r.body);
-        let session = r.session.expect("the initialize answer names an Mcp-Session-Id");
-        let done = self
-            .post(token, Some(&session), json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), &[])
-            .await;
-        assert_eq!(done.status, StatusCode::ACCEPTED, "{}", done.body);
-        session
-    }
-
-    async fn call(&self, token: &str, session: &str, id: u64, tool: &str, arguments: Value) -> McpReply {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments}});
-        self.post(token, Some(session), body, &[]).await
-    }
 }
 
 /// The one pending approval of `tool`, as a human sees it: `(approval id, session id)`.
@@ -175,7 +68,7 @@ require_approval contains {"rule": "HOLD", "msg": "echoes need an SRE", "groups"
 /// another SRE approves instead, whichever way the requester was named.
 async fn the_requester_cannot_approve(al: &Airlock, token: &str, headers: &[(&str, &str)], meta: Option<Value>) {
     let mcp = Mcp::new(al);
-    let session = mcp.initialize(token, headers, meta).await;
+    let session = mcp.initialize_with(token, headers, meta).await;
     let held = mcp.call(token, &session, 2, "net__echo", json!({"text": "rotate the keys"})).await;
     let (is_error, text) = held.text(2);
     assert!(is_error && text.contains("holding `net__echo` for human approval"), "{text}");
@@ -327,7 +220,7 @@ async fn a_requester_cannot_resume_their_paused_mcp_session() {
     let al = fx.start();
     al.wait_for_upstream("net").await;
     let mcp = Mcp::new(&al);
-    let session = mcp.initialize(BOT, &[("Airlock-On-Behalf-Of", "alice")], None).await;
+    let session = mcp.initialize_with(BOT, &[("Airlock-On-Behalf-Of", "alice")], None).await;
     let first = mcp.call(BOT, &session, 2, "net__echo", json!({"text": "loop"})).await;
     assert!(!first.text(2).0, "{}", first.body);
     let (is_error, text) = mcp.call(BOT, &session, 3, "net__echo", json!({"text": "loop"})).await.text(3);
@@ -401,7 +294,7 @@ async fn arguments_that_miss_the_tools_schema_are_denied_before_policy() {
 
     // Over MCP: the same check, the same rule.
     let mcp = Mcp::new(&al);
-    let session = mcp.initialize(BOT, &[], None).await;
+    let session = mcp.initialize_with(BOT, &[], None).await;
     let (is_error, text) = mcp.call(BOT, &session, 2, "net__open_port", json!({"port": "22"})).await.text(2);
     assert!(is_error && text.contains("[airlock.input_schema]") && text.contains("`arguments.port`"), "{text}");
     let (is_error, text) = mcp.call(BOT, &session, 3, "net__open_port", json!({"port": 8443})).await.text(3);

@@ -7,6 +7,7 @@
 //! `cargo test -p airlock-cli --test it guards::`.
 
 mod common;
+mod raw_mcp;
 
 mod attacks_approvals;
 mod attacks_identities;
