@@ -132,6 +132,25 @@ pub fn rate_limited(agent: &str, per_minute: u32, retry_after: Duration) -> Reas
     )
 }
 
+/// Money held for approval: the prices of calls waiting for a human, reserved against budgets
+/// so that approving many held calls together can't spend past a budget each of them fit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Reserved {
+    /// The agent's calls held for approval today (UTC), in US dollars.
+    #[serde(default)]
+    pub agent_today_usd: f64,
+    /// The session's calls held for approval, in US dollars.
+    #[serde(default)]
+    pub session_usd: f64,
+}
+
+impl Reserved {
+    /// Nothing held.
+    pub fn is_none(&self) -> bool {
+        *self == Reserved::default()
+    }
+}
+
 /// Applies budgets after policy: an allowed or approval-requiring action whose cost would take
 /// the agent's day or the session past its budget is denied or held, as configured.
 pub fn apply_budget(
@@ -139,23 +158,33 @@ pub fn apply_budget(
     limits: &GuardLimits,
     agent_spent_today: f64,
     session_spent: f64,
+    reserved: Reserved,
     default_ttl_seconds: u64,
 ) -> Decision {
     if decision.effect == Effect::Deny {
         return decision;
     }
     let cost = decision.cost_usd.unwrap_or(0.0);
+    let held = |usd: f64| if usd > 0.0 { format!(", ${usd:.2} held for approval") } else { String::new() };
     let mut over = Vec::new();
-    if limits.budget_usd_per_day > 0.0 && agent_spent_today + cost > limits.budget_usd_per_day + 1e-9 {
+    let day = agent_spent_today + reserved.agent_today_usd;
+    if limits.budget_usd_per_day > 0.0 && day + cost > limits.budget_usd_per_day + 1e-9 {
         over.push(format!(
-            "the agent's daily budget of ${:.2} (spent ${:.2} today, this costs ${:.2})",
-            limits.budget_usd_per_day, agent_spent_today, cost
+            "the agent's daily budget of ${:.2} (spent ${:.2} today{}, this costs ${:.2})",
+            limits.budget_usd_per_day,
+            agent_spent_today,
+            held(reserved.agent_today_usd),
+            cost
         ));
     }
-    if limits.budget_usd_per_session > 0.0 && session_spent + cost > limits.budget_usd_per_session + 1e-9 {
+    let session = session_spent + reserved.session_usd;
+    if limits.budget_usd_per_session > 0.0 && session + cost > limits.budget_usd_per_session + 1e-9 {
         over.push(format!(
-            "the session budget of ${:.2} (spent ${:.2}, this costs ${:.2})",
-            limits.budget_usd_per_session, session_spent, cost
+            "the session budget of ${:.2} (spent ${:.2}{}, this costs ${:.2})",
+            limits.budget_usd_per_session,
+            session_spent,
+            held(reserved.session_usd),
+            cost
         ));
     }
     if over.is_empty() {
@@ -515,16 +544,19 @@ mod tests {
     #[test]
     fn budgets_deny_or_hold_the_action_that_would_overrun() {
         let limits = GuardLimits { budget_usd_per_day: 10.0, ..GuardLimits::default() };
-        assert_eq!(apply_budget(allow(2.0), &limits, 8.0, 0.0, 60).effect, Effect::Allow);
-        let d = apply_budget(allow(2.5), &limits, 8.0, 0.0, 60);
+        assert_eq!(apply_budget(allow(2.0), &limits, 8.0, 0.0, Reserved::default(), 60).effect, Effect::Allow);
+        let d = apply_budget(allow(2.5), &limits, 8.0, 0.0, Reserved::default(), 60);
         assert_eq!(d.effect, Effect::Deny);
         assert_eq!(d.reasons[0].rule, RULE_BUDGET);
         let hold = GuardLimits { on_budget_exceeded: OnBudgetExceeded::RequireApproval, ..limits.clone() };
-        let d = apply_budget(allow(2.5), &hold, 8.0, 0.0, 60);
+        let d = apply_budget(allow(2.5), &hold, 8.0, 0.0, Reserved::default(), 60);
         assert_eq!(d.effect, Effect::RequireApproval);
         let session = GuardLimits { budget_usd_per_session: 1.0, ..GuardLimits::default() };
-        assert_eq!(apply_budget(allow(0.5), &session, 0.0, 0.6, 60).effect, Effect::Deny);
-        assert_eq!(apply_budget(allow(0.5), &GuardLimits::default(), 1e9, 1e9, 60).effect, Effect::Allow);
+        assert_eq!(apply_budget(allow(0.5), &session, 0.0, 0.6, Reserved::default(), 60).effect, Effect::Deny);
+        assert_eq!(
+            apply_budget(allow(0.5), &GuardLimits::default(), 1e9, 1e9, Reserved::default(), 60).effect,
+            Effect::Allow
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::decision::{ApprovalDefaults, PolicyFailure, PolicyOutput, apply_tier_floor, combine};
 use crate::guard::{self, GuardContext, InputCheck};
+pub use crate::limits::Reserved;
 use crate::limits::{self, Admission, Breaker, GuardLimits, OnBudgetExceeded, TokenBucket, Transition};
 use crate::model::{
     Action, ActionStatus, Agent, ApprovalRequirements, DecidedBy, Decision, Effect, KillSwitch, Reason, Risk, Session,
@@ -58,6 +59,8 @@ pub struct Intake<'a> {
     pub repeats: u32,
     /// What the agent has spent today (UTC), in US dollars.
     pub agent_spent_today_usd: f64,
+    /// What the agent's and the session's calls held for approval would cost.
+    pub reserved: Reserved,
     /// Approval defaults from configuration.
     pub defaults: &'a ApprovalDefaults,
     /// The revision of the policy that would decide.
@@ -105,6 +108,9 @@ pub struct PolicyFacts {
     pub agent_spent_today_usd: f64,
     /// What the session had spent when the action was decided.
     pub session_spent_usd: f64,
+    /// What calls held for approval would cost, when the action was decided.
+    #[serde(default, skip_serializing_if = "Reserved::is_none")]
+    pub reserved: Reserved,
     /// Default approval expiry.
     pub default_ttl_seconds: u64,
 }
@@ -144,6 +150,7 @@ impl PolicyFacts {
             on_budget_exceeded: OnBudgetExceeded::Deny,
             agent_spent_today_usd: 0.0,
             session_spent_usd: input.pointer("/session/spent_usd").and_then(Value::as_f64).unwrap_or(0.0),
+            reserved: Reserved::default(),
             default_ttl_seconds,
         })
     }
@@ -264,6 +271,7 @@ pub fn screen(intake: &Intake<'_>, state: GuardState<'_>) -> Screened {
                 on_budget_exceeded: limits.on_budget_exceeded,
                 agent_spent_today_usd: intake.agent_spent_today_usd,
                 session_spent_usd: intake.session.spent_usd,
+                reserved: intake.reserved,
                 default_ttl_seconds: intake.defaults.ttl_seconds,
             },
         },
@@ -303,6 +311,7 @@ pub fn conclude(answer: PolicyAnswer, facts: &PolicyFacts) -> Decision {
         &budgets,
         facts.agent_spent_today_usd,
         facts.session_spent_usd,
+        facts.reserved,
         facts.default_ttl_seconds,
     )
 }

@@ -163,6 +163,7 @@ fn facts() -> impl Strategy<Value = PolicyFacts> {
             budget_usd_per_session: ses,
             on_budget_exceeded: on,
             agent_spent_today_usd: spent_day,
+            reserved: Default::default(),
             session_spent_usd: spent_ses,
             default_ttl_seconds: 3600,
         })
@@ -219,7 +220,7 @@ proptest! {
         let defaults = ApprovalDefaults::default();
         let intake = Intake {
             agent: &agent, limits: &limits, session: &session, action: &action, read_only, tool_allowed: allowed,
-            input: &input, catalog_cost_usd: None, kill_switches: &kills, repeats, agent_spent_today_usd: 0.0,
+            input: &input, catalog_cost_usd: None, kill_switches: &kills, repeats, agent_spent_today_usd: 0.0, reserved: Default::default(),
             defaults: &defaults, policy_revision: "rev", now: t0(),
         };
         let mut bucket = TokenBucket::new(per_minute, 0, t0());
@@ -255,7 +256,7 @@ proptest! {
         let defaults = ApprovalDefaults::default();
         let intake = Intake {
             agent: &agent, limits: &limits, session: &session, action: &action, read_only, tool_allowed: true,
-            input: &input, catalog_cost_usd: None, kill_switches: &[], repeats: 1, agent_spent_today_usd: 0.0,
+            input: &input, catalog_cost_usd: None, kill_switches: &[], repeats: 1, agent_spent_today_usd: 0.0, reserved: Default::default(),
             defaults: &defaults, policy_revision: "rev", now: t0(),
         };
         let mut bucket = TokenBucket::new(per_minute, 0, t0());
@@ -301,7 +302,7 @@ proptest! {
         // And in the whole post-policy pipeline: a `change` or `advisory` agent never gets
         // more than an `autonomous` one.
         let auto = PolicyFacts { tier: Tier::Autonomous, read_only, catalog_cost_usd: None, budget_usd_per_day: 0.0,
-            budget_usd_per_session: 0.0, on_budget_exceeded: OnBudgetExceeded::Deny, agent_spent_today_usd: 0.0,
+            budget_usd_per_session: 0.0, on_budget_exceeded: OnBudgetExceeded::Deny, agent_spent_today_usd: 0.0, reserved: Default::default(),
             session_spent_usd: 0.0, default_ttl_seconds: 3600 };
         let tiered = PolicyFacts { tier, ..auto.clone() };
         let answer = |d: &Decision| PolicyAnswer { output: Ok(PolicyOutput::default()), revision: d.policy_revision.clone(), eval_us: 0 };

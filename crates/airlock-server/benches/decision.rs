@@ -179,6 +179,14 @@ impl Store for Discard {
     async fn agent_spend_since(&self, agent_id: &str, since: chrono::DateTime<Utc>) -> airlock_store::Result<f64> {
         self.0.agent_spend_since(agent_id, since).await
     }
+    async fn reserved_since(
+        &self,
+        agent_id: &str,
+        session_id: Option<&str>,
+        since: chrono::DateTime<Utc>,
+    ) -> airlock_store::Result<f64> {
+        self.0.reserved_since(agent_id, session_id, since).await
+    }
     async fn tree_head(&self) -> airlock_store::Result<(u64, [u8; 32])> {
         self.0.tree_head().await
     }

@@ -323,6 +323,10 @@ pub trait Store: Send + Sync + 'static {
     /// cost, or the cost reported with its result when the decision had none (counted as
     /// [`airlock_core::limits::reported_cost_counted`] says: only a finite, positive one).
     async fn agent_spend_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<f64>;
+    /// What `agent_id`'s calls held for approval since `since` (in `session_id` only, when
+    /// given) would cost: each one's decided price, reserved against budgets until the approval
+    /// resolves.
+    async fn reserved_since(&self, agent_id: &str, session_id: Option<&str>, since: DateTime<Utc>) -> Result<f64>;
     /// The number of events and the RFC 6962 Merkle root over their hashes, in journal order.
     async fn tree_head(&self) -> Result<(u64, [u8; 32])>;
     /// Stores a signed checkpoint note.

@@ -16,6 +16,30 @@ impl Engine {
     }
 
     /// What the agent spent today (UTC), from memory or, after a restart or at midnight, the journal.
+    /// What the agent's calls held for approval today, and the session's, would cost: read
+    /// only for the budgets that are set.
+    pub(super) async fn reserved(
+        &self,
+        agent: &AgentConfig,
+        session_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<pipeline::Reserved> {
+        let limits = &agent.limits;
+        let store = &self.inner.store;
+        let midnight = now.date_naive().and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or(now);
+        let agent_today_usd = if limits.budget_usd_per_day > 0.0 {
+            store.reserved_since(&agent.agent.id, None, midnight).await?
+        } else {
+            0.0
+        };
+        let session_usd = if limits.budget_usd_per_session > 0.0 {
+            store.reserved_since(&agent.agent.id, Some(session_id), DateTime::<Utc>::MIN_UTC).await?
+        } else {
+            0.0
+        };
+        Ok(pipeline::Reserved { agent_today_usd, session_usd })
+    }
+
     pub(super) async fn spent_today(&self, agent_id: &str, now: DateTime<Utc>) -> Result<f64> {
         let today = now.date_naive();
         let cached = lock(&self.inner.spend).get(agent_id).copied();

@@ -97,6 +97,7 @@ impl Engine {
         self.seed_bucket(agent, now).await?;
         let spent_today =
             if limits.budget_usd_per_day > 0.0 { self.spent_today(&agent.agent.id, now).await? } else { 0.0 };
+        let reserved = self.reserved(agent, session_id, now).await?;
         let window = pipeline::loop_window(limits);
         while state.recent.front().is_some_and(|(_, at)| *at < now - window) {
             state.recent.pop_front();
@@ -120,6 +121,7 @@ impl Engine {
                 kill_switches: &kills,
                 repeats,
                 agent_spent_today_usd: spent_today,
+                reserved,
                 defaults: &self.inner.defaults,
                 policy_revision: policy.revision(),
                 now,

@@ -360,6 +360,24 @@ impl Store for MemoryStore {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
+    async fn reserved_since(&self, agent_id: &str, session_id: Option<&str>, since: DateTime<Utc>) -> Result<f64> {
+        let since = fmt_time(&since);
+        let held = ActionStatus::PendingApproval.as_str();
+        let state = self.state();
+        let rows = state.actions.select(|a| {
+            a.agent_id == agent_id
+                && a.created_at >= since
+                && a.status.as_str() == held
+                && session_id.is_none_or(|s| a.session_id == s)
+        });
+        let mut total = 0.0;
+        for (id, row) in rows {
+            let doc: Value = parse(id, &row.body)?;
+            total += airlock_core::pipeline::counted_price(cost_at(id, &doc, "/decision/cost_usd")?);
+        }
+        Ok(total)
+    }
+
     async fn agent_spend_since(&self, agent_id: &str, since: DateTime<Utc>) -> Result<f64> {
         let since = fmt_time(&since);
         let counted = spend::COUNTED.map(ActionStatus::as_str);

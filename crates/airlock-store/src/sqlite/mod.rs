@@ -259,6 +259,11 @@ impl crate::Store for SqliteStore {
         self.read(move |c| read::agent_spend_since(c, &agent, &since)).await
     }
 
+    async fn reserved_since(&self, agent_id: &str, session_id: Option<&str>, since: DateTime<Utc>) -> Result<f64> {
+        let (agent, session) = (agent_id.to_string(), session_id.map(str::to_string));
+        self.read(move |c| read::reserved_since(c, &agent, session.as_deref(), &since)).await
+    }
+
     async fn tree_head(&self) -> Result<(u64, [u8; 32])> {
         // Events are only ever appended, in `pos` order, and a reader sees whole transactions:
         // the tree so far plus the events after its last position is the tree over all of them.

@@ -180,6 +180,20 @@ pub(super) fn agent_actions_since(c: &Connection, agent: &str, since: &DateTime<
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
+pub(super) fn reserved_since(c: &Connection, agent: &str, session: Option<&str>, since: &DateTime<Utc>) -> Result<f64> {
+    let held = ActionStatus::PendingApproval.as_str();
+    let since = fmt_time(since);
+    let sql = "SELECT json_extract(body, '$.decision.cost_usd') FROM actions
+               WHERE agent_id = ?1 AND created_at >= ?2 AND status = ?3 AND (?4 IS NULL OR session_id = ?4)";
+    let mut stmt = c.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![agent, since, held, session])?;
+    let mut total = 0.0;
+    while let Some(row) = rows.next()? {
+        total += airlock_core::pipeline::counted_price(row.get(0)?);
+    }
+    Ok(total)
+}
+
 pub(super) fn agent_spend_since(c: &Connection, agent: &str, since: &DateTime<Utc>) -> Result<f64> {
     // The store only selects the actions and reads their two costs; how they add up is
     // `spend::action_cost`, shared with every backend.
