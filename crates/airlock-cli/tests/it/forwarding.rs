@@ -1,0 +1,71 @@
+//! What airlock forwards between its MCP clients and its upstreams besides tool calls, tested
+//! with the official TypeScript SDK as the client (tests/interop/clients/ts_forwarding.mjs) and a
+//! fixture upstream written with the same SDK (tests/interop/fixtures/forwarding_fixture.mjs)
+//! whose tools make it ping, log, change its tool list, and so on.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::common::*;
+use serde_json::Value;
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
+}
+
+fn require(path: PathBuf) -> PathBuf {
+    assert!(path.exists(), "{} is missing: run tests/interop/install.sh (scripts/test.sh does)", path.display());
+    path
+}
+
+/// airlock with the fixture upstream `fx` (stdio) on `/mcp`.
+fn start() -> (Fixture, Airlock) {
+    let fixture = require(interop_dir().join("fixtures/forwarding_fixture.mjs"));
+    require(interop_dir().join("node_modules/@modelcontextprotocol/sdk"));
+    let node = which_node();
+    let extra = format!(
+        "\n[[upstreams]]\nname = \"fx\"\ncommand = \"{node}\"\nargs = [\"{}\"]\n",
+        fixture.display()
+    );
+    let fx = Fixture::with_extra(POLICY, &extra);
+    let al = fx.start();
+    (fx, al)
+}
+
+/// The machine's `node`, by absolute path: stdio upstreams inherit no `PATH` from airlock.
+fn which_node() -> String {
+    let out = Command::new("sh").args(["-c", "command -v node"]).output().expect("find node");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!path.is_empty(), "node is not on PATH");
+    path
+}
+
+/// Runs the forwarding client against `url` with `args`; its JSON report.
+fn client(url: &str, args: &[&str]) -> Value {
+    let out = Command::new("node")
+        .arg(require(interop_dir().join("clients/ts_forwarding.mjs")))
+        .args(["--url", url, "--token", BOT])
+        .args(args)
+        .output()
+        .expect("run client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed: {stdout}\n{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
+fn step(v: &Value, n: usize) -> &Value {
+    &v["steps"][n]
+}
+
+#[test]
+fn ping_is_answered_both_ways() {
+    let (_fx, al) = start();
+    let v = client(&format!("{}/mcp", al.url), &["--ping", "--call", "fx__ping_client", "{}"]);
+    // The client's ping is answered by airlock.
+    assert_eq!(step(&v, 0)["ok"], true, "{v}");
+    // The upstream's ping (sent during a call) is answered by airlock as its client.
+    assert_eq!(step(&v, 1)["result"]["is_error"], false, "{v}");
+    assert_eq!(step(&v, 1)["result"]["text"], "pong", "{v}");
+}
