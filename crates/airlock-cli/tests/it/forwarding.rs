@@ -18,13 +18,15 @@ fn require(path: PathBuf) -> PathBuf {
     path
 }
 
-/// airlock with the fixture upstream `fx` (stdio) on `/mcp`.
+/// airlock with the fixture upstream `fx` (stdio) on `/mcp`, and the virtual server `pinger`
+/// offering only its tool `ping_client`.
 fn start() -> (Fixture, Airlock) {
     let fixture = require(interop_dir().join("fixtures/forwarding_fixture.mjs"));
     require(interop_dir().join("node_modules/@modelcontextprotocol/sdk"));
     let node = which_node();
     let extra = format!(
-        "\n[[upstreams]]\nname = \"fx\"\ncommand = \"{node}\"\nargs = [\"{}\"]\n",
+        "\n[[upstreams]]\nname = \"fx\"\ncommand = \"{node}\"\nargs = [\"{}\"]\n\n\
+         [[servers]]\nname = \"pinger\"\ntools = [\"fx__ping_client\"]\n",
         fixture.display()
     );
     let fx = Fixture::with_extra(POLICY, &extra);
@@ -68,4 +70,45 @@ fn ping_is_answered_both_ways() {
     // The upstream's ping (sent during a call) is answered by airlock as its client.
     assert_eq!(step(&v, 1)["result"]["is_error"], false, "{v}");
     assert_eq!(step(&v, 1)["result"]["text"], "pong", "{v}");
+}
+
+fn notified(v: &Value, method: &str) -> usize {
+    v["notifications"].as_array().unwrap().iter().filter(|n| n["method"] == method).count()
+}
+
+#[test]
+fn list_changes_reach_the_clients_that_can_see_them() {
+    let (_fx, al) = start();
+    // A second session, on a virtual server whose offer the change does not touch, listens
+    // while the first makes the upstream change its lists.
+    let url = format!("{}/mcp/pinger", al.url);
+    let bystander = std::thread::spawn(move || client(&url, &["--list", "--wait", "4000", "--list"]));
+    // The first session waits for the bystander to connect before it changes anything.
+    let v = client(
+        &format!("{}/mcp", al.url),
+        &[
+            "--wait",
+            "1500",
+            "--call",
+            "fx__add_tool",
+            "{}",
+            "--call",
+            "fx__add_resource",
+            "{}",
+            "--wait",
+            "1500",
+            "--list",
+        ],
+    );
+    assert_eq!(v["capabilities"]["tools"]["listChanged"], true, "{v}");
+    assert_eq!(notified(&v, "notifications/tools/list_changed"), 1, "{v}");
+    assert_eq!(notified(&v, "notifications/resources/list_changed"), 1, "{v}");
+    // The tool list was re-read before the client heard of it.
+    let tools = step(&v, 4)["result"].as_array().unwrap();
+    assert!(tools.iter().any(|t| t == "fx__extra"), "{v}");
+
+    let b = bystander.join().unwrap();
+    assert_eq!(step(&b, 0)["result"], serde_json::json!(["fx__ping_client"]), "{b}");
+    assert_eq!(step(&b, 2)["result"], serde_json::json!(["fx__ping_client"]), "{b}");
+    assert_eq!(notified(&b, "notifications/tools/list_changed"), 0, "{b}");
 }
