@@ -4,10 +4,11 @@
 //! completions (merged from every upstream, see [`crate::aggregate`]; on a virtual server, from
 //! the part it offers, under its names), and protocol versions up to
 //! `2025-11-25` (the ones that use `initialize`; see docs/adr/0008-mcp-gateway.md). It does not
-//! advertise logging, subscriptions or list-changed notifications, and as a client it offers no
+//! advertise logging or subscriptions, and as a client it offers no
 //! sampling, elicitation or roots, because it does not forward them: a proxy must not advertise
 //! what it can't serve. Every `tools/call` goes to the [`Gateway`]; progress notifications from
-//! the upstream are relayed to the caller, and a cancelled request is cancelled upstream.
+//! the upstream are relayed to the caller, and a cancelled request is cancelled upstream. Each
+//! session has a watcher ([`crate::list_changes`]) that sends it `list_changed` notifications.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -259,6 +260,7 @@ impl ServerHandler for Front {
             return Err(ErrorData::invalid_request("this MCP session is already initialized", None));
         }
         context.peer.set_peer_info(request.clone());
+        crate::list_changes::watch(self.gateway.clone(), who.clone(), context.peer.clone());
         let mut result = self.negotiate_initialize(&request)?;
         if let Some(server) = &who.server {
             result.server_info.title = Some(format!("airlock gateway: {server}"));
@@ -270,8 +272,11 @@ impl ServerHandler for Front {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
+                .enable_tool_list_changed()
                 .enable_prompts()
+                .enable_prompts_list_changed()
                 .enable_resources()
+                .enable_resources_list_changed()
                 .enable_completions()
                 .build(),
         )

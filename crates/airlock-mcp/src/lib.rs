@@ -9,10 +9,13 @@
 pub mod aggregate;
 pub mod connect;
 pub mod front;
+mod list_changes;
 pub mod upstream;
 
 pub use front::{CallerIdentity, Front, Gateway, GatewayError, ToolCall, error_result};
-pub use upstream::{Health, ProgressRelay, Transport, UpstreamError, UpstreamSpec, UpstreamStatus, Upstreams};
+pub use upstream::{
+    Health, ListChanges, ProgressRelay, Transport, UpstreamError, UpstreamSpec, UpstreamStatus, Upstreams,
+};
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client, once.
 /// Called before any HTTP client is built; harmless when a provider is already installed.

@@ -1,8 +1,7 @@
 //! airlock as an MCP client: one supervised connection per configured upstream server.
 //!
-//! Over 800 lines for now, on purpose: the supervisor, the call path with its progress relay
-//! and the connection errors share private state; the split (connect, call, relay) comes with
-//! the protocol forwarding of the MCP issue, which rewrites most of the call path anyway.
+//! What airlock does with what an upstream sends it (progress, list changes, pings) is the
+//! client handler in [`client`].
 //!
 //! Each upstream has a supervisor task that connects (a stdio child process or streamable
 //! HTTP), lists its tools (all pages), and watches the connection. When the connection dies
@@ -10,6 +9,10 @@
 //! reconnects with exponential backoff. Calls made while an upstream is down fail at once with a
 //! clear error; nothing is queued or retried behind the agent's back.
 
+mod client;
+
+use client::UpstreamClient;
+pub(crate) use client::token_key;
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::sync::{Arc, RwLock};
@@ -18,15 +21,14 @@ use airlock_core::sync::{lock, read, write};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientCapabilities,
-    ClientConfig, ClientRequest, CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse,
-    Implementation, JsonObject, NumberOrString, ProgressNotificationParam, ProgressToken, Prompt, ProtocolVersion,
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientRequest,
+    CompleteRequestParams, CompleteResult, GetPromptRequestParams, GetPromptResponse, JsonObject, Prompt,
     ReadResourceRequestParams, ReadResourceResponse, RequestId, Resource, ResourceTemplate, ServerCapabilities,
     ServerResult, Tool,
 };
-use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService};
+use rmcp::service::{Peer, PeerRequestOptions, RunningService};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use rmcp::{RoleClient, ServiceExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -211,6 +213,18 @@ struct Upstream {
     refresh_tools: std::sync::atomic::AtomicBool,
     /// Calls in flight that relay progress, by the progress token airlock sent upstream.
     progress: std::sync::Mutex<HashMap<String, ProgressRelay>>,
+    /// Bumped when any upstream says its prompts or resources changed (shared by all).
+    lists: Arc<tokio::sync::watch::Sender<ListChanges>>,
+}
+
+/// How often upstreams said their prompt and resource lists changed, since start: a session
+/// forwards `list_changed` to its client when a count moves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListChanges {
+    /// `notifications/prompts/list_changed` received.
+    pub prompts: u64,
+    /// `notifications/resources/list_changed` received.
+    pub resources: u64,
 }
 
 /// All upstreams. Cheap to clone.
@@ -220,48 +234,12 @@ pub struct Upstreams {
     supervisors: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     shutdown: CancellationToken,
     changed: Arc<tokio::sync::watch::Sender<u64>>,
+    lists: Arc<tokio::sync::watch::Sender<ListChanges>>,
 }
 
 impl std::fmt::Debug for Upstreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstreams").field("count", &self.inner.len()).finish()
-    }
-}
-
-/// airlock's client handler for one upstream: it advertises no client capabilities (so servers
-/// never send sampling, elicitation or roots requests it could not forward) and reacts to
-/// `tools/list_changed`.
-#[derive(Clone)]
-struct UpstreamClient {
-    upstream: Arc<Upstream>,
-}
-
-impl ClientHandler for UpstreamClient {
-    fn get_info(&self) -> ClientConfig {
-        ClientConfig::new(ClientCapabilities::default(), Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
-            // rmcp offers `2026-07-28` by default, which servers that use `initialize` reject.
-            .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
-    }
-
-    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        self.upstream.refresh_tools.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.upstream.poke.notify_one();
-    }
-
-    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
-        let key = token_key(&params.progress_token);
-        let relay = lock(&self.upstream.progress).get(&key).cloned();
-        if let Some(relay) = relay {
-            relay(params.progress, params.total, params.message);
-        }
-    }
-}
-
-/// A progress token as a map key.
-pub(crate) fn token_key(token: &ProgressToken) -> String {
-    match &token.0 {
-        NumberOrString::Number(n) => n.to_string(),
-        NumberOrString::String(s) => s.to_string(),
     }
 }
 
@@ -309,6 +287,7 @@ impl Upstreams {
         let shutdown = CancellationToken::new();
         let (changed, _) = tokio::sync::watch::channel(0u64);
         let changed = Arc::new(changed);
+        let lists = Arc::new(tokio::sync::watch::channel(ListChanges::default()).0);
         let inner: Vec<Arc<Upstream>> = specs
             .into_iter()
             .map(|spec| {
@@ -320,6 +299,7 @@ impl Upstreams {
                     generation: std::sync::atomic::AtomicU64::new(0),
                     refresh_tools: std::sync::atomic::AtomicBool::new(false),
                     progress: std::sync::Mutex::new(HashMap::new()),
+                    lists: lists.clone(),
                 })
             })
             .collect();
@@ -330,6 +310,7 @@ impl Upstreams {
             supervisors: Arc::new(std::sync::Mutex::new(supervisors)),
             shutdown,
             changed,
+            lists,
         }
     }
 
@@ -359,6 +340,11 @@ impl Upstreams {
     /// A receiver that changes whenever any upstream's tools or health change.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// A receiver that changes whenever an upstream says its prompts or resources changed.
+    pub fn subscribe_lists(&self) -> tokio::sync::watch::Receiver<ListChanges> {
+        self.lists.subscribe()
     }
 
     /// Health of every upstream, by name.
