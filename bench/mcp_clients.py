@@ -437,6 +437,8 @@ def print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
           f"({os.cpu_count()} CPUs)")
     if meta.get("load_wait"):
         print(f"load wait: {meta['load_wait']}")
+    for r in meta.get("retried", []):
+        print(f"retried once: {r['client']} against {r['target']} in round {r['round']}: {r['error'].splitlines()[-1]}")
     head = ["client", "target", "sessions", "calls", "p50 ms", "p99 ms", "calls/s", "p50 x direct", "p50 - direct ms"]
     lines = []
     for r in rows:
@@ -556,13 +558,21 @@ def main() -> int:
         run.start(targets)
         rounds: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         meta["loadavg_rounds"] = []
+        meta["retried"] = []
         for r in range(opts.rounds):
             order = targets[r % len(targets):] + targets[: r % len(targets)]
             for client in clients:
                 for target in order:
                     if target in API_TARGETS and client != "raw-http":
                         continue
-                    res = run_client(client, target, run.targets[target], opts, tmp)
+                    try:
+                        res = run_client(client, target, run.targets[target], opts, tmp)
+                    except RuntimeError as e:
+                        # Once, a client run may fail for a reason of its own (kept in the JSON
+                        # output); the second failure of the same run ends the benchmark.
+                        log(f"round {r + 1}: {e}\nmcp_clients: trying {client} against {target} once more")
+                        meta["retried"].append({"round": r + 1, "client": client, "target": target, "error": str(e)})
+                        res = run_client(client, target, run.targets[target], opts, tmp)
                     rounds.setdefault((client, target, "seq"), []).append({**res["seq"], "sessions": 1})
                     if "conc" in res:
                         rounds.setdefault((client, target, "conc"), []).append(res["conc"])

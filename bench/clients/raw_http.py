@@ -120,7 +120,7 @@ class McpSession:
             if "Mcp-Session-Id" in self.headers:
                 self.conn.request("DELETE", self.path, headers=self.headers)
                 self.conn.getresponse().read()
-        except OSError:
+        except (OSError, http.client.HTTPException):
             pass
         self.conn.close()
 
@@ -209,11 +209,11 @@ def main() -> int:
         for t in threads:
             t.join()
         out["conc"] = {"sessions": args.sessions, "lat_ms": conc, "wall_s": time.perf_counter() - t0}
+        if failures:
+            raise failures[0]
         for s in sessions:
             errors += s.errors
             s.close()
-        if failures:
-            raise failures[0]
     out["errors"] = errors
     print(json.dumps(out))
     return 0
