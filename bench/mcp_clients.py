@@ -13,6 +13,8 @@ and, with --explore, variants that show where airlock's time goes:
   api-upstream        airlock's HTTP API (POST /v1/sessions/{id}/actions) running the same upstream
                       tool: decision, journal and upstream call without the MCP front (raw client)
   api-agent           the HTTP API with an agent-executed tool: decision and journal only (raw client)
+  direct-reconnect    direct, but a new TCP connection for every call (raw client): what an upstream
+                      spends on a connection, as airlock's HTTP upstream client opens one per call
 
 Clients: the official TypeScript SDK (ts-sdk), the official Python SDK (py-sdk) and a plain
 HTTP/1.1 keep-alive JSON-RPC client (raw-http). Each client run, one process per client, target and
@@ -54,9 +56,10 @@ MCP_PROXY = PEERS / ".venv-mcp-proxy/bin/mcp-proxy"
 PY_SDK_PYTHON = INTEROP / ".venv/bin/python"
 
 MAIN_TARGETS = ["direct", "airlock-http", "airlock-stdio", "supergateway", "mcp-proxy"]
-EXPLORE_TARGETS = ["airlock-http-tmpfs", "api-upstream", "api-agent"]
+EXPLORE_TARGETS = ["airlock-http-tmpfs", "api-upstream", "api-agent", "direct-reconnect"]
 ALL_CLIENTS = ["ts-sdk", "py-sdk", "raw-http"]
-API_TARGETS = {"api-upstream", "api-agent"}  # airlock's HTTP API, not MCP: the raw client only
+# The raw client only: airlock's HTTP API (not MCP), and a new connection per call.
+RAW_ONLY_TARGETS = {"api-upstream", "api-agent", "direct-reconnect"}
 
 POLICY = """package airlock
 
@@ -313,9 +316,10 @@ roles = ["admin"]
         return {"url": f"http://127.0.0.1:{port}/mcp", "tool": "echo", "token": None}
 
     def start(self, names: list[str]) -> None:
-        need_direct = {"direct", "airlock-http", "airlock-http-tmpfs", "api-upstream", "api-agent"} & set(names)
+        need_direct = {"direct", "direct-reconnect", "airlock-http", "airlock-http-tmpfs", "api-upstream", "api-agent"} & set(names)
         if need_direct:
             self.targets["direct"] = self.start_direct()
+            self.targets["direct-reconnect"] = {**self.targets["direct"], "reconnect": True}
             log(f"direct: server-everything (streamable HTTP) at {self.targets['direct']['url']}")
         web = f'[[upstreams]]\nname = "web"\nurl = "{self.targets["direct"]["url"]}"\n' if need_direct else ""
         if {"airlock-http", "api-upstream", "api-agent"} & set(names):
@@ -363,7 +367,8 @@ def client_argv(client: str, target: dict[str, Any], opts: argparse.Namespace) -
     if client == "py-sdk":
         return [str(PY_SDK_PYTHON), str(CLIENTS_DIR / "py_sdk.py"), *common, "--mode", opts.py_mode]
     if client == "raw-http":
-        return [sys.executable, str(CLIENTS_DIR / "raw_http.py"), *common, *(["--api"] if target.get("api") else [])]
+        return [sys.executable, str(CLIENTS_DIR / "raw_http.py"), *common,
+                *(["--api"] if target.get("api") else []), *(["--reconnect"] if target.get("reconnect") else [])]
     raise ValueError(client)
 
 
@@ -563,7 +568,7 @@ def main() -> int:
             order = targets[r % len(targets):] + targets[: r % len(targets)]
             for client in clients:
                 for target in order:
-                    if target in API_TARGETS and client != "raw-http":
+                    if target in RAW_ONLY_TARGETS and client != "raw-http":
                         continue
                     try:
                         res = run_client(client, target, run.targets[target], opts, tmp)

@@ -10,6 +10,9 @@ Each session is one TCP connection kept open for every request: `initialize`, th
 stream is read to its end (the server ends it after the response), which a client has to do
 anyway before it can send the next request on the same connection.
 
+With `--reconnect`, every `tools/call` goes on a new TCP connection (the MCP session stays), to
+measure what a kept-alive connection saves at the server.
+
 With `--api`, the same connection talks to airlock's HTTP API instead of MCP (`--url` is the
 server's base URL): `POST /v1/sessions`, then `POST /v1/sessions/{id}/actions` per call.
 
@@ -45,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sessions", type=int, default=8)
     p.add_argument("--conc-calls", type=int, default=25)
     p.add_argument("--api", action="store_true", help="airlock's HTTP API instead of MCP")
+    p.add_argument("--reconnect", action="store_true",
+                   help="a new TCP connection for every tools/call (the session stays): what a keep-alive saves")
     return p.parse_args()
 
 
@@ -77,6 +82,8 @@ class McpSession:
         self.arguments = json.loads(args.args)
         self.next_id = 1
         self.errors = 0
+        self.reconnect = args.reconnect
+        self.address = (u.hostname, u.port)
 
     def post(self, message: dict[str, Any]) -> tuple[http.client.HTTPResponse, bytes]:
         self.conn.request("POST", self.path, body=json.dumps(message).encode(), headers=self.headers)
@@ -111,6 +118,9 @@ class McpSession:
         resp, _ = self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     def call(self) -> None:
+        if self.reconnect:
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(*self.address, timeout=300)
         _, result = self.request("tools/call", {"name": self.tool, "arguments": self.arguments})
         if result.get("isError"):
             self.errors += 1
