@@ -156,6 +156,22 @@ def stop_all() -> None:
         stop(p)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(roots: list[int]) -> float:
+    """User + system CPU time of these processes and all their descendants, all threads."""
+    total = 0
+    for pid in {*roots, *(d for r in roots for d in descendants(r))}:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / CLOCK_TICKS
+
+
 def on_signal(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -233,7 +249,7 @@ class Run:
         env = {**self.node_env, "PORT": "0", "NODE_OPTIONS": f"--require {LOOPBACK}"}
         p = spawn([str(NODE), str(EVERYTHING), "streamableHttp"], log_to=logf, env=env)
         addr = wait_for_line(logf, "airlock-interop: listening on ", p)
-        return {"url": f"http://{addr}/mcp", "tool": "echo", "token": None}
+        return {"url": f"http://{addr}/mcp", "tool": "echo", "token": None, "pids": [p.pid]}
 
     def airlock_config(self, name: str, upstream: str, data_dir: str) -> Path:
         d = self.tmp / name
@@ -284,7 +300,7 @@ roles = ["admin"]
             )
 
         wait_until(f"{name}: upstream {upstream_name}", up)
-        return {"url": f"{base}/mcp", "base": base, "tool": f"{upstream_name}__echo", "token": self.token}
+        return {"url": f"{base}/mcp", "base": base, "tool": f"{upstream_name}__echo", "token": self.token, "pids": [p.pid]}
 
     def start_supergateway(self) -> dict[str, Any]:
         logf = self.tmp / "supergateway.log"
@@ -295,7 +311,7 @@ roles = ["admin"]
             log_to=logf, env=env,
         )
         addr = wait_for_line(logf, "airlock-interop: listening on ", p)
-        return {"url": f"http://{addr}/mcp", "tool": "echo", "token": None}
+        return {"url": f"http://{addr}/mcp", "tool": "echo", "token": None, "pids": [p.pid]}
 
     def start_mcp_proxy(self) -> dict[str, Any]:
         logf = self.tmp / "mcp-proxy.log"
@@ -313,7 +329,7 @@ roles = ["admin"]
             return http_get(f"http://127.0.0.1:{port}/status")[0] == 200
 
         wait_until("mcp-proxy", ready)
-        return {"url": f"http://127.0.0.1:{port}/mcp", "tool": "echo", "token": None}
+        return {"url": f"http://127.0.0.1:{port}/mcp", "tool": "echo", "token": None, "pids": [p.pid]}
 
     def start(self, names: list[str]) -> None:
         need_direct = {"direct", "direct-reconnect", "airlock-http", "airlock-http-tmpfs", "api-upstream", "api-agent"} & set(names)
@@ -324,14 +340,19 @@ roles = ["admin"]
         web = f'[[upstreams]]\nname = "web"\nurl = "{self.targets["direct"]["url"]}"\n' if need_direct else ""
         if {"airlock-http", "api-upstream", "api-agent"} & set(names):
             t = self.start_airlock("airlock-http", web, "web")
-            self.targets["airlock-http"] = t
-            self.targets["api-upstream"] = {"url": t["base"], "tool": "web__echo", "token": self.token, "api": True}
-            self.targets["api-agent"] = {"url": t["base"], "tool": "bench.noop", "token": self.token, "api": True}
+            # The server side of a call through airlock-http is airlock and its upstream.
+            with_upstream = t["pids"] + self.targets["direct"]["pids"]
+            self.targets["airlock-http"] = {**t, "pids": with_upstream}
+            self.targets["api-upstream"] = {"url": t["base"], "tool": "web__echo", "token": self.token, "api": True,
+                                            "pids": with_upstream}
+            self.targets["api-agent"] = {"url": t["base"], "tool": "bench.noop", "token": self.token, "api": True,
+                                         "pids": t["pids"]}
             log(f"airlock-http: {t['url']} -> web ({self.targets['direct']['url']})")
         if "airlock-http-tmpfs" in names:
             shm = Path(tempfile.mkdtemp(prefix="airlock-mcp-bench-", dir="/dev/shm"))
             self.tmpfs_dirs.append(shm)
-            self.targets["airlock-http-tmpfs"] = self.start_airlock("airlock-http-tmpfs", web, "web", str(shm))
+            t = self.start_airlock("airlock-http-tmpfs", web, "web", str(shm))
+            self.targets["airlock-http-tmpfs"] = {**t, "pids": t["pids"] + self.targets["direct"]["pids"]}
             log(f"airlock-http-tmpfs: {self.targets['airlock-http-tmpfs']['url']} (journal in {shm})")
         if "airlock-stdio" in names:
             stdio = (
@@ -444,7 +465,8 @@ def print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         print(f"load wait: {meta['load_wait']}")
     for r in meta.get("retried", []):
         print(f"retried once: {r['client']} against {r['target']} in round {r['round']}: {r['error'].splitlines()[-1]}")
-    head = ["client", "target", "sessions", "calls", "p50 ms", "p99 ms", "calls/s", "p50 x direct", "p50 - direct ms"]
+    head = ["client", "target", "sessions", "calls", "p50 ms", "p99 ms", "calls/s", "p50 x direct", "p50 - direct ms",
+            "server CPU/call"]
     lines = []
     for r in rows:
         lines.append([
@@ -452,6 +474,7 @@ def print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['calls_per_s']:.0f}",
             f"{r['p50_ratio_vs_direct']:.2f}" if "p50_ratio_vs_direct" in r else "-",
             f"{r['p50_diff_ms_vs_direct']:+.2f}" if "p50_diff_ms_vs_direct" in r else "-",
+            f"{r['server_cpu_us_per_call']:.0f} us" if r.get("server_cpu_us_per_call") else "-",
         ])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
@@ -464,7 +487,9 @@ def print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             print()
         last = key
         print(fmt(line))
-    print("(p50 x direct and p50 - direct: against direct in the same round, median over rounds)")
+    print("(p50 x direct and p50 - direct: against direct in the same round, median over rounds. server CPU/call:\n"
+          " user + system CPU of the target's processes (gateway, its children, and the upstream it calls) over\n"
+          " whole client runs, handshakes and warm-up included, divided by the calls made; same for both rows)")
 
 
 def versions(airlock: Path) -> dict[str, str]:
@@ -562,6 +587,7 @@ def main() -> int:
         log(f"load average {meta['loadavg_start']}; starting the targets (logs in {tmp})")
         run.start(targets)
         rounds: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        cpu_use: dict[tuple[str, str], list[float]] = {}
         meta["loadavg_rounds"] = []
         meta["retried"] = []
         for r in range(opts.rounds):
@@ -570,6 +596,7 @@ def main() -> int:
                 for target in order:
                     if target in RAW_ONLY_TARGETS and client != "raw-http":
                         continue
+                    cpu0 = cpu_seconds(run.targets[target]["pids"])
                     try:
                         res = run_client(client, target, run.targets[target], opts, tmp)
                     except RuntimeError as e:
@@ -578,6 +605,13 @@ def main() -> int:
                         log(f"round {r + 1}: {e}\nmcp_clients: trying {client} against {target} once more")
                         meta["retried"].append({"round": r + 1, "client": client, "target": target, "error": str(e)})
                         res = run_client(client, target, run.targets[target], opts, tmp)
+                    # Server CPU over the whole client run (both phases, warm-up and handshakes too).
+                    cpu = cpu_seconds(run.targets[target]["pids"]) - cpu0
+                    warm_conc = max(1, (opts.warmup + 1) // 2) if "conc" in res else 0
+                    n = opts.warmup + opts.calls + (opts.sessions * (warm_conc + opts.conc_calls) if "conc" in res else 0)
+                    acc = cpu_use.setdefault((client, target), [0.0, 0])
+                    acc[0] += cpu
+                    acc[1] += n
                     rounds.setdefault((client, target, "seq"), []).append({**res["seq"], "sessions": 1})
                     if "conc" in res:
                         rounds.setdefault((client, target, "conc"), []).append(res["conc"])
@@ -588,6 +622,9 @@ def main() -> int:
             meta["loadavg_rounds"].append(loadavg())
         meta["loadavg_end"] = loadavg()
         rows = summarise(rounds, clients, targets)
+        for row in rows:
+            cpu, n = cpu_use.get((row["client"], row["target"]), (0.0, 0))
+            row["server_cpu_us_per_call"] = cpu / n * 1e6 if n else None
         doc = {"meta": meta, "results": rows}
         if opts.json == "-":
             print(json.dumps(doc, indent=1))
