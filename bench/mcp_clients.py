@@ -454,6 +454,28 @@ def summarise(rounds: dict[tuple[str, str, str], list[dict[str, Any]]], clients:
     return rows
 
 
+TIMERS = {
+    "airlock_decision_duration_seconds": "decision",
+    "airlock_policy_evaluation_seconds": "policy",
+    "airlock_upstream_call_duration_seconds": "upstream call",
+}
+
+
+def airlock_timers(base: str) -> dict[str, float]:
+    """Means (ms) of airlock's own duration histograms at /metrics: how long decisions (with their
+    durable commit), policy evaluations and upstream calls took, over every call so far."""
+    status, body = http_get(f"{base}/metrics")
+    if status != 200:
+        return {}
+    acc: dict[str, list[float]] = {}
+    for line in body.decode(errors="replace").splitlines():
+        for metric, label in TIMERS.items():
+            for part in ("sum", "count"):
+                if line.startswith(f"{metric}_{part}"):
+                    acc.setdefault(label, [0.0, 0.0])[part == "count"] += float(line.rsplit(" ", 1)[1])
+    return {label: s / n * 1000 for label, (s, n) in acc.items() if n}
+
+
 def print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     la0, la1 = meta["loadavg_start"], meta["loadavg_end"]
     print()
@@ -487,6 +509,10 @@ def print_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             print()
         last = key
         print(fmt(line))
+    for name, timers in meta.get("airlock_timers_ms", {}).items():
+        if timers:
+            print(f"{name}: airlock's own timers, mean per call over the run: "
+                  + ", ".join(f"{k} {v:.2f} ms" for k, v in timers.items()))
     print("(p50 x direct and p50 - direct: against direct in the same round, median over rounds. server CPU/call:\n"
           " user + system CPU of the target's processes (gateway, its children, and the upstream it calls) over\n"
           " whole client runs, handshakes and warm-up included, divided by the calls made; same for both rows)")
@@ -621,6 +647,9 @@ def main() -> int:
                            if "conc" in res else ""))
             meta["loadavg_rounds"].append(loadavg())
         meta["loadavg_end"] = loadavg()
+        meta["airlock_timers_ms"] = {
+            name: airlock_timers(t["base"]) for name, t in run.targets.items() if name.startswith("airlock") and "base" in t
+        }
         rows = summarise(rounds, clients, targets)
         for row in rows:
             cpu, n = cpu_use.get((row["client"], row["target"]), (0.0, 0))
