@@ -23,11 +23,18 @@ airlock="${CARGO_TARGET_DIR:-target}/release/airlock"
 # `finally`, on failure and on SIGINT/SIGTERM/SIGHUP. This trap asks it to (SIGTERM), waits, and
 # then kills the runner's process group, which every server and client it starts stays in.
 runner=""
+group=""
 cleanup() {
     if [ -n "$runner" ] && kill -0 "$runner" 2>/dev/null; then
         kill -TERM "$runner" 2>/dev/null || true
         for _ in $(seq 150); do kill -0 "$runner" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$runner" 2>/dev/null || true
+    fi
+    # Whatever is left in the runner's group (all of it, if the runner itself was killed):
+    # SIGTERM first, so that servers can stop their own children, then SIGKILL.
+    if [ -n "$group" ] && kill -0 -- "-$group" 2>/dev/null; then
+        kill -TERM -- "-$group" 2>/dev/null || true
+        sleep 2
+        kill -KILL -- "-$group" 2>/dev/null || true
     fi
 }
 trap cleanup EXIT
@@ -38,6 +45,7 @@ trap 'exit 129' HUP
 set -m  # the runner gets its own process group
 python3 bench/mcp_clients.py --airlock "$airlock" "$@" &
 runner=$!
+group=$runner
 set +m
 status=0
 wait "$runner" || status=$?
