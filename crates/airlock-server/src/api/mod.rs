@@ -1,14 +1,20 @@
 //! The HTTP API under `/v1`, documented in `docs/api.md`.
 //!
-//! Over 800 lines for now, on purpose: it is one flat list of thin handlers in the order of the
-//! router, and splitting it by resource (sessions, actions, approvals, kill, policy) is planned
-//! with the next API changes (issues 14 and 16 add routes) rather than as a move of its own.
+//! This module holds what every handler shares (state, principal, problems, body and query
+//! extractors), the router, and the agent-facing routes (sessions, actions); `policy` holds the
+//! policy lifecycle routes and `approvals` what humans decide (approvals, kill switches, TOTP
+//! unlocks).
 //!
 //! Errors are `application/problem+json` (RFC 9457) with a stable `type`
 //! (`urn:airlock:problem:<name>`). Request bodies are size-limited and parsed with the path of
 //! any wrong field in the message. Handlers are thin: they authenticate, parse, call the
 //! [`Engine`] and shape the answer.
 
+mod approvals;
+mod policy;
+
+use approvals::*;
+use policy::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -619,93 +625,6 @@ async fn list_breakers(State(state): State<AppState>, principal: Principal) -> R
 // Policy status and the shadow report are admin-only: they show the policy's files, where it
 // lives on the server and how a candidate would decide, which is how the rules could be probed
 // for gaps. Approvers see what they need on each approval.
-async fn policy_status(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    require_role(&principal, airlock_core::Role::Admin)?;
-    let policy = state.engine.policy();
-    let history = state.engine.store().policy_history(crate::lifecycle::HISTORY).await.map_err(engine::Error::from)?;
-    let shadow = state.engine.shadow_report();
-    Ok(Json(json!({
-        "active": {
-            "revision": policy.revision(),
-            "dir": policy.dir(),
-            "files": policy.sources().iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
-        },
-        "candidate": shadow.candidate.as_ref().map(|r| json!({"revision": r, "dir": shadow.dir, "canary_percent": shadow.canary_percent})),
-        "history": history
-            .iter()
-            .map(|r| json!({"revision": r.revision, "activated_at": r.activated_at, "activated_by": r.activated_by}))
-            .collect::<Vec<_>>(),
-    })))
-}
-
-async fn policy_reload(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    let human = require_role(&principal, airlock_core::Role::Admin)?;
-    let change = state.engine.reload_policy(&human.human.id).await?;
-    Ok(Json(serde_json::to_value(change).unwrap_or_default()))
-}
-
-async fn policy_rollback(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    let human = require_role(&principal, airlock_core::Role::Admin)?;
-    let change = state.engine.rollback_policy(&human.human.id).await?;
-    Ok(Json(serde_json::to_value(change).unwrap_or_default()))
-}
-
-async fn policy_promote(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    let human = require_role(&principal, airlock_core::Role::Admin)?;
-    let change = state.engine.promote_candidate(&human.human.id).await?;
-    Ok(Json(serde_json::to_value(change).unwrap_or_default()))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CandidateBody {
-    dir: String,
-    /// Share of sessions (0 – 100) the candidate decides for; default 0 (shadow only).
-    #[serde(default)]
-    canary_percent: u8,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CanaryBody {
-    percent: u8,
-}
-
-async fn policy_canary(
-    State(state): State<AppState>,
-    principal: Principal,
-    Body(body): Body<CanaryBody>,
-) -> Result<Json<Value>, Problem> {
-    let human = require_role(&principal, airlock_core::Role::Admin)?;
-    let revision = state.engine.set_canary(body.percent, &human.human.id).await?;
-    Ok(Json(json!({"candidate": revision, "canary_percent": body.percent})))
-}
-
-async fn policy_candidate(
-    State(state): State<AppState>,
-    principal: Principal,
-    Body(body): Body<CandidateBody>,
-) -> Result<Json<Value>, Problem> {
-    let human = require_role(&principal, airlock_core::Role::Admin)?;
-    let dir = std::path::PathBuf::from(&body.dir);
-    let dir =
-        if dir.is_absolute() { dir } else { state.engine.config().file.parent().map(|p| p.join(&dir)).unwrap_or(dir) };
-    let revision = state.engine.set_candidate(dir, body.canary_percent, &human.human.id).await?;
-    let mode = if body.canary_percent > 0 { "canary" } else { "shadow" };
-    Ok(Json(json!({"candidate": revision, "mode": mode, "canary_percent": body.canary_percent})))
-}
-
-async fn policy_candidate_clear(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    require_role(&principal, airlock_core::Role::Admin)?;
-    state.engine.clear_candidate();
-    Ok(Json(json!({"candidate": null})))
-}
-
-async fn policy_shadow(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
-    require_role(&principal, airlock_core::Role::Admin)?;
-    Ok(Json(serde_json::to_value(state.engine.shadow_report()).unwrap_or_default()))
-}
-
 #[derive(Deserialize)]
 struct WaitQuery {
     wait: Option<f64>,
@@ -766,161 +685,6 @@ async fn report_result(
     let report = engine::ResultReport { ok: body.ok, output: body.output, error: body.error, cost_usd: body.cost_usd };
     let view = state.engine.report_result(&agent, &id, report).await?;
     Ok(Json(view))
-}
-
-#[derive(Deserialize)]
-struct ApprovalQuery {
-    status: Option<String>,
-    limit: Option<usize>,
-}
-
-#[derive(Serialize)]
-struct ApprovalSummary {
-    #[serde(flatten)]
-    approval: airlock_core::Approval,
-    action: Option<airlock_core::Action>,
-    /// For an approval that needs MFA: humans whose TOTP codes are locked now.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mfa_locks: Option<Vec<MfaLock>>,
-}
-
-/// A human whose TOTP codes are locked after too many failed ones.
-#[derive(Serialize)]
-struct MfaLock {
-    human: String,
-    locked_until: chrono::DateTime<chrono::Utc>,
-}
-
-async fn list_approvals(
-    State(state): State<AppState>,
-    principal: Principal,
-    Params(q): Params<ApprovalQuery>,
-) -> Result<Json<Value>, Problem> {
-    require_human(&principal)?;
-    let status = match q.status.as_deref() {
-        None | Some("all") => None,
-        Some(s) => Some(ApprovalStatus::parse(s).ok_or_else(|| {
-            Problem::bad_request(format!(
-                "`status` must be pending, approved, denied, expired, cancelled or all, not `{s}`"
-            ))
-        })?),
-    };
-    let approvals = state.engine.approvals(status, q.limit.unwrap_or(100).min(1000)).await?;
-    let mut out = Vec::with_capacity(approvals.len());
-    for approval in approvals {
-        let action = state.engine.store().action(&approval.action_id).await.map_err(engine::Error::from)?;
-        out.push(ApprovalSummary { approval, action, mfa_locks: None });
-    }
-    Ok(Json(json!({ "approvals": out })))
-}
-
-async fn get_approval(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<ApprovalSummary>, Problem> {
-    require_human(&principal)?;
-    let (approval, action) = state.engine.approval(&id).await?;
-    let mfa_locks = approval.requirements.mfa.then(|| {
-        state.engine.mfa_locks().into_iter().map(|(human, locked_until)| MfaLock { human, locked_until }).collect()
-    });
-    Ok(Json(ApprovalSummary { approval, action: Some(action), mfa_locks }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VoteBody {
-    #[serde(default)]
-    comment: String,
-    #[serde(default)]
-    totp: Option<String>,
-}
-
-async fn vote(
-    state: AppState,
-    principal: Principal,
-    id: String,
-    verdict: Verdict,
-    body: VoteBody,
-) -> Result<Response, Problem> {
-    let human = require_human(&principal)?;
-    let view = state.engine.vote(&human, &id, VoteRequest { verdict, comment: body.comment, totp: body.totp }).await?;
-    Ok(Json(view).into_response())
-}
-
-async fn approve(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-    Body(body): Body<VoteBody>,
-) -> Result<Response, Problem> {
-    vote(state, principal, id, Verdict::Approve, body).await
-}
-
-async fn deny(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-    Body(body): Body<VoteBody>,
-) -> Result<Response, Problem> {
-    vote(state, principal, id, Verdict::Deny, body).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KillBody {
-    scope: KillScope,
-    #[serde(default)]
-    target: Option<String>,
-    #[serde(default)]
-    reason: String,
-}
-
-async fn engage_kill(
-    State(state): State<AppState>,
-    principal: Principal,
-    Body(body): Body<KillBody>,
-) -> Result<Response, Problem> {
-    let human = require_role(&principal, airlock_core::Role::Admin)?;
-    let ks = state.engine.engage_kill(&human.human.id, body.scope, body.target, body.reason).await?;
-    Ok((StatusCode::CREATED, Json(ks)).into_response())
-}
-
-#[derive(Deserialize)]
-struct KillQuery {
-    #[serde(default)]
-    all: bool,
-}
-
-async fn list_kill(
-    State(state): State<AppState>,
-    principal: Principal,
-    Params(q): Params<KillQuery>,
-) -> Result<Json<Value>, Problem> {
-    require_human(&principal)?;
-    let list = state.engine.kill_switches(q.all).await?;
-    Ok(Json(json!({ "kill_switches": list })))
-}
-
-/// `POST /v1/humans/{id}/unlock`: an admin lifts a human's TOTP lock.
-async fn unlock_mfa(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
-    let human = require_role(&principal, airlock_core::Role::Admin)?;
-    let guard = state.engine.unlock_mfa(&human, &id).await?;
-    Ok(Json(json!({"human": guard.human, "failures": guard.failures, "locked_until": guard.locked_until})))
-}
-
-async fn release_kill(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
-    let human = require_role(&principal, airlock_core::Role::Admin)?;
-    let ks = state.engine.release_kill(&human.human.id, &id).await?;
-    Ok(Json(serde_json::to_value(ks).unwrap_or_default()))
 }
 
 #[cfg(test)]
