@@ -19,6 +19,8 @@ Tools (listed two per page, so a client must follow `nextCursor`):
 import json
 import sys
 
+from stdio_jsonrpc import serve, text, unknown_method, unknown_tool
+
 PINNED = sys.argv[1] if len(sys.argv) > 1 else None
 agreed = PINNED
 
@@ -34,46 +36,33 @@ TOOLS = [
 ]
 
 
-def send(msg):
-    sys.stdout.write(json.dumps(msg) + "\n")
-    sys.stdout.flush()
-
-
-for line in sys.stdin:
-    if not line.strip():
-        continue
-    msg = json.loads(line)
-    if "id" not in msg or "method" not in msg:
-        continue  # notifications (initialized, cancelled) and answers need no reply
-    method, params = msg["method"], msg.get("params") or {}
+def handle(method, params, msg):
+    global agreed
     if method == "initialize":
         agreed = PINNED or params.get("protocolVersion", "2025-11-25")
-        result = {"protocolVersion": agreed, "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "fake-mcp-server", "version": agreed}}
-    elif method == "tools/list":
+        return {"protocolVersion": agreed, "capabilities": {"tools": {}},
+                "serverInfo": {"name": "fake-mcp-server", "version": agreed}}
+    if method == "tools/list":
         # Two tools per page, so a client must follow `nextCursor` to see them all.
         start = int(params.get("cursor") or 0)
         result = {"tools": TOOLS[start:start + 2]}
         if start + 2 < len(TOOLS):
             result["nextCursor"] = str(start + 2)
-    elif method == "tools/call":
-        name, args = params.get("name"), params.get("arguments") or {}
-        if name == "version":
-            result = {"content": [{"type": "text", "text": f"speaking {agreed}"}]}
-        elif name == "meta":
-            result = {"content": [{"type": "text", "text": json.dumps(params.get("_meta") or {})}]}
-        elif name == "bill":
-            result = {"content": [{"type": "text", "text": "billed"}], "_meta": {"airlock/cost_usd": args.get("cost")}}
-        elif name == "quiet":
-            result = {"_meta": {"airlock/cost_usd": args.get("cost")}} if "cost" in args else {}
-        elif name == "echo":
-            result = {"content": [{"type": "text", "text": "echoed"}], "structuredContent": args}
-        else:
-            send({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32602, "message": f"unknown tool: {name}"}})
-            continue
-    elif method == "ping":
-        result = {}
-    else:
-        send({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": f"method not found: {method}"}})
-        continue
-    send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
+        return result
+    if method != "tools/call":
+        raise unknown_method(method)
+    name, args = params.get("name"), params.get("arguments") or {}
+    if name == "version":
+        return text(f"speaking {agreed}")
+    if name == "meta":
+        return text(json.dumps(params.get("_meta") or {}))
+    if name == "bill":
+        return {**text("billed"), "_meta": {"airlock/cost_usd": args.get("cost")}}
+    if name == "quiet":
+        return {"_meta": {"airlock/cost_usd": args.get("cost")}} if "cost" in args else {}
+    if name == "echo":
+        return {**text("echoed"), "structuredContent": args}
+    raise unknown_tool(name)
+
+
+serve(handle)

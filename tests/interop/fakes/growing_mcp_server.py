@@ -10,8 +10,7 @@ Tools at start:
            then sends `notifications/tools/list_changed`
     shout  returns its `text` argument in capitals
 """
-import json
-import sys
+from stdio_jsonrpc import serve, text, unknown_method, unknown_tool
 
 TOOLS = [
     {"name": "grow", "description": "Adds a tool named `name`.",
@@ -21,50 +20,28 @@ TOOLS = [
 ]
 
 
-def send(msg):
-    sys.stdout.write(json.dumps(msg) + "\n")
-    sys.stdout.flush()
-
-
-def text(t):
-    return {"content": [{"type": "text", "text": t}]}
-
-
-for line in sys.stdin:
-    if not line.strip():
-        continue
-    msg = json.loads(line)
-    if "id" not in msg or "method" not in msg:
-        continue  # notifications and answers need no reply
-    method, params = msg["method"], msg.get("params") or {}
-    changed = False
+def handle(method, params, msg):
     if method == "initialize":
-        result = {"protocolVersion": params.get("protocolVersion", "2025-11-25"),
-                  "capabilities": {"tools": {"listChanged": True}},
-                  "serverInfo": {"name": "growing-mcp-server", "version": "1"}}
-    elif method == "tools/list":
-        result = {"tools": TOOLS}
-    elif method == "tools/call":
-        name, args = params.get("name"), params.get("arguments") or {}
-        if name == "grow":
-            new = str(args.get("name", ""))
-            if new and all(t["name"] != new for t in TOOLS):
-                TOOLS.append({"name": new, "description": f"Grown at run time: {new}.",
-                              "inputSchema": {"type": "object"}})
-                changed = True
-            result = text(f"grew {new}")
-        elif name == "shout":
-            result = text(str(args.get("text", "")).upper())
-        elif any(t["name"] == name for t in TOOLS):
-            result = text(f"grown {name}")
-        else:
-            send({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32602, "message": f"unknown tool: {name}"}})
-            continue
-    elif method == "ping":
-        result = {}
-    else:
-        send({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": f"method not found: {method}"}})
-        continue
-    send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
-    if changed:
-        send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        return {"protocolVersion": params.get("protocolVersion", "2025-11-25"),
+                "capabilities": {"tools": {"listChanged": True}},
+                "serverInfo": {"name": "growing-mcp-server", "version": "1"}}
+    if method == "tools/list":
+        return {"tools": TOOLS}
+    if method != "tools/call":
+        raise unknown_method(method)
+    name, args = params.get("name"), params.get("arguments") or {}
+    if name == "grow":
+        new = str(args.get("name", ""))
+        if new and all(t["name"] != new for t in TOOLS):
+            TOOLS.append({"name": new, "description": f"Grown at run time: {new}.",
+                          "inputSchema": {"type": "object"}})
+            return text(f"grew {new}"), [{"method": "notifications/tools/list_changed"}]
+        return text(f"grew {new}")
+    if name == "shout":
+        return text(str(args.get("text", "")).upper())
+    if any(t["name"] == name for t in TOOLS):
+        return text(f"grown {name}")
+    raise unknown_tool(name)
+
+
+serve(handle)

@@ -13,7 +13,8 @@ Tools:
     broken     a schema that is not valid JSON Schema (`"type": "integr"`)
 """
 import json
-import sys
+
+from stdio_jsonrpc import serve, text, unknown_method, unknown_tool
 
 TOOLS = [
     {"name": "open_port", "description": "Opens a firewall port.",
@@ -27,37 +28,22 @@ TOOLS = [
 ]
 
 
-def send(msg):
-    sys.stdout.write(json.dumps(msg) + "\n")
-    sys.stdout.flush()
-
-
-for line in sys.stdin:
-    if not line.strip():
-        continue
-    msg = json.loads(line)
-    if "id" not in msg or "method" not in msg:
-        continue
-    method, params = msg["method"], msg.get("params") or {}
+def handle(method, params, msg):
     if method == "initialize":
-        result = {"protocolVersion": params.get("protocolVersion", "2025-06-18"), "capabilities": {"tools": {}},
-                  "serverInfo": {"name": "typed-mcp-server", "version": "1"}}
-    elif method == "tools/list":
-        result = {"tools": TOOLS}
-    elif method == "tools/call":
-        name, args = params.get("name"), params.get("arguments") or {}
-        with open("calls.jsonl", "a") as log:
-            log.write(json.dumps({"name": name, "arguments": args}) + "\n")
-        if name == "open_port":
-            result = {"content": [{"type": "text", "text": f"opened port {int(args.get('port', 0))}"}]}
-        elif name in ("echo", "broken"):
-            result = {"content": [{"type": "text", "text": json.dumps(args)}]}
-        else:
-            send({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32602, "message": f"unknown tool: {name}"}})
-            continue
-    elif method == "ping":
-        result = {}
-    else:
-        send({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": f"method not found: {method}"}})
-        continue
-    send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
+        return {"protocolVersion": params.get("protocolVersion", "2025-06-18"), "capabilities": {"tools": {}},
+                "serverInfo": {"name": "typed-mcp-server", "version": "1"}}
+    if method == "tools/list":
+        return {"tools": TOOLS}
+    if method != "tools/call":
+        raise unknown_method(method)
+    name, args = params.get("name"), params.get("arguments") or {}
+    with open("calls.jsonl", "a") as log:
+        log.write(json.dumps({"name": name, "arguments": args}) + "\n")
+    if name == "open_port":
+        return text(f"opened port {int(args.get('port', 0))}")
+    if name in ("echo", "broken"):
+        return text(json.dumps(args))
+    raise unknown_tool(name)
+
+
+serve(handle)
