@@ -75,6 +75,10 @@ pub enum EventKind {
     /// carries its files, so decisions a canary made can be replayed from the journal.
     #[serde(rename = "policy.candidate")]
     PolicyCandidate,
+    /// A message crossed the MCP gateway between an upstream and a client other than a call or a
+    /// list (sampling, elicitation, roots, logging, subscriptions), or was refused.
+    #[serde(rename = "mcp.forwarded")]
+    McpForwarded,
 }
 
 impl EventKind {
@@ -103,6 +107,7 @@ impl EventKind {
             EventKind::PolicyActivated => "policy.activated",
             EventKind::PolicyCandidate => "policy.candidate",
             EventKind::ShadowDisagreement => "policy.shadow_disagreement",
+            EventKind::McpForwarded => "mcp.forwarded",
         }
     }
 }

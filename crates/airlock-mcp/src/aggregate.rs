@@ -141,7 +141,8 @@ pub async fn resource_templates(upstreams: &Upstreams, names: Names<'_>) -> Vec<
 }
 
 /// The upstream that serves `uri` for this agent, if any.
-async fn route(upstreams: &Upstreams, admits: Admits<'_>, uri: &str) -> Option<String> {
+/// The upstream that serves `uri` to a caller who may see what `admits` admits.
+pub(crate) async fn route(upstreams: &Upstreams, admits: Admits<'_>, uri: &str) -> Option<String> {
     for (upstream, r) in upstreams.resources().await {
         if r.uri == uri && admits(&prefixed(&upstream, &r.name)) {
             return Some(upstream);

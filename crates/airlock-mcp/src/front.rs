@@ -1,14 +1,18 @@
 //! airlock as an MCP server: the endpoint agents connect to.
 //!
-//! One [`Front`] is created per MCP session. It advertises tools, prompts, resources and
-//! completions (merged from every upstream, see [`crate::aggregate`]; on a virtual server, from
-//! the part it offers, under its names), and protocol versions up to
-//! `2025-11-25` (the ones that use `initialize`; see docs/adr/0008-mcp-gateway.md). It does not
-//! advertise logging or subscriptions, and as a client it offers no
-//! sampling, elicitation or roots, because it does not forward them: a proxy must not advertise
-//! what it can't serve. Every `tools/call` goes to the [`Gateway`]; progress notifications from
-//! the upstream are relayed to the caller, and a cancelled request is cancelled upstream. Each
-//! session has a watcher ([`crate::list_changes`]) that sends it `list_changed` notifications.
+//! One [`Front`] is created per MCP session. It advertises tools, and prompts, resources (with
+//! subscriptions), logging and completions when a connected upstream supports them (merged from
+//! every upstream, see [`crate::aggregate`]; on a virtual server, from the part it offers, under
+//! its names), and protocol versions up to `2025-11-25` (the ones that use `initialize`; see
+//! docs/adr/0008-mcp-gateway.md): a proxy must not advertise what it can't serve. Every
+//! `tools/call` goes to the [`Gateway`]; progress notifications from the upstream are relayed
+//! to the caller, a cancelled request is cancelled upstream, and what the upstream asks of the
+//! caller during the call (sampling, elicitation, roots) or tells it (log messages) is forwarded
+//! ([`crate::forward`]). Each session has a watcher ([`crate::list_changes`]) that sends it
+//! `list_changed` notifications and ends its subscriptions when it goes.
+// rmcp marks logging, sampling, elicitation, roots and subscriptions deprecated (SEP-2577, for
+// protocol 2026-07-28); they are current in every version airlock serves (up to 2025-11-25).
+#![allow(deprecated)]
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,9 +23,11 @@ use rmcp::model::{
     GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams, InitializeResult, JsonObject,
     ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ProgressNotificationParam, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, Tool,
+    ServerConfig, SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
+
+use crate::forward::{Backchannel, Caller, Forwarded, LogLevel};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use tokio_util::sync::CancellationToken;
 
@@ -73,8 +79,9 @@ pub struct ToolCall {
     pub cancel: CancellationToken,
     /// Progress reporting, a no-op when the client sent no progress token.
     pub progress: Progress,
-    /// Relays the upstream's own progress to the caller; `None` when the client sent no token.
-    pub relay: Option<crate::upstream::ProgressRelay>,
+    /// What goes back to the caller while the upstream runs the call: its progress, and its
+    /// requests and log messages.
+    pub back: Backchannel,
     /// W3C `traceparent` from `params._meta`.
     pub traceparent: Option<String>,
     /// The MCP session id (`Mcp-Session-Id`).
@@ -128,6 +135,8 @@ pub trait Gateway: Send + Sync + 'static {
     /// Runs one call through the pipeline. Denials, pending approvals and upstream failures are
     /// tool results with `isError: true`, so the model can read why.
     async fn call(&self, call: ToolCall) -> CallToolResult;
+    /// Records a message that crossed between an upstream and a client (or was refused).
+    fn forwarded(&self, _message: Forwarded) {}
 }
 
 /// The MCP server handler of one session.
@@ -137,15 +146,22 @@ pub struct Front {
     session: Arc<tokio::sync::OnceCell<String>>,
     /// The human the session acts for, settled at `initialize`.
     requester: Arc<std::sync::OnceLock<Option<String>>>,
+    /// Tells this MCP session's subscriptions from others'.
+    id: u64,
+    /// The log level the client asked for.
+    level: LogLevel,
 }
 
 impl Front {
     /// A handler for a new MCP session.
     pub fn new(gateway: Arc<dyn Gateway>) -> Front {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         Front {
             gateway,
             session: Arc::new(tokio::sync::OnceCell::new()),
             requester: Arc::new(std::sync::OnceLock::new()),
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            level: LogLevel::default(),
         }
     }
 }
@@ -240,6 +256,47 @@ impl Front {
         let prefixed = self.gateway.prefixed(&caller);
         Ok(Visible { admits: move |name: &str| self.gateway.admits(&caller, name), prefixed })
     }
+
+    /// The airlock session behind this MCP session, opened by its first call or subscription.
+    async fn session(&self, who: &CallerIdentity, context: &RequestContext<RoleServer>) -> Result<String, ErrorData> {
+        let task = header(context, TASK_HEADER).unwrap_or_else(|| {
+            context
+                .peer
+                .peer_info()
+                .map(|i| format!("MCP session of {} {}", i.client_info.name, i.client_info.version))
+                .unwrap_or_else(|| "MCP session".into())
+        });
+        let gateway = self.gateway.clone();
+        let agent = who.agent_id.clone();
+        let bind = header(context, "mcp-session-id");
+        // Set at `initialize`; the gateway applies the agent's configured requester either way.
+        let requester = self.requester.get().cloned().flatten();
+        let session = self
+            .session
+            .get_or_try_init(|| async move {
+                let session = gateway.open_session(&agent, task, requester).await?;
+                if let Some(m) = &bind {
+                    gateway.bind_mcp_session(m, &agent, &session);
+                }
+                Ok::<String, GatewayError>(session)
+            })
+            .await
+            .map_err(|e| ErrorData::internal_error(format!("cannot open an airlock session: {e}"), None))?;
+        Ok(session.clone())
+    }
+
+    /// This session as the client of an upstream's messages, for the request in `context`.
+    fn caller(&self, who: &CallerIdentity, session_id: String, context: &RequestContext<RoleServer>) -> Caller {
+        Caller {
+            peer: context.peer.clone(),
+            request: context.id.clone(),
+            agent_id: who.agent_id.clone(),
+            session_id,
+            level: self.level.clone(),
+            gateway: self.gateway.clone(),
+            action: None,
+        }
+    }
 }
 
 impl ServerHandler for Front {
@@ -260,7 +317,7 @@ impl ServerHandler for Front {
             return Err(ErrorData::invalid_request("this MCP session is already initialized", None));
         }
         context.peer.set_peer_info(request.clone());
-        crate::list_changes::watch(self.gateway.clone(), who.clone(), context.peer.clone());
+        crate::list_changes::watch(self.gateway.clone(), who.clone(), context.peer.clone(), self.id);
         let mut result = self.negotiate_initialize(&request)?;
         if let Some(server) = &who.server {
             result.server_info.title = Some(format!("airlock gateway: {server}"));
@@ -269,23 +326,13 @@ impl ServerHandler for Front {
     }
 
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .enable_prompts()
-                .enable_prompts_list_changed()
-                .enable_resources()
-                .enable_resources_list_changed()
-                .enable_completions()
-                .build(),
-        )
-        .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")).with_title("airlock gateway"))
-        .with_instructions(
-            "Every tool call passes airlock's policy. A call may be denied (the result says why) or held \
+        ServerConfig::new(advertised(self.gateway.upstreams().offered()))
+            .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")).with_title("airlock gateway"))
+            .with_instructions(
+                "Every tool call passes airlock's policy. A call may be denied (the result says why) or held \
                  for human approval (retry the same call to keep waiting; it runs once approved).",
-        )
-        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+            )
+            .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -307,31 +354,9 @@ impl ServerHandler for Front {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let who = identity(&context)?;
-        let task = header(&context, TASK_HEADER).unwrap_or_else(|| {
-            context
-                .peer
-                .peer_info()
-                .map(|i| format!("MCP session of {} {}", i.client_info.name, i.client_info.version))
-                .unwrap_or_else(|| "MCP session".into())
-        });
-        let gateway = self.gateway.clone();
-        let agent = who.agent_id.clone();
         let mcp_session = header(&context, "mcp-session-id");
-        let bind = mcp_session.clone();
-        // Set at `initialize`; the gateway applies the agent's configured requester either way.
-        let requester = self.requester.get().cloned().flatten();
-        let session = self
-            .session
-            .get_or_try_init(|| async move {
-                let session = gateway.open_session(&agent, task, requester).await?;
-                if let Some(m) = &bind {
-                    gateway.bind_mcp_session(m, &agent, &session);
-                }
-                Ok::<String, GatewayError>(session)
-            })
-            .await
-            .map_err(|e| ErrorData::internal_error(format!("cannot open an airlock session: {e}"), None))?
-            .clone();
+        let session = self.session(&who, &context).await?;
+        let caller = self.caller(&who, session.clone(), &context);
 
         // rmcp may hand `params._meta` to the handler in the request or in the context.
         let meta_str = |key: &str| -> Option<String> {
@@ -399,7 +424,7 @@ impl ServerHandler for Front {
             justification,
             cancel: context.ct.clone(),
             progress,
-            relay,
+            back: Backchannel { progress: relay, caller: Some(caller) },
             traceparent,
             mcp_session,
         };
@@ -470,6 +495,98 @@ impl ServerHandler for Front {
         let visible = self.visible(&context)?;
         crate::aggregate::complete(self.gateway.upstreams(), visible.names(), request).await
     }
+
+    /// Keeps the level for this session's messages, and asks the upstreams that log for it.
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let who = identity(&context)?;
+        let session = self.session(&who, &context).await?;
+        self.level.set(request.level);
+        self.gateway.upstreams().set_level(request.level).await;
+        let level = serde_json::to_value(request.level).unwrap_or_default();
+        self.caller(&who, session, &context).record(
+            "logging/setLevel",
+            "*",
+            "delivered",
+            None,
+            serde_json::json!({"level": level}),
+        );
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let visible = self.visible(&context)?;
+        let who = identity(&context)?;
+        let upstream = crate::aggregate::route(self.gateway.upstreams(), visible.names().admits, &request.uri)
+            .await
+            .ok_or_else(|| {
+                ErrorData::resource_not_found(
+                    format!("no upstream offers the resource `{}` (see resources/list)", request.uri),
+                    None,
+                )
+            })?;
+        let session = self.session(&who, &context).await?;
+        let caller = self.caller(&who, session, &context);
+        let subscribed =
+            self.gateway.upstreams().subscribe_resource(&upstream, &request.uri, self.id, caller.clone()).await;
+        let content = serde_json::json!({"uri": request.uri});
+        match subscribed {
+            Ok(()) => {
+                caller.record("resources/subscribe", &upstream, "delivered", None, content);
+                Ok(())
+            }
+            Err(e) => {
+                caller.record("resources/subscribe", &upstream, "failed", Some(e.to_string()), content);
+                Err(ErrorData::invalid_params(e.to_string(), None))
+            }
+        }
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let who = identity(&context)?;
+        if self.gateway.upstreams().unsubscribe_resource(&request.uri, self.id).await {
+            let session = self.session(&who, &context).await?;
+            let content = serde_json::json!({"uri": request.uri});
+            self.caller(&who, session, &context).record("resources/unsubscribe", "*", "delivered", None, content);
+        }
+        Ok(())
+    }
+
+    async fn on_roots_list_changed(&self, _context: NotificationContext<RoleServer>) {
+        self.gateway.upstreams().roots_changed().await;
+    }
+}
+
+/// What airlock advertises: tools always (its own pipeline serves them), the rest when a
+/// connected upstream supports it.
+fn advertised(offered: crate::Offered) -> ServerCapabilities {
+    let mut caps = ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build();
+    let listed = || serde_json::from_value(serde_json::json!({"listChanged": true})).ok();
+    if offered.prompts {
+        caps.prompts = listed();
+    }
+    if offered.resources {
+        caps.resources =
+            serde_json::from_value(serde_json::json!({"listChanged": true, "subscribe": offered.subscribe})).ok();
+    }
+    if offered.logging {
+        caps.logging = Some(JsonObject::new());
+    }
+    if offered.completions {
+        caps.completions = Some(JsonObject::new());
+    }
+    caps
 }
 
 /// A tool result with `isError: true` and one text block.

@@ -8,13 +8,16 @@
 
 pub mod aggregate;
 pub mod connect;
+pub mod forward;
 pub mod front;
 mod list_changes;
+mod subscriptions;
 pub mod upstream;
 
+pub use forward::{ActionRef, Backchannel, Caller, Forwarded, LogLevel};
 pub use front::{CallerIdentity, Front, Gateway, GatewayError, ToolCall, error_result};
 pub use upstream::{
-    Health, ListChanges, ProgressRelay, Transport, UpstreamError, UpstreamSpec, UpstreamStatus, Upstreams,
+    Health, ListChanges, Offered, ProgressRelay, Transport, UpstreamError, UpstreamSpec, UpstreamStatus, Upstreams,
 };
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client, once.

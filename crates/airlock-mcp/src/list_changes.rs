@@ -20,37 +20,43 @@ use crate::{CallerIdentity, Gateway};
 /// How often a watcher with nothing to say checks whether its session has ended.
 const CHECK_CLOSED: Duration = Duration::from_secs(30);
 
-/// Watches for changes on behalf of one session until its transport closes.
-pub(crate) fn watch(gateway: Arc<dyn Gateway>, caller: CallerIdentity, peer: Peer<RoleServer>) {
+/// Watches for changes on behalf of one session until its transport closes, then ends the
+/// session's resource subscriptions (`front` is its front's id).
+pub(crate) fn watch(gateway: Arc<dyn Gateway>, caller: CallerIdentity, peer: Peer<RoleServer>, front: u64) {
     let mut tools_changed = gateway.upstreams().subscribe();
     let mut lists_changed = gateway.upstreams().subscribe_lists();
     let mut offered = gateway.tools_for(&caller);
     let mut lists = *lists_changed.borrow();
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                r = tools_changed.changed() => if r.is_err() { return },
-                r = lists_changed.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(CHECK_CLOSED) => {}
-            }
-            if peer.is_transport_closed() {
-                return;
-            }
-            let now = gateway.tools_for(&caller);
-            if now != offered {
-                offered = now;
-                if peer.notify_tool_list_changed().await.is_err() {
+        let upstreams = gateway.upstreams().clone();
+        let watching = async move {
+            loop {
+                tokio::select! {
+                    r = tools_changed.changed() => if r.is_err() { return },
+                    r = lists_changed.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(CHECK_CLOSED) => {}
+                }
+                if peer.is_transport_closed() {
                     return;
                 }
+                let now = gateway.tools_for(&caller);
+                if now != offered {
+                    offered = now;
+                    if peer.notify_tool_list_changed().await.is_err() {
+                        return;
+                    }
+                }
+                let counts = *lists_changed.borrow_and_update();
+                if counts.prompts != lists.prompts && peer.notify_prompt_list_changed().await.is_err() {
+                    return;
+                }
+                if counts.resources != lists.resources && peer.notify_resource_list_changed().await.is_err() {
+                    return;
+                }
+                lists = counts;
             }
-            let counts = *lists_changed.borrow_and_update();
-            if counts.prompts != lists.prompts && peer.notify_prompt_list_changed().await.is_err() {
-                return;
-            }
-            if counts.resources != lists.resources && peer.notify_resource_list_changed().await.is_err() {
-                return;
-            }
-            lists = counts;
-        }
+        };
+        watching.await;
+        upstreams.forget_session(front).await;
     });
 }

@@ -10,10 +10,12 @@
 //! clear error; nothing is queued or retried behind the agent's back.
 
 mod client;
+mod forwarding;
 mod supervise;
 
 use client::UpstreamClient;
 pub(crate) use client::token_key;
+pub use forwarding::Offered;
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
 use std::sync::{Arc, RwLock};
@@ -217,6 +219,12 @@ struct Upstream {
     progress: std::sync::Mutex<HashMap<String, ProgressRelay>>,
     /// Bumped when any upstream says its prompts or resources changed (shared by all).
     lists: Arc<tokio::sync::watch::Sender<ListChanges>>,
+    /// Calls in flight, with their clients, for what the upstream sends back.
+    in_flight: crate::forward::InFlight,
+    /// Resource subscriptions held here for clients.
+    subscriptions: crate::subscriptions::Subscriptions,
+    /// The most verbose log level any client asked for (`rank + 1`; 0 when none has).
+    log_level: std::sync::atomic::AtomicU8,
 }
 
 /// How often upstreams said their prompt and resource lists changed, since start: a session
@@ -254,6 +262,18 @@ struct RelayRegistration<'a> {
 impl Drop for RelayRegistration<'_> {
     fn drop(&mut self) {
         lock(&self.upstream.progress).remove(&self.key);
+    }
+}
+
+/// Takes a call off the upstream's in-flight list when it ends, however it ends.
+struct InFlightRegistration<'a> {
+    upstream: &'a Upstream,
+    id: RequestId,
+}
+
+impl Drop for InFlightRegistration<'_> {
+    fn drop(&mut self) {
+        self.upstream.in_flight.remove(&self.id);
     }
 }
 
@@ -302,6 +322,9 @@ impl Upstreams {
                     refresh_tools: std::sync::atomic::AtomicBool::new(false),
                     progress: std::sync::Mutex::new(HashMap::new()),
                     lists: lists.clone(),
+                    in_flight: Default::default(),
+                    subscriptions: Default::default(),
+                    log_level: Default::default(),
                 })
             })
             .collect();
@@ -410,8 +433,9 @@ impl Upstreams {
     }
 
     /// Calls a tool. `cancel` aborts the call (the request is cancelled at the upstream too).
-    /// With `relay`, airlock asks the upstream for progress (under a token of its own, so two
-    /// clients' tokens never collide) and hands each notification to `relay`.
+    /// With a progress relay in `back`, airlock asks the upstream for progress (under a token of
+    /// its own, so two clients' tokens never collide) and hands each notification to it; with a
+    /// caller, the upstream's requests and log messages during the call go to that client.
     pub async fn call(
         &self,
         upstream: &str,
@@ -419,8 +443,9 @@ impl Upstreams {
         arguments: JsonObject,
         cancel: CancellationToken,
         traceparent: Option<String>,
-        relay: Option<ProgressRelay>,
+        back: crate::forward::Backchannel,
     ) -> Result<CallToolResult, UpstreamError> {
+        let crate::forward::Backchannel { progress: relay, caller } = back;
         let (up, conn) = self.connected(upstream)?;
         let mut params = CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
         if let Some(tp) = traceparent {
@@ -438,6 +463,8 @@ impl Upstreams {
             .send_request_with_option(request, PeerRequestOptions::no_options())
             .await
             .map_err(|e| failed(up, e))?;
+        up.in_flight.insert(handle.id.clone(), caller);
+        let _in_flight = InFlightRegistration { upstream: up, id: handle.id.clone() };
         let _registration = relay.map(|relay| {
             let key = token_key(&handle.progress_token);
             lock(&up.progress).insert(key.clone(), relay);

@@ -40,8 +40,8 @@ pub struct Carried {
 pub struct Run {
     /// Cancels this caller's run (a client that went away, an MCP `notifications/cancelled`).
     pub cancel: CancellationToken,
-    /// Passes upstream progress notifications on to an MCP caller.
-    pub relay: Option<airlock_mcp::ProgressRelay>,
+    /// What goes back to an MCP caller while the upstream runs: progress, requests, log messages.
+    pub back: airlock_mcp::Backchannel,
 }
 
 /// Takes a decided submission as far as it goes now (see the module documentation).
@@ -59,7 +59,7 @@ pub async fn carry_out(
     let approval = view.approval.clone();
     match (view.action.status, outcome) {
         (ActionStatus::Executing, Outcome::New) => {
-            let (action, returned) = gateway.execute(&view.action, run.cancel, run.relay).await;
+            let (action, returned) = gateway.execute(&view.action, run.cancel, run.back).await;
             Ok(Carried { view: ActionView { action, approval }, returned: Some(returned) })
         }
         (ActionStatus::Executing, _) => {
@@ -68,7 +68,7 @@ pub async fn carry_out(
         }
         (ActionStatus::Approved, _) => match engine.claim_execution(&view.action.id).await? {
             Claim::Run(action) => {
-                let (action, returned) = gateway.execute(&action, run.cancel, run.relay).await;
+                let (action, returned) = gateway.execute(&action, run.cancel, run.back).await;
                 Ok(Carried { view: ActionView { action, approval }, returned: Some(returned) })
             }
             Claim::Running(action) => {

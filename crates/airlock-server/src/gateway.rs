@@ -43,7 +43,13 @@ pub struct McpGateway {
     /// value of `changes` it was computed at).
     offers: std::sync::Mutex<Option<(u64, Offers)>>,
     changes: tokio::sync::watch::Receiver<u64>,
+    /// Forwarded-message records waiting for the journal.
+    unjournaled: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// How many forwarded-message records may wait for the journal at once: beyond this (an
+/// upstream flooding log messages), records are dropped and counted, and the messages still go.
+const FORWARDED_BACKLOG: usize = 1024;
 
 impl std::fmt::Debug for McpGateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,6 +84,7 @@ impl McpGateway {
             servers,
             offers: std::sync::Mutex::new(None),
             changes,
+            unjournaled: Default::default(),
         }
     }
 
@@ -229,13 +236,17 @@ impl McpGateway {
 
     /// Runs an action that is `executing` (just allowed, or just claimed after approval) against
     /// its upstream and records the outcome.
-    /// `relay` passes the upstream's progress notifications on to an MCP caller.
+    /// `back` carries the upstream's progress, requests and log messages to an MCP caller.
     pub async fn execute(
         &self,
         action: &Action,
         cancel: CancellationToken,
-        relay: Option<airlock_mcp::ProgressRelay>,
+        mut back: airlock_mcp::Backchannel,
     ) -> (Action, CallToolResult) {
+        if let Some(caller) = &mut back.caller {
+            let redacts = !action.decision.redact.is_empty();
+            caller.action = Some(airlock_mcp::ActionRef { id: action.id.clone(), redacts });
+        }
         let (Some(upstream), arguments) = (action.upstream.clone(), action.arguments.clone()) else {
             return (action.clone(), error_result("internal error: not an upstream action"));
         };
@@ -260,7 +271,7 @@ impl McpGateway {
         // A kill switch engaged while the call is out cancels it.
         let cancel = cancel.child_token();
         self.engine.track_inflight(action, cancel.clone());
-        let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel, traceparent, relay).await;
+        let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel, traceparent, back).await;
         self.engine.untrack_inflight(&action.id);
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         metrics::histogram!(crate::telemetry::UPSTREAM_SECONDS, "upstream" => upstream.clone())
@@ -436,6 +447,25 @@ impl Gateway for McpGateway {
         &self.upstreams
     }
 
+    fn forwarded(&self, message: airlock_mcp::Forwarded) {
+        use std::sync::atomic::Ordering;
+        metrics::counter!(crate::telemetry::MCP_FORWARDED, "method" => message.method.clone(), "outcome" => message.outcome)
+            .increment(1);
+        if self.unjournaled.fetch_add(1, Ordering::SeqCst) >= FORWARDED_BACKLOG {
+            self.unjournaled.fetch_sub(1, Ordering::SeqCst);
+            metrics::counter!(crate::telemetry::MCP_FORWARDED_UNJOURNALED).increment(1);
+            tracing::warn!(method = %message.method, upstream = %message.upstream, "journal backlog full; a forwarded message was not journaled");
+            return;
+        }
+        let (engine, backlog) = (self.engine.clone(), self.unjournaled.clone());
+        tokio::spawn(async move {
+            if let Err(e) = engine.record_forwarded(&message).await {
+                tracing::error!(error = %e, method = %message.method, "cannot journal a forwarded message");
+            }
+            backlog.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
     fn admits(&self, caller: &CallerIdentity, name: &str) -> bool {
         let allowed =
             self.agents.get(&caller.agent_id).is_some_and(|agent| allowlist_covers(agent.tools.as_deref(), name));
@@ -520,7 +550,7 @@ impl Gateway for McpGateway {
             Err(crate::engine::Error::Invalid(msg)) => return error_result(format!("airlock: {msg}")),
             Err(e) => return error_result(format!("airlock could not decide this call, so it was not run: {e}")),
         };
-        let run = || Run { cancel: call.cancel.clone(), relay: call.relay.clone() };
+        let run = || Run { cancel: call.cancel.clone(), back: call.back.clone() };
         let mut carried = match executor::carry_out(&self.engine, Some(self), submission, run()).await {
             Ok(c) => c,
             Err(e) => return error_result(format!("airlock could not run the call: {e}")),

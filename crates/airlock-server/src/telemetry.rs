@@ -44,6 +44,10 @@ pub const SPEND_USD: &str = "airlock_spend_usd_total";
 pub const SESSIONS_PAUSED: &str = "airlock_sessions_paused_total";
 
 /// The label value of every tool airlock does not know, and of every `rule` past the bound.
+/// Messages forwarded between upstreams and clients, by method and outcome (counter).
+pub const MCP_FORWARDED: &str = "airlock_mcp_forwarded_total";
+/// Forwarded messages left out of the journal because its backlog was full (counter).
+pub const MCP_FORWARDED_UNJOURNALED: &str = "airlock_mcp_forwarded_unjournaled_total";
 pub const OTHER: &str = "other";
 
 /// Most distinct `rule` label values; later ones are [`OTHER`]. Rule names come from policy,
@@ -168,6 +172,8 @@ fn describe() {
     describe_gauge!(APPROVALS_PENDING, "Approvals waiting for humans");
     describe_gauge!(ACTION_WAITERS, "Callers blocked until an action changes (long-polls, held MCP calls)");
     describe_counter!(ACTIONS, "Finished actions by tool and outcome");
+    describe_counter!(MCP_FORWARDED, "MCP messages forwarded between upstreams and clients, by method and outcome");
+    describe_counter!(MCP_FORWARDED_UNJOURNALED, "Forwarded MCP messages not journaled because the backlog was full");
     describe_histogram!(UPSTREAM_SECONDS, metrics::Unit::Seconds, "Upstream tool call time");
     describe_counter!(UPSTREAM_ERRORS, "Upstream tool call failures");
     describe_gauge!(BREAKER_STATE, "Circuit breaker state: 0 closed, 1 half-open, 2 open");

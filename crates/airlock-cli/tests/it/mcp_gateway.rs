@@ -128,7 +128,11 @@ async fn tools_from_two_upstreams_are_listed_and_called() {
     let info = c.peer_info().unwrap();
     assert_eq!(info.server_info.as_ref().unwrap().name, "airlock");
     assert!(info.capabilities.tools.is_some());
-    assert!(info.capabilities.logging.is_none(), "airlock must not advertise what it does not forward");
+    // What the upstreams support, airlock forwards and advertises: server-everything logs,
+    // offers prompts and completes arguments.
+    assert!(info.capabilities.logging.is_some());
+    assert!(info.capabilities.prompts.is_some());
+    assert!(info.capabilities.completions.is_some());
 
     let tools = c.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();

@@ -105,6 +105,7 @@ pub(super) async fn supervise(
                 *write(&up.conn) = Some(Arc::new(conn));
                 up.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 set_health(&up, Health::Up { server, protocol_version, tools: count }, &changed);
+                tokio::spawn(super::forwarding::restore(up.clone(), peer.clone()));
                 backoff = FIRST_RETRY;
             }
             Err(error) => {

@@ -20,6 +20,7 @@
 mod approvals;
 mod clock;
 mod evaluator;
+mod forwarded;
 mod guards;
 mod kill;
 mod outcome;
