@@ -4,8 +4,10 @@
 #
 #   node_modules/  from package.json + package-lock.json (exact pins, `npm ci`):
 #                  @modelcontextprotocol/server-everything, server-filesystem, sdk (TypeScript
-#                  client), inspector (CLI), and the `node` package: Node 22 at
-#                  node_modules/.bin/node, which the inspector needs (>= 22.19; the machine has 20)
+#                  client), inspector (CLI), conformance (the official MCP conformance suite,
+#                  run in server mode by clients/conformance.mjs), and the `node` package: Node 22
+#                  at node_modules/.bin/node, which the inspector (>= 22.19) and the conformance
+#                  suite (fs.globSync) need; the machine has 20
 #   .venv/         a Python virtualenv with the official Python SDK, mcp 2.3.0, and its
 #                  dependencies, all pinned in requirements.txt
 #
@@ -24,6 +26,7 @@ needed=(
     node_modules/.bin/mcp-server-everything
     node_modules/.bin/mcp-server-filesystem
     node_modules/.bin/mcp-inspector
+    node_modules/.bin/conformance
     node_modules/@modelcontextprotocol/sdk/package.json
     .venv/bin/python
 )
@@ -41,7 +44,7 @@ start=$SECONDS
 # --- npm packages --------------------------------------------------------------------------
 command -v npm >/dev/null || { echo "interop peers: npm is not installed" >&2; exit 1; }
 if [ -f package-lock.json ]; then
-    say "npm ci (server-everything, server-filesystem, sdk, inspector, node@22)"
+    say "npm ci (server-everything, server-filesystem, sdk, inspector, conformance, node@22)"
     npm ci --no-audit --no-fund --loglevel=error
 else
     say "npm install (no package-lock.json yet: writing one; commit it)"
