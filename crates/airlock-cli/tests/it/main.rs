@@ -16,6 +16,7 @@ mod attacks_outputs;
 mod attacks_requests;
 mod audit;
 mod cli;
+mod conformance;
 mod forwarding;
 mod guards;
 mod http_api;
