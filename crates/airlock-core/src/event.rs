@@ -79,6 +79,10 @@ pub enum EventKind {
     /// list (sampling, elicitation, roots, logging, subscriptions), or was refused.
     #[serde(rename = "mcp.forwarded")]
     McpForwarded,
+    /// A read through the MCP gateway that is not a tool call (a resource, a prompt, a
+    /// completion, a subscription) was screened: allowed or refused, and why.
+    #[serde(rename = "mcp.read")]
+    McpRead,
 }
 
 impl EventKind {
@@ -108,6 +112,7 @@ impl EventKind {
             EventKind::PolicyCandidate => "policy.candidate",
             EventKind::ShadowDisagreement => "policy.shadow_disagreement",
             EventKind::McpForwarded => "mcp.forwarded",
+            EventKind::McpRead => "mcp.read",
         }
     }
 }

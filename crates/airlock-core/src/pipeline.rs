@@ -446,23 +446,9 @@ pub fn seconds(n: u64) -> chrono::Duration {
 /// Builds the policy input document (versioned in `docs/policy.md`).
 pub fn policy_input(agent: &Agent, session: &Session, action: &Action, now: DateTime<Utc>) -> Value {
     json!({
-        "agent": {
-            "id": agent.id,
-            "owner": agent.owner,
-            "oncall": agent.oncall,
-            "tier": agent.tier.as_str(),
-            "labels": agent.labels,
-        },
-        "session": {
-            "id": session.id,
-            "task": session.task,
-            "labels": session.labels,
-            "on_behalf_of": session.on_behalf_of,
-            "actions": session.actions,
-            "failures": session.failures,
-            "denials": session.denials,
-            "spent_usd": session.spent_usd,
-        },
+        "kind": KIND_TOOL_CALL,
+        "agent": agent_input(agent),
+        "session": session_input(session),
         "action": {
             "tool": action.tool,
             "upstream": action.upstream,
@@ -474,5 +460,45 @@ pub fn policy_input(agent: &Agent, session: &Session, action: &Action, now: Date
             "digest": action.digest,
         },
         "now": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+/// `input.kind` of a tool call.
+pub const KIND_TOOL_CALL: &str = "tool.call";
+
+/// The policy input of a read through the MCP gateway that is not a tool call (`kind` is
+/// `resource.read`, `resource.subscribe`, `prompt.get` or `completion.complete`): the same
+/// `agent` and `session` as a call's, and `read` (its upstream, target and arguments) instead of
+/// `action`, so that rules written for calls do not match reads.
+pub fn read_input(agent: &Agent, session: &Session, kind: &str, read: Value, now: DateTime<Utc>) -> Value {
+    json!({
+        "kind": kind,
+        "agent": agent_input(agent),
+        "session": session_input(session),
+        "read": read,
+        "now": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+fn agent_input(agent: &Agent) -> Value {
+    json!({
+        "id": agent.id,
+        "owner": agent.owner,
+        "oncall": agent.oncall,
+        "tier": agent.tier.as_str(),
+        "labels": agent.labels,
+    })
+}
+
+fn session_input(session: &Session) -> Value {
+    json!({
+        "id": session.id,
+        "task": session.task,
+        "labels": session.labels,
+        "on_behalf_of": session.on_behalf_of,
+        "actions": session.actions,
+        "failures": session.failures,
+        "denials": session.denials,
+        "spent_usd": session.spent_usd,
     })
 }

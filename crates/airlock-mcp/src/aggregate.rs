@@ -9,9 +9,10 @@
 //! URI, or else to the upstream whose template matches it (the longest literal prefix wins when
 //! several do); when two upstreams list the same URI, the first in configuration order serves it.
 //!
-//! None of these are actions: they are reads the upstream offers for context, and they do not
-//! pass the decision pipeline. An agent that must not see an upstream's resources should not have
-//! that upstream in its allowlist.
+//! None of these are actions, but reading, getting and completing pass the gateway's screen
+//! before they reach an upstream ([`crate::Gateway::screen_read`]: session state, kill switches,
+//! rate limit, policy, journal); this module only finds where each goes. Lists are filtered by
+//! the allowlist and not screened.
 
 use rmcp::ErrorData;
 use rmcp::model::{
@@ -118,15 +119,25 @@ async fn find_prompt(upstreams: &Upstreams, names: Names<'_>, shown: &str) -> Re
     }
 }
 
-/// `prompts/get` for a name as prompts/list shows it.
-pub async fn get_prompt(
+/// Where `prompts/get` for a name as prompts/list shows it goes: the upstream, and the request
+/// with the upstream's own name.
+pub async fn prompt_target(
     upstreams: &Upstreams,
     names: Names<'_>,
     mut params: GetPromptRequestParams,
-) -> Result<GetPromptResponse, ErrorData> {
+) -> Result<(String, GetPromptRequestParams), ErrorData> {
     let (upstream, name) = find_prompt(upstreams, names, &params.name).await?;
     params.name = name;
-    upstreams.get_prompt(&upstream, params).await.map_err(upstream_error)
+    Ok((upstream, params))
+}
+
+/// `prompts/get` at the upstream [`prompt_target`] chose.
+pub async fn get_prompt(
+    upstreams: &Upstreams,
+    upstream: &str,
+    params: GetPromptRequestParams,
+) -> Result<GetPromptResponse, ErrorData> {
+    upstreams.get_prompt(upstream, params).await.map_err(upstream_error)
 }
 
 /// Resources the agent may see, named `{upstream}__{name}` when prefixed, URIs unchanged.
@@ -158,31 +169,33 @@ pub(crate) async fn route(upstreams: &Upstreams, admits: Admits<'_>, uri: &str) 
         .map(|(_, upstream)| upstream)
 }
 
-/// `resources/read`, routed by URI.
-pub async fn read_resource(
-    upstreams: &Upstreams,
-    names: Names<'_>,
-    params: ReadResourceRequestParams,
-) -> Result<ReadResourceResponse, ErrorData> {
-    let Some(upstream) = route(upstreams, names.admits, &params.uri).await else {
-        return Err(ErrorData::resource_not_found(
-            format!(
-                "no upstream offers the resource `{}` (see resources/list and resources/templates/list)",
-                params.uri
-            ),
+/// The upstream that serves `resources/read` (or a subscription) for `uri`, or why there is none.
+pub async fn resource_target(upstreams: &Upstreams, names: Names<'_>, uri: &str) -> Result<String, ErrorData> {
+    route(upstreams, names.admits, uri).await.ok_or_else(|| {
+        ErrorData::resource_not_found(
+            format!("no upstream offers the resource `{uri}` (see resources/list and resources/templates/list)"),
             None,
-        ));
-    };
-    upstreams.read_resource(&upstream, params).await.map_err(upstream_error)
+        )
+    })
 }
 
-/// `completion/complete` for a prompt argument (the prompt's name as prompts/list shows it) or a
-/// resource template argument (routed by the template URI).
-pub async fn complete(
+/// `resources/read` at the upstream [`resource_target`] chose.
+pub async fn read_resource(
+    upstreams: &Upstreams,
+    upstream: &str,
+    params: ReadResourceRequestParams,
+) -> Result<ReadResourceResponse, ErrorData> {
+    upstreams.read_resource(upstream, params).await.map_err(upstream_error)
+}
+
+/// Where `completion/complete` goes, for a prompt argument (the prompt's name as prompts/list
+/// shows it) or a resource template argument (routed by the template URI): the upstream and the
+/// request with the upstream's own names; `None` when nothing offers what it refers to.
+pub async fn completion_target(
     upstreams: &Upstreams,
     names: Names<'_>,
     mut params: CompleteRequestParams,
-) -> Result<CompleteResult, ErrorData> {
+) -> Option<(String, CompleteRequestParams)> {
     let upstream = match &mut params.r#ref {
         Reference::Prompt(p) => match find_prompt(upstreams, names, &p.name).await {
             Ok((upstream, name)) => {
@@ -200,11 +213,16 @@ pub async fn complete(
         // A kind of reference this version does not know: nothing to route it by.
         _ => None,
     };
-    let Some(upstream) = upstream else {
-        // Nothing to complete from: an empty answer, as the protocol expects for unknown refs.
-        return Ok(CompleteResult::default());
-    };
-    upstreams.complete(&upstream, params).await.map_err(upstream_error)
+    upstream.map(|u| (u, params))
+}
+
+/// `completion/complete` at the upstream [`completion_target`] chose.
+pub async fn complete(
+    upstreams: &Upstreams,
+    upstream: &str,
+    params: CompleteRequestParams,
+) -> Result<CompleteResult, ErrorData> {
+    upstreams.complete(upstream, params).await.map_err(upstream_error)
 }
 
 /// Whether `uri` is an expansion of the RFC 6570 template `template`; `Some(n)` gives the length

@@ -179,11 +179,22 @@ impl Caller {
 }
 
 /// Calls in flight at one upstream, by the id of airlock's request upstream, with their client
-/// (`None` for calls without an MCP client, such as the HTTP API's).
+/// (`None` for calls without an MCP client, such as the HTTP API's); and the calls that ended
+/// within [`GRACE`], because rmcp hands each notification to a task of its own, which may run
+/// after the call's answer has been delivered.
 #[derive(Default)]
 pub(crate) struct InFlight {
-    calls: std::sync::Mutex<HashMap<RequestId, Option<Caller>>>,
+    calls: std::sync::Mutex<Calls>,
 }
+
+#[derive(Default)]
+struct Calls {
+    running: HashMap<RequestId, Option<Caller>>,
+    ended: std::collections::VecDeque<(std::time::Instant, Option<Caller>)>,
+}
+
+/// How long a call that ended still receives its upstream's log messages.
+const GRACE: Duration = Duration::from_millis(250);
 
 /// Why an upstream's message could not be given to a client.
 pub(crate) const NO_CALL: &str = "no call with an MCP client is in flight at this upstream";
@@ -193,29 +204,42 @@ pub(crate) const AMBIGUOUS: &str =
 
 impl InFlight {
     pub(crate) fn insert(&self, id: RequestId, caller: Option<Caller>) {
-        airlock_core::sync::lock(&self.calls).insert(id, caller);
+        airlock_core::sync::lock(&self.calls).running.insert(id, caller);
     }
 
     pub(crate) fn remove(&self, id: &RequestId) {
-        airlock_core::sync::lock(&self.calls).remove(id);
+        let mut calls = airlock_core::sync::lock(&self.calls);
+        if let Some(caller) = calls.running.remove(id) {
+            calls.ended.push_back((std::time::Instant::now(), caller));
+        }
     }
 
     /// The caller a message from the upstream is for: the call whose response stream it came
-    /// on; without that mark, the one session with calls in flight (a call without a client
-    /// counts as a session of its own).
+    /// on; without that mark, the one session with calls in flight or just ended (a call
+    /// without a client counts as a session of its own).
     pub(crate) fn route(&self, origin: Option<&InboundStreamOrigin>) -> Result<Caller, &'static str> {
-        let calls = airlock_core::sync::lock(&self.calls);
+        let mut calls = airlock_core::sync::lock(&self.calls);
         if let Some(InboundStreamOrigin::OutboundRequest(id)) = origin
-            && let Some(call) = calls.get(id)
+            && let Some(call) = calls.running.get(id)
         {
             return call.clone().ok_or(NO_CLIENT);
         }
-        let mut callers = calls.values();
-        let first = callers.next().ok_or(NO_CALL)?.as_ref().ok_or(NO_CLIENT)?;
-        if callers.any(|c| c.as_ref().is_none_or(|c| c.session_id != first.session_id)) {
+        let now = std::time::Instant::now();
+        while calls.ended.front().is_some_and(|(at, _)| now.duration_since(*at) > GRACE) {
+            calls.ended.pop_front();
+        }
+        // A call that ended counts only while its client can still hear: a session that closed
+        // (as a client does after its last call) receives nothing, so it makes nothing ambiguous.
+        let open = |c: &&Option<Caller>| c.as_ref().is_none_or(|c| !c.peer.is_transport_closed());
+        let mut callers = calls.running.values().chain(calls.ended.iter().map(|(_, c)| c).filter(open));
+        let first = callers.next().ok_or(NO_CALL)?;
+        if callers.any(|c| match (c, first) {
+            (Some(c), Some(first)) => c.session_id != first.session_id,
+            _ => true,
+        }) {
             return Err(AMBIGUOUS);
         }
-        Ok(first.clone())
+        first.clone().ok_or(NO_CLIENT)
     }
 }
 

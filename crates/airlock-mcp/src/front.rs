@@ -137,6 +137,25 @@ pub trait Gateway: Send + Sync + 'static {
     async fn call(&self, call: ToolCall) -> CallToolResult;
     /// Records a message that crossed between an upstream and a client (or was refused).
     fn forwarded(&self, _message: Forwarded) {}
+    /// Screens a read that is not a tool call (a resource, a prompt, a completion, a
+    /// subscription) before it reaches its upstream: `Err(why)` refuses it.
+    async fn screen_read(&self, _caller: &CallerIdentity, _session_id: &str, _read: ReadRequest) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A read that is not a tool call, as the gateway screens it.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    /// `resource.read`, `resource.subscribe`, `prompt.get` or `completion.complete`.
+    pub kind: &'static str,
+    /// The upstream that serves it.
+    pub upstream: String,
+    /// The resource URI; the prompt's `{upstream}__{name}`; for a completion, the prompt's
+    /// `{upstream}__{name}` or the template's URI.
+    pub target: String,
+    /// The prompt's or completion's arguments.
+    pub arguments: serde_json::Value,
 }
 
 /// The MCP server handler of one session.
@@ -283,6 +302,18 @@ impl Front {
             .await
             .map_err(|e| ErrorData::internal_error(format!("cannot open an airlock session: {e}"), None))?;
         Ok(session.clone())
+    }
+
+    /// Screens a read with the gateway (opening the session if needed); a refusal is an
+    /// `invalid_request` error that says why.
+    async fn screen(&self, context: &RequestContext<RoleServer>, read: ReadRequest) -> Result<(), ErrorData> {
+        let who = identity(context)?;
+        let session = self.session(&who, context).await?;
+        let kind = read.kind;
+        self.gateway
+            .screen_read(&who, &session, read)
+            .await
+            .map_err(|why| ErrorData::invalid_request(format!("airlock refused this {kind}: {why}"), None))
     }
 
     /// This session as the client of an upstream's messages, for the request in `context`.
@@ -453,7 +484,13 @@ impl ServerHandler for Front {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let visible = self.visible(&context)?;
-        crate::aggregate::get_prompt(self.gateway.upstreams(), visible.names(), request).await
+        let upstreams = self.gateway.upstreams();
+        let arguments = serde_json::to_value(&request.arguments).unwrap_or_default();
+        let (upstream, request) = crate::aggregate::prompt_target(upstreams, visible.names(), request).await?;
+        let target = format!("{upstream}{TOOL_SEPARATOR}{}", request.name);
+        self.screen(&context, ReadRequest { kind: "prompt.get", upstream: upstream.clone(), target, arguments })
+            .await?;
+        crate::aggregate::get_prompt(upstreams, &upstream, request).await
     }
 
     async fn list_resources(
@@ -484,7 +521,16 @@ impl ServerHandler for Front {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let visible = self.visible(&context)?;
-        crate::aggregate::read_resource(self.gateway.upstreams(), visible.names(), request).await
+        let upstreams = self.gateway.upstreams();
+        let upstream = crate::aggregate::resource_target(upstreams, visible.names(), &request.uri).await?;
+        let read = ReadRequest {
+            kind: "resource.read",
+            upstream: upstream.clone(),
+            target: request.uri.clone(),
+            arguments: serde_json::Value::Null,
+        };
+        self.screen(&context, read).await?;
+        crate::aggregate::read_resource(upstreams, &upstream, request).await
     }
 
     async fn complete(
@@ -493,7 +539,24 @@ impl ServerHandler for Front {
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
         let visible = self.visible(&context)?;
-        crate::aggregate::complete(self.gateway.upstreams(), visible.names(), request).await
+        let upstreams = self.gateway.upstreams();
+        let Some((upstream, request)) = crate::aggregate::completion_target(upstreams, visible.names(), request).await
+        else {
+            // Nothing to complete from: an empty answer, as the protocol expects for unknown refs.
+            return Ok(CompleteResult::default());
+        };
+        let target = match &request.r#ref {
+            rmcp::model::Reference::Prompt(p) => format!("{upstream}{TOOL_SEPARATOR}{}", p.name),
+            rmcp::model::Reference::Resource(r) => r.uri.clone(),
+            _ => String::new(),
+        };
+        let arguments = serde_json::to_value(&request.argument).unwrap_or_default();
+        self.screen(
+            &context,
+            ReadRequest { kind: "completion.complete", upstream: upstream.clone(), target, arguments },
+        )
+        .await?;
+        crate::aggregate::complete(upstreams, &upstream, request).await
     }
 
     /// Keeps the level for this session's messages, and asks the upstreams that log for it.
@@ -524,14 +587,15 @@ impl ServerHandler for Front {
     ) -> Result<(), ErrorData> {
         let visible = self.visible(&context)?;
         let who = identity(&context)?;
-        let upstream = crate::aggregate::route(self.gateway.upstreams(), visible.names().admits, &request.uri)
-            .await
-            .ok_or_else(|| {
-                ErrorData::resource_not_found(
-                    format!("no upstream offers the resource `{}` (see resources/list)", request.uri),
-                    None,
-                )
-            })?;
+        let upstream =
+            crate::aggregate::resource_target(self.gateway.upstreams(), visible.names(), &request.uri).await?;
+        let read = ReadRequest {
+            kind: "resource.subscribe",
+            upstream: upstream.clone(),
+            target: request.uri.clone(),
+            arguments: serde_json::Value::Null,
+        };
+        self.screen(&context, read).await?;
         let session = self.session(&who, &context).await?;
         let caller = self.caller(&who, session, &context);
         let subscribed =

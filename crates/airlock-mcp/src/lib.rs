@@ -15,7 +15,7 @@ mod subscriptions;
 pub mod upstream;
 
 pub use forward::{ActionRef, Backchannel, Caller, Forwarded, LogLevel};
-pub use front::{CallerIdentity, Front, Gateway, GatewayError, ToolCall, error_result};
+pub use front::{CallerIdentity, Front, Gateway, GatewayError, ReadRequest, ToolCall, error_result};
 pub use upstream::{
     Health, ListChanges, Offered, ProgressRelay, Transport, UpstreamError, UpstreamSpec, UpstreamStatus, Upstreams,
 };

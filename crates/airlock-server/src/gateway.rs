@@ -447,6 +447,28 @@ impl Gateway for McpGateway {
         &self.upstreams
     }
 
+    async fn screen_read(
+        &self,
+        caller: &CallerIdentity,
+        session_id: &str,
+        read: airlock_mcp::ReadRequest,
+    ) -> Result<(), String> {
+        let Some(agent) = self.agents.get(&caller.agent_id) else {
+            return Err(format!("unknown agent `{}`", caller.agent_id));
+        };
+        let read = crate::engine::Read {
+            kind: read.kind,
+            upstream: read.upstream,
+            target: read.target,
+            server: caller.server.clone(),
+            arguments: read.arguments,
+        };
+        match self.engine.screen_read(agent, session_id, &read).await {
+            Ok(verdict) => verdict,
+            Err(e) => Err(format!("it could not be screened and journaled, so it was not served: {e}")),
+        }
+    }
+
     fn forwarded(&self, message: airlock_mcp::Forwarded) {
         use std::sync::atomic::Ordering;
         metrics::counter!(crate::telemetry::MCP_FORWARDED, "method" => message.method.clone(), "outcome" => message.outcome)

@@ -46,6 +46,8 @@ pub const SESSIONS_PAUSED: &str = "airlock_sessions_paused_total";
 /// The label value of every tool airlock does not know, and of every `rule` past the bound.
 /// Messages forwarded between upstreams and clients, by method and outcome (counter).
 pub const MCP_FORWARDED: &str = "airlock_mcp_forwarded_total";
+/// Reads through the MCP gateway that are not calls, by kind and outcome (counter).
+pub const MCP_READS: &str = "airlock_mcp_reads_total";
 /// Forwarded messages left out of the journal because its backlog was full (counter).
 pub const MCP_FORWARDED_UNJOURNALED: &str = "airlock_mcp_forwarded_unjournaled_total";
 pub const OTHER: &str = "other";
@@ -172,6 +174,10 @@ fn describe() {
     describe_gauge!(APPROVALS_PENDING, "Approvals waiting for humans");
     describe_gauge!(ACTION_WAITERS, "Callers blocked until an action changes (long-polls, held MCP calls)");
     describe_counter!(ACTIONS, "Finished actions by tool and outcome");
+    describe_counter!(
+        MCP_READS,
+        "Resource reads, prompt gets, completions and subscriptions screened, by kind and outcome"
+    );
     describe_counter!(MCP_FORWARDED, "MCP messages forwarded between upstreams and clients, by method and outcome");
     describe_counter!(MCP_FORWARDED_UNJOURNALED, "Forwarded MCP messages not journaled because the backlog was full");
     describe_histogram!(UPSTREAM_SECONDS, metrics::Unit::Seconds, "Upstream tool call time");

@@ -13,6 +13,7 @@ mod attacks_approvals;
 mod attacks_identities;
 mod attacks_integrity;
 mod attacks_outputs;
+mod attacks_reads;
 mod attacks_requests;
 mod audit;
 mod cli;

@@ -24,12 +24,14 @@ mod forwarded;
 mod guards;
 mod kill;
 mod outcome;
+mod reads;
 mod sessions;
 mod submit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub(crate) use evaluator::evaluate;
 use guards::export_breakers;
+pub use reads::Read;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
