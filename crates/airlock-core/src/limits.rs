@@ -44,6 +44,8 @@ pub struct GuardLimits {
     pub max_consecutive_denials: u32,
     /// Actions per minute per agent; 0 disables.
     pub actions_per_minute: u32,
+    /// Sessions an agent may open per minute; 0 disables.
+    pub sessions_per_minute: u32,
     /// Spend per agent per UTC day; 0 = no limit.
     pub budget_usd_per_day: f64,
     /// Spend per session; 0 = no limit.
@@ -78,6 +80,7 @@ impl Default for GuardLimits {
             max_consecutive_failures: 5,
             max_consecutive_denials: 10,
             actions_per_minute: 600,
+            sessions_per_minute: 60,
             budget_usd_per_day: 0.0,
             budget_usd_per_session: 0.0,
             on_budget_exceeded: OnBudgetExceeded::Deny,

@@ -46,6 +46,10 @@ pub const SESSIONS_PAUSED: &str = "airlock_sessions_paused_total";
 /// The label value of every tool airlock does not know, and of every `rule` past the bound.
 /// Messages forwarded between upstreams and clients, by method and outcome (counter).
 pub const MCP_FORWARDED: &str = "airlock_mcp_forwarded_total";
+/// Sessions and actions refused because free disk space is below the floor (counter).
+pub const DISK_FLOOR_REFUSALS: &str = "airlock_disk_floor_refusals_total";
+/// Rate-limited calls counted but not journaled in full (counter).
+pub const RATE_LIMITED_UNJOURNALED: &str = "airlock_rate_limited_unjournaled_total";
 /// Reads through the MCP gateway that are not calls, by kind and outcome (counter).
 pub const MCP_READS: &str = "airlock_mcp_reads_total";
 /// Forwarded messages left out of the journal because its backlog was full (counter).

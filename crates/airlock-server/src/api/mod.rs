@@ -168,6 +168,16 @@ impl From<engine::Error> for Problem {
             engine::Error::Forbidden { rule, msg } => Problem::forbidden(rule, msg),
             engine::Error::Conflict(msg) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", msg),
             engine::Error::Invalid(msg) => Problem::bad_request(msg),
+            engine::Error::RateLimited { msg, retry_after_ms } => {
+                let mut problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests", msg);
+                if let Ok(v) = HeaderValue::from_str(&retry_after_ms.div_ceil(1000).max(1).to_string()) {
+                    problem.headers.push((header::RETRY_AFTER, v));
+                }
+                problem
+            }
+            engine::Error::InsufficientStorage(msg) => {
+                Problem::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage", "Insufficient storage", msg)
+            }
             engine::Error::Store(err) => {
                 tracing::error!(error = %err, "journal error");
                 Problem::new(

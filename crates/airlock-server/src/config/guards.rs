@@ -30,6 +30,7 @@ impl RawGuards {
             max_consecutive_failures: self.max_consecutive_failures.unwrap_or(base.max_consecutive_failures),
             max_consecutive_denials: self.max_consecutive_denials.unwrap_or(base.max_consecutive_denials),
             actions_per_minute: self.actions_per_minute.unwrap_or(base.actions_per_minute),
+            sessions_per_minute: self.sessions_per_minute.unwrap_or(base.sessions_per_minute),
             budget_usd_per_day: self.budget_usd_per_day.unwrap_or(base.budget_usd_per_day),
             budget_usd_per_session: self.budget_usd_per_session.unwrap_or(base.budget_usd_per_session),
             on_budget_exceeded: self.on_budget_exceeded.unwrap_or(base.on_budget_exceeded),

@@ -51,6 +51,7 @@ pub(super) struct RawServer {
     pub(super) public_url: Option<String>,
     pub(super) max_wait_seconds: Option<u64>,
     pub(super) metrics_token: Option<String>,
+    pub(super) min_free_disk_mb: Option<u64>,
 }
 
 /// `[policy]`
@@ -171,6 +172,7 @@ pub(super) struct RawGuards {
     pub(super) max_consecutive_failures: Option<u32>,
     pub(super) max_consecutive_denials: Option<u32>,
     pub(super) actions_per_minute: Option<u32>,
+    pub(super) sessions_per_minute: Option<u32>,
     pub(super) budget_usd_per_day: Option<f64>,
     pub(super) budget_usd_per_session: Option<f64>,
     pub(super) on_budget_exceeded: Option<OnBudgetExceeded>,

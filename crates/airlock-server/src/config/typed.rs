@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub max_wait: Duration,
     /// SHA-256 of the bearer token `/metrics` requires; `None` leaves it open.
     pub metrics_token_hash: Option<[u8; 32]>,
+    /// Free space under `data_dir` below which new sessions and actions are refused (507), in
+    /// bytes; 0 disables the check.
+    pub min_free_disk_bytes: u64,
 }
 
 /// `[policy]`

@@ -125,8 +125,13 @@ fn server(raw: RawServer, base: &Path, env: &dyn Env, problems: &mut Problems) -
         .metrics_token
         .as_deref()
         .and_then(|t| token_hash(t, env).map_err(|message| problems.push("server.metrics_token", message)).ok());
+    let min_free_disk_mb = raw.min_free_disk_mb.unwrap_or(256);
+    if min_free_disk_mb > 1 << 30 {
+        problems.push("server.min_free_disk_mb", format!("must be at most 1073741824 (1 PiB), got {min_free_disk_mb}"));
+    }
     ServerConfig {
         listen,
+        min_free_disk_bytes: min_free_disk_mb.saturating_mul(1024 * 1024),
         data_dir: resolve(base, raw.data_dir.as_deref().unwrap_or(".airlock")),
         max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
         public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),

@@ -26,6 +26,7 @@ mod kill;
 mod outcome;
 mod reads;
 mod sessions;
+mod storage;
 mod submit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -97,6 +98,18 @@ pub enum Error {
     /// The journal failed; nothing was decided.
     #[error("journal unavailable: {0}")]
     Store(#[from] airlock_store::Error),
+    /// Too many requests of this kind; retry after `retry_after_ms`.
+    #[error("{msg}")]
+    RateLimited {
+        /// What was limited and how.
+        msg: String,
+        /// When a retry can succeed.
+        retry_after_ms: u64,
+    },
+    /// Free disk space under `data_dir` is below `[server] min_free_disk_mb`: nothing new is
+    /// started, so that what is running can still be recorded.
+    #[error("{0}")]
+    InsufficientStorage(String),
 }
 
 impl From<airlock_core::vote::Refusal> for Error {
@@ -234,6 +247,11 @@ struct Inner {
     checkpoints: crate::audit::CheckpointTrigger,
     /// Rate-limit buckets per agent.
     buckets: Mutex<HashMap<String, TokenBucket>>,
+    /// Session-creation buckets per agent.
+    session_buckets: Mutex<HashMap<String, TokenBucket>>,
+    /// Rate-limited calls per agent left out of the journal since its last sampled one, and
+    /// when that one was recorded.
+    rate_samples: Mutex<HashMap<String, (DateTime<Utc>, u64)>>,
     /// Spend per agent for one UTC day.
     spend: Mutex<HashMap<String, (chrono::NaiveDate, f64)>>,
     /// Circuit breakers per tool.
@@ -372,6 +390,8 @@ impl Engine {
             outbox_wake: Arc::new(Notify::new()),
             checkpoints: Default::default(),
             buckets: Mutex::new(HashMap::new()),
+            session_buckets: Mutex::new(HashMap::new()),
+            rate_samples: Mutex::new(HashMap::new()),
             spend: Mutex::new(HashMap::new()),
             breakers: Mutex::new(breakers),
             inflight: Mutex::new(HashMap::new()),

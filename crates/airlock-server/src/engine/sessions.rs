@@ -184,6 +184,22 @@ impl Engine {
     ) -> Result<Session> {
         let on_behalf_of = self.requester(agent, on_behalf_of.as_deref(), "`on_behalf_of`")?;
         let now = self.now();
+        self.check_disk_floor()?;
+        let per_minute = agent.limits.sessions_per_minute;
+        if per_minute > 0 {
+            let mut buckets = lock(&self.inner.session_buckets);
+            let bucket = buckets.entry(agent.agent.id.clone()).or_insert_with(|| TokenBucket::new(per_minute, 0, now));
+            if let Err(wait) = bucket.take(per_minute, now) {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                return Err(Error::RateLimited {
+                    msg: format!(
+                        "agent `{}` opened more than {per_minute} sessions in a minute ([guards] sessions_per_minute); retry after {secs}s, or reuse a session",
+                        agent.agent.id
+                    ),
+                    retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+        }
         let mut session =
             Session { labels, on_behalf_of, ..Session::opened(new_id("ses"), agent.agent.id.clone(), task, now) };
         session.trace = self.inner.tracing.session_root(&session);

@@ -46,6 +46,8 @@ impl Engine {
         {
             return Ok(joined);
         }
+        // Nothing new starts when the disk is nearly full.
+        self.check_disk_floor()?;
 
         // A session in the canary's share is decided by the candidate.
         let (policy, canary) = self.policy_for(session_id);
@@ -181,6 +183,35 @@ impl Engine {
         action.status = settled.status;
         action.decision = decision;
 
+        // A flood of rate-limited calls must not fill the journal: one per agent per sample period
+        // is recorded in full (with the count left out before it); the others are counted.
+        let mut unjournaled = None;
+        if action.status == ActionStatus::Denied
+            && action.decision.reasons.first().is_some_and(|r| r.rule == limits::RULE_RATE_LIMIT)
+        {
+            match self.sample_rate_limited(&agent.agent.id, now) {
+                Some(skipped) => unjournaled = Some(skipped),
+                None => {
+                    span.end_at(std::time::SystemTime::now());
+                    drop(guard);
+                    metrics::counter!(tm::DECISIONS, "effect" => "deny", "rule" => limits::RULE_RATE_LIMIT)
+                        .increment(1);
+                    return Ok(Submission { view: ActionView { action, approval: None }, outcome: Outcome::New });
+                }
+            }
+        }
+        // A denied call never runs: oversized arguments are kept as digest, size and a prefix.
+        if action.status == ActionStatus::Denied
+            && let Some(stored) = super::storage::stored_denied_arguments(&action.arguments, &digest)
+        {
+            if let Some((Value::Object(input), _)) = recorded.as_mut()
+                && let Some(Value::Object(called)) = input.get_mut("action")
+            {
+                called.insert("arguments".into(), stored.clone());
+            }
+            action.arguments = stored;
+        }
+
         commit.event(session_id, EventKind::ActionRequested, now, requested_payload(&action));
         let (input, facts) = match &recorded {
             Some((input, facts)) => (Some(input), Some(facts)),
@@ -190,7 +221,14 @@ impl Engine {
             session_id,
             EventKind::ActionDecided,
             now,
-            json!({"action_id": action.id, "status": action.status, "decision": action.decision, "input": input, "facts": facts}),
+            json!({
+                "action_id": action.id,
+                "status": action.status,
+                "decision": action.decision,
+                "input": input,
+                "facts": facts,
+                "rate_limited_unjournaled": unjournaled,
+            }),
         );
         if let Some(a) = &approval {
             commit.event(session_id, EventKind::ApprovalRequested, now, to_value(a));

@@ -51,6 +51,8 @@ pub(super) fn error_status(e: &engine::Error) -> StatusCode {
         engine::Error::Conflict(_) => StatusCode::CONFLICT,
         engine::Error::Invalid(_) => StatusCode::BAD_REQUEST,
         engine::Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        engine::Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        engine::Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
     }
 }
 
