@@ -12,6 +12,7 @@ mod raw_mcp;
 mod attacks_approvals;
 mod attacks_identities;
 mod attacks_integrity;
+mod attacks_kill_race;
 mod attacks_outputs;
 mod attacks_requests;
 mod audit;
