@@ -184,7 +184,9 @@ pub enum ActionStatus {
     Succeeded,
     /// Ran and failed.
     Failed,
-    /// airlock lost track while the call was out (a crash); never retried automatically.
+    /// An upstream call was sent and no answer was recorded: it timed out, was cancelled (a kill
+    /// switch, the caller), or airlock stopped while it was out. The upstream may have acted;
+    /// never retried automatically.
     Unknown,
     /// Refused by a guard, policy or a human.
     Denied,

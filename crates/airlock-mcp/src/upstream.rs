@@ -102,6 +102,21 @@ pub enum UpstreamError {
         /// What happened.
         message: String,
     },
+    /// The call was sent, and airlock stopped waiting for its answer on request (a kill switch,
+    /// the caller cancelling); the upstream heard `notifications/cancelled`.
+    #[error("the call to upstream `{name}` was cancelled after it was sent")]
+    Cancelled {
+        /// Upstream.
+        name: String,
+    },
+}
+
+impl UpstreamError {
+    /// Whether the call left airlock and ended without an answer (a time-out or a cancellation):
+    /// the upstream may have acted on it, so its outcome is unknown, not failed.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, UpstreamError::Timeout { .. } | UpstreamError::Cancelled { .. })
+    }
 }
 
 /// Why connecting to an upstream failed. Its text is the upstream's [`Health::Down`] error and
@@ -477,7 +492,7 @@ impl Upstreams {
             r = tokio::time::timeout(timeout, handle.await_response()) => r,
             _ = cancel.cancelled() => {
                 abandoned.reason = "cancelled by airlock";
-                return Err(UpstreamError::Failed { name: upstream.to_string(), message: "the call was cancelled".into() });
+                return Err(UpstreamError::Cancelled { name: upstream.to_string() });
             }
         };
         match result {

@@ -12,14 +12,19 @@
 //!   and gets its outcome;
 //! - an upstream action already `executing` under someone else is waited for the same way;
 //! - anything else (pending, denied, finished) is returned as it is.
+//!
+//! A run is not tied to its caller: over HTTP it runs on a task of its own
+//! ([`carry_out_detached`]), and a run dropped anyway records its action `unknown`
+//! ([`crate::engine::Sending`]), so no action stays `executing` because its caller went away.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_core::ActionStatus;
 use rmcp::model::CallToolResult;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{ActionView, Claim, Engine, Outcome, Result, Submission};
+use crate::engine::{ActionView, Claim, Engine, Error, Outcome, Result, Submission};
 use crate::gateway::McpGateway;
 
 /// How long a caller waits for a run that another caller holds. The run itself is bounded by
@@ -42,6 +47,22 @@ pub struct Run {
     pub cancel: CancellationToken,
     /// What goes back to an MCP caller while the upstream runs: progress, requests, log messages.
     pub back: airlock_mcp::Backchannel,
+}
+
+/// [`carry_out`] on a task of its own, for a caller that may go away mid-call (an HTTP client
+/// that disconnects drops its request handler): the run goes on without it, and its outcome is
+/// recorded although nobody waits for it, instead of the action staying `executing`.
+pub async fn carry_out_detached(
+    engine: Engine,
+    gateway: Option<Arc<McpGateway>>,
+    submission: Submission,
+) -> Result<Carried> {
+    let task = tokio::spawn(async move { carry_out(&engine, gateway.as_deref(), submission, Run::default()).await });
+    match task.await {
+        Ok(carried) => carried,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(Error::Conflict("airlock is stopping; the call was not carried out to the end".into())),
+    }
 }
 
 /// Takes a decided submission as far as it goes now (see the module documentation).

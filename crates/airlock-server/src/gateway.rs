@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_core::sync::lock;
-use airlock_core::{Action, ActionResult, ActionStatus, Approval, Reporter};
+use airlock_core::{Action, ActionResult, ActionStatus, Approval, Reason, Reporter};
 use airlock_mcp::front::{CallerIdentity, Gateway, GatewayError, ToolCall, error_result};
 use airlock_mcp::{UpstreamError, Upstreams};
 use chrono::Utc;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{TOOL_SEPARATOR, allowlist_covers};
 use crate::config::AgentConfig;
-use crate::engine::{ActionRequest, Engine};
+use crate::engine::{ActionRequest, CallEnd, Engine, Gate};
 use crate::executor::{self, Carried, Run};
 use crate::mcp_sessions::{Ended, McpSessions};
 use crate::servers::{Lookup, Offer, Offers, VirtualServer};
@@ -268,17 +268,44 @@ impl McpGateway {
             ],
         );
         let traceparent = span.reference().map(|r| crate::otel::traceparent(&r));
-        // A kill switch engaged while the call is out cancels it.
+        // The last kill-switch check, at the moment of sending; from here on a kill switch
+        // engaged while the call is out cancels it.
         let cancel = cancel.child_token();
-        self.engine.track_inflight(action, cancel.clone());
+        let sending = match self.engine.begin_send(action, cancel.clone()).await {
+            Ok(Gate::Open(sending)) => sending,
+            Ok(Gate::Closed { action: withdrawn, reason }) => {
+                span.error("a kill switch stopped the call before it was sent".to_string());
+                span.end_at(std::time::SystemTime::now());
+                let text = format!(
+                    "airlock did not send `{}` (action {}, now `{}`): [{}] {}",
+                    withdrawn.tool, withdrawn.id, withdrawn.status, reason.rule, reason.msg
+                );
+                return (*withdrawn, error_result(text));
+            }
+            Err(e) => {
+                // A kill switch covers the call and its withdrawal could not be journaled. It is
+                // not sent; the action stays `executing` until the next start marks it `unknown`.
+                tracing::error!(action = %action.id, error = %e, "a call stopped by a kill switch could not be recorded");
+                span.error(format!("not sent: {e}"));
+                span.end_at(std::time::SystemTime::now());
+                let text =
+                    format!("airlock did not send the call (a kill switch covers it) and could not record that: {e}");
+                return (action.clone(), error_result(text));
+            }
+        };
         let outcome = self.upstreams.call(&upstream, &action.name, arguments, cancel, traceparent, back).await;
-        self.engine.untrack_inflight(&action.id);
+        let killed = sending.killed();
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         metrics::histogram!(crate::telemetry::UPSTREAM_SECONDS, "upstream" => upstream.clone())
             .record(started.elapsed().as_secs_f64());
         if !matches!(&outcome, Ok(r) if r.is_error != Some(true)) {
             metrics::counter!(crate::telemetry::UPSTREAM_ERRORS, "upstream" => upstream.clone()).increment(1);
         }
+        // A call that was sent and got no answer may have acted at the upstream.
+        let end = match &outcome {
+            Err(e) if e.outcome_unknown() => CallEnd::Unanswered,
+            _ => CallEnd::Answered,
+        };
         let (result, returned) = match outcome {
             Ok(res) => {
                 let ok = !res.is_error.unwrap_or(false);
@@ -299,7 +326,7 @@ impl McpGateway {
                 )
             }
             Err(e) => {
-                let msg = upstream_error_text(&action.tool, &e);
+                let msg = upstream_error_text(&action.tool, &e, killed.as_ref());
                 let r = ActionResult {
                     ok: false,
                     output: Value::Null,
@@ -328,7 +355,7 @@ impl McpGateway {
             span.set(vec![attribute]);
         }
         span.end_at(std::time::SystemTime::now());
-        match self.engine.record_execution(&action.id, result).await {
+        match sending.finish(result, end).await {
             Ok(recorded) => (recorded, returned),
             Err(e) => {
                 tracing::error!(action = %action.id, error = %e, "could not record an upstream result");
@@ -389,8 +416,15 @@ fn reported_cost(tool: &str, output: &Value) -> Option<f64> {
     }
 }
 
-fn upstream_error_text(tool: &str, e: &UpstreamError) -> String {
-    format!("airlock could not complete `{tool}`: {e}")
+fn upstream_error_text(tool: &str, e: &UpstreamError, killed: Option<&Reason>) -> String {
+    let mut text = format!("airlock could not complete `{tool}`: {e}");
+    if let Some(reason) = killed {
+        text.push_str(&format!(" ({})", reason.msg));
+    }
+    if e.outcome_unknown() {
+        text.push_str("; the upstream may have acted on it, so its outcome is unknown: check before retrying");
+    }
+    text
 }
 
 /// The result of an action that has already finished, for retries and joins.
@@ -402,9 +436,13 @@ fn recorded_result(action: &Action) -> CallToolResult {
             }
             error_result(r.error.clone().unwrap_or_else(|| "the call failed".into()))
         }
-        (ActionStatus::Unknown, _) => error_result(format!(
-            "the outcome of action {} is unknown (airlock stopped while it ran); check the target system before retrying",
-            action.id
+        (ActionStatus::Unknown, result) => error_result(format!(
+            "the outcome of action {} is unknown ({}); check the target system before retrying",
+            action.id,
+            result
+                .as_ref()
+                .and_then(|r| r.error.as_deref())
+                .unwrap_or("airlock lost track of the call while it was out")
         )),
         (status, _) => error_result(format!("airlock: action {} is `{status}`: {}", action.id, reasons_text(action))),
     }

@@ -27,15 +27,20 @@
 //! virtual server it came through), `as`), `vote`
 //! (`human`, `verdict`, `comment`, `totp = "current" | "…"`), `report` (the agent's result for
 //! an action it runs: `ok`, `cost_usd`), `claim` (take an approved upstream action for
-//! execution), `finish` (record an upstream call's outcome: `ok`, `error`, `cost_usd`),
+//! execution), `send` (the moment of sending an `executing` upstream action: the last
+//! kill-switch check; the call then stays in flight until `finish` or `abandon`), `finish`
+//! (record an upstream call's outcome: `ok`, `error`, `cost_usd`, and `answered = false` for a
+//! call that got no answer), `abandon` (the task running a sent call goes away),
 //! `kill` / `release`, `resume` / `close` (a session), `unlock` (an admin lifts a human's TOTP
 //! lock), `advance` (seconds on the clock; the
 //! engine's expiry sweep runs after each move, as the server's background task would) and
 //! `check` (an action, or a session with `session`). `expect` keys: `status`, `rules` (the rule
 //! ids of the reasons, in order), `outcome` (`new`, `joined`, `replayed`), `decided_by`,
 //! `error` (a substring of the refusal), `refused` (the rule of a refused vote or resume),
-//! `session_status`, `claim` (`run`, `running`, `finished`, `not_runnable`), `requester` (the
-//! human an opened session acts for, or `nobody`), `notified` (every webhook notification queued
+//! `session_status`, `claim` (`run`, `running`, `finished`, `not_runnable`), `gate` (`open`,
+//! `closed`: whether `send` sent the call), `in_flight_cancelled` (with `check`: whether the
+//! call `send` sent has been cancelled since, by a kill switch), `requester` (the human an
+//! opened session acts for, or `nobody`), `notified` (every webhook notification queued
 //! so far, by event name) and `journaled` (`{ kind, rule }`: the latest journal event about the
 //! step's action, and the rule of its reason).
 //!
@@ -52,12 +57,14 @@ use airlock_core::{ActionResult, Decision, KillScope, Reporter, Verdict};
 use airlock_policy::Policy;
 use airlock_server::Config;
 use airlock_server::engine::{
-    ActionRequest, Claim, Engine, Error, ManualClock, Outcome, ResultReport, SessionCloser, VoteRequest,
+    ActionRequest, CallEnd, Claim, Engine, Error, Gate, ManualClock, Outcome, ResultReport, Sending, SessionCloser,
+    VoteRequest,
 };
 use airlock_store::Store;
 use chrono::{TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 #[path = "engine/mcp_idle.rs"]
 mod mcp_idle;
@@ -128,7 +135,9 @@ struct Step {
     vote: Option<String>,
     report: Option<String>,
     claim: Option<String>,
+    send: Option<String>,
     finish: Option<String>,
+    abandon: Option<String>,
     kill: Option<String>,
     release: Option<String>,
     resume: Option<String>,
@@ -152,6 +161,7 @@ struct Step {
     ok: Option<bool>,
     error: Option<String>,
     cost_usd: Option<f64>,
+    answered: Option<bool>,
     target: Option<String>,
     reason: Option<String>,
     #[serde(default)]
@@ -169,6 +179,10 @@ struct Expect {
     refused: Option<String>,
     session_status: Option<String>,
     claim: Option<String>,
+    /// Whether `send` sent the call (`open`) or a kill switch stopped it (`closed`).
+    gate: Option<String>,
+    /// Whether the call in flight under this step's action was cancelled.
+    in_flight_cancelled: Option<bool>,
     /// The human an opened session acts for (`nobody` for none).
     requester: Option<String>,
     /// Every notification in the outbox so far, by event name, oldest first.
@@ -196,6 +210,8 @@ struct Run {
     actions: HashMap<String, String>,
     /// Case alias → kill switch id.
     kills: HashMap<String, String>,
+    /// Case alias → a call `send` sent, with its cancellation.
+    sent: HashMap<String, (Sending, CancellationToken)>,
 }
 
 fn cases_dir() -> PathBuf {
@@ -227,6 +243,7 @@ async fn start(name: &str, config: &str, policy: &str, tools: &BTreeMap<String, 
         sessions: HashMap::new(),
         actions: HashMap::new(),
         kills: HashMap::new(),
+        sent: HashMap::new(),
     }
 }
 
@@ -390,10 +407,44 @@ impl Run {
                 cost_usd: step.cost_usd,
                 at: self.engine.now(),
             };
-            match self.engine.record_execution(&id, result).await {
+            let end = if step.answered.unwrap_or(true) { CallEnd::Answered } else { CallEnd::Unanswered };
+            let recorded = match self.sent.remove(alias) {
+                Some((sending, _)) => sending.finish(result, end).await,
+                None => self.engine.record_execution(&id, result, end).await,
+            };
+            match recorded {
                 Ok(_) => assert!(e.error.is_none(), "{at}: the result was recorded"),
                 Err(err) => expect_error(&at, &err, e),
             }
+            self.check_status(&at, &id, e).await;
+        } else if let Some(alias) = &step.send {
+            let id = self.action(alias);
+            let action = self.engine.action_view(&id, None).await.unwrap().action;
+            let cancel = CancellationToken::new();
+            match self.engine.begin_send(&action, cancel.clone()).await {
+                Ok(gate) => {
+                    let got = match gate {
+                        Gate::Open(sending) => {
+                            self.sent.insert(alias.clone(), (sending, cancel));
+                            "open"
+                        }
+                        Gate::Closed { .. } => "closed",
+                    };
+                    assert!(e.error.is_none(), "{at}: the send was answered: {got}");
+                    if let Some(want) = &e.gate {
+                        assert_eq!(got, want, "{at}: gate");
+                    }
+                }
+                Err(err) => expect_error(&at, &err, e),
+            }
+            self.check_status(&at, &id, e).await;
+        } else if let Some(alias) = &step.abandon {
+            let id = self.action(alias);
+            let (sending, _) = self.sent.remove(alias).unwrap_or_else(|| panic!("{at}: `{alias}` was not sent"));
+            drop(sending);
+            // What the dropped call leaves behind is recorded on a task of its own.
+            let view = self.engine.wait_for_change(&id, None, std::time::Duration::from_secs(5)).await.unwrap();
+            assert_ne!(view.action.status.as_str(), "executing", "{at}: the abandoned call stayed `executing`");
             self.check_status(&at, &id, e).await;
         } else if let Some(scope) = &step.kill {
             let scope = match scope.as_str() {
@@ -451,8 +502,8 @@ impl Run {
             }
         } else {
             panic!(
-                "{at}: a step needs one of open, call, vote, report, claim, finish, kill, release, resume, close, \
-                 advance, check"
+                "{at}: a step needs one of open, call, vote, report, claim, send, finish, abandon, kill, release, \
+                 resume, close, advance, check"
             );
         }
         if let Some(want) = &e.session_status
@@ -463,6 +514,11 @@ impl Run {
             let alias = step.session.clone().unwrap_or_else(|| "s1".into());
             self.check_session(&at, &alias, &Expect { session_status: Some(want.clone()), ..Default::default() }).await;
         }
+        if let Some(want) = e.in_flight_cancelled {
+            let alias = step.check.clone().unwrap_or_else(|| panic!("{at}: `in_flight_cancelled` goes with `check`"));
+            let (_, cancel) = self.sent.get(&alias).unwrap_or_else(|| panic!("{at}: no call in flight `{alias}`"));
+            assert_eq!(cancel.is_cancelled(), want, "{at}: the call in flight `{alias}` cancelled");
+        }
         if let Some(want) = &e.notified {
             let far = self.engine.now() + chrono::Duration::days(3650);
             let outbox = self.store.notifications_due(far, 10_000).await.unwrap();
@@ -472,7 +528,7 @@ impl Run {
         if let Some(want) = &e.journaled {
             let alias = match &step.call {
                 Some(_) => step.alias.clone().unwrap_or_else(|| "last".into()),
-                None => [&step.vote, &step.report, &step.claim, &step.finish, &step.check]
+                None => [&step.vote, &step.report, &step.claim, &step.send, &step.finish, &step.abandon, &step.check]
                     .into_iter()
                     .flatten()
                     .next()

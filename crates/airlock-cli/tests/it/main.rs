@@ -13,6 +13,7 @@ mod attacks_approvals;
 mod attacks_floods;
 mod attacks_identities;
 mod attacks_integrity;
+mod attacks_kill_race;
 mod attacks_outputs;
 mod attacks_reads;
 mod attacks_requests;

@@ -548,7 +548,8 @@ timeout_ms = 100
     let actions = session_actions(&al).await;
     assert_eq!(actions[0]["upstream"], "web");
     assert_eq!(actions[0]["annotations"]["destructiveHint"], true, "policy saw the override: {}", actions[0]);
-    assert_eq!(actions[1]["status"], "failed", "{}", actions[1]);
+    // It was sent, so the upstream may have acted: the outcome is unknown, not failed.
+    assert_eq!(actions[1]["status"], "unknown", "{}", actions[1]);
     c.cancel().await.unwrap();
 }
 
@@ -638,7 +639,7 @@ async fn a_kill_switch_cancels_a_call_already_out_at_the_upstream() {
     assert!(text(&r).contains("cancelled"), "{}", text(&r));
     assert!(started.elapsed() < Duration::from_secs(20), "the call ran on after the kill switch");
     let actions = session_actions(al).await;
-    assert_eq!(actions[0]["status"], "failed", "{}", actions[0]);
+    assert_eq!(actions[0]["status"], "unknown", "cancelled after it was sent: {}", actions[0]);
     // And the next call to that upstream is refused before it leaves airlock.
     let next = call(&c, "every__echo", json!({"message": "again"})).await;
     assert!(text(&next).contains("airlock.kill_switch") || text(&next).contains("runaway"), "{}", text(&next));

@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 use crate::config::{AgentConfig, HumanConfig, hash_token};
 use crate::engine::{self, ActionRequest, ActionView, Engine, Outcome, VoteRequest};
-use crate::executor::{self, Run};
+use crate::executor;
 use crate::gateway::McpGateway;
 
 /// Shared state of the HTTP layer.
@@ -585,8 +585,10 @@ async fn submit_action(
     let submission = state.engine.submit(&agent, &session_id, request).await?;
     let outcome = submission.outcome;
     // What runs now is the executor's decision, the same as over MCP: a new allowed upstream
-    // call runs here; an approved one runs once, for whoever claims it; others wait for it.
-    let carried = executor::carry_out(&state.engine, state.gateway.as_deref(), submission, Run::default()).await?;
+    // call runs here; an approved one runs once, for whoever claims it; others wait for it. It
+    // runs detached from this request, so a client that disconnects mid-call does not leave the
+    // action `executing`: the call finishes and its outcome is recorded.
+    let carried = executor::carry_out_detached(state.engine.clone(), state.gateway.clone(), submission).await?;
     Ok(action_response(carried.view, Some(outcome)))
 }
 

@@ -167,7 +167,8 @@ impl Engine {
         commit: &mut Commit,
         now: DateTime<Utc>,
     ) {
-        let outcome = if ok { "succeeded" } else { "failed" };
+        // `succeeded`, `failed` or `unknown`: the status the action just got.
+        let outcome = action.status.as_str();
         metrics::counter!(tm::ACTIONS, "tool" => self.inner.labels.tool(&action.tool), "outcome" => outcome)
             .increment(1);
         let limits = self.limits_of(&action.agent_id);

@@ -1,3 +1,4 @@
+use super::send::kill_reason;
 use super::*;
 
 impl Engine {
@@ -35,15 +36,9 @@ impl Engine {
             .event(SYSTEM_STREAM, EventKind::KillEngaged, now, to_value(&ks))
             .project(Projection::KillSwitch(ks.clone()));
         self.commit(commit).await?;
-        let mut list = (*self.kill_switch_list()).clone();
-        list.insert(0, ks.clone());
-        self.set_kill_switches(list);
-        // Calls already out are cancelled (the upstream hears `notifications/cancelled`).
-        for f in lock(&self.inner.inflight).values() {
-            if guard::kill_switch_covers(&ks, &f.agent, f.upstream.as_deref(), &f.tool) {
-                f.cancel.cancel();
-            }
-        }
+        // From here on no call it covers is sent, and those already out are cancelled (the
+        // upstream hears `notifications/cancelled`): both under the lock the sender checks under.
+        self.publish_kill_switches(|list| std::iter::once(ks.clone()).chain(list.iter().cloned()).collect(), Some(&ks));
         self.cancel_covered(&ks).await?;
         self.cancel_covered_approved(&ks).await?;
         Ok(ks)
@@ -65,16 +60,17 @@ impl Engine {
             if action.status != ActionStatus::Approved {
                 continue;
             }
-            self.cancel_approved_locked(state, &mut action, ks).await?;
+            self.cancel_unrun_locked(state, &mut action, ks).await?;
             drop(guard);
             self.notify(&action.id);
         }
         Ok(())
     }
 
-    /// `approved → cancelled` by a kill switch, journaled; the caller holds the session's lock
-    /// and notifies the action's watchers after releasing it.
-    pub(super) async fn cancel_approved_locked(
+    /// `approved | executing → cancelled` by a kill switch, for an action that has not been sent;
+    /// journaled. The caller holds the session's lock and notifies the action's watchers after
+    /// releasing it.
+    pub(super) async fn cancel_unrun_locked(
         &self,
         state: &mut SessionCell,
         action: &mut Action,
@@ -153,7 +149,7 @@ impl Engine {
             .event(SYSTEM_STREAM, EventKind::KillReleased, now, json!({"id": ks.id, "released_by": by}))
             .project(Projection::KillSwitch(ks.clone()));
         self.commit(commit).await?;
-        self.set_kill_switches(list.iter().filter(|k| k.id != id).cloned().collect());
+        self.publish_kill_switches(|list| list.iter().filter(|k| k.id != id).cloned().collect(), None);
         Ok(ks)
     }
 
@@ -165,9 +161,4 @@ impl Engine {
             Ok((*self.kill_switch_list()).clone())
         }
     }
-}
-
-/// Why a kill switch cancelled an action.
-fn kill_reason(ks: &KillSwitch) -> Reason {
-    Reason::new(guard::RULE_KILL_SWITCH, format!("kill switch {} engaged: {}", ks.id, ks.reason))
 }

@@ -15,6 +15,7 @@
 //! - `approvals.rs`: votes and expiry;
 //! - `sessions.rs`: opening, pausing, resuming and closing sessions;
 //! - `kill.rs`: kill switches and what they cancel;
+//! - `send.rs`: the moment an upstream call is sent (the last kill-switch check), and its end;
 //! - `guards.rs`: the guard state the engine owns (rate-limit buckets, spend, breakers).
 
 mod approvals;
@@ -25,6 +26,7 @@ mod guards;
 mod kill;
 mod outcome;
 mod reads;
+mod send;
 mod sessions;
 mod storage;
 mod submit;
@@ -33,6 +35,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub(crate) use evaluator::evaluate;
 use guards::export_breakers;
 pub use reads::Read;
+pub use send::{CallEnd, Gate, Sending};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -218,14 +221,6 @@ struct SessionCell {
     recent: std::collections::VecDeque<(String, DateTime<Utc>)>,
 }
 
-/// An upstream call in flight, cancellable by a kill switch.
-struct InFlight {
-    agent: String,
-    upstream: Option<String>,
-    tool: String,
-    cancel: CancellationToken,
-}
-
 struct Inner {
     store: Arc<dyn Store>,
     config: Arc<Config>,
@@ -256,8 +251,9 @@ struct Inner {
     spend: Mutex<HashMap<String, (chrono::NaiveDate, f64)>>,
     /// Circuit breakers per tool.
     breakers: Mutex<HashMap<String, Breaker>>,
-    /// Upstream calls in flight.
-    inflight: Mutex<HashMap<String, InFlight>>,
+    /// Upstream calls in flight. Also the lock under which kill switches are published and
+    /// checked at the moment of sending (see `send.rs`).
+    inflight: Mutex<HashMap<String, send::InFlight>>,
     /// OpenTelemetry spans.
     tracing: crate::otel::Tracing,
     /// What metric labels may say.

@@ -92,7 +92,7 @@ impl Engine {
             .iter()
             .find(|k| guard::kill_switch_covers(k, &action.agent_id, action.upstream.as_deref(), &action.tool))
         {
-            self.cancel_approved_locked(state, &mut action, ks).await?;
+            self.cancel_unrun_locked(state, &mut action, ks).await?;
             drop(guard);
             self.notify(&action.id);
             return Ok(Claim::Finished(Box::new(action)));
@@ -111,8 +111,9 @@ impl Engine {
         Ok(Claim::Run(Box::new(action)))
     }
 
-    /// Records the outcome of an upstream call airlock made: `executing → succeeded | failed`.
-    pub async fn record_execution(&self, action_id: &str, result: ActionResult) -> Result<Action> {
+    /// Records the outcome of an upstream call airlock made: `executing → succeeded | failed`
+    /// when the upstream answered, `executing → unknown` when it did not (see [`CallEnd`]).
+    pub async fn record_execution(&self, action_id: &str, result: ActionResult, end: CallEnd) -> Result<Action> {
         let action = self.stored_action(action_id).await?;
         let cell = self.cell(&action.session_id);
         let mut guard = cell.lock().await;
@@ -125,9 +126,15 @@ impl Engine {
             return Err(Error::Conflict(format!("action {} is `{}`, not `executing`", action.id, action.status)));
         }
         let now = self.now();
-        action.status = if result.ok { ActionStatus::Succeeded } else { ActionStatus::Failed };
+        action.status = match (end, result.ok) {
+            (CallEnd::Unanswered, _) => ActionStatus::Unknown,
+            (CallEnd::Answered, true) => ActionStatus::Succeeded,
+            (CallEnd::Answered, false) => ActionStatus::Failed,
+        };
         action.updated_at = now;
-        let ok = result.ok;
+        // An unanswered call counts toward failure streaks and the breaker as a failure: a
+        // time-out is what they are there for.
+        let ok = result.ok && end == CallEnd::Answered;
         let error = result.error.clone();
         action.result = Some(result);
         let mut session = state.session.clone();

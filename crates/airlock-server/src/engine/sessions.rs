@@ -128,24 +128,6 @@ impl Engine {
         Ok(session)
     }
 
-    /// Registers an upstream call in flight so a kill switch can cancel it.
-    pub fn track_inflight(&self, action: &Action, cancel: CancellationToken) {
-        lock(&self.inner.inflight).insert(
-            action.id.clone(),
-            InFlight {
-                agent: action.agent_id.clone(),
-                upstream: action.upstream.clone(),
-                tool: action.tool.clone(),
-                cancel,
-            },
-        );
-    }
-
-    /// Forgets a finished upstream call.
-    pub fn untrack_inflight(&self, action_id: &str) {
-        lock(&self.inner.inflight).remove(action_id);
-    }
-
     /// The human a new session of `agent` acts for (its requester, whom maker-checker keeps from
     /// approving the session's actions or resuming it), given what the agent `claimed`, where
     /// `source` says where the claim came from (`` `on_behalf_of` ``, a header, a `_meta` key).
