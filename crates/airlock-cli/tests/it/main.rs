@@ -15,6 +15,7 @@ mod attacks_integrity;
 mod attacks_outputs;
 mod attacks_requests;
 mod audit;
+mod audit_anchor;
 mod cli;
 mod forwarding;
 mod guards;

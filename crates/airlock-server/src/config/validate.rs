@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy, RawServer, RawTelemetry};
 use super::secrets::{Env, Recording, WebhookSecret, env_secret, token_hash};
 use super::{
-    ApprovalsConfig, AuditConfig, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig, guards,
-    identities, servers, upstreams,
+    ApprovalsConfig, AuditConfig, AuditKey, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig,
+    guards, identities, servers, upstreams,
 };
 
 /// The problems found so far, each a `(key path, message)` pair, in the order they were found.
@@ -64,7 +64,7 @@ impl RawConfig {
         let tools = upstreams::tools(self.tools, problems);
         let servers = servers::servers(self.servers, &upstreams, &tools, &agents, problems);
         let notify = notify(self.notify, &secrets, problems);
-        let audit = audit(self.audit, &secrets, problems);
+        let audit = audit(self.audit, base, &secrets, problems);
         let telemetry = telemetry(self.telemetry, problems);
         upstreams::inherit(&mut upstreams, env, &secrets.into_names());
         Config {
@@ -245,12 +245,11 @@ fn notify(raw: Vec<RawNotify>, env: &dyn Env, problems: &mut Problems) -> Vec<No
 }
 
 /// `[audit]`
-fn audit(raw: RawAudit, env: &dyn Env, problems: &mut Problems) -> AuditConfig {
-    let signing_key = raw.signing_key.as_deref().and_then(|v| {
-        env_secret(v, env, "must be `env:NAME`; omit it to use a key file in `data_dir`")
-            .map_err(|message| problems.push("audit.signing_key", message))
-            .ok()
-    });
+fn audit(raw: RawAudit, base: &Path, env: &dyn Env, problems: &mut Problems) -> AuditConfig {
+    let signing_key = raw
+        .signing_key
+        .as_deref()
+        .and_then(|v| audit_key(v, base, env).map_err(|message| problems.push("audit.signing_key", message)).ok());
     let interval = raw.checkpoint_interval_seconds.unwrap_or(300);
     if !(1..=86_400).contains(&interval) {
         problems.push("audit.checkpoint_interval_seconds", format!("must be between 1 and 86400, got {interval}"));
@@ -269,6 +268,30 @@ fn audit(raw: RawAudit, env: &dyn Env, problems: &mut Problems) -> AuditConfig {
         checkpoint_every_events: every,
         origin,
     }
+}
+
+/// `[audit] signing_key`: `env:NAME` holding the seed, or the path of a file holding it. The
+/// file is only looked for here, not read: `audit verify` loads this config too, and may run as
+/// someone who can't read the key (and is given the public key instead).
+fn audit_key(value: &str, base: &Path, env: &dyn Env) -> Result<AuditKey, String> {
+    if value.starts_with("env:") {
+        let name = value.trim_start_matches("env:").to_string();
+        let text = env_secret(value, env, "")?;
+        let seed = crate::audit::decode_key(&text)
+            .map_err(|e| format!("environment variable `{name}`: {e} (`openssl rand -base64 32` makes one)"))?;
+        return Ok(AuditKey::Env { name, seed });
+    }
+    if value.trim().is_empty() {
+        return Err("must be `env:NAME` or the path of a key file; omit it to use a key file in `data_dir`".into());
+    }
+    let path = resolve(base, value);
+    if !path.is_file() {
+        return Err(format!(
+            "`{}` is not a file; write `env:NAME` or the path of a file holding the key (`openssl rand -base64 32 > FILE` makes one)",
+            path.display()
+        ));
+    }
+    Ok(AuditKey::File(path))
 }
 
 /// `[telemetry]`
