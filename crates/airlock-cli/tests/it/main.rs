@@ -17,6 +17,7 @@ mod attacks_requests;
 mod audit;
 mod audit_anchor;
 mod cli;
+mod connection_limits;
 mod forwarding;
 mod guards;
 mod http_api;

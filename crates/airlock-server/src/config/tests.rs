@@ -509,3 +509,37 @@ fn the_audit_signing_key_is_an_env_reference_or_a_key_file() {
     let err = load("keys").unwrap_err().to_string();
     assert!(err.contains("keys` is not a file; write `env:NAME` or the path of a file"), "{err}");
 }
+
+/// Connection timeouts and caps have safe defaults and refuse values that would switch them off.
+#[test]
+fn connection_limits_have_defaults_and_bounds() {
+    let c = parse("[policy]\ndir = \".\"\n").unwrap();
+    assert_eq!(
+        c.server.connections,
+        crate::connections::Limits {
+            header_read_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            reserved_connections: 16,
+        }
+    );
+    let err = parse(
+        "[server]\nheader_read_timeout_seconds = 0\nrequest_body_timeout_seconds = 3601\nidle_timeout_seconds = 0\n\
+         max_connections = 0\nreserved_connections = 10001\n[policy]\ndir = \".\"\n",
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.header_read_timeout_seconds",
+            "server.request_body_timeout_seconds",
+            "server.idle_timeout_seconds",
+            "server.max_connections",
+            "server.reserved_connections"
+        ],
+        "{err}"
+    );
+    assert!(err.to_string().contains("server.max_connections: must be between 1 and 1000000, got 0"), "{err}");
+}

@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub max_wait: Duration,
     /// SHA-256 of the bearer token `/metrics` requires; `None` leaves it open.
     pub metrics_token_hash: Option<[u8; 32]>,
+    /// Connection timeouts and caps.
+    pub connections: crate::connections::Limits,
 }
 
 /// `[policy]`

@@ -125,6 +125,32 @@ fn server(raw: RawServer, base: &Path, env: &dyn Env, problems: &mut Problems) -
         .metrics_token
         .as_deref()
         .and_then(|t| token_hash(t, env).map_err(|message| problems.push("server.metrics_token", message)).ok());
+    let mut seconds = |key: &str, value: Option<u64>, default: u64, max: u64| {
+        let v = value.unwrap_or(default);
+        if !(1..=max).contains(&v) {
+            problems.push(&format!("server.{key}"), format!("must be between 1 and {max}, got {v}"));
+        }
+        Duration::from_secs(v)
+    };
+    let header_read_timeout = seconds("header_read_timeout_seconds", raw.header_read_timeout_seconds, 10, 300);
+    let request_body_timeout = seconds("request_body_timeout_seconds", raw.request_body_timeout_seconds, 30, 3600);
+    let idle_timeout = seconds("idle_timeout_seconds", raw.idle_timeout_seconds, 60, 3600);
+    let max_connections = raw.max_connections.unwrap_or(512);
+    if !(1..=1_000_000).contains(&max_connections) {
+        problems.push("server.max_connections", format!("must be between 1 and 1000000, got {max_connections}"));
+    }
+    let reserved_connections = raw.reserved_connections.unwrap_or(16);
+    if reserved_connections > 10_000 {
+        problems
+            .push("server.reserved_connections", format!("must be between 0 and 10000, got {reserved_connections}"));
+    }
+    let connections = crate::connections::Limits {
+        header_read_timeout,
+        request_body_timeout,
+        idle_timeout,
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        reserved_connections: usize::try_from(reserved_connections).unwrap_or(usize::MAX),
+    };
     ServerConfig {
         listen,
         data_dir: resolve(base, raw.data_dir.as_deref().unwrap_or(".airlock")),
@@ -132,6 +158,7 @@ fn server(raw: RawServer, base: &Path, env: &dyn Env, problems: &mut Problems) -
         public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),
         max_wait: Duration::from_secs(max_wait),
         metrics_token_hash,
+        connections,
     }
 }
 
