@@ -1,4 +1,4 @@
-//! Commands that work on local files: serve, check, eval, test, audit verify, token.
+//! Commands that work on local files: serve, check, eval, test, token.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,6 @@ use airlock_core::{Effect, combine};
 use airlock_policy::{Options, Policy, TestOutcome};
 use airlock_server::Config;
 use airlock_server::serve::{JOURNAL_FILE, load_policy};
-use airlock_store::SqliteStore;
 use anyhow::{Context, bail};
 use serde_json::json;
 
@@ -280,44 +279,6 @@ pub fn test(args: &PolicyArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.failed() == 0 && !report.cases.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-pub fn audit_verify(config_path: &Path, public_key: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = config.server.data_dir.join(JOURNAL_FILE);
-    let report = SqliteStore::verify_file(&path)?;
-    let public = match public_key {
-        Some(k) => Some(k.to_string()),
-        None => airlock_server::audit::public_key_for(&config).ok(),
-    };
-    let checkpoints = match &public {
-        Some(k) => Some(airlock_server::audit::verify_checkpoints(&path, k)?),
-        None => None,
-    };
-    let checkpoint_problem = checkpoints.as_ref().and_then(|c| c.problem.clone());
-    let ok = report.ok() && checkpoint_problem.is_none();
-    if json {
-        output::json(&json!({"journal": path, "ok": ok, "report": report, "checkpoints": checkpoints}));
-    } else {
-        match &report.first_problem {
-            None => println!(
-                "ok: {} events in {} streams, every hash chain intact ({})",
-                report.events,
-                report.streams,
-                path.display()
-            ),
-            Some(p) => {
-                println!("FAILED: stream `{}` event {}: {}", p.stream, p.seq, p.problem);
-                println!("checked {} events before the first problem ({})", report.events, path.display());
-            }
-        }
-        match (&checkpoints, &checkpoint_problem) {
-            (None, _) => println!("checkpoints: not checked (no public key: pass --public-key)"),
-            (Some(c), None) => println!("ok: {} signed checkpoints verified", c.checked),
-            (Some(_), Some(p)) => println!("FAILED: {p}"),
-        }
-    }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
 /// Parses `7d`, `12h`, `30m` or an RFC 3339 time.
 pub fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
@@ -333,42 +294,6 @@ pub fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> 
         _ => bail!("`{text}`: the unit must be d, h or m"),
     };
     Ok(chrono::Utc::now() - d)
-}
-
-pub fn audit_export(config_path: &Path, since: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = config.server.data_dir.join(JOURNAL_FILE);
-    let since = parse_since(since)?;
-    let events = SqliteStore::read_events_since(&path, &since)?;
-    let checkpoints = SqliteStore::read_checkpoints(&path)?;
-    let mut w: Box<dyn Write> = match out {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot write `{}`", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-    };
-    for e in &events {
-        let mut v = serde_json::to_value(e)?;
-        if let Some(m) = v.as_object_mut() {
-            m.insert("type".into(), json!("event"));
-        }
-        writeln!(w, "{}", serde_json::to_string(&v)?)?;
-    }
-    let public = airlock_server::audit::public_key_for(&config).ok();
-    for c in &checkpoints {
-        writeln!(
-            w,
-            "{}",
-            serde_json::to_string(
-                &json!({"type": "checkpoint", "size": c.size, "created_at": c.created_at, "note": c.note, "public_key": public})
-            )?
-        )?;
-    }
-    w.flush()?;
-    if out.is_some() {
-        eprintln!("exported {} events and {} checkpoints", events.len(), checkpoints.len());
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn token_new(json: bool) -> anyhow::Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! The `airlock` binary: composition and commands only. Everything it does is done by the
 //! library crates; this file parses arguments, calls them and prints.
 
+mod audit;
 mod client;
 mod local;
 mod output;
@@ -58,9 +59,9 @@ enum Command {
     /// Manage humans on a running server: lift a TOTP lock (admins; token in AIRLOCK_TOKEN).
     #[command(subcommand)]
     Humans(client::HumansCommand),
-    /// Check the journal's integrity.
+    /// Check the journal's integrity, anchor it, export it.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(audit::AuditCommand),
     /// Make bearer tokens and their hashes for the config file.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -155,36 +156,6 @@ struct EvalArgs {
     input: PathBuf,
 }
 
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Check the journal: every hash chain, and every signed checkpoint (its signature, and that
-    /// the events it covers are all still there, unchanged). Exit 1 and name the first problem.
-    Verify {
-        /// Config file (its `[server] data_dir` holds the journal).
-        #[arg(long, short, default_value = "airlock.toml", env = "AIRLOCK_CONFIG")]
-        config: PathBuf,
-        /// The checkpoint public key (base64), if not `data_dir/audit.pub` or `[audit] signing_key`.
-        #[arg(long)]
-        public_key: Option<String>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write the journal as JSON Lines with the proof material (hashes, links, checkpoints),
-    /// for a SIEM or an auditor.
-    Export {
-        /// Config file.
-        #[arg(long, short, default_value = "airlock.toml", env = "AIRLOCK_CONFIG")]
-        config: PathBuf,
-        /// Events from this time on: RFC 3339 (`2026-11-01T00:00:00Z`) or an age (`7d`, `12h`).
-        #[arg(long, default_value = "30d")]
-        since: String,
-        /// Output file (default: standard output).
-        #[arg(long, short)]
-        out: Option<PathBuf>,
-    },
-}
-
 /// Re-evaluate recorded actions against another policy and show where decisions would differ.
 ///
 ///   airlock replay session ses_… --policy candidate/   one session
@@ -249,12 +220,7 @@ async fn main() -> ExitCode {
         Command::Kill(cmd) => client::kill(cmd).await,
         Command::Humans(cmd) => client::humans(cmd).await,
         Command::Sessions(cmd) => client::sessions(cmd).await,
-        Command::Audit(AuditCommand::Verify { config, public_key, json }) => {
-            local::audit_verify(&config, public_key.as_deref(), json)
-        }
-        Command::Audit(AuditCommand::Export { config, since, out }) => {
-            local::audit_export(&config, &since, out.as_deref())
-        }
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Replay(args) => replay::run(&args),
         Command::Policy(cmd) => client::policy(cmd).await,
         Command::Token(TokenCommand::New { json }) => local::token_new(json),

@@ -4,7 +4,11 @@
 //! journal order, with the event count, signed with Ed25519 as a C2SP signed note
 //! (`tlog-checkpoint` body: origin, tree size, base64 root hash). `airlock audit verify` checks
 //! each checkpoint's signature and that the journal still has the events it covers, unchanged —
-//! which also catches truncation of the newest events, which hash chains alone cannot.
+//! which also catches truncation of the newest events, which hash chains alone cannot. Cutting
+//! the newest events *and* the checkpoints that cover them leaves a journal that is consistent
+//! with itself; only a checkpoint kept elsewhere (an anchor, see [`verify`]) shows that cut.
+
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +20,13 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{AuditKey, Config};
 use crate::engine::Engine;
+
+pub use verify::{
+    Anchor, AnchorError, AnchorReport, CheckpointReport, KeySource, PublicKey, SignedReport, latest_anchor,
+    public_key_for, resolve_public_key, verify_checkpoints, verify_signed,
+};
 
 /// Key file created in `data_dir` when no `[audit] signing_key` is configured.
 pub const KEY_FILE: &str = "audit.key";
@@ -74,27 +83,37 @@ fn key_hash(name: &str, public: &VerifyingKey) -> [u8; 4] {
 impl Signer_ {
     /// Loads the configured key (`[audit] signing_key`), or the key file in `data_dir`,
     /// creating it (and the public key file) on first start.
-    pub fn load_or_create(config: &Config) -> anyhow::Result<Signer_> {
+    pub fn load_or_create(config: &Config) -> Result<Signer_, Error> {
         let origin = config.audit.origin.clone();
-        if let Some(seed) = &config.audit.signing_key {
-            let seed = decode_key(seed).map_err(|e| anyhow::anyhow!("audit.signing_key: {e}"))?;
-            let key = SigningKey::from_bytes(&seed);
-            write_public(&config.server.data_dir, &key)?;
-            return Ok(Signer_ { key, origin });
-        }
-        let path = config.server.data_dir.join(KEY_FILE);
-        let key = if path.exists() {
-            let text = std::fs::read_to_string(&path)?;
-            SigningKey::from_bytes(&decode_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
-        } else {
-            std::fs::create_dir_all(&config.server.data_dir)?;
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness for the audit key: {e}"))?;
-            write_private(&path, &B64.encode(seed))?;
-            tracing::info!(path = %path.display(), "created the audit signing key");
-            SigningKey::from_bytes(&seed)
+        let data_dir = &config.server.data_dir;
+        let key = match &config.audit.signing_key {
+            Some(AuditKey::Env { seed, .. }) => SigningKey::from_bytes(seed),
+            Some(AuditKey::File(path)) => {
+                let key = read_signing_key(path)?;
+                if inside(path, data_dir) {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the audit signing key is inside `data_dir`: whoever can rewrite the journal can re-sign it"
+                    );
+                }
+                key
+            }
+            None => {
+                let path = data_dir.join(KEY_FILE);
+                if path.exists() {
+                    read_signing_key(&path)?
+                } else {
+                    let io = |source| Error::Write { path: path.clone(), source };
+                    std::fs::create_dir_all(data_dir).map_err(io)?;
+                    let mut seed = [0u8; 32];
+                    getrandom::fill(&mut seed).map_err(|e| Error::NoRandomness(e.to_string()))?;
+                    write_private(&path, &B64.encode(seed)).map_err(io)?;
+                    tracing::info!(path = %path.display(), "created the audit signing key");
+                    SigningKey::from_bytes(&seed)
+                }
+            }
         };
-        write_public(&config.server.data_dir, &key)?;
+        write_public(data_dir, &key)?;
         Ok(Signer_ { key, origin })
     }
 
@@ -128,9 +147,85 @@ pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     }
 }
 
-fn write_public(dir: &Path, key: &SigningKey) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(PUBLIC_KEY_FILE), format!("{}\n", B64.encode(key.verifying_key().as_bytes())))
+fn write_public(dir: &Path, key: &SigningKey) -> Result<(), Error> {
+    let path = dir.join(PUBLIC_KEY_FILE);
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, format!("{}\n", B64.encode(key.verifying_key().as_bytes()))))
+        .map_err(|source| Error::Write { path, source })
+}
+
+/// Reads a signing key file: an Ed25519 seed of 32 bytes in base64 or hex.
+pub(crate) fn read_signing_key(path: &Path) -> Result<SigningKey, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let seed = decode_key(&text).map_err(|source| Error::Key { path: path.to_path_buf(), source })?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Whether `path` lies inside `dir` (both resolved when they exist, so `./data/../data/x` is
+/// inside `data`).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    path.starts_with(dir)
+}
+
+/// Why the audit key could not be loaded, or a journal not checked. The underlying error is the
+/// [`std::error::Error::source`], not repeated in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A key file, public key file or anchor that can't be read.
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file or public key file that can't be written.
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file that does not hold a key.
+    #[error("`{}` does not hold a key", path.display())]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: KeyError,
+    },
+    /// No randomness for a new key.
+    #[error("no randomness for the audit key: {0}")]
+    NoRandomness(String),
+    /// A public key given on the command line that is neither a key nor a file with one.
+    #[error("`{0}` is neither a public key (32 bytes in base64 or hex) nor a file that holds one")]
+    GivenKey(String),
+    /// An anchor that is not one.
+    #[error("anchor `{}`", path.display())]
+    Anchor {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: AnchorError,
+    },
+    /// The journal has no checkpoint to anchor.
+    #[error(
+        "the journal has no signed checkpoint yet: airlock signs one after the first event, every `checkpoint_every_events` events, every `checkpoint_interval_seconds` and at shutdown"
+    )]
+    NoCheckpoint,
+    /// The newest checkpoint does not verify, or no longer matches the journal.
+    #[error("the newest checkpoint can't be anchored: {0}")]
+    BadCheckpoint(String),
+    /// The journal could not be read.
+    #[error(transparent)]
+    Journal(#[from] airlock_store::Error),
 }
 
 /// A parsed checkpoint note.
@@ -182,8 +277,9 @@ pub enum NoteError {
     NoSignature,
 }
 
-/// Parses a note and checks its signature against `public` (base64 Ed25519 key).
-pub fn verify_note(note: &str, public: &str) -> Result<Checkpoint, NoteError> {
+/// Parses a note's body without checking its signature: the checkpoint it claims, its body (to
+/// sign or verify) and its signature lines.
+pub(crate) fn parse_note(note: &str) -> Result<(Checkpoint, String, &str), NoteError> {
     let (body, sigs) = note.split_once("\n\n").ok_or(NoteError::NotANote)?;
     let body = format!("{body}\n");
     let mut lines = body.lines();
@@ -192,88 +288,26 @@ pub fn verify_note(note: &str, public: &str) -> Result<Checkpoint, NoteError> {
     let root_b64 = lines.next().ok_or(NoteError::NoRoot)?;
     let root_bytes = B64.decode(root_b64).map_err(|_| NoteError::RootNotBase64)?;
     let root: [u8; 32] = root_bytes.try_into().map_err(|_| NoteError::RootLength)?;
+    Ok((Checkpoint { origin, size, root }, body, sigs))
+}
+
+/// Parses a note and checks its signature against `public` (base64 Ed25519 key).
+pub fn verify_note(note: &str, public: &str) -> Result<Checkpoint, NoteError> {
+    let (checkpoint, body, sigs) = parse_note(note)?;
     let public = decode_key(public).map_err(NoteError::PublicKeyEncoding)?;
     let vk = VerifyingKey::from_bytes(&public).map_err(NoteError::PublicKey)?;
-    let want_hash = key_hash(&origin, &vk);
+    let want_hash = key_hash(&checkpoint.origin, &vk);
     for line in sigs.lines() {
         let Some(rest) = line.strip_prefix("\u{2014} ") else { continue };
         let Some((name, blob)) = rest.split_once(' ') else { continue };
         let Ok(blob) = B64.decode(blob) else { continue };
-        if name != origin || blob.len() != 68 || blob[..4] != want_hash {
+        if name != checkpoint.origin || blob.len() != 68 || blob[..4] != want_hash {
             continue;
         }
         let sig = Signature::from_slice(&blob[4..]).map_err(|_| NoteError::MalformedSignature)?;
-        return vk
-            .verify(body.as_bytes(), &sig)
-            .map(|_| Checkpoint { origin: origin.clone(), size, root })
-            .map_err(|_| NoteError::Mismatch);
+        return vk.verify(body.as_bytes(), &sig).map(|_| checkpoint).map_err(|_| NoteError::Mismatch);
     }
     Err(NoteError::NoSignature)
-}
-
-/// What verifying checkpoints found.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CheckpointReport {
-    /// Checkpoints checked.
-    pub checked: usize,
-    /// The first problem, if any.
-    pub problem: Option<String>,
-}
-
-/// Checks every stored checkpoint of the journal at `journal` against `public` and the events.
-pub fn verify_checkpoints(journal: &Path, public: &str) -> anyhow::Result<CheckpointReport> {
-    let notes = airlock_store::SqliteStore::read_checkpoints(journal)?;
-    let hashes = airlock_store::SqliteStore::read_event_hashes(journal)?;
-    let mut checked = 0;
-    for (i, stored) in notes.iter().enumerate() {
-        let n = i + 1;
-        let cp = match verify_note(&stored.note, public) {
-            Ok(cp) => cp,
-            Err(e) => {
-                return Ok(CheckpointReport {
-                    checked,
-                    problem: Some(format!("checkpoint {n} (made {}): {e}", stored.created_at)),
-                });
-            }
-        };
-        checked += 1;
-        let size = usize::try_from(cp.size).unwrap_or(usize::MAX);
-        if size > hashes.len() {
-            return Ok(CheckpointReport {
-                checked,
-                problem: Some(format!(
-                    "checkpoint {n} (made {}) covers {} events but the journal has only {}: events were removed or the newest were truncated",
-                    stored.created_at,
-                    cp.size,
-                    hashes.len()
-                )),
-            });
-        }
-        let root = airlock_store::merkle_root(hashes.get(..size).unwrap_or_default());
-        if root != cp.root {
-            return Ok(CheckpointReport {
-                checked,
-                problem: Some(format!(
-                    "checkpoint {n} (made {}) does not match the first {} events: events it covers were altered, removed or reordered",
-                    stored.created_at, cp.size
-                )),
-            });
-        }
-    }
-    Ok(CheckpointReport { checked, problem: None })
-}
-
-/// The public key to verify with: `[audit] signing_key`'s, else `data_dir/audit.pub`.
-pub fn public_key_for(config: &Config) -> anyhow::Result<String> {
-    if let Some(seed) = &config.audit.signing_key {
-        let seed = decode_key(seed).map_err(|e| anyhow::anyhow!("audit.signing_key: {e}"))?;
-        return Ok(B64.encode(SigningKey::from_bytes(&seed).verifying_key().as_bytes()));
-    }
-    let path: PathBuf = config.server.data_dir.join(PUBLIC_KEY_FILE);
-    Ok(std::fs::read_to_string(&path)
-        .map_err(|e| anyhow::anyhow!("cannot read the audit public key `{}`: {e}", path.display()))?
-        .trim()
-        .to_string())
 }
 
 /// Makes a checkpoint now if events were added since `last`; returns the new size.
@@ -352,9 +386,10 @@ impl CheckpointTrigger {
     }
 }
 
-/// Signs a checkpoint when `[audit] checkpoint_every_events` events were committed since the
-/// last one, and at the latest `[audit] checkpoint_interval_seconds` after it (when there are new
-/// events), until `shutdown`; then once more.
+/// Signs a checkpoint with the first event committed after start, then when `[audit]
+/// checkpoint_every_events` events were committed since the last one, and at the latest `[audit]
+/// checkpoint_interval_seconds` after it (when there are new events), until `shutdown`; then once
+/// more.
 pub async fn run_checkpoints(engine: Engine, signer: Signer_, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let interval = engine.config().audit.checkpoint_interval;
     let every = engine.config().audit.checkpoint_every_events;
@@ -365,9 +400,14 @@ pub async fn run_checkpoints(engine: Engine, signer: Signer_, mut shutdown: toki
     // next checkpoint may come a little early, never late.
     let mut counted = trigger.count();
     loop {
+        // The first checkpoint of a run is due with its first event, so that it also covers what
+        // the journal holds from before (events of a run that crashed before its last
+        // checkpoint, those written while starting) and a journal with events is without any
+        // checkpoint only for a moment.
+        let due = counted.saturating_add(if last == 0 { 1 } else { every });
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = trigger.reached(counted.saturating_add(every)) => {}
+            _ = trigger.reached(due) => {}
             _ = shutdown.changed() => break,
         }
         // A failed checkpoint is tried again when the next one is due, not at once: the journal

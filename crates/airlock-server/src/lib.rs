@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod catalog;
 pub mod config;
+pub mod connections;
 pub mod engine;
 pub mod executor;
 pub mod gateway;

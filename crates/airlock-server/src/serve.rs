@@ -7,7 +7,6 @@ use std::sync::Arc;
 use airlock_policy::{Options as PolicyOptions, Policy};
 use airlock_store::{SqliteOptions, SqliteStore, Store};
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use airlock_mcp::front::{CallerIdentity, Front, Gateway};
@@ -122,21 +121,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .merge(crate::ui::router(state))
         .merge(mcp_router)
         .layer(tower_http::trace::TraceLayer::new_for_http());
-    let mut rx_http = rx.clone();
+    let rx_http = rx.clone();
+    let limits = config.server.connections.clone();
     let task = tokio::spawn(async move {
-        // Answers (SSE events above all) are written in several small pieces; with Nagle's
-        // algorithm on, a keep-alive client's delayed ACK holds the last piece back ~40 ms.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx_http.wait_for(|stop| *stop).await;
-            })
-            .await
-            .context("HTTP server failed")?;
+        // Timeouts, the connection cap and its reserve, and TCP_NODELAY: see `connections`.
+        crate::connections::serve(listener, app, limits, rx_http).await;
         background.abort();
         deliveries.abort();
         expiry.abort();

@@ -42,6 +42,14 @@ pub const BREAKER_STATE: &str = "airlock_breaker_state";
 pub const SPEND_USD: &str = "airlock_spend_usd_total";
 /// Sessions paused by a guard, by `rule`.
 pub const SESSIONS_PAUSED: &str = "airlock_sessions_paused_total";
+/// Open HTTP connections.
+pub const CONNECTIONS_OPEN: &str = "airlock_http_connections";
+/// HTTP connections closed by airlock rather than by the client, by `reason`: `header_timeout`,
+/// `idle_timeout`, `replaced` (made room for a new one at `max_connections`), `refused` (past
+/// the reserve).
+pub const CONNECTIONS_CLOSED: &str = "airlock_http_connections_closed_total";
+/// Requests whose body did not arrive within `[server] request_body_timeout_seconds`.
+pub const BODY_TIMEOUTS: &str = "airlock_http_request_body_timeouts_total";
 
 /// The label value of every tool airlock does not know, and of every `rule` past the bound.
 /// Messages forwarded between upstreams and clients, by method and outcome (counter).
@@ -189,6 +197,9 @@ fn describe() {
     describe_gauge!(BREAKER_STATE, "Circuit breaker state: 0 closed, 1 half-open, 2 open");
     describe_gauge!(SPEND_USD, "Money spent by allowed actions (USD)");
     describe_counter!(SESSIONS_PAUSED, "Sessions paused by a guard");
+    describe_gauge!(CONNECTIONS_OPEN, "Open HTTP connections");
+    describe_counter!(CONNECTIONS_CLOSED, "HTTP connections closed by airlock, by reason");
+    describe_counter!(BODY_TIMEOUTS, "Requests whose body did not arrive in time");
     describe_histogram!(airlock_store::metrics_names::BATCH_SIZE, "Commits per journal transaction (group commit)");
     describe_histogram!(
         airlock_store::metrics_names::COMMIT_SECONDS,

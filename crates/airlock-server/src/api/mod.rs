@@ -269,6 +269,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                     "Body too large",
                     "the request body is larger than `server.max_body_bytes` allows",
                 )
+            } else if timed_out(&e) {
+                Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "Request timeout",
+                    "the request body did not arrive within `server.request_body_timeout_seconds`",
+                )
             } else {
                 Problem::bad_request(format!("cannot read the request body: {e}"))
             }
@@ -320,6 +327,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
             Problem::bad_request(format!("invalid query string `?{}`: {detail}", parts.uri.query().unwrap_or("")))
         })
     }
+}
+
+/// Whether reading a body failed because it did not arrive in time
+/// ([`crate::connections::BodyTimedOut`] somewhere in the error's sources).
+fn timed_out(e: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<crate::connections::BodyTimedOut>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Builds the router.

@@ -34,7 +34,7 @@ mod validate;
 pub use raw::RawConfig;
 pub use secrets::{Env, ProcessEnv, WHSEC_PREFIX, WebhookSecret, hash_token};
 pub use typed::{
-    AgentConfig, ApprovalsConfig, AuditConfig, Config, HumanConfig, McpConfig, NOTIFY_EVENTS, NotifyConfig,
+    AgentConfig, ApprovalsConfig, AuditConfig, AuditKey, Config, HumanConfig, McpConfig, NOTIFY_EVENTS, NotifyConfig,
     PolicyConfig, ServerConfig, ServerSelect, ToolConfig, ToolOverride, UpstreamConfig, UpstreamTransport,
     VirtualServerConfig,
 };

@@ -52,6 +52,11 @@ pub(super) struct RawServer {
     pub(super) max_wait_seconds: Option<u64>,
     pub(super) metrics_token: Option<String>,
     pub(super) min_free_disk_mb: Option<u64>,
+    pub(super) header_read_timeout_seconds: Option<u64>,
+    pub(super) request_body_timeout_seconds: Option<u64>,
+    pub(super) idle_timeout_seconds: Option<u64>,
+    pub(super) max_connections: Option<u64>,
+    pub(super) reserved_connections: Option<u64>,
 }
 
 /// `[policy]`

@@ -295,7 +295,7 @@ fn problems_are_reported_in_section_order() {
 otlp_endpoint = "grpc://collector"
 otlp_protocol = "udp"
 [audit]
-signing_key = "plain"
+signing_key = "/nonexistent/audit.key"
 checkpoint_interval_seconds = 0
 checkpoint_every_events = 0
 origin = "a b"
@@ -436,7 +436,7 @@ bogus = 1
         "notify[0].timeout_ms: must be between 1 and 60000, got 0",
         "notify[1].name: `notify[0]` is used twice",
         "notify[1].secret: must be `env:NAME`; secrets are not written in the file",
-        "audit.signing_key: must be `env:NAME`; omit it to use a key file in `data_dir`",
+        "audit.signing_key: `/nonexistent/audit.key` is not a file; write `env:NAME` or the path of a file holding the key (`openssl rand -base64 32 > FILE` makes one)",
         "audit.checkpoint_interval_seconds: must be between 1 and 86400, got 0",
         "audit.checkpoint_every_events: must be between 1 and 1000000000, got 0",
         "audit.origin: `a b` must be non-empty, without spaces or `+`",
@@ -470,4 +470,76 @@ fn webhook_secrets_in_the_standard_webhooks_form_are_decoded() {
             "a secret that starts with `whsec_` must be followed by base64 (the Standard Webhooks form)".to_string()
         )]
     );
+}
+
+/// The checkpoint signing key comes from the environment (decoded when the file is loaded) or from
+/// a file outside `data_dir` (only looked for: `audit verify` may not be allowed to read it).
+#[test]
+fn the_audit_signing_key_is_an_env_reference_or_a_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("audit.key"), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    let env: BTreeMap<String, String> =
+        [("AUDIT_KEY", "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"), ("SHORT", "abcd")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let load = |key: &str| {
+        Config::parse(
+            &format!("[policy]\ndir = \".\"\n[audit]\nsigning_key = \"{key}\"\n"),
+            &dir.path().join("airlock.toml"),
+            &env,
+        )
+    };
+    let c = load("env:AUDIT_KEY").unwrap();
+    let Some(AuditKey::Env { name, seed }) = &c.audit.signing_key else { panic!("{:?}", c.audit.signing_key) };
+    assert_eq!((name.as_str(), seed[1]), ("AUDIT_KEY", 0x11));
+    assert!(!format!("{:?}", c.audit).contains("17"), "the seed is not in the debug output: {:?}", c.audit);
+    let c = load("keys/audit.key").unwrap();
+    assert!(matches!(&c.audit.signing_key, Some(AuditKey::File(p)) if *p == dir.path().join("keys/audit.key")));
+
+    let err = load("env:SHORT").unwrap_err().to_string();
+    assert!(
+        err.contains("audit.signing_key: environment variable `SHORT`: a key is 32 bytes in base64 or hex"),
+        "{err}"
+    );
+    let err = load("env:UNSET").unwrap_err().to_string();
+    assert!(err.contains("audit.signing_key: environment variable `UNSET` is not set"), "{err}");
+    let err = load("keys").unwrap_err().to_string();
+    assert!(err.contains("keys` is not a file; write `env:NAME` or the path of a file"), "{err}");
+}
+
+/// Connection timeouts and caps have safe defaults and refuse values that would switch them off.
+#[test]
+fn connection_limits_have_defaults_and_bounds() {
+    let c = parse("[policy]\ndir = \".\"\n").unwrap();
+    assert_eq!(
+        c.server.connections,
+        crate::connections::Limits {
+            header_read_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            reserved_connections: 16,
+        }
+    );
+    let err = parse(
+        "[server]\nheader_read_timeout_seconds = 0\nrequest_body_timeout_seconds = 3601\nidle_timeout_seconds = 0\n\
+         max_connections = 0\nreserved_connections = 10001\n[policy]\ndir = \".\"\n",
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = err.problems.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.header_read_timeout_seconds",
+            "server.request_body_timeout_seconds",
+            "server.idle_timeout_seconds",
+            "server.max_connections",
+            "server.reserved_connections"
+        ],
+        "{err}"
+    );
+    assert!(err.to_string().contains("server.max_connections: must be between 1 and 1000000, got 0"), "{err}");
 }

@@ -79,6 +79,8 @@ pub struct ServerConfig {
     /// Free space under `data_dir` below which new sessions and actions are refused (507), in
     /// bytes; 0 disables the check.
     pub min_free_disk_bytes: u64,
+    /// Connection timeouts and caps.
+    pub connections: crate::connections::Limits,
 }
 
 /// `[policy]`
@@ -235,12 +237,37 @@ pub struct ToolOverride {
 /// `[audit]`
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
-    /// Base64 or hex Ed25519 seed read from the environment; `None` = key file in `data_dir`.
-    pub signing_key: Option<String>,
+    /// Where the checkpoint signing key comes from; `None` = a key file in `data_dir`.
+    pub signing_key: Option<AuditKey>,
     /// How often a checkpoint is signed (and once at shutdown).
     pub checkpoint_interval: Duration,
     /// A checkpoint is signed at the latest when this many events were added since the last.
     pub checkpoint_every_events: u64,
     /// Origin line of checkpoint notes, and the key name.
     pub origin: String,
+}
+
+/// `[audit] signing_key`: the Ed25519 seed that signs checkpoints, kept where whoever can rewrite
+/// `data_dir` can't read it.
+#[derive(Clone)]
+pub enum AuditKey {
+    /// `env:NAME`: the seed, read from the environment when the file was loaded.
+    Env {
+        /// The variable's name.
+        name: String,
+        /// The seed.
+        seed: [u8; 32],
+    },
+    /// A path: a file holding the seed in base64 or hex, read when `serve` starts (and by
+    /// `audit verify` and `audit anchor` for the public key, unless one is given to them).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditKey::Env { name, .. } => f.debug_struct("Env").field("name", name).finish_non_exhaustive(),
+            AuditKey::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy, RawServer, RawTelemetry};
 use super::secrets::{Env, Recording, WebhookSecret, env_secret, token_hash};
 use super::{
-    ApprovalsConfig, AuditConfig, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig, guards,
-    identities, servers, upstreams,
+    ApprovalsConfig, AuditConfig, AuditKey, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig,
+    guards, identities, servers, upstreams,
 };
 
 /// The problems found so far, each a `(key path, message)` pair, in the order they were found.
@@ -64,7 +64,7 @@ impl RawConfig {
         let tools = upstreams::tools(self.tools, problems);
         let servers = servers::servers(self.servers, &upstreams, &tools, &agents, problems);
         let notify = notify(self.notify, &secrets, problems);
-        let audit = audit(self.audit, &secrets, problems);
+        let audit = audit(self.audit, base, &secrets, problems);
         let telemetry = telemetry(self.telemetry, problems);
         upstreams::inherit(&mut upstreams, env, &secrets.into_names());
         Config {
@@ -129,6 +129,32 @@ fn server(raw: RawServer, base: &Path, env: &dyn Env, problems: &mut Problems) -
     if min_free_disk_mb > 1 << 30 {
         problems.push("server.min_free_disk_mb", format!("must be at most 1073741824 (1 PiB), got {min_free_disk_mb}"));
     }
+    let mut seconds = |key: &str, value: Option<u64>, default: u64, max: u64| {
+        let v = value.unwrap_or(default);
+        if !(1..=max).contains(&v) {
+            problems.push(&format!("server.{key}"), format!("must be between 1 and {max}, got {v}"));
+        }
+        Duration::from_secs(v)
+    };
+    let header_read_timeout = seconds("header_read_timeout_seconds", raw.header_read_timeout_seconds, 10, 300);
+    let request_body_timeout = seconds("request_body_timeout_seconds", raw.request_body_timeout_seconds, 30, 3600);
+    let idle_timeout = seconds("idle_timeout_seconds", raw.idle_timeout_seconds, 60, 3600);
+    let max_connections = raw.max_connections.unwrap_or(512);
+    if !(1..=1_000_000).contains(&max_connections) {
+        problems.push("server.max_connections", format!("must be between 1 and 1000000, got {max_connections}"));
+    }
+    let reserved_connections = raw.reserved_connections.unwrap_or(16);
+    if reserved_connections > 10_000 {
+        problems
+            .push("server.reserved_connections", format!("must be between 0 and 10000, got {reserved_connections}"));
+    }
+    let connections = crate::connections::Limits {
+        header_read_timeout,
+        request_body_timeout,
+        idle_timeout,
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        reserved_connections: usize::try_from(reserved_connections).unwrap_or(usize::MAX),
+    };
     ServerConfig {
         listen,
         min_free_disk_bytes: min_free_disk_mb.saturating_mul(1024 * 1024),
@@ -137,6 +163,7 @@ fn server(raw: RawServer, base: &Path, env: &dyn Env, problems: &mut Problems) -
         public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_string()),
         max_wait: Duration::from_secs(max_wait),
         metrics_token_hash,
+        connections,
     }
 }
 
@@ -250,12 +277,11 @@ fn notify(raw: Vec<RawNotify>, env: &dyn Env, problems: &mut Problems) -> Vec<No
 }
 
 /// `[audit]`
-fn audit(raw: RawAudit, env: &dyn Env, problems: &mut Problems) -> AuditConfig {
-    let signing_key = raw.signing_key.as_deref().and_then(|v| {
-        env_secret(v, env, "must be `env:NAME`; omit it to use a key file in `data_dir`")
-            .map_err(|message| problems.push("audit.signing_key", message))
-            .ok()
-    });
+fn audit(raw: RawAudit, base: &Path, env: &dyn Env, problems: &mut Problems) -> AuditConfig {
+    let signing_key = raw
+        .signing_key
+        .as_deref()
+        .and_then(|v| audit_key(v, base, env).map_err(|message| problems.push("audit.signing_key", message)).ok());
     let interval = raw.checkpoint_interval_seconds.unwrap_or(300);
     if !(1..=86_400).contains(&interval) {
         problems.push("audit.checkpoint_interval_seconds", format!("must be between 1 and 86400, got {interval}"));
@@ -274,6 +300,30 @@ fn audit(raw: RawAudit, env: &dyn Env, problems: &mut Problems) -> AuditConfig {
         checkpoint_every_events: every,
         origin,
     }
+}
+
+/// `[audit] signing_key`: `env:NAME` holding the seed, or the path of a file holding it. The
+/// file is only looked for here, not read: `audit verify` loads this config too, and may run as
+/// someone who can't read the key (and is given the public key instead).
+fn audit_key(value: &str, base: &Path, env: &dyn Env) -> Result<AuditKey, String> {
+    if value.starts_with("env:") {
+        let name = value.trim_start_matches("env:").to_string();
+        let text = env_secret(value, env, "")?;
+        let seed = crate::audit::decode_key(&text)
+            .map_err(|e| format!("environment variable `{name}`: {e} (`openssl rand -base64 32` makes one)"))?;
+        return Ok(AuditKey::Env { name, seed });
+    }
+    if value.trim().is_empty() {
+        return Err("must be `env:NAME` or the path of a key file; omit it to use a key file in `data_dir`".into());
+    }
+    let path = resolve(base, value);
+    if !path.is_file() {
+        return Err(format!(
+            "`{}` is not a file; write `env:NAME` or the path of a file holding the key (`openssl rand -base64 32 > FILE` makes one)",
+            path.display()
+        ));
+    }
+    Ok(AuditKey::File(path))
 }
 
 /// `[telemetry]`
