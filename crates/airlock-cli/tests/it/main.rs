@@ -10,6 +10,7 @@ mod common;
 mod raw_mcp;
 
 mod attacks_approvals;
+mod attacks_budgets;
 mod attacks_floods;
 mod attacks_identities;
 mod attacks_integrity;

@@ -116,10 +116,24 @@ impl Engine {
                 now,
                 json!({"approval_id": approval.id, "action_id": action.id, "status": approval.status, "action_status": action.status}),
             );
-            commit.project(Projection::Action(Box::new(action.clone())));
             let mut session = state.session.clone();
             session.updated_at = now;
-            if action_status == ActionStatus::Denied {
+            // The budgets again, now: what was spent while the call waited counts.
+            let overrun = match action_status {
+                ActionStatus::Approved => self.budget_recheck(&action, &session, now).await?,
+                _ => None,
+            };
+            if let Some(reason) = overrun {
+                action.status = ActionStatus::Denied;
+                action.decision.reasons.insert(0, reason.clone());
+                commit.event(
+                    &approval.session_id,
+                    EventKind::ActionCancelled,
+                    now,
+                    json!({"action_id": action.id, "reason": reason, "rule": limits::RULE_BUDGET}),
+                );
+                session.denials += 1;
+            } else if action_status == ActionStatus::Denied {
                 session.denials += 1;
             } else {
                 // The cost counts once the action is approved.
@@ -130,6 +144,7 @@ impl Engine {
                     self.add_spend(&action.agent_id, cost, now);
                 }
             }
+            commit.project(Projection::Action(Box::new(action.clone())));
             commit.project(Projection::Session(session.clone()));
             state.session = session;
         }

@@ -204,3 +204,48 @@ fn breaker_gauge(b: &Breaker) -> f64 {
         limits::BreakerState::Open => 2.0,
     }
 }
+
+impl Engine {
+    /// The budgets checked again when a held call is approved: what the agent and the session
+    /// spent while it waited counts. `Some(reason)` when its price no longer fits. A call held
+    /// because it was over budget (`on_budget_exceeded = "require_approval"`) is exempt: its
+    /// approver chose to spend past the budget.
+    pub(super) async fn budget_recheck(
+        &self,
+        action: &Action,
+        session: &Session,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Reason>> {
+        let cost = pipeline::counted_price(action.decision.cost_usd);
+        let deliberate = action.decision.reasons.iter().any(|r| r.rule == limits::RULE_BUDGET);
+        let Some(agent) = self.inner.config.agents.iter().find(|a| a.agent.id == action.agent_id) else {
+            return Ok(None);
+        };
+        let limits = &agent.limits;
+        if cost <= 0.0 || deliberate {
+            return Ok(None);
+        }
+        let mut over = Vec::new();
+        if limits.budget_usd_per_day > 0.0 {
+            let spent = self.spent_today(&action.agent_id, now).await?;
+            if spent + cost > limits.budget_usd_per_day + 1e-9 {
+                over.push(format!(
+                    "the agent's daily budget of ${:.2} (spent ${spent:.2} today while it waited, this costs ${cost:.2})",
+                    limits.budget_usd_per_day
+                ));
+            }
+        }
+        if limits.budget_usd_per_session > 0.0 && session.spent_usd + cost > limits.budget_usd_per_session + 1e-9 {
+            over.push(format!(
+                "the session budget of ${:.2} (spent ${:.2} while it waited, this costs ${cost:.2})",
+                limits.budget_usd_per_session, session.spent_usd
+            ));
+        }
+        Ok((!over.is_empty()).then(|| {
+            Reason::new(
+                limits::RULE_BUDGET,
+                format!("approved, but it would now exceed {}; it was not run", over.join(" and ")),
+            )
+        }))
+    }
+}
