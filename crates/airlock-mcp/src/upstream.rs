@@ -109,13 +109,22 @@ pub enum UpstreamError {
         /// Upstream.
         name: String,
     },
+    /// The call was sent, and the connection to the upstream broke before its answer came (the
+    /// server crashed or went away mid-call).
+    #[error("the connection to upstream `{name}` broke after the call was sent ({message})")]
+    Lost {
+        /// Upstream.
+        name: String,
+        /// What the transport said.
+        message: String,
+    },
 }
 
 impl UpstreamError {
     /// Whether the call left airlock and ended without an answer (a time-out or a cancellation):
     /// the upstream may have acted on it, so its outcome is unknown, not failed.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, UpstreamError::Timeout { .. } | UpstreamError::Cancelled { .. })
+        matches!(self, UpstreamError::Timeout { .. } | UpstreamError::Cancelled { .. } | UpstreamError::Lost { .. })
     }
 }
 
@@ -542,7 +551,13 @@ impl Upstreams {
             }
             Ok(Err(e)) => {
                 abandoned.id = None;
-                Err(failed(up, e))
+                // The connection broke after the call left: the upstream may have acted.
+                let lost = matches!(e, rmcp::ServiceError::TransportClosed);
+                let error = failed(up, e);
+                if lost {
+                    return Err(UpstreamError::Lost { name: upstream.to_string(), message: error.to_string() });
+                }
+                Err(error)
             }
         }
     }

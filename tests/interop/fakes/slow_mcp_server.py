@@ -6,9 +6,12 @@ Tools:
     sleep  sleeps `seconds` (default 1), then creates the file `path` if given, and answers
     touch  creates the file `path` at once and answers: a file that exists means the call
            reached this server
+    die    creates the file `path` if given, then exits without answering: a server that
+           acted and crashed mid-call
 
 It handles one request at a time: while `sleep` runs, nothing else is read.
 """
+import os
 import pathlib
 import time
 
@@ -17,6 +20,7 @@ from stdio_jsonrpc import serve, text, unknown_method, unknown_tool
 TOOLS = [
     {"name": "sleep", "description": "Sleeps, then answers.", "inputSchema": {"type": "object"}},
     {"name": "touch", "description": "Creates a file.", "inputSchema": {"type": "object"}},
+    {"name": "die", "description": "Acts, then crashes before answering.", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -42,6 +46,9 @@ def handle(method, params, msg):
     if name == "touch":
         mark(args.get("path"))
         return text("touched")
+    if name == "die":
+        mark(args.get("path"))
+        os._exit(3)
     raise unknown_tool(name)
 
 

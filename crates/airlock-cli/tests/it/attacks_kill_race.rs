@@ -172,6 +172,23 @@ async fn an_upstream_call_that_times_out_is_recorded_unknown_not_failed() {
     assert_eq!(sample(&metrics, failed), 0.0, "{metrics}");
 }
 
+/// An upstream that acts and then crashes before answering: the connection breaks after the
+/// call was sent, so the call may have acted (here it did: the marker exists), and it is
+/// recorded `unknown`, not `failed`.
+#[tokio::test]
+async fn an_upstream_that_dies_mid_call_leaves_the_call_unknown_not_failed() {
+    let fx = fixture(SLOW_POLICY, 10_000);
+    let al = started(&fx).await;
+    let s = al.session(BOT).await;
+    let acted = marker(&fx, "acted");
+    let r = al.act(BOT, &s, "slow__die", json!({"path": acted.display().to_string()})).await;
+    assert!(acted.exists(), "the upstream did not get the call");
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "unknown", "a call whose upstream died mid-call may have acted: {}", r.body);
+    let error = r.body["result"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("broke after the call was sent"), "{error}");
+}
+
 #[tokio::test]
 async fn an_upstream_call_a_kill_switch_cancels_in_flight_is_recorded_unknown() {
     let fx = fixture(SLOW_POLICY, 60_000);
