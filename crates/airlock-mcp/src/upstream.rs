@@ -11,6 +11,7 @@
 
 mod client;
 mod forwarding;
+mod http_client;
 mod supervise;
 
 use client::UpstreamClient;
@@ -161,6 +162,12 @@ enum ConnectError {
         name: String,
         /// What is wrong with its value.
         source: http::header::InvalidHeaderValue,
+    },
+    /// The HTTP client could not be built (no TLS backend, for instance).
+    #[error("cannot build the HTTP client: {source}")]
+    HttpClient {
+        /// What reqwest said.
+        source: reqwest::Error,
     },
     /// The MCP handshake with the HTTP server failed.
     #[error("MCP handshake with {url} failed: {source}")]

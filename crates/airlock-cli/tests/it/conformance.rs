@@ -104,3 +104,28 @@ fn the_official_conformance_suite_passes_through_airlock() {
     drop(shim);
     drop(upstream);
 }
+
+/// airlock keeps its connections to a streamable-HTTP upstream alive: thirty calls reach the
+/// upstream over a handful of TCP connections, not one each (rmcp's default client opens a new
+/// one per call, leaving a socket in `TIME-WAIT` per call).
+#[tokio::test]
+async fn an_http_upstream_is_called_over_kept_alive_connections() {
+    let upstream = Helper::start("fixtures/conformance_upstream.mjs", &["--port", "0"]);
+    let extra = format!(
+        "\n[guards]\nloop_repeats = 0\n\n[[upstreams]]\nname = \"conf\"\nurl = \"http://127.0.0.1:{}/mcp\"\n",
+        upstream.port
+    );
+    let fx = Fixture::with_extra(POLICY, &extra);
+    let al = fx.start();
+    al.wait_for_upstream("conf").await;
+    let s = al.session(BOT).await;
+    for _ in 0..30 {
+        let r = al.act(BOT, &s, "conf__test_simple_text", serde_json::json!({})).await;
+        assert_eq!(r.body["status"], "succeeded", "{}", r.body);
+    }
+    let r = al.act(BOT, &s, "conf__connection_count", serde_json::json!({})).await;
+    let text = r.body["result"]["output"]["content"][0]["text"].as_str().unwrap_or_default().to_string();
+    let connections: u32 = text.parse().unwrap_or_else(|_| panic!("no count: {}", r.body));
+    assert!(connections <= 6, "31 calls took {connections} connections to the upstream");
+    drop(upstream);
+}

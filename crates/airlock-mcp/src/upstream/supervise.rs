@@ -42,7 +42,9 @@ async fn connect(up: &Arc<Upstream>) -> Result<Running, ConnectError> {
             let config =
                 rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(custom);
-            let transport = StreamableHttpClientTransport::from_config(config);
+            let client =
+                super::http_client::PooledClient::new().map_err(|source| ConnectError::HttpClient { source })?;
+            let transport = StreamableHttpClientTransport::with_client(client, config);
             handler.serve(transport).await.map_err(|source| ConnectError::HttpHandshake { url: url.clone(), source })
         }
     }
