@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::access::{Access, Endpoint, Refusal};
 use crate::config::{AgentConfig, HumanConfig, hash_token};
 use crate::engine::{self, ActionRequest, ActionView, Engine, Outcome, VoteRequest};
 use crate::executor;
@@ -45,6 +46,7 @@ pub struct AppState {
     pub engine: Engine,
     principals: Arc<HashMap<[u8; 32], Principal>>,
     gateway: Option<Arc<McpGateway>>,
+    access: Access,
 }
 
 impl AppState {
@@ -52,12 +54,28 @@ impl AppState {
     pub fn new(engine: Engine) -> AppState {
         let mut principals = HashMap::new();
         for a in &engine.config().agents {
-            principals.insert(a.token_hash, Principal::Agent(Arc::new(a.clone())));
+            if let Some(hash) = a.token_hash {
+                principals.insert(hash, Principal::Agent(Arc::new(a.clone())));
+            }
         }
         for h in &engine.config().humans {
             principals.insert(h.token_hash, Principal::Human(Arc::new(h.clone())));
         }
-        AppState { engine, principals: Arc::new(principals), gateway: None }
+        let listen = format!("http://{}", engine.config().server.listen);
+        let access = Access::new(engine.config().clone(), &listen);
+        AppState { engine, principals: Arc::new(principals), gateway: None, access }
+    }
+
+    /// Takes `base` (`http://{address}`) as the base URL of resource identifiers and metadata
+    /// when `[server] public_url` is not set: the address airlock really listens on.
+    pub fn with_base_url(mut self, base: &str) -> AppState {
+        self.access = Access::new(self.engine.config().clone(), base);
+        self
+    }
+
+    /// Access tokens and the protected resource metadata.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// Lets the HTTP API run upstream tools through the MCP gateway.
@@ -124,6 +142,13 @@ impl Problem {
         let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
         p.headers.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"airlock\"")));
         p
+    }
+
+    /// A `401` or `403` with the `WWW-Authenticate` challenge `challenge`.
+    fn challenged(mut self, challenge: HeaderValue) -> Problem {
+        self.headers.retain(|(k, _)| k != header::WWW_AUTHENTICATE);
+        self.headers.push((header::WWW_AUTHENTICATE, challenge));
+        self
     }
 
     /// A `403` naming the rule that refused the request.
@@ -199,21 +224,65 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = <AppState as axum::extract::FromRef<S>>::from_ref(state);
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(Problem::unauthorized("missing `Authorization: Bearer <token>` header"));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| Problem::unauthorized("the `Authorization` header must be `Bearer <token>`"))?;
-        state
-            .principals
-            .get(&hash_token(token))
-            .cloned()
-            .ok_or_else(|| Problem::unauthorized("the bearer token is not valid"))
+        authenticate(&state, &parts.headers, Endpoint::of(parts.uri.path())).await
+    }
+}
+
+/// Who sent `headers` to `endpoint`: the holder of a static token, or the agent an access token
+/// names. Refusals carry the `WWW-Authenticate` challenge of the endpoint (RFC 6750, RFC 9728).
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    endpoint: Endpoint<'_>,
+) -> Result<Principal, Problem> {
+    let access = &state.access;
+    let refuse = |detail: &str, error: Option<&str>| {
+        Problem::unauthorized(detail.to_string()).challenged(access.challenge(endpoint, error.map(|e| (e, detail))))
+    };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(refuse("missing `Authorization: Bearer <token>` header", None));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| refuse("the `Authorization` header must be `Bearer <token>`", Some("invalid_request")))?;
+    if let Some(principal) = state.principals.get(&hash_token(token)) {
+        return Ok(principal.clone());
+    }
+    // Only what has the shape of a JWT is worth checking as an access token.
+    if !access.enabled() || token.split('.').count() != 3 {
+        return Err(refuse("the bearer token is not valid", Some("invalid_token")));
+    }
+    match access.agent_for(token, endpoint).await {
+        Ok(agent) => {
+            let agent = Arc::new(agent);
+            state.engine.remember_agent(agent.clone());
+            Ok(Principal::Agent(agent))
+        }
+        Err(Refusal::Invalid(e)) => Err(refuse(&format!("the access token is not valid: {e}"), Some("invalid_token"))),
+        Err(Refusal::Unavailable(e)) => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "identity-unavailable",
+            "Identity provider unavailable",
+            format!("the access token can't be checked now: {e}; retry later"),
+        )),
+        Err(Refusal::InsufficientScope(missing)) => {
+            let detail = format!(
+                "the access token lacks the scope{} {}",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            );
+            let challenge = access.challenge(endpoint, Some(("insufficient_scope", &detail)));
+            Err(Problem::forbidden("insufficient_scope", detail)
+                .with("missing_scopes", json!(missing))
+                .challenged(challenge))
+        }
+        Err(Refusal::NoAgent(why)) => {
+            Err(Problem::forbidden("unknown_agent", format!("the access token is valid, but {why}")))
+        }
     }
 }
 
@@ -347,6 +416,9 @@ pub fn router(state: AppState) -> Router {
     let limit = state.engine.config().server.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/.well-known/oauth-protected-resource", get(resource_metadata))
+        .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
+        .route("/.well-known/oauth-protected-resource/mcp/{server}", get(resource_metadata))
         .route("/metrics", get(metrics_text))
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{id}", get(get_session))
@@ -421,6 +493,19 @@ async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Resp
         )
         .into_response(),
     }
+}
+
+/// The protected resource metadata (RFC 9728) of the endpoint the path names: `/v1` at the
+/// root, `/mcp`, `/mcp/{name}`. Any name is answered alike, so the documents tell nobody which
+/// virtual servers exist. `404` without `[identity]`: static tokens need no discovery.
+async fn resource_metadata(State(state): State<AppState>, uri: axum::http::Uri) -> Result<Response, Problem> {
+    let path = uri.path().strip_prefix("/.well-known/oauth-protected-resource").unwrap_or_default();
+    let endpoint = if path.is_empty() { Endpoint::Api } else { Endpoint::of(path) };
+    let document = state
+        .access
+        .metadata(endpoint)
+        .ok_or_else(|| Problem::not_found("airlock accepts no access tokens: `[identity]` is not configured"))?;
+    Ok(([(header::CACHE_CONTROL, "max-age=300")], Json(document)).into_response())
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<Value> {
