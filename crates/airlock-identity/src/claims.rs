@@ -35,6 +35,14 @@ impl VerifiedToken {
         claims.iter().find_map(|c| self.text(c).filter(|v| !v.is_empty()).map(|v| (c.clone(), v)))
     }
 
+    /// The scopes in `claim`: a list, or a space-separated string.
+    pub fn scopes_in(&self, claim: &str) -> Vec<String> {
+        match self.claims.get(claim) {
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+            _ => self.values(claim),
+        }
+    }
+
     /// The token's scopes: RFC 9068's space-separated `scope`, else `scp` (a list at some
     /// providers, a space-separated string at others).
     pub fn scopes(&self) -> Vec<String> {
@@ -65,6 +73,7 @@ mod tests {
         assert_eq!(token(json!({"scp": ["mcp", "tools:a*"]})).scopes(), ["mcp", "tools:a*"]);
         assert_eq!(token(json!({"scp": "mcp  read"})).scopes(), ["mcp", "read"]);
         assert!(token(json!({})).scopes().is_empty());
+        assert_eq!(token(json!({"roles": ["Tools.Run", "mcp"]})).scopes_in("roles"), ["Tools.Run", "mcp"]);
     }
 
     #[test]

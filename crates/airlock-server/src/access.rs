@@ -170,7 +170,10 @@ impl Access {
         let Some(issuer) = identity.issuers.iter().find(|i| i.options.issuer == verified.issuer) else {
             return Err(Refusal::Invalid(airlock_identity::Error::UnknownIssuer(verified.issuer)));
         };
-        let scopes = verified.scopes();
+        let scopes = match &issuer.scopes_claim {
+            Some(claim) => verified.scopes_in(claim),
+            None => verified.scopes(),
+        };
         let missing: Vec<String> = identity.required_scopes.iter().filter(|s| !scopes.contains(s)).cloned().collect();
         if !missing.is_empty() {
             return Err(Refusal::InsufficientScope(missing));

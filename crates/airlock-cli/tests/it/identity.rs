@@ -400,3 +400,94 @@ async fn tokens_signed_with_a_rotated_key_are_accepted_once_the_keys_are_fetched
     // The old key is still published, so its tokens still verify.
     assert_eq!(al.post("/v1/sessions", &before, json!({})).await.status, StatusCode::CREATED);
 }
+
+/// A Node script of tests/identity that prints `LISTENING <port>` and runs until dropped; the
+/// rest of what it prints is kept.
+struct Script {
+    child: Child,
+    port: u16,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Script {
+    fn start(name: &str) -> Script {
+        let mut child = Command::new("node")
+            .arg(identity_dir().join(name))
+            .current_dir(identity_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a test script");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        reader.read_line(&mut first).expect("its first line");
+        let port = first.trim().strip_prefix("LISTENING ").and_then(|p| p.parse().ok()).expect("LISTENING <port>");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = lines.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Script { child, port, lines }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_agents_access_token_never_reaches_an_upstream() {
+    let idp = Provider::start();
+    let upstream = Script::start("upstream.mjs");
+    let extra = format!("\n[[upstreams]]\nname = \"echo\"\nurl = \"http://127.0.0.1:{}/mcp\"\n", upstream.port);
+    let fx = Fixture::with_extra(
+        POLICY,
+        &format!(
+            "{extra}\n[identity]\n\n[[identity.issuers]]\nissuer = \"{}\"\n\n[[agents]]\nid = \"ops-bot\"\nowner = \"platform\"\ntier = \"autonomous\"\n",
+            idp.issuer
+        ),
+    );
+    let al = fx.start();
+    al.wait_for_upstream("echo").await;
+    let mcp = format!("{}/mcp", al.url);
+    let token = idp.token("ops-bot", &mcp, "mcp").await;
+    let c = mcp_client(&mcp, &token).await;
+    let r = call(&c, "echo__headers").await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let seen = text(&r);
+    assert!(seen.contains("host"), "the upstream reports its headers: {seen}");
+    assert!(!seen.contains(&token) && !seen.to_lowercase().contains("authorization"), "{seen}");
+    c.cancel().await.unwrap();
+    let auth: Vec<String> = upstream.lines.lock().unwrap().iter().filter(|l| l.starts_with("AUTH ")).cloned().collect();
+    assert!(!auth.is_empty() && auth.iter().all(|l| l == "AUTH null"), "{auth:?}");
+}
+
+#[tokio::test]
+async fn the_typescript_sdk_discovers_the_metadata_and_gets_its_own_token() {
+    let idp = Provider::start();
+    let (_fx, al) = start(&idp, "");
+    let mcp = format!("{}/mcp", al.url);
+    let out = Command::new("node")
+        .arg(identity_dir().join("oauth_client.mjs"))
+        .args(["--url", &mcp, "--issuer", &idp.issuer, "--client", "ci-runner", "--secret", "ci-runner-secret"])
+        .args(["--call", "fake__version"])
+        .current_dir(identity_dir())
+        .output()
+        .expect("run the TypeScript SDK client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let v: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    // It asked for the resource the metadata names and the scope the challenge names.
+    assert_eq!(v["token_audience"], mcp.as_str(), "{v}");
+    assert_eq!(v["token_scope"], "mcp", "{v}");
+    assert!(v["tools"].as_array().unwrap().iter().any(|t| t == "fake__version"), "{v}");
+    assert_eq!(v["calls"][0]["is_error"], false, "{v}");
+}

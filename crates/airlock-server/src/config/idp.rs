@@ -37,6 +37,8 @@ pub struct IssuerConfig {
     pub agent_claims: Vec<String>,
     /// The claim that lists the caller's groups.
     pub groups_claim: String,
+    /// The claim that holds the token's scopes; `None`: `scope`, else `scp`.
+    pub scopes_claim: Option<String>,
 }
 
 /// One `[[agent_templates]]` entry.
@@ -186,7 +188,10 @@ fn issuer(prefix: &str, raw: RawIssuer, problems: &mut Problems) -> IssuerConfig
     if groups_claim.trim().is_empty() {
         problems.push(&key("groups_claim"), "must name a claim".into());
     }
-    IssuerConfig { options, agent_claims, groups_claim }
+    if raw.scopes_claim.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        problems.push(&key("scopes_claim"), "must name a claim; omit it to read `scope`, else `scp`".into());
+    }
+    IssuerConfig { options, agent_claims, groups_claim, scopes_claim: raw.scopes_claim }
 }
 
 /// `[[agent_templates]]`, each with its guards over the `[guards]` defaults.

@@ -232,6 +232,7 @@ pub(super) struct RawIssuer {
     pub(super) token_type: Option<String>,
     pub(super) agent_claim: Option<String>,
     pub(super) groups_claim: Option<String>,
+    pub(super) scopes_claim: Option<String>,
     pub(super) keys_cache_seconds: Option<u64>,
     pub(super) keys_min_refresh_seconds: Option<u64>,
 }

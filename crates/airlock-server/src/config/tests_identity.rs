@@ -99,3 +99,17 @@ fn templates_and_issuers_need_identity() {
     let found = problems("[identity]\nissuers = [{ issuer = \"https://a\", colour = \"red\" }]\n");
     assert_eq!(found[0].0, "identity.issuers[0].colour", "{found:?}");
 }
+
+/// Every configuration example of docs/identity.md loads.
+#[test]
+fn the_examples_in_the_docs_load() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/identity.md")).unwrap();
+    let blocks: Vec<&str> = text.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    assert!(blocks.len() >= 4, "{} examples", blocks.len());
+    for block in blocks {
+        match parse(block) {
+            Ok(c) => assert!(c.identity.is_some(), "the example configures no identity:\n{block}"),
+            Err(e) => panic!("an example of docs/identity.md does not load: {e}\n{block}"),
+        }
+    }
+}
