@@ -1,10 +1,11 @@
 // The official TypeScript MCP SDK (@modelcontextprotocol/sdk, pinned in package.json) as an OAuth
 // client of airlock: it connects without a token, reads airlock's `401` challenge, discovers the
 // protected resource metadata and the authorization server from it, gets a token with the client
-// credentials grant (for the resource the metadata names, with the scope the challenge names),
-// and retries with it.
+// credentials grant (for the resource the metadata names), and retries with it. The SDK (1.32)
+// asks for the scope its client credentials provider is configured with (`--scope`), not the
+// one in the challenge.
 //
-//   node oauth_client.mjs --url URL --issuer ISSUER --client ID --secret SECRET [--call NAME]
+//   node oauth_client.mjs --url URL --issuer ISSUER --client ID --secret SECRET [--scope S] [--call NAME]
 //
 // Prints one JSON object as the last line of stdout: {"tools": [names], "calls": [{name,
 // is_error, text}], "token_scope": "...", "token_audience": "..."}. Any failure: exit 1, message
@@ -27,8 +28,16 @@ try {
     clientId: args.client,
     clientSecret: args.secret,
     expectedIssuer: args.issuer,
+    scope: args.scope,
   });
-  const transport = new StreamableHTTPClientTransport(new URL(args.url), { authProvider: provider });
+  // Every exchange is written to stderr, for whoever reads a failure.
+  const traced = async (url, init) => {
+    const response = await fetch(url, init);
+    const challenge = response.headers.get('www-authenticate');
+    console.error(`${init?.method ?? 'GET'} ${url} -> ${response.status}${challenge ? ` (${challenge})` : ''}`);
+    return response;
+  };
+  const transport = new StreamableHTTPClientTransport(new URL(args.url), { authProvider: provider, fetch: traced });
   const client = new Client({ name: 'airlock-oauth-test', version: '1' });
   await client.connect(transport);
   const tools = (await client.listTools()).tools.map((t) => t.name);

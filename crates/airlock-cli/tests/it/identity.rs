@@ -476,7 +476,7 @@ async fn the_typescript_sdk_discovers_the_metadata_and_gets_its_own_token() {
     let out = Command::new("node")
         .arg(identity_dir().join("oauth_client.mjs"))
         .args(["--url", &mcp, "--issuer", &idp.issuer, "--client", "ci-runner", "--secret", "ci-runner-secret"])
-        .args(["--call", "fake__version"])
+        .args(["--scope", "mcp", "--call", "fake__version"])
         .current_dir(identity_dir())
         .output()
         .expect("run the TypeScript SDK client");
@@ -485,7 +485,7 @@ async fn the_typescript_sdk_discovers_the_metadata_and_gets_its_own_token() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let v: Value =
         serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    // It asked for the resource the metadata names and the scope the challenge names.
+    // It asked for the resource the metadata names (and the scope it was configured with).
     assert_eq!(v["token_audience"], mcp.as_str(), "{v}");
     assert_eq!(v["token_scope"], "mcp", "{v}");
     assert!(v["tools"].as_array().unwrap().iter().any(|t| t == "fake__version"), "{v}");
