@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use crate::decision::{ApprovalDefaults, PolicyFailure, PolicyOutput, apply_tier_floor, combine};
 use crate::guard::{self, GuardContext, InputCheck};
+use crate::identity::Identity;
 pub use crate::limits::Reserved;
 use crate::limits::{self, Admission, Breaker, GuardLimits, OnBudgetExceeded, TokenBucket, Transition};
 use crate::model::{
@@ -38,6 +39,8 @@ use crate::redact::REDACT_ALL;
 pub struct Intake<'a> {
     /// The calling agent.
     pub agent: &'a Agent,
+    /// What the agent's access token established, when it authenticated with one.
+    pub identity: Option<&'a Identity>,
     /// The agent's guard limits (per-agent overrides applied).
     pub limits: &'a GuardLimits,
     /// The session as it is before this call.
@@ -261,7 +264,7 @@ pub fn screen(intake: &Intake<'_>, state: GuardState<'_>) -> Screened {
     }
     Screened {
         screening: Screening::Policy {
-            input: policy_input(intake.agent, intake.session, action, intake.now),
+            input: policy_input(intake.agent, intake.identity, intake.session, action, intake.now),
             facts: PolicyFacts {
                 tier: intake.agent.tier,
                 read_only: intake.read_only,
@@ -444,10 +447,17 @@ pub fn seconds(n: u64) -> chrono::Duration {
 }
 
 /// Builds the policy input document (versioned in `docs/policy.md`).
-pub fn policy_input(agent: &Agent, session: &Session, action: &Action, now: DateTime<Utc>) -> Value {
+pub fn policy_input(
+    agent: &Agent,
+    identity: Option<&Identity>,
+    session: &Session,
+    action: &Action,
+    now: DateTime<Utc>,
+) -> Value {
     json!({
         "kind": KIND_TOOL_CALL,
         "agent": agent_input(agent),
+        "identity": identity,
         "session": session_input(session),
         "action": {
             "tool": action.tool,
@@ -470,10 +480,18 @@ pub const KIND_TOOL_CALL: &str = "tool.call";
 /// `resource.read`, `resource.subscribe`, `prompt.get` or `completion.complete`): the same
 /// `agent` and `session` as a call's, and `read` (its upstream, target and arguments) instead of
 /// `action`, so that rules written for calls do not match reads.
-pub fn read_input(agent: &Agent, session: &Session, kind: &str, read: Value, now: DateTime<Utc>) -> Value {
+pub fn read_input(
+    agent: &Agent,
+    identity: Option<&Identity>,
+    session: &Session,
+    kind: &str,
+    read: Value,
+    now: DateTime<Utc>,
+) -> Value {
     json!({
         "kind": kind,
         "agent": agent_input(agent),
+        "identity": identity,
         "session": session_input(session),
         "read": read,
         "now": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

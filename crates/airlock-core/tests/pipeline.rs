@@ -219,7 +219,7 @@ proptest! {
         let kills = [ks];
         let defaults = ApprovalDefaults::default();
         let intake = Intake {
-            agent: &agent, limits: &limits, session: &session, action: &action, read_only, tool_allowed: allowed,
+            agent: &agent, identity: None, limits: &limits, session: &session, action: &action, read_only, tool_allowed: allowed,
             input: &input, catalog_cost_usd: None, kill_switches: &kills, repeats, agent_spent_today_usd: 0.0, reserved: Default::default(),
             defaults: &defaults, policy_revision: "rev", now: t0(),
         };
@@ -255,7 +255,7 @@ proptest! {
         let limits = GuardLimits { actions_per_minute: per_minute, ..GuardLimits::default() };
         let defaults = ApprovalDefaults::default();
         let intake = Intake {
-            agent: &agent, limits: &limits, session: &session, action: &action, read_only, tool_allowed: true,
+            agent: &agent, identity: None, limits: &limits, session: &session, action: &action, read_only, tool_allowed: true,
             input: &input, catalog_cost_usd: None, kill_switches: &[], repeats: 1, agent_spent_today_usd: 0.0, reserved: Default::default(),
             defaults: &defaults, policy_revision: "rev", now: t0(),
         };

@@ -41,7 +41,14 @@ pub struct CallerIdentity {
     /// offers every upstream under prefixed names. An MCP session stays on the endpoint that
     /// opened it.
     pub server: Option<String>,
+    /// The agent as the server's authentication made it for this request (an access token's
+    /// agent differs from token to token: its scopes, its template, its identity), for the
+    /// gateway to read back; opaque here. `None`: the gateway looks the agent up by id.
+    pub principal: Option<Principal>,
 }
+
+/// What the server's authentication put into a request about its caller, opaque to this crate.
+pub type Principal = Arc<dyn std::any::Any + Send + Sync>;
 
 /// Separator between an upstream's name and the name of its tool, prompt or resource.
 pub const TOOL_SEPARATOR: &str = "__";
@@ -86,6 +93,8 @@ pub struct ToolCall {
     pub traceparent: Option<String>,
     /// The MCP session id (`Mcp-Session-Id`).
     pub mcp_session: Option<String>,
+    /// The caller as authentication made it for this request ([`CallerIdentity::principal`]).
+    pub principal: Option<Principal>,
 }
 
 /// Why the gateway could not open the airlock session behind an MCP session.
@@ -117,15 +126,16 @@ pub trait Gateway: Send + Sync + 'static {
     fn prefixed(&self, _caller: &CallerIdentity) -> bool {
         true
     }
-    /// The human an MCP session of `agent_id` acts for, given what its `initialize` claimed
+    /// The human an MCP session of the caller acts for, given what its `initialize` claimed
     /// (`claimed` names the human and where the claim was made). Refuses a claim it can't accept:
     /// the `initialize` then fails.
-    fn requester(&self, agent_id: &str, claimed: Option<(&str, &str)>) -> Result<Option<String>, GatewayError>;
-    /// Opens the airlock session backing one MCP session, acting for `on_behalf_of`; returns its
+    fn requester(&self, caller: &CallerIdentity, claimed: Option<(&str, &str)>)
+    -> Result<Option<String>, GatewayError>;
+    /// Opens the airlock session backing one MCP session of the caller, acting for `on_behalf_of`; returns its
     /// id.
     async fn open_session(
         &self,
-        agent_id: &str,
+        caller: &CallerIdentity,
         task: String,
         on_behalf_of: Option<String>,
     ) -> Result<String, GatewayError>;
@@ -286,16 +296,16 @@ impl Front {
                 .unwrap_or_else(|| "MCP session".into())
         });
         let gateway = self.gateway.clone();
-        let agent = who.agent_id.clone();
+        let caller = who.clone();
         let bind = header(context, "mcp-session-id");
         // Set at `initialize`; the gateway applies the agent's configured requester either way.
         let requester = self.requester.get().cloned().flatten();
         let session = self
             .session
             .get_or_try_init(|| async move {
-                let session = gateway.open_session(&agent, task, requester).await?;
+                let session = gateway.open_session(&caller, task, requester).await?;
                 if let Some(m) = &bind {
-                    gateway.bind_mcp_session(m, &agent, &session);
+                    gateway.bind_mcp_session(m, &caller.agent_id, &session);
                 }
                 Ok::<String, GatewayError>(session)
             })
@@ -342,7 +352,7 @@ impl ServerHandler for Front {
         let claim = requester_claim(&request, &context)?;
         let requester = self
             .gateway
-            .requester(&who.agent_id, claim.as_ref().map(|(human, source)| (human.as_str(), *source)))
+            .requester(&who, claim.as_ref().map(|(human, source)| (human.as_str(), *source)))
             .map_err(|e| ErrorData::invalid_params(e.to_string(), None))?;
         if self.requester.set(requester).is_err() {
             return Err(ErrorData::invalid_request("this MCP session is already initialized", None));
@@ -458,6 +468,7 @@ impl ServerHandler for Front {
             back: Backchannel { progress: relay, caller: Some(caller) },
             traceparent,
             mcp_session,
+            principal: who.principal,
         };
         let result = self.gateway.call(call).await;
         // The call and its progress closures are gone, so the channel closes once drained.

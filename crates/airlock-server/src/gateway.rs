@@ -21,7 +21,7 @@ use rmcp::model::{CallToolResult, ContentBlock, Tool, ToolAnnotations};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{TOOL_SEPARATOR, allowlist_covers};
+use crate::catalog::TOOL_SEPARATOR;
 use crate::config::AgentConfig;
 use crate::engine::{ActionRequest, CallEnd, Engine, Gate};
 use crate::executor::{self, Carried, Run};
@@ -204,17 +204,28 @@ impl McpGateway {
     /// Closes the airlock session behind an MCP session that ended, if it has one.
     async fn close_behind(&self, ended: Ended, reason: &str) {
         let mcp_session = crate::otel::mcp_session_digest(&ended.mcp_session);
-        let (Some(session_id), Some(agent)) = (ended.session_id, self.agents.get(&ended.agent_id)) else {
+        let (Some(session_id), Some(agent)) = (ended.session_id, self.agent_of(&ended.agent_id, None)) else {
             tracing::debug!(%mcp_session, reason, "MCP session ended before any call");
             return;
         };
-        let closer = crate::engine::SessionCloser::Agent(agent);
+        let closer = crate::engine::SessionCloser::Agent(&agent);
         match self.engine.close_session(closer, &session_id, reason).await {
             Ok(_) => {
                 tracing::info!(session = %session_id, %mcp_session, reason, "MCP session ended; airlock session closed")
             }
             Err(e) => tracing::debug!(session = %session_id, error = %e, "MCP session ended; session not closed"),
         }
+    }
+
+    /// The calling agent as this request's authentication made it (an access token's agent
+    /// differs from token to token), else its `[[agents]]` entry or as a token last made it.
+    fn agent_of(&self, agent_id: &str, principal: Option<&airlock_mcp::front::Principal>) -> Option<Arc<AgentConfig>> {
+        if let Some(agent) = principal.and_then(|p| p.clone().downcast::<AgentConfig>().ok())
+            && agent.agent.id == agent_id
+        {
+            return Some(agent);
+        }
+        self.agents.get(agent_id).map(|a| Arc::new(a.clone())).or_else(|| self.engine.agent(agent_id))
     }
 
     /// The engine behind it.
@@ -491,7 +502,7 @@ impl Gateway for McpGateway {
         session_id: &str,
         read: airlock_mcp::ReadRequest,
     ) -> Result<(), String> {
-        let Some(agent) = self.agents.get(&caller.agent_id) else {
+        let Some(agent) = self.agent_of(&caller.agent_id, caller.principal.as_ref()) else {
             return Err(format!("unknown agent `{}`", caller.agent_id));
         };
         let read = crate::engine::Read {
@@ -501,7 +512,7 @@ impl Gateway for McpGateway {
             server: caller.server.clone(),
             arguments: read.arguments,
         };
-        match self.engine.screen_read(agent, session_id, &read).await {
+        match self.engine.screen_read(&agent, session_id, &read).await {
             Ok(verdict) => verdict,
             Err(e) => Err(format!("it could not be screened and journaled, so it was not served: {e}")),
         }
@@ -528,7 +539,7 @@ impl Gateway for McpGateway {
 
     fn admits(&self, caller: &CallerIdentity, name: &str) -> bool {
         let allowed =
-            self.agents.get(&caller.agent_id).is_some_and(|agent| allowlist_covers(agent.tools.as_deref(), name));
+            self.agent_of(&caller.agent_id, caller.principal.as_ref()).is_some_and(|agent| agent.allows_tool(name));
         allowed
             && match &caller.server {
                 None => true,
@@ -541,8 +552,8 @@ impl Gateway for McpGateway {
     }
 
     fn tools_for(&self, caller: &CallerIdentity) -> Vec<Tool> {
-        let Some(agent) = self.agents.get(&caller.agent_id) else { return Vec::new() };
-        let allowed = |full: &str| allowlist_covers(agent.tools.as_deref(), full);
+        let Some(agent) = self.agent_of(&caller.agent_id, caller.principal.as_ref()) else { return Vec::new() };
+        let allowed = |full: &str| agent.allows_tool(full);
         if let Some(server) = &caller.server {
             // Offered names, each shown to the agent when its allowlist covers the tool's full name.
             let Some((_, offer)) = self.offer(server) else { return Vec::new() };
@@ -564,27 +575,35 @@ impl Gateway for McpGateway {
         out
     }
 
-    fn requester(&self, agent_id: &str, claimed: Option<(&str, &str)>) -> Result<Option<String>, GatewayError> {
-        let agent =
-            self.agents.get(agent_id).ok_or_else(|| GatewayError::UnknownAgent { agent_id: agent_id.to_string() })?;
+    fn requester(
+        &self,
+        caller: &CallerIdentity,
+        claimed: Option<(&str, &str)>,
+    ) -> Result<Option<String>, GatewayError> {
+        let agent = self
+            .agent_of(&caller.agent_id, caller.principal.as_ref())
+            .ok_or_else(|| GatewayError::UnknownAgent { agent_id: caller.agent_id.clone() })?;
         let (human, source) = claimed.unzip();
-        self.engine.requester(agent, human, source.unwrap_or_default()).map_err(|e| GatewayError::Pipeline(Box::new(e)))
+        self.engine
+            .requester(&agent, human, source.unwrap_or_default())
+            .map_err(|e| GatewayError::Pipeline(Box::new(e)))
     }
 
     async fn open_session(
         &self,
-        agent_id: &str,
+        caller: &CallerIdentity,
         task: String,
         on_behalf_of: Option<String>,
     ) -> Result<String, GatewayError> {
-        let agent =
-            self.agents.get(agent_id).ok_or_else(|| GatewayError::UnknownAgent { agent_id: agent_id.to_string() })?;
-        let session = self.engine.open_session(agent, task, Default::default(), on_behalf_of).await;
+        let agent = self
+            .agent_of(&caller.agent_id, caller.principal.as_ref())
+            .ok_or_else(|| GatewayError::UnknownAgent { agent_id: caller.agent_id.clone() })?;
+        let session = self.engine.open_session(&agent, task, Default::default(), on_behalf_of).await;
         session.map(|s| s.id).map_err(|e| GatewayError::Pipeline(Box::new(e)))
     }
 
     async fn call(&self, call: ToolCall) -> CallToolResult {
-        let Some(agent) = self.agents.get(&call.agent_id) else {
+        let Some(agent) = self.agent_of(&call.agent_id, call.principal.as_ref()) else {
             return error_result("airlock: unknown agent");
         };
         // On a virtual server the name is the server's: the action is the tool it reaches.
@@ -605,7 +624,7 @@ impl Gateway for McpGateway {
             mcp_session: call.mcp_session.clone(),
             server: call.server.clone(),
         };
-        let submission = match self.engine.submit(agent, &call.session_id, request).await {
+        let submission = match self.engine.submit(&agent, &call.session_id, request).await {
             Ok(s) => s,
             Err(crate::engine::Error::Invalid(msg)) => return error_result(format!("airlock: {msg}")),
             Err(e) => return error_result(format!("airlock could not decide this call, so it was not run: {e}")),

@@ -4,6 +4,7 @@
 //! (`airlock-store`) and to the network. Only this crate and `airlock-mcp` know HTTP, JSON-RPC or
 //! wire DTOs; the pipeline's decisions are made in `airlock-core` and `airlock-policy`.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod catalog;

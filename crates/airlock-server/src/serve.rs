@@ -19,6 +19,7 @@ use rmcp::transport::common::http_header::HEADER_SESSION_ID;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
+use crate::access::Endpoint;
 use crate::api::{AppState, Principal, Problem, router};
 use crate::config::{Config, UpstreamTransport};
 use crate::engine::Engine;
@@ -105,7 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let signer =
         crate::audit::CheckpointSigner::load_or_create(&config).context("cannot load the audit signing key")?;
     let checkpoints = tokio::spawn(crate::audit::run_checkpoints(engine.clone(), signer, rx.clone()));
-    let state = AppState::new(engine.clone()).with_gateway(gateway.clone());
+    let state = AppState::new(engine.clone()).with_gateway(gateway.clone()).with_base_url(&format!("http://{addr}"));
     let (mcp, mcp_sessions) = mcp_service(&config, gateway.clone(), addr);
     let expiry = tokio::spawn(expire_idle_mcp_sessions(gateway.clone(), mcp_sessions, rx.clone()));
     let schemas = tokio::spawn(refresh_input_schemas(engine.clone(), upstreams.clone(), rx.clone()));
@@ -282,11 +283,10 @@ fn unknown_server(asked: &str, gateway: &McpGateway) -> Response {
 /// so only agents learn which servers exist.
 async fn authenticate_agent(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    let principal =
-        match <Principal as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await {
-            Ok(p) => p,
-            Err(problem) => return problem.into_response(),
-        };
+    let principal = match crate::api::authenticate(&state, &parts.headers, Endpoint::of(parts.uri.path())).await {
+        Ok(p) => p,
+        Err(problem) => return problem.into_response(),
+    };
     let Principal::Agent(agent) = principal else {
         return Problem::forbidden_public("agent_only", "the MCP endpoint is for agents; use an agent's token")
             .into_response();
@@ -309,7 +309,14 @@ async fn authenticate_agent(State(state): State<AppState>, request: Request, nex
         }
     };
     let agent_id = agent.agent.id.clone();
-    parts.extensions.insert(CallerIdentity { agent_id: agent_id.clone(), server: server.clone() });
+    // The agent as this request's token made it travels with the request: an access token's
+    // scopes and identity are this request's, not the agent's for good.
+    let made: Arc<dyn std::any::Any + Send + Sync> = agent;
+    parts.extensions.insert(CallerIdentity {
+        agent_id: agent_id.clone(),
+        server: server.clone(),
+        principal: Some(made),
+    });
     // An `Mcp-Session-Id` is a bearer secret of the agent that opened the session: a request
     // that carries one (POST, GET with or without `Last-Event-ID`, DELETE) goes on only when it
     // comes from that agent, to the endpoint the session was opened on, before rmcp sees it; any

@@ -26,6 +26,7 @@ mod connection_limits;
 mod forwarding;
 mod guards;
 mod http_api;
+mod identity;
 mod interop;
 mod latency;
 mod mcp_gateway;

@@ -11,9 +11,13 @@
 //! [`Engine`] and shape the answer.
 
 mod approvals;
+mod auth;
 mod policy;
 
 use approvals::*;
+pub use auth::Principal;
+pub(crate) use auth::{authenticate, require_human};
+use auth::{require_agent, require_role, resource_metadata};
 use policy::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -33,7 +37,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::{AgentConfig, HumanConfig, hash_token};
+use crate::access::Access;
+use crate::config::hash_token;
 use crate::engine::{self, ActionRequest, ActionView, Engine, Outcome, VoteRequest};
 use crate::executor;
 use crate::gateway::McpGateway;
@@ -45,6 +50,7 @@ pub struct AppState {
     pub engine: Engine,
     principals: Arc<HashMap<[u8; 32], Principal>>,
     gateway: Option<Arc<McpGateway>>,
+    access: Access,
 }
 
 impl AppState {
@@ -52,12 +58,28 @@ impl AppState {
     pub fn new(engine: Engine) -> AppState {
         let mut principals = HashMap::new();
         for a in &engine.config().agents {
-            principals.insert(a.token_hash, Principal::Agent(Arc::new(a.clone())));
+            if let Some(hash) = a.token_hash {
+                principals.insert(hash, Principal::Agent(Arc::new(a.clone())));
+            }
         }
         for h in &engine.config().humans {
             principals.insert(h.token_hash, Principal::Human(Arc::new(h.clone())));
         }
-        AppState { engine, principals: Arc::new(principals), gateway: None }
+        let listen = format!("http://{}", engine.config().server.listen);
+        let access = Access::new(engine.config().clone(), &listen);
+        AppState { engine, principals: Arc::new(principals), gateway: None, access }
+    }
+
+    /// Takes `base` (`http://{address}`) as the base URL of resource identifiers and metadata
+    /// when `[server] public_url` is not set: the address airlock really listens on.
+    pub fn with_base_url(mut self, base: &str) -> AppState {
+        self.access = Access::new(self.engine.config().clone(), base);
+        self
+    }
+
+    /// Access tokens and the protected resource metadata.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// Lets the HTTP API run upstream tools through the MCP gateway.
@@ -69,32 +91,6 @@ impl AppState {
     /// The MCP gateway, when `/mcp` is served.
     pub(crate) fn gateway(&self) -> Option<&Arc<McpGateway>> {
         self.gateway.as_ref()
-    }
-}
-
-/// Who is calling.
-#[derive(Clone, Debug)]
-pub enum Principal {
-    /// An agent.
-    Agent(Arc<AgentConfig>),
-    /// A human.
-    Human(Arc<HumanConfig>),
-}
-
-impl Principal {
-    /// The caller's id.
-    pub fn id(&self) -> &str {
-        match self {
-            Principal::Agent(a) => &a.agent.id,
-            Principal::Human(h) => &h.human.id,
-        }
-    }
-
-    fn agent_filter(&self) -> Option<&str> {
-        match self {
-            Principal::Agent(a) => Some(&a.agent.id),
-            Principal::Human(_) => None,
-        }
     }
 }
 
@@ -124,6 +120,13 @@ impl Problem {
         let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
         p.headers.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"airlock\"")));
         p
+    }
+
+    /// A `401` or `403` with the `WWW-Authenticate` challenge `challenge`.
+    fn challenged(mut self, challenge: HeaderValue) -> Problem {
+        self.headers.retain(|(k, _)| k != header::WWW_AUTHENTICATE);
+        self.headers.push((header::WWW_AUTHENTICATE, challenge));
+        self
     }
 
     /// A `403` naming the rule that refused the request.
@@ -188,61 +191,6 @@ impl From<engine::Error> for Problem {
                 )
             }
         }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Principal
-where
-    AppState: axum::extract::FromRef<S>,
-{
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = <AppState as axum::extract::FromRef<S>>::from_ref(state);
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(Problem::unauthorized("missing `Authorization: Bearer <token>` header"));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| Problem::unauthorized("the `Authorization` header must be `Bearer <token>`"))?;
-        state
-            .principals
-            .get(&hash_token(token))
-            .cloned()
-            .ok_or_else(|| Problem::unauthorized("the bearer token is not valid"))
-    }
-}
-
-fn require_agent(p: &Principal) -> Result<Arc<AgentConfig>, Problem> {
-    match p {
-        Principal::Agent(a) => Ok(a.clone()),
-        Principal::Human(_) => Err(Problem::forbidden("agent_only", "only agents can do this; use an agent's token")),
-    }
-}
-
-pub(crate) fn require_human(p: &Principal) -> Result<Arc<HumanConfig>, Problem> {
-    match p {
-        Principal::Human(h) => Ok(h.clone()),
-        Principal::Agent(_) => Err(Problem::forbidden("human_only", "only humans can do this; agents can't")),
-    }
-}
-
-fn require_role(p: &Principal, role: airlock_core::Role) -> Result<Arc<HumanConfig>, Problem> {
-    let human = require_human(p)?;
-    if human.human.has_role(role)
-        || human.human.has_role(airlock_core::Role::Admin) && role == airlock_core::Role::Admin
-    {
-        Ok(human)
-    } else {
-        let name = match role {
-            airlock_core::Role::Approve => "approve",
-            airlock_core::Role::Admin => "admin",
-        };
-        Err(Problem::forbidden("role", format!("`{}` does not have the `{name}` role", human.human.id)))
     }
 }
 
@@ -347,6 +295,9 @@ pub fn router(state: AppState) -> Router {
     let limit = state.engine.config().server.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/.well-known/oauth-protected-resource", get(resource_metadata))
+        .route("/.well-known/oauth-protected-resource/mcp", get(resource_metadata))
+        .route("/.well-known/oauth-protected-resource/mcp/{server}", get(resource_metadata))
         .route("/metrics", get(metrics_text))
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{id}", get(get_session))

@@ -9,7 +9,7 @@ use airlock_core::{Agent, Human};
 use super::raw::{RawAgent, RawHuman};
 use super::secrets::{Env, token_hash};
 use super::validate::Problems;
-use super::{AgentConfig, HumanConfig, guards};
+use super::{AgentConfig, HumanConfig, IdentityConfig, guards};
 
 /// Ids and token hashes already taken by the agents and humans checked so far.
 #[derive(Debug, Default)]
@@ -46,7 +46,7 @@ impl Taken {
     }
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
@@ -56,6 +56,7 @@ pub(super) fn agents(
     raw: Vec<RawAgent>,
     guard_defaults: &GuardLimits,
     human_ids: &[&str],
+    identity: Option<&IdentityConfig>,
     env: &dyn Env,
     taken: &mut Taken,
     problems: &mut Problems,
@@ -64,7 +65,23 @@ pub(super) fn agents(
     for (i, a) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("agents[{i}].{k}");
         taken.id(&key("id"), &a.id, problems);
-        let token_hash = taken.token(&key("token"), &a.token, env, problems);
+        // With `[identity]`, an agent may authenticate with access tokens only.
+        let token_hash = match (&a.token, identity) {
+            (Some(token), _) => Some(taken.token(&key("token"), token, env, problems)),
+            (None, Some(_)) => None,
+            (None, None) => {
+                problems.push(&key("token"), "is required: the agent's bearer token (or configure `[identity]` to authenticate it with access tokens)".into());
+                None
+            }
+        };
+        match (&a.issuer, identity) {
+            (Some(issuer), Some(identity)) if !identity.issuers.iter().any(|i| &i.options.issuer == issuer) => {
+                problems.push(&key("issuer"), format!("`{issuer}` is not an `[[identity.issuers]]` issuer"));
+            }
+            (Some(_), None) => problems
+                .push(&key("issuer"), "names the issuer of the agent's access tokens: configure `[identity]`".into()),
+            _ => {}
+        }
         if a.owner.trim().is_empty() {
             problems.push(&key("owner"), "must name the team or person accountable for the agent".into());
         }
@@ -84,9 +101,12 @@ pub(super) fn agents(
         agents.push(AgentConfig {
             agent: Agent { id: a.id, owner: a.owner, oncall: a.oncall, tier: a.tier, labels: a.labels },
             token_hash,
+            issuer: a.issuer,
             tools: a.tools,
             limits,
             on_behalf_of: a.on_behalf_of,
+            identity: None,
+            token_tools: None,
         });
     }
     agents

@@ -139,6 +139,10 @@ fn check_table(
 fn fix_path(path: &str) -> String {
     let mut out = String::new();
     for part in path.split('.') {
+        // serde_ignored writes `?` for an optional section (`identity.?.issuers`).
+        if part == "?" {
+            continue;
+        }
         if !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
             out.push_str(&format!("[{part}]"));
         } else {

@@ -13,6 +13,7 @@
 //! - `load`: reads the file, collects unknown keys and type errors with their key paths;
 //! - `raw`: the file as written, one serde type per section;
 //! - `validate`: one function per section, each adding its problems in file order;
+//! - `idp`: `[identity]` (access tokens, their issuers) and `[[agent_templates]]`;
 //! - `servers`: `[[servers]]`, the virtual MCP servers, checked against the tools the file names;
 //! - `typed`: the validated [`Config`] the rest of the server reads;
 //! - `secrets`: `env:` references and token hashes; `money`: amounts of US dollars.
@@ -21,7 +22,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 mod guards;
-mod identities;
+pub(crate) mod identities;
+mod idp;
 mod load;
 mod money;
 mod raw;
@@ -31,6 +33,7 @@ mod typed;
 mod upstreams;
 mod validate;
 
+pub use idp::{AgentTemplate, IdentityConfig, IssuerConfig};
 pub use raw::RawConfig;
 pub use secrets::{Env, ProcessEnv, WHSEC_PREFIX, WebhookSecret, hash_token};
 pub use typed::{
@@ -68,5 +71,7 @@ impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_identity;
 #[cfg(test)]
 mod tests_servers;

@@ -40,6 +40,9 @@ pub struct RawConfig {
     pub(super) audit: RawAudit,
     #[serde(default)]
     pub(super) telemetry: RawTelemetry,
+    pub(super) identity: Option<RawIdentity>,
+    #[serde(default)]
+    pub(super) agent_templates: Vec<RawAgentTemplate>,
 }
 
 /// `[server]`
@@ -88,7 +91,8 @@ pub(super) struct RawMcp {
 #[derive(Debug, Deserialize)]
 pub(super) struct RawAgent {
     pub(super) id: String,
-    pub(super) token: String,
+    pub(super) token: Option<String>,
+    pub(super) issuer: Option<String>,
     pub(super) owner: String,
     pub(super) oncall: Option<String>,
     pub(super) tier: Tier,
@@ -204,4 +208,50 @@ pub(super) struct RawTelemetry {
     pub(super) otlp_protocol: Option<String>,
     pub(super) capture_content: Option<bool>,
     pub(super) service_name: Option<String>,
+}
+
+/// `[identity]`: access tokens from the organisation's identity provider.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawIdentity {
+    pub(super) resource: Option<String>,
+    #[serde(default)]
+    pub(super) required_scopes: Vec<String>,
+    pub(super) scopes_supported: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) issuers: Vec<RawIssuer>,
+}
+
+/// One `[[identity.issuers]]` entry.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawIssuer {
+    pub(super) issuer: String,
+    pub(super) jwks_uri: Option<String>,
+    pub(super) audiences: Option<Vec<String>>,
+    pub(super) algorithms: Option<Vec<String>>,
+    pub(super) leeway_seconds: Option<u64>,
+    pub(super) token_type: Option<String>,
+    pub(super) agent_claim: Option<String>,
+    pub(super) groups_claim: Option<String>,
+    pub(super) scopes_claim: Option<String>,
+    pub(super) keys_cache_seconds: Option<u64>,
+    pub(super) keys_min_refresh_seconds: Option<u64>,
+}
+
+/// One `[[agent_templates]]` entry: what an agent that a token names, and no `[[agents]]` entry
+/// lists, is.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawAgentTemplate {
+    pub(super) name: String,
+    pub(super) issuer: Option<String>,
+    pub(super) claim: Option<String>,
+    #[serde(default)]
+    pub(super) values: Vec<String>,
+    pub(super) owner: String,
+    pub(super) oncall: Option<String>,
+    pub(super) tier: Tier,
+    #[serde(default)]
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) guards: RawGuards,
 }

@@ -40,6 +40,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[telemetry]`
     pub telemetry: crate::otel::TelemetryConfig,
+    /// `[identity]`: access tokens from identity providers; `None` = static tokens only.
+    pub identity: Option<super::IdentityConfig>,
+    /// `[[agent_templates]]`, in file order.
+    pub agent_templates: Vec<super::AgentTemplate>,
 }
 
 /// Events a `[[notify]]` webhook can subscribe to.
@@ -122,8 +126,10 @@ pub struct McpConfig {
 pub struct AgentConfig {
     /// The agent.
     pub agent: Agent,
-    /// SHA-256 of its bearer token.
-    pub token_hash: [u8; 32],
+    /// SHA-256 of its static bearer token; `None` when it authenticates with access tokens only.
+    pub token_hash: Option<[u8; 32]>,
+    /// The only issuer whose access tokens may name this agent; `None`: any configured issuer.
+    pub issuer: Option<String>,
     /// Tool allowlist (globs); `None` means all tools.
     pub tools: Option<Vec<String>>,
     /// Guard thresholds: `[guards]` with the agent's own `[agents.guards]` over it.
@@ -131,6 +137,21 @@ pub struct AgentConfig {
     /// The human every session of this agent acts for (a `[[humans]]` id), whatever the agent
     /// says: it can repeat this requester when it opens a session, never drop or change it.
     pub on_behalf_of: Option<String>,
+    /// What the access token of this request established (`input.identity`); `None` for an agent
+    /// that authenticated with its static token.
+    pub identity: Option<airlock_core::Identity>,
+    /// The token's `tools:` scopes: when set, the agent may call only what these globs match as
+    /// well as `tools`.
+    pub token_tools: Option<Vec<String>>,
+}
+
+impl AgentConfig {
+    /// Whether the agent may call (or see) `tool`: its allowlist covers it and, when its access
+    /// token has `tools:` scopes, one of them does too.
+    pub fn allows_tool(&self, tool: &str) -> bool {
+        crate::catalog::allowlist_covers(self.tools.as_deref(), tool)
+            && crate::catalog::allowlist_covers(self.token_tools.as_deref(), tool)
+    }
 }
 
 /// One `[[humans]]` entry.

@@ -12,7 +12,7 @@ use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy
 use super::secrets::{Env, Recording, WebhookSecret, env_secret, token_hash};
 use super::{
     ApprovalsConfig, AuditConfig, AuditKey, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig,
-    guards, identities, servers, upstreams,
+    guards, identities, idp, servers, upstreams,
 };
 
 /// The problems found so far, each a `(key path, message)` pair, in the order they were found.
@@ -55,10 +55,13 @@ impl RawConfig {
         let approvals = approvals(self.approvals, problems);
         let mcp = mcp(self.mcp, problems);
         let guards = guards::defaults(&self.guards, problems);
+        let identity = idp::identity(self.identity, problems);
+        let agent_templates = idp::templates(self.agent_templates, identity.as_ref(), &guards, problems);
         let mut taken = identities::Taken::default();
         // An agent's `on_behalf_of` names a human, who may be declared after it.
         let human_ids: Vec<&str> = self.humans.iter().map(|h| h.id.as_str()).collect();
-        let agents = identities::agents(self.agents, &guards, &human_ids, &secrets, &mut taken, problems);
+        let agents =
+            identities::agents(self.agents, &guards, &human_ids, identity.as_ref(), &secrets, &mut taken, problems);
         let humans = identities::humans(self.humans, &secrets, &mut taken, problems);
         let mut upstreams = upstreams::upstreams(self.upstreams, &secrets, problems);
         let tools = upstreams::tools(self.tools, problems);
@@ -82,6 +85,8 @@ impl RawConfig {
             guards,
             audit,
             telemetry,
+            identity,
+            agent_templates,
         }
     }
 }

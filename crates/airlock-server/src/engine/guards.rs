@@ -218,7 +218,7 @@ impl Engine {
     ) -> Result<Option<Reason>> {
         let cost = pipeline::counted_price(action.decision.cost_usd);
         let deliberate = action.decision.reasons.iter().any(|r| r.rule == limits::RULE_BUDGET);
-        let Some(agent) = self.inner.config.agents.iter().find(|a| a.agent.id == action.agent_id) else {
+        let Some(agent) = self.agent(&action.agent_id) else {
             return Ok(None);
         };
         let limits = &agent.limits;

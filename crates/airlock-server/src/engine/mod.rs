@@ -58,7 +58,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, ToolInfo, allowlist_covers};
+use crate::catalog::{Catalog, ToolInfo};
 use crate::config::{AgentConfig, Config, HumanConfig};
 use crate::input_schema::{InputSchemas, ListedTools};
 use crate::telemetry as tm;
@@ -268,7 +268,13 @@ struct Inner {
     listed_tools: std::sync::OnceLock<Arc<dyn ListedTools>>,
     /// The compiled input schemas of those tools.
     input_schemas: InputSchemas,
+    /// Agents last seen with an access token, by id, for what is looked up by id later (guard
+    /// limits, budgets on approval): templates make agents no `[[agents]]` entry lists.
+    token_agents: Mutex<HashMap<String, Arc<AgentConfig>>>,
 }
+
+/// How many agents seen with access tokens are remembered at most.
+const TOKEN_AGENTS_CAP: usize = 10_000;
 
 pub(crate) use airlock_core::sync::lock;
 
@@ -387,6 +393,7 @@ impl Engine {
             checkpoints: Default::default(),
             buckets: Mutex::new(HashMap::new()),
             session_buckets: Mutex::new(HashMap::new()),
+            token_agents: Mutex::new(HashMap::new()),
             rate_samples: Mutex::new(HashMap::new()),
             spend: Mutex::new(HashMap::new()),
             breakers: Mutex::new(breakers),
@@ -599,13 +606,30 @@ impl Engine {
     }
 
     fn limits_of(&self, agent_id: &str) -> GuardLimits {
-        self.inner
-            .config
-            .agents
-            .iter()
-            .find(|a| a.agent.id == agent_id)
-            .map(|a| a.limits.clone())
-            .unwrap_or_else(|| self.inner.config.guards.clone())
+        self.agent(agent_id).map(|a| a.limits.clone()).unwrap_or_else(|| self.inner.config.guards.clone())
+    }
+
+    /// The agent `agent_id`: its `[[agents]]` entry, or as an access token last made it.
+    pub fn agent(&self, agent_id: &str) -> Option<Arc<AgentConfig>> {
+        if let Some(listed) = self.inner.config.agents.iter().find(|a| a.agent.id == agent_id) {
+            return Some(Arc::new(listed.clone()));
+        }
+        lock(&self.inner.token_agents).get(agent_id).cloned()
+    }
+
+    /// Remembers an agent as an access token made it, for later lookups by id.
+    pub fn remember_agent(&self, agent: Arc<AgentConfig>) {
+        if agent.identity.is_none() {
+            return;
+        }
+        let mut known = lock(&self.inner.token_agents);
+        if known.len() >= TOKEN_AGENTS_CAP && !known.contains_key(&agent.agent.id) {
+            // Beyond the cap, forget one: a forgotten agent's next request remembers it again.
+            if let Some(any) = known.keys().next().cloned() {
+                known.remove(&any);
+            }
+        }
+        known.insert(agent.agent.id.clone(), agent);
     }
 
     /// Runs background duties (approval expiry) until `shutdown` resolves.

@@ -84,7 +84,7 @@ impl Engine {
             "server": read.server,
             "arguments": read.arguments,
         });
-        let input = pipeline::read_input(&agent.agent, session, read.kind, target, now);
+        let input = pipeline::read_input(&agent.agent, agent.identity.as_ref(), session, read.kind, target, now);
         let (answer, _) = evaluator::evaluate(policy.clone(), input).await;
         let decision =
             airlock_core::decision::combine(answer.output, &self.inner.defaults, &answer.revision, answer.eval_us);

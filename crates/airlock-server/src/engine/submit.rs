@@ -113,11 +113,12 @@ impl Engine {
         let screened = {
             let intake = Intake {
                 agent: &agent.agent,
+                identity: agent.identity.as_ref(),
                 limits,
                 session: &state.session,
                 action: &action,
                 read_only: info.read_only,
-                tool_allowed: allowlist_covers(agent.tools.as_deref(), &action.tool),
+                tool_allowed: agent.allows_tool(&action.tool),
                 input: &input,
                 catalog_cost_usd: info.cost_usd,
                 kill_switches: &kills,

@@ -1,0 +1,115 @@
+//! `[identity]`, `[[identity.issuers]]` and `[[agent_templates]]`: from TOML text to a
+//! [`Config`], or every problem with its path.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(
+        &format!("[policy]\ndir = \".\"\n{text}"),
+        &std::env::temp_dir().join("airlock.toml"),
+        &BTreeMap::new(),
+    )
+}
+
+fn problems(text: &str) -> Vec<(String, String)> {
+    parse(text).err().map(|e| e.problems).unwrap_or_default()
+}
+
+const ISSUER: &str =
+    "[identity]\nrequired_scopes = [\"mcp\"]\n\n[[identity.issuers]]\nissuer = \"https://idp.example/realms/ops\"\n";
+
+#[test]
+fn issuers_get_safe_defaults_and_agents_may_have_no_static_token() {
+    let c = parse(&format!(
+        "{ISSUER}\n[[agents]]\nid = \"ops-bot\"\nowner = \"platform\"\ntier = \"change\"\nissuer = \"https://idp.example/realms/ops\"\n\n\
+         [[agent_templates]]\nname = \"ci\"\nclaim = \"groups\"\nvalues = [\"ci\"]\nowner = \"platform\"\ntier = \"advisory\"\ntools = [\"*.list\"]\n\
+         [agent_templates.guards]\nactions_per_minute = 5\n"
+    ))
+    .unwrap();
+    let identity = c.identity.as_ref().unwrap();
+    assert_eq!(identity.required_scopes, ["mcp"]);
+    assert_eq!(identity.scopes_supported, ["mcp"], "defaults to the required scopes");
+    let issuer = &identity.issuers[0];
+    assert_eq!(issuer.agent_claims, ["client_id", "azp", "sub"]);
+    assert_eq!(issuer.groups_claim, "groups");
+    assert_eq!(issuer.options.leeway, Duration::from_secs(60));
+    assert_eq!(issuer.options.audiences, None, "the resource identifier is the audience");
+    assert!(!issuer.options.algorithms.is_empty());
+    assert_eq!(c.agents[0].token_hash, None);
+    assert_eq!(c.agents[0].issuer.as_deref(), Some("https://idp.example/realms/ops"));
+    let t = &c.agent_templates[0];
+    assert_eq!(t.when, Some(("groups".to_string(), vec!["ci".to_string()])));
+    assert_eq!(t.limits.actions_per_minute, 5);
+}
+
+#[test]
+fn an_agent_without_a_token_needs_identity() {
+    let found = problems("[[agents]]\nid = \"bot\"\nowner = \"p\"\ntier = \"change\"\nissuer = \"https://idp\"\n");
+    let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["agents[0].token", "agents[0].issuer"], "{found:?}");
+    assert!(found[0].1.contains("configure `[identity]`"), "{found:?}");
+}
+
+#[test]
+fn every_problem_of_identity_is_reported_with_its_path() {
+    let found = problems(
+        "[identity]\nresource = \"urn:airlock\"\nrequired_scopes = [\"a b\"]\n\n\
+         [[identity.issuers]]\nissuer = \"http://idp.example\"\nalgorithms = [\"none\", \"HS256\", \"RS256\"]\nleeway_seconds = 900\naudiences = []\n\n\
+         [[identity.issuers]]\nissuer = \"https://idp.example\"\njwks_uri = \"http://keys.example/jwks\"\nagent_claim = \"\"\n\n\
+         [[agent_templates]]\nname = \"t\"\nclaim = \"groups\"\nowner = \"p\"\ntier = \"advisory\"\nissuer = \"https://nobody\"\n\n\
+         [[agent_templates]]\nname = \"t\"\nvalues = [\"x\"]\nowner = \"\"\ntier = \"advisory\"\ntools = [\"[\"]\n",
+    );
+    let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "identity.resource",
+            "identity.required_scopes[0]",
+            "identity.scopes_supported[0]",
+            "identity.issuers[0].issuer",
+            "identity.issuers[0].audiences",
+            "identity.issuers[0].algorithms[0]",
+            "identity.issuers[0].algorithms[1]",
+            "identity.issuers[0].leeway_seconds",
+            "identity.issuers[1].jwks_uri",
+            "identity.issuers[1].agent_claim",
+            "agent_templates[0].issuer",
+            "agent_templates[0].values",
+            "agent_templates[1].name",
+            "agent_templates[1].claim",
+            "agent_templates[1].owner",
+            "agent_templates[1].tools[0]",
+        ],
+        "{found:#?}"
+    );
+    let message = |key: &str| found.iter().find(|(k, _)| k == key).map(|(_, m)| m.clone()).unwrap();
+    assert!(message("identity.issuers[0].algorithms[0]").contains("never allowed"));
+    assert!(message("identity.issuers[0].algorithms[1]").contains("HMAC"));
+}
+
+#[test]
+fn templates_and_issuers_need_identity() {
+    let found = problems("[identity]\n\n[[agent_templates]]\nname = \"t\"\nowner = \"p\"\ntier = \"advisory\"\n");
+    assert_eq!(found[0].0, "identity.issuers", "{found:?}");
+    let found = problems("[[agent_templates]]\nname = \"t\"\nowner = \"p\"\ntier = \"advisory\"\n");
+    assert_eq!(found[0].0, "agent_templates", "{found:?}");
+    let found = problems("[identity]\nissuers = [{ issuer = \"https://a\", colour = \"red\" }]\n");
+    assert_eq!(found[0].0, "identity.issuers[0].colour", "{found:?}");
+}
+
+/// Every configuration example of docs/identity.md loads.
+#[test]
+fn the_examples_in_the_docs_load() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/identity.md")).unwrap();
+    let blocks: Vec<&str> = text.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    assert!(blocks.len() >= 4, "{} examples", blocks.len());
+    for block in blocks {
+        match parse(block) {
+            Ok(c) => assert!(c.identity.is_some(), "the example configures no identity:\n{block}"),
+            Err(e) => panic!("an example of docs/identity.md does not load: {e}\n{block}"),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+// A real OpenID provider for airlock's access-token tests: the certified `oidc-provider` package,
+// configured for machine clients.
+//
+//   node provider.mjs            binds 127.0.0.1 on a free port, prints `LISTENING <port>`, and
+//                                exits when its standard input closes (the test that started it
+//                                went away)
+//
+// What it offers (the issuer is http://127.0.0.1:<port>):
+//   - the client credentials grant at /token for the clients below (client_secret_basic or
+//     client_secret_post), with resource indicators (RFC 8707): the token's `aud` is the
+//     `resource` asked for, and it is a JWT access token (RFC 9068) signed ES256 with the
+//     provider's key, carrying `client_id`, `scope` and the client's `groups`;
+//   - discovery at /.well-known/openid-configuration and its keys at /jwks;
+//   - for the tests only, under /_test (never part of a real provider):
+//       POST /_test/rotate  a new signing key, published first and used from now on (the old one
+//                           is still published), as a provider rotating its keys does;
+//       POST /_test/forge   body {claims, kid?}: a token with those claims signed ES256 by a key
+//                           the provider never published (under `kid`, default "stranger").
+//
+// Clients (secret = "<id>-secret"):
+//   ops-bot      groups ["ops"]            a client airlock lists in [[agents]]
+//   ci-runner    groups ["ci"]             a client airlock knows only by template
+//   visitor      groups ["guests"]         a client no template matches
+//   short-lived  groups ["ci"]             its tokens live 2 seconds
+import http from 'node:http';
+import { createInterface } from 'node:readline';
+import Provider from 'oidc-provider';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+
+const CLIENTS = {
+  'ops-bot': ['ops'],
+  'ci-runner': ['ci'],
+  visitor: ['guests'],
+  'short-lived': ['ci'],
+};
+// Every scope a token may carry: the resource server grants what is asked among these.
+const SCOPES = ['mcp', 'tools:fake__version', 'tools:fake__*', 'tools:*.list', 'tools:nodepool.*', 'admin'];
+
+async function signingKey(kid) {
+  const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+  const jwk = await exportJWK(privateKey);
+  return { ...jwk, kid, alg: 'ES256', use: 'sig' };
+}
+
+function configuration(keys) {
+  return {
+    clients: Object.keys(CLIENTS).map((id) => ({
+      client_id: id,
+      client_secret: `${id}-secret`,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+      id_token_signed_response_alg: 'ES256',
+    })),
+    jwks: { keys },
+    scopes: SCOPES,
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: false },
+      revocation: { enabled: false },
+      resourceIndicators: {
+        enabled: true,
+        // A token is always for one resource, and only for one that was asked for.
+        defaultResource: (_ctx, _client, oneOf) => oneOf,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (_ctx, resource, client) => ({
+          scope: SCOPES.join(' '),
+          audience: resource,
+          accessTokenTTL: client.clientId === 'short-lived' ? 2 : 300,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'ES256' } },
+        }),
+      },
+    },
+    extraTokenClaims: (_ctx, token) => ({ groups: CLIENTS[token.clientId] ?? [] }),
+    // Tokens are asked for by programs, not browsers; no cookies, no sign-in pages.
+    cookies: { keys: ['airlock-test-cookie-key'] },
+  };
+}
+
+async function readJson(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : {};
+}
+
+function answer(res, status, body) {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}
+
+const server = http.createServer();
+await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const port = server.address().port;
+const issuer = `http://127.0.0.1:${port}`;
+
+let keys = [await signingKey('key-1')];
+let provider = new Provider(issuer, configuration(keys));
+let handler = provider.callback();
+
+server.on('request', async (req, res) => {
+  try {
+    if (req.method === 'POST' && req.url === '/_test/rotate') {
+      keys = [await signingKey(`key-${keys.length + 1}`), ...keys];
+      provider = new Provider(issuer, configuration(keys));
+      handler = provider.callback();
+      return answer(res, 200, { kid: keys[0].kid });
+    }
+    if (req.method === 'POST' && req.url === '/_test/forge') {
+      const { claims, kid } = await readJson(req);
+      const { privateKey } = await generateKeyPair('ES256');
+      const token = await new SignJWT(claims)
+        .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: kid ?? 'stranger' })
+        .sign(privateKey);
+      return answer(res, 200, { token });
+    }
+    return handler(req, res);
+  } catch (e) {
+    return answer(res, 500, { error: String(e) });
+  }
+});
+
+console.log(`LISTENING ${port}`);
+// Exit when whoever started us closes our standard input.
+createInterface({ input: process.stdin }).on('close', () => process.exit(0));
