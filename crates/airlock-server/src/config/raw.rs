@@ -40,6 +40,8 @@ pub struct RawConfig {
     pub(super) audit: RawAudit,
     #[serde(default)]
     pub(super) telemetry: RawTelemetry,
+    #[serde(default)]
+    pub(super) storage: RawStorage,
 }
 
 /// `[server]`
@@ -204,4 +206,13 @@ pub(super) struct RawTelemetry {
     pub(super) otlp_protocol: Option<String>,
     pub(super) capture_content: Option<bool>,
     pub(super) service_name: Option<String>,
+}
+
+/// `[storage]`
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawStorage {
+    pub(super) backend: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) max_connections: Option<u64>,
+    pub(super) connect_timeout_seconds: Option<u64>,
 }

@@ -40,6 +40,28 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[telemetry]`
     pub telemetry: crate::otel::TelemetryConfig,
+    /// `[storage]`: where the journal is.
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: where the journal is.
+#[derive(Debug, Clone, Default)]
+pub enum StorageConfig {
+    /// `journal.db` in `data_dir` (the default).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database, which several replicas may share.
+    Postgres(airlock_store::PostgresOptions),
+}
+
+impl StorageConfig {
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            StorageConfig::Sqlite => "sqlite",
+            StorageConfig::Postgres(_) => "postgres",
+        }
+    }
 }
 
 /// Events a `[[notify]]` webhook can subscribe to.

@@ -122,6 +122,8 @@ pub(super) async fn from_sqlite(path: &Path, client: &mut Client) -> Result<Copy
     if !path.is_file() {
         return Err(sqlite_error(path, "no journal here"));
     }
+    // Held until the copy is done: no server may add to the journal while it is read.
+    let _lock = crate::sqlite::lock_writer(path)?;
     let source = crate::SqliteStore::verify_file(path)?;
     if let Some(p) = &source.first_problem {
         return Err(sqlite_error(

@@ -20,6 +20,8 @@ mod wal;
 mod write;
 mod writer;
 
+pub(crate) use writer::lock_writer;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
