@@ -113,6 +113,23 @@ impl TestDatabase {
         }
     }
 
+    /// Makes the database refuse every connection, ending those open (`false`), as a database
+    /// that went away would; or accept them again (`true`).
+    ///
+    /// # Panics
+    ///
+    /// When the server refuses the change.
+    pub async fn accept_connections(&self, accept: bool) {
+        let admin = connect(&self.server).await.unwrap_or_else(|e| panic!("cannot reach `{}`: {e}", self.server));
+        let name = &self.name;
+        let mut statements = format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {accept};");
+        if !accept {
+            statements
+                .push_str(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"));
+        }
+        admin.batch_execute(&statements).await.unwrap_or_else(|e| panic!("cannot change `{name}`: {e}"));
+    }
+
     /// The database's name.
     pub fn name(&self) -> &str {
         &self.name
