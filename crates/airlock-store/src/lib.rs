@@ -92,6 +92,15 @@ pub enum Error {
         /// ` (pid N)` when the lock file names it.
         holder: String,
     },
+    /// Another airlock process writes the PostgreSQL journal.
+    #[error(
+        "the journal in `{database}` is in use by another airlock process, and several on one database are not \
+         supported yet; stop that one first (`airlock audit verify` can read a journal in use)"
+    )]
+    ReplicaRunning {
+        /// The database, without its password.
+        database: String,
+    },
     /// The journal could not write (disk full, I/O error, locked database).
     #[error("the journal could not write: {0}")]
     Unavailable(String),

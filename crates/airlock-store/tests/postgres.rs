@@ -22,6 +22,13 @@ async fn open(db: &TestDatabase) -> PostgresStore {
     PostgresStore::open(options(db)).await.unwrap()
 }
 
+/// A store that shares the database with other writers.
+async fn replica(db: &TestDatabase) -> PostgresStore {
+    let mut options = options(db);
+    options.single_writer = false;
+    PostgresStore::open(options).await.unwrap()
+}
+
 async fn sql(db: &TestDatabase, statements: &str) {
     let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
@@ -44,7 +51,7 @@ fn request(stream: &str, n: u64) -> Commit {
 #[tokio::test]
 async fn replicas_on_one_database_keep_one_journal_order_and_every_chain() {
     let db = TestDatabase::create().await;
-    let (a, b) = (Arc::new(open(&db).await), Arc::new(open(&db).await));
+    let (a, b) = (Arc::new(replica(&db).await), Arc::new(replica(&db).await));
     a.commit(open_session("ses_a")).await.unwrap();
     // Both replicas extend the same chains at once: each reads the heads inside its
     // transaction, under the journal lock, so neither forks a chain.
@@ -71,11 +78,29 @@ async fn replicas_on_one_database_keep_one_journal_order_and_every_chain() {
     assert_eq!(positions, (1..=41).collect::<Vec<_>>());
     // A replica started later continues the chains where they end.
     drop((a, b));
-    let c = open(&db).await;
+    let c = replica(&db).await;
     c.commit(request("ses_a", 99)).await.unwrap();
     let events = c.events("ses_a").await.unwrap();
     assert_eq!(events.last().unwrap().seq, events.len() as u64);
     assert!(c.verify().await.unwrap().ok());
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused_until_the_first_is_gone() {
+    let db = TestDatabase::create().await;
+    let first = open(&db).await;
+    first.commit(open_session("ses_a")).await.unwrap();
+    let mut quick = options(&db);
+    quick.connect_timeout = std::time::Duration::from_millis(300);
+    let err = PostgresStore::open(quick.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::ReplicaRunning { .. }), "{err}");
+    assert!(err.to_string().contains("in use by another airlock process"), "{err}");
+    // Readers are welcome beside it.
+    assert!(JournalReader::postgres(&quick).await.unwrap().verify().await.unwrap().ok());
+    drop(first);
+    let second = PostgresStore::open(options(&db)).await.unwrap();
+    second.commit(request("ses_a", 1)).await.unwrap();
+    assert_eq!(second.events("ses_a").await.unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -15,10 +15,12 @@
 //! - [`writer`]: the writer task, group commit and how one commit becomes statements.
 //! - [`read`]: the queries behind the [`Store`](crate::Store) trait.
 //! - [`copy`]: `airlock migrate --from-sqlite`, an embedded journal copied with every hash.
+//! - [`replica`]: one writing process per database, until replicas coordinate.
 
 mod copy;
 mod options;
 mod read;
+mod replica;
 mod schema;
 mod writer;
 
@@ -44,6 +46,8 @@ pub struct PostgresStore {
     stats: Arc<Mutex<crate::WriterStats>>,
     /// The Merkle tree over the events up to a position (see [`crate::SqliteStore`]'s).
     tree: Arc<tokio::sync::Mutex<(i64, MerkleFrontier)>>,
+    /// The writer lock, when [`PostgresOptions::single_writer`].
+    exclusive: Option<replica::ReplicaLock>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -96,18 +100,21 @@ impl PostgresStore {
     /// Connects to the database `options` names, brings its schema up to date (refusing one
     /// newer than this binary knows) and starts the writer task.
     pub async fn open(options: PostgresOptions) -> Result<PostgresStore> {
+        let exclusive = if options.single_writer { Some(replica::ReplicaLock::acquire(&options).await?) } else { None };
         let pool = pool(&options)?;
         {
             let mut client = pool.get().await.map_err(|e| open_error(&options, e))?;
             schema::migrate(&mut client).await?;
         }
         let stats = Arc::new(Mutex::new(crate::WriterStats::default()));
-        let sender = writer::Writer::start(pool.clone(), options.max_batch, stats.clone());
+        let held = exclusive.as_ref().map(replica::ReplicaLock::flag);
+        let sender = writer::Writer::start(pool.clone(), options.max_batch, stats.clone(), held);
         Ok(PostgresStore {
             reader: PostgresReader { pool, describe: options.describe() },
             sender,
             stats,
             tree: Arc::new(tokio::sync::Mutex::new((0, MerkleFrontier::default()))),
+            exclusive,
         })
     }
 
@@ -300,6 +307,9 @@ impl crate::Store for PostgresStore {
 
     async fn ping(&self) -> Result<()> {
         self.reader.client().await?.simple_query("SELECT 1").await?;
+        if self.exclusive.as_ref().is_some_and(|lock| !lock.flag().load(std::sync::atomic::Ordering::SeqCst)) {
+            return Err(Error::Unavailable(writer::NOT_HELD.into()));
+        }
         Ok(())
     }
 }
