@@ -29,7 +29,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 .context("cannot open the journal")?,
         ),
         StorageConfig::Postgres(options) => Arc::new(
-            PostgresStore::open(options.clone())
+            PostgresStore::open(options.as_ref().clone())
                 .await
                 .with_context(|| format!("cannot open the journal in {}", options.describe()))?,
         ),

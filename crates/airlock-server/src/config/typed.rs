@@ -50,8 +50,8 @@ pub enum StorageConfig {
     /// `journal.db` in `data_dir` (the default).
     #[default]
     Sqlite,
-    /// A PostgreSQL database, which several replicas may share.
-    Postgres(airlock_store::PostgresOptions),
+    /// A PostgreSQL database (one server writes it at a time, for now).
+    Postgres(Box<airlock_store::PostgresOptions>),
 }
 
 impl StorageConfig {

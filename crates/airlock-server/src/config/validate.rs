@@ -412,7 +412,7 @@ fn storage(raw: RawStorage, env: &dyn Env, problems: &mut Problems) -> StorageCo
             }
             options.max_connections = usize::try_from(max_connections).unwrap_or(16);
             options.connect_timeout = Duration::from_secs(timeout);
-            StorageConfig::Postgres(options)
+            StorageConfig::Postgres(Box::new(options))
         }
         other => {
             problems.push("storage.backend", format!("`{other}` must be `sqlite` (the default) or `postgres`"));
