@@ -36,6 +36,11 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
         );
     };
     let database = options.describe();
+    if let Some(source) = &args.from_sqlite
+        && !source.is_file()
+    {
+        anyhow::bail!("there is no SQLite journal at `{}`", source.display());
+    }
     let migrated = PostgresStore::migrate(options).await?;
     let Some(source) = &args.from_sqlite else {
         if args.json {

@@ -28,11 +28,9 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             SqliteStore::open(&config.server.data_dir.join(JOURNAL_FILE), SqliteOptions::default())
                 .context("cannot open the journal")?,
         ),
-        StorageConfig::Postgres(options) => Arc::new(
-            PostgresStore::open(options.as_ref().clone())
-                .await
-                .with_context(|| format!("cannot open the journal in {}", options.describe()))?,
-        ),
+        StorageConfig::Postgres(options) => {
+            Arc::new(PostgresStore::open(options.as_ref().clone()).await.context("cannot open the journal")?)
+        }
     })
 }
 
@@ -40,8 +38,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 pub async fn reader(config: &Config) -> anyhow::Result<JournalReader> {
     Ok(match &config.storage {
         StorageConfig::Sqlite => JournalReader::Sqlite(config.server.data_dir.join(JOURNAL_FILE)),
-        StorageConfig::Postgres(options) => JournalReader::postgres(options)
-            .await
-            .with_context(|| format!("cannot read the journal in {}", options.describe()))?,
+        StorageConfig::Postgres(options) => {
+            JournalReader::postgres(options).await.context("cannot read the journal")?
+        }
     })
 }

@@ -49,7 +49,7 @@ pub enum Error {
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
     /// PostgreSQL failed or could not be reached.
-    #[error("database error: {0}")]
+    #[error("database error: {}", postgres::message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The database holds a journal schema newer than this binary knows.
     #[error(

@@ -244,3 +244,18 @@ async fn an_sqlite_journal_is_copied_with_every_hash() {
     let err = PostgresStore::copy_from_sqlite(&path, &options(&db)).await.unwrap_err().to_string();
     assert!(err.contains("already holds a journal"), "{err}");
 }
+
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_is_named_with_the_reason() {
+    let mut nowhere = PostgresOptions::parse("postgres://postgres:pw@127.0.0.1:1/nowhere").unwrap();
+    nowhere.connect_timeout = std::time::Duration::from_secs(1);
+    let err = PostgresStore::open(nowhere).await.unwrap_err().to_string();
+    assert!(err.contains("`postgres://postgres@127.0.0.1:1/nowhere`"), "{err}");
+    assert!(err.contains("error connecting to server"), "{err}");
+    assert!(!err.contains("pw"), "{err}");
+    // A server that answers, without that database, says which.
+    let db = TestDatabase::create().await;
+    let missing = airlock_test_postgres::with_database(db.url(), "airlock_no_such_database");
+    let err = JournalReader::postgres(&PostgresOptions::parse(&missing).unwrap()).await.unwrap_err().to_string();
+    assert!(err.contains("database \"airlock_no_such_database\" does not exist"), "{err}");
+}

@@ -91,9 +91,33 @@ fn pool(options: &PostgresOptions) -> Result<Pool> {
         .map_err(|e| Error::Open { path: options.describe(), message: e.to_string() })
 }
 
+/// What a PostgreSQL error says, the server's message included: `tokio-postgres` shows only
+/// its kind ("db error") and keeps the rest as the error's source.
+pub(crate) fn message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// What failing to get a pooled connection means.
+pub(crate) fn pool_message(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => message(e),
+        deadpool_postgres::PoolError::Timeout(_) => "no connection within the connect timeout".into(),
+        other => other.to_string(),
+    }
+}
+
 /// The error for a database that cannot be reached when opening it.
-fn open_error(options: &PostgresOptions, e: impl std::fmt::Display) -> Error {
-    Error::Open { path: options.describe(), message: e.to_string() }
+fn open_error(options: &PostgresOptions, e: &deadpool_postgres::PoolError) -> Error {
+    Error::Open { path: options.describe(), message: pool_message(e) }
 }
 
 impl PostgresStore {
@@ -103,7 +127,7 @@ impl PostgresStore {
         let exclusive = if options.single_writer { Some(replica::ReplicaLock::acquire(&options).await?) } else { None };
         let pool = pool(&options)?;
         {
-            let mut client = pool.get().await.map_err(|e| open_error(&options, e))?;
+            let mut client = pool.get().await.map_err(|e| open_error(&options, &e))?;
             schema::migrate(&mut client).await?;
         }
         let stats = Arc::new(Mutex::new(crate::WriterStats::default()));
@@ -122,7 +146,7 @@ impl PostgresStore {
     /// it went from and to (`airlock migrate`).
     pub async fn migrate(options: &PostgresOptions) -> Result<Migrated> {
         let pool = pool(options)?;
-        let mut client = pool.get().await.map_err(|e| open_error(options, e))?;
+        let mut client = pool.get().await.map_err(|e| open_error(options, &e))?;
         schema::migrate(&mut client).await
     }
 
@@ -131,7 +155,7 @@ impl PostgresStore {
     /// checkpoints, in one transaction. Refuses a database that already holds events.
     pub async fn copy_from_sqlite(sqlite: &std::path::Path, options: &PostgresOptions) -> Result<CopyReport> {
         let pool = pool(options)?;
-        let mut client = pool.get().await.map_err(|e| open_error(options, e))?;
+        let mut client = pool.get().await.map_err(|e| open_error(options, &e))?;
         schema::migrate(&mut client).await?;
         copy::from_sqlite(sqlite, &mut client).await
     }
@@ -158,7 +182,7 @@ impl PostgresReader {
     pub async fn open(options: &PostgresOptions) -> Result<PostgresReader> {
         let pool = pool(options)?;
         {
-            let client = pool.get().await.map_err(|e| open_error(options, e))?;
+            let client = pool.get().await.map_err(|e| open_error(options, &e))?;
             schema::check_current(&client, &options.describe()).await?;
         }
         Ok(PostgresReader { pool, describe: options.describe() })
@@ -171,7 +195,10 @@ impl PostgresReader {
 
     /// A connection from the pool; failing to get one means the database is not answering.
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(|e| Error::Unavailable(format!("no connection to the database: {e}")))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Error::Unavailable(format!("no connection to the database: {}", pool_message(&e))))
     }
 
     /// Walks every hash chain.

@@ -37,8 +37,8 @@ impl PostgresOptions {
     /// `host=… user=… dbname=…`), with the default pool. The error never repeats the string,
     /// which may hold a password.
     pub fn parse(url: &str) -> Result<PostgresOptions, String> {
-        let config =
-            tokio_postgres::Config::from_str(url).map_err(|e| format!("is not a PostgreSQL connection string: {e}"))?;
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| format!("is not a PostgreSQL connection string: {}", super::message(&e)))?;
         if config.get_hosts().is_empty() {
             return Err("names no host: write `postgres://user@host:port/database`".into());
         }

@@ -58,7 +58,7 @@ impl ReplicaLock {
     /// may hold it for a moment longer (until the server sees its connection close), so it is
     /// tried for up to the connect timeout.
     pub(super) async fn acquire(options: &PostgresOptions) -> Result<ReplicaLock> {
-        let open = |e: tokio_postgres::Error| Error::Open { path: options.describe(), message: e.to_string() };
+        let open = |e: tokio_postgres::Error| Error::Open { path: options.describe(), message: super::message(&e) };
         let connection = connect(options).await.map_err(open)?;
         let deadline = tokio::time::Instant::now() + options.connect_timeout;
         while !try_lock(&connection.0).await.map_err(open)? {

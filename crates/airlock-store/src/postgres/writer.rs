@@ -70,7 +70,7 @@ macro_rules! params {
 
 fn map_unique(e: tokio_postgres::Error) -> Error {
     if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-        Error::Conflict(format!("idempotency key already used: {e}"))
+        Error::Conflict(format!("idempotency key already used: {}", super::message(&e)))
     } else {
         Error::Postgres(e)
     }
@@ -141,11 +141,12 @@ impl Writer {
     /// Writes the batch in one transaction; the outcome of each commit, or why the whole batch
     /// failed (nothing of it was written then).
     async fn transaction(&self, batch: &[Job]) -> Result<Vec<Result<()>>> {
-        let client = self.pool.get().await.map_err(|e| unavailable("no connection to the database", e))?;
+        let client =
+            self.pool.get().await.map_err(|e| unavailable("no connection to the database", super::pool_message(&e)))?;
         client
             .batch_execute("BEGIN; SET LOCAL synchronous_commit TO on")
             .await
-            .map_err(|e| unavailable("cannot begin a transaction", e))?;
+            .map_err(|e| unavailable("cannot begin a transaction", super::message(&e)))?;
         let result = self.in_transaction(&client, batch).await;
         // Committed when any commit of the batch landed; rolled back otherwise, and whatever
         // state the connection is in, it holds no open transaction afterwards (or is closed and
@@ -154,7 +155,7 @@ impl Writer {
         if landed {
             if let Err(e) = client.batch_execute("COMMIT").await {
                 let _ = client.batch_execute("ROLLBACK").await;
-                return Err(unavailable("journal commit failed", e));
+                return Err(unavailable("journal commit failed", super::message(&e)));
             }
         } else {
             let _ = client.batch_execute("ROLLBACK").await;
