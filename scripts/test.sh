@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs airlock's whole test suite: unit, property, integration (real binary, real SQLite) and
-# example-policy tests. Anything the tests need beyond the Rust toolchain is installed first
-# into git-ignored folders of the checkout.
+# Runs airlock's whole test suite: unit, property, integration (real binary, real SQLite and
+# PostgreSQL) and example-policy tests. Anything the tests need beyond the Rust toolchain is
+# installed first into git-ignored folders of the checkout, or, for PostgreSQL, found or started
+# by tests/postgres/install.sh.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -E 'test(restart)'   extra arguments go to the test runner

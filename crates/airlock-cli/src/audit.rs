@@ -1,5 +1,6 @@
 //! `airlock audit`: verify the journal, anchor its newest checkpoint, export it. All of them read
-//! the journal file directly (read-only), so they work beside a running server.
+//! the journal directly (read-only: the SQLite file, or the PostgreSQL database), so they work
+//! beside a running server.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,8 +8,6 @@ use std::process::ExitCode;
 
 use airlock_server::Config;
 use airlock_server::audit::{Anchor, CheckpointReport, KeySource, PublicKey, SignedReport};
-use airlock_server::serve::JOURNAL_FILE;
-use airlock_store::SqliteStore;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -84,20 +83,21 @@ pub struct AnchorArgs {
     out: Option<PathBuf>,
 }
 
-pub fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::Verify(args) => verify(&args),
-        AuditCommand::Anchor(args) => anchor(&args),
-        AuditCommand::Export { config, since, out } => export(&config, &since, out.as_deref()),
+        AuditCommand::Verify(args) => verify(&args).await,
+        AuditCommand::Anchor(args) => anchor(&args).await,
+        AuditCommand::Export { config, since, out } => export(&config, &since, out.as_deref()).await,
     }
 }
 
 const NO_KEY: &str = "no public key to check the signed checkpoints with: pass --public-key (the key or a file holding it, kept away from the journal), set `[audit] signing_key`, or pass --skip-checkpoints to check only the hash chains";
 
-fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+async fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = config.server.data_dir.join(JOURNAL_FILE);
-    let chains = SqliteStore::verify_file(&path)?;
+    let journal = airlock_server::journal::reader(&config).await?;
+    let path = journal.describe();
+    let chains = journal.verify().await?;
     let anchor = args.anchor.as_deref().map(Anchor::read).transpose()?;
     let public = if args.skip_checkpoints {
         None
@@ -105,7 +105,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         airlock_server::audit::resolve_public_key(&config, args.public_key.as_deref(), anchor.as_ref())?
     };
     let signed = match &public {
-        Some(k) => Some(airlock_server::audit::verify_signed(&path, &k.key, anchor.as_ref())?),
+        Some(k) => Some(airlock_server::audit::verify_signed(&journal, &k.key, anchor.as_ref()).await?),
         // Not being able to check the signatures is a failure unless asked for.
         None if !args.skip_checkpoints => Some(SignedReport {
             checkpoints: CheckpointReport {
@@ -132,15 +132,12 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     match &chains.first_problem {
-        None => println!(
-            "ok: {} events in {} streams, every hash chain intact ({})",
-            chains.events,
-            chains.streams,
-            path.display()
-        ),
+        None => {
+            println!("ok: {} events in {} streams, every hash chain intact ({path})", chains.events, chains.streams)
+        }
         Some(p) => {
             println!("FAILED: stream `{}` event {}: {}", p.stream, p.seq, p.problem);
-            println!("checked {} events before the first problem ({})", chains.events, path.display());
+            println!("checked {} events before the first problem ({path})", chains.events);
         }
     }
     match &signed {
@@ -178,12 +175,12 @@ fn print_signed(signed: &SignedReport, public: Option<&PublicKey>) {
     }
 }
 
-fn anchor(args: &AnchorArgs) -> anyhow::Result<ExitCode> {
+async fn anchor(args: &AnchorArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = config.server.data_dir.join(JOURNAL_FILE);
+    let journal = airlock_server::journal::reader(&config).await?;
     let public = airlock_server::audit::resolve_public_key(&config, args.public_key.as_deref(), None)?
         .ok_or_else(|| anyhow::anyhow!("no public key to check the newest checkpoint with: pass --public-key (the key or a file holding it) or set `[audit] signing_key`"))?;
-    let anchor = airlock_server::audit::latest_anchor(&path, &public)?;
+    let anchor = airlock_server::audit::latest_anchor(&journal, &public).await?;
     match &args.out {
         None => output::json(&anchor),
         Some(out) => {
@@ -200,12 +197,12 @@ fn anchor(args: &AnchorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn export(config_path: &Path, since: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+async fn export(config_path: &Path, since: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = config.server.data_dir.join(JOURNAL_FILE);
+    let journal = airlock_server::journal::reader(&config).await?;
     let since = parse_since(since)?;
-    let events = SqliteStore::read_events_since(&path, &since)?;
-    let checkpoints = SqliteStore::read_checkpoints(&path)?;
+    let events = journal.events_since(&since).await?;
+    let checkpoints = journal.checkpoints().await?;
     let mut w: Box<dyn Write> = match out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot write `{}`", p.display()))?,

@@ -9,7 +9,7 @@ use airlock_core::decision::ApprovalDefaults;
 use airlock_core::{Effect, combine};
 use airlock_policy::{Options, Policy, TestOutcome};
 use airlock_server::Config;
-use airlock_server::serve::{JOURNAL_FILE, load_policy};
+use airlock_server::serve::load_policy;
 use anyhow::{Context, bail};
 use serde_json::json;
 
@@ -34,7 +34,7 @@ pub async fn serve(config_path: PathBuf, listen: Option<String>, json_logs: bool
     let policy = load_policy(&config)?;
     tracing::info!(
         addr = %running.addr,
-        journal = %config.server.data_dir.join(JOURNAL_FILE).display(),
+        journal = %airlock_server::journal::describe(&config),
         policy_revision = policy.revision(),
         "airlock started"
     );

@@ -4,6 +4,7 @@
 mod audit;
 mod client;
 mod local;
+mod migrate;
 mod output;
 mod replay;
 
@@ -67,6 +68,20 @@ enum Command {
     Token(TokenCommand),
     /// Re-evaluate recorded actions against another policy (replay, backtest).
     Replay(ReplayArgs),
+    /// Create or update the journal's tables in PostgreSQL (`[storage] backend = "postgres"`).
+    ///
+    /// `airlock serve` applies the same migrations when it starts; this runs them on their own (a
+    /// deploy step, or a database user that may change tables when the server's may not). Refuses
+    /// a database whose schema is newer than this airlock knows.
+    ///
+    /// With --from-sqlite, it then copies an embedded journal (`data_dir/journal.db`) into the
+    /// empty database: every event with its position and hashes, sessions, actions, approvals,
+    /// kill switches, the outbox and the signed checkpoints, in one transaction, checked against
+    /// the source before it commits. Stop the server that writes the file first.
+    ///   airlock migrate --config airlock.toml --from-sqlite .airlock/journal.db
+    ///   airlock audit verify --config airlock.toml
+    #[command(verbatim_doc_comment)]
+    Migrate(migrate::MigrateArgs),
     /// Policy lifecycle on a running server: status, reload, rollback, shadow, diff, promote
     /// (humans with the `admin` role; token in AIRLOCK_TOKEN).
     #[command(subcommand)]
@@ -220,8 +235,9 @@ async fn main() -> ExitCode {
         Command::Kill(cmd) => client::kill(cmd).await,
         Command::Humans(cmd) => client::humans(cmd).await,
         Command::Sessions(cmd) => client::sessions(cmd).await,
-        Command::Audit(cmd) => audit::run(cmd),
-        Command::Replay(args) => replay::run(&args),
+        Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Replay(args) => replay::run(&args).await,
+        Command::Migrate(args) => migrate::run(&args).await,
         Command::Policy(cmd) => client::policy(cmd).await,
         Command::Token(TokenCommand::New { json }) => local::token_new(json),
         Command::Token(TokenCommand::Hash) => local::token_hash(),

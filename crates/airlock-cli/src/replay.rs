@@ -16,8 +16,6 @@ use airlock_core::Effect;
 use airlock_core::pipeline::{self, PolicyAnswer, PolicyFacts};
 use airlock_policy::{Options, Policy};
 use airlock_server::Config;
-use airlock_server::serve::JOURNAL_FILE;
-use airlock_store::SqliteStore;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -64,7 +62,7 @@ fn rules_of(v: &Value) -> Vec<String> {
     r
 }
 
-pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let Some(dir) = &args.policy else {
         anyhow::bail!("name the candidate policy with `--policy DIR`");
     };
@@ -74,10 +72,10 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         &Options { timeout: config.policy.timeout.max(Duration::from_millis(500)), coverage: false },
     )?;
     let default_ttl = config.approvals.default_ttl_seconds;
-    let journal = config.server.data_dir.join(JOURNAL_FILE);
+    let journal = airlock_server::journal::reader(&config).await?;
     let session = args.target.as_ref().map(|ReplayTarget::Session { id }| id.clone());
     let since = if session.is_some() { chrono::DateTime::UNIX_EPOCH } else { parse_since(&args.since)? };
-    let events = SqliteStore::read_events_since(&journal, &since).context("cannot read the journal")?;
+    let events = journal.events_since(&since).await.context("cannot read the journal")?;
     let mut tools: BTreeMap<String, String> = BTreeMap::new();
     for e in events.iter().filter(|e| e.kind == "action.requested") {
         if let (Some(id), Some(tool)) = (e.payload["action_id"].as_str(), e.payload["tool"].as_str()) {

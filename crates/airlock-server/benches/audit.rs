@@ -47,7 +47,8 @@ fn main() {
         let t = Instant::now();
         let chains = SqliteStore::verify_file(&path).unwrap();
         assert!(chains.ok() && chains.events as usize == events);
-        let cps = airlock_server::audit::verify_checkpoints(&path, &public).unwrap();
+        let journal = airlock_store::JournalReader::Sqlite(path.clone());
+        let cps = rt.block_on(airlock_server::audit::verify_checkpoints(&journal, &public)).unwrap();
         assert!(cps.problem.is_none() && cps.checked == 1);
         times.push(t.elapsed());
     }

@@ -200,6 +200,12 @@ impl Store for Discard {
     ) -> airlock_store::Result<Vec<airlock_store::Notification>> {
         self.0.notifications_due(now, limit).await
     }
+    fn backend(&self) -> &'static str {
+        "discard"
+    }
+    async fn ping(&self) -> airlock_store::Result<()> {
+        Ok(())
+    }
 }
 
 fn request(n: u64) -> ActionRequest {

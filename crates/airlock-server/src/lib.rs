@@ -15,6 +15,7 @@ pub mod executor;
 pub mod gateway;
 pub mod gateway_status;
 pub mod input_schema;
+pub mod journal;
 pub mod lifecycle;
 pub mod mcp_sessions;
 pub mod mfa;

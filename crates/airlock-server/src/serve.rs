@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use airlock_policy::{Options as PolicyOptions, Policy};
-use airlock_store::{SqliteOptions, SqliteStore, Store};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
@@ -25,8 +24,7 @@ use crate::config::{Config, UpstreamTransport};
 use crate::engine::Engine;
 use crate::gateway::McpGateway;
 
-/// File name of the embedded journal inside `data_dir`.
-pub const JOURNAL_FILE: &str = "journal.db";
+pub use crate::journal::JOURNAL_FILE;
 
 /// Loads the policy named by the configuration.
 pub fn load_policy(config: &Config) -> Result<Policy, airlock_policy::Error> {
@@ -65,10 +63,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // Install the metrics recorder before anything records.
     let _ = crate::telemetry::metrics_handle();
     let policy = load_policy(&config).context("the policy does not load, so airlock will not start")?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.server.data_dir.join(JOURNAL_FILE), SqliteOptions::default())
-            .context("cannot open the journal")?,
-    );
+    let store = crate::journal::open(&config).await?;
     let canary_key = crate::lifecycle::CanaryKey::load_or_create(&config).context("cannot load the canary key")?;
     let config = Arc::new(config);
     let engine = Engine::start(config.clone(), policy, store).await.context("cannot restore state from the journal")?;

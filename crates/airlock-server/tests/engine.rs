@@ -2,7 +2,9 @@
 //! configuration, a policy, then a sequence of calls, votes, results, kill switches and clock
 //! moves with what each must lead to), run against the real engine on an in-memory journal and
 //! a clock the case moves. No sockets, no child processes, no waiting: the whole set runs in
-//! well under a second.
+//! well under a second. `engine_cases_on_postgres` runs every case again with the journal in
+//! PostgreSQL (a schema of its own per case, in a test database), so that the engine behaves
+//! the same on it.
 //!
 //! The format (TOML), shared settings at the top of a file and one `[[case]]` per scenario:
 //!
@@ -218,18 +220,39 @@ fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engine")
 }
 
-fn store() -> Arc<dyn Store> {
-    Arc::new(airlock_store::MemoryStore::new())
+/// Where the cases keep their journals.
+enum Journal {
+    Memory,
+    /// A schema per case, numbered, in one test database.
+    Postgres(airlock_test_postgres::TestDatabase, std::sync::atomic::AtomicUsize),
+}
+
+impl Journal {
+    async fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Journal::Memory => Arc::new(airlock_store::MemoryStore::new()),
+            Journal::Postgres(db, cases) => {
+                let n = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let url = db.schema(&format!("case_{n}")).await;
+                let options = airlock_store::PostgresOptions::parse(&url).unwrap();
+                Arc::new(airlock_store::PostgresStore::open(options).await.unwrap())
+            }
+        }
+    }
 }
 
 async fn start(name: &str, config: &str, policy: &str, tools: &BTreeMap<String, Value>) -> Run {
+    start_on(&Journal::Memory, name, config, policy, tools).await
+}
+
+async fn start_on(journal: &Journal, name: &str, config: &str, policy: &str, tools: &BTreeMap<String, Value>) -> Run {
     let base = cases_dir().join("airlock.toml");
     let env = BTreeMap::from([("TOTP".to_string(), TOTP.to_string())]);
     let config = Config::parse(config, &base, &env).unwrap_or_else(|e| panic!("{name}: config: {e}"));
     let policy = Policy::from_sources(&cases_dir(), vec![("policy.rego".into(), policy.into())], &Default::default())
         .unwrap_or_else(|e| panic!("{name}: policy: {e}"));
     let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap()));
-    let store = store();
+    let store = journal.store().await;
     let engine = Engine::start_with_clock(Arc::new(config), policy.clone(), store.clone(), clock.clone())
         .await
         .unwrap_or_else(|e| panic!("{name}: engine: {e}"));
@@ -624,6 +647,16 @@ fn expect_error(at: &str, err: &Error, e: &Expect) {
 
 #[tokio::test]
 async fn engine_cases() {
+    run_cases(&Journal::Memory).await;
+}
+
+#[tokio::test]
+async fn engine_cases_on_postgres() {
+    let db = airlock_test_postgres::TestDatabase::create().await;
+    run_cases(&Journal::Postgres(db, Default::default())).await;
+}
+
+async fn run_cases(journal: &Journal) {
     let mut files: Vec<PathBuf> = std::fs::read_dir(cases_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -641,7 +674,7 @@ async fn engine_cases() {
             let config = case.config.as_deref().unwrap_or(&file.config);
             let policy = case.policy.as_deref().unwrap_or(&file.policy);
             let tools = case.tools.as_ref().unwrap_or(&file.tools);
-            let mut run = start(&name, config, policy, tools).await;
+            let mut run = start_on(journal, &name, config, policy, tools).await;
             for (i, step) in case.steps.iter().enumerate() {
                 run.step(i, step).await;
                 steps += 1;

@@ -4,7 +4,10 @@
 //! *projections* written in the same transaction as the events that changed them, so the journal
 //! and the state never disagree. The [`Store`] trait is what the server talks to; [`SqliteStore`]
 //! is the embedded default (WAL, one writer thread with group commit, readers on their own
-//! connections), and [`MemoryStore`] keeps the same journal in memory for tests. This crate
+//! connections), [`PostgresStore`] keeps the journal in a PostgreSQL database that several
+//! replicas share (one writer task per process, commits serialised in the database), and
+//! [`MemoryStore`] keeps the same journal in memory for tests. [`JournalReader`] reads either
+//! of the durable ones without writing, beside a running server. This crate
 //! knows nothing of HTTP or MCP, and it never decides anything: it records what it is given
 //! (where a query needs a domain rule, such as which actions are waiting or what counts as
 //! spend, it takes it from `airlock-core`).
@@ -14,6 +17,8 @@
 mod chain;
 mod encoding;
 mod memory;
+mod postgres;
+mod reader;
 mod spend;
 mod sqlite;
 
@@ -27,6 +32,8 @@ pub mod metrics_names {
 
 pub use chain::{GENESIS_HASH, VerifyProblem, VerifyReport, event_hash, merkle_root};
 pub use memory::MemoryStore;
+pub use postgres::{CopyReport, Migrated, PostgresOptions, PostgresReader, PostgresStore, SCHEMA_VERSION};
+pub use reader::JournalReader;
 pub use sqlite::{SqliteOptions, SqliteStore, WriterStats};
 
 use airlock_core::limits::Breaker;
@@ -41,6 +48,20 @@ pub enum Error {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL failed or could not be reached.
+    #[error("database error: {}", postgres::message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database holds a journal schema newer than this binary knows.
+    #[error(
+        "the database's journal schema is version {found}, newer than this airlock knows ({known}): \
+         run the airlock release that migrated it (or a newer one), or restore a backup"
+    )]
+    SchemaTooNew {
+        /// The version found.
+        found: i32,
+        /// The newest this binary knows.
+        known: i32,
+    },
     /// A uniqueness rule was violated (for example a reused idempotency key in a race).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -70,6 +91,15 @@ pub enum Error {
         path: String,
         /// ` (pid N)` when the lock file names it.
         holder: String,
+    },
+    /// Another airlock process writes the PostgreSQL journal.
+    #[error(
+        "the journal in `{database}` is in use by another airlock process, and several on one database are not \
+         supported yet; stop that one first (`airlock audit verify` can read a journal in use)"
+    )]
+    ReplicaRunning {
+        /// The database, without its password.
+        database: String,
     },
     /// The journal could not write (disk full, I/O error, locked database).
     #[error("the journal could not write: {0}")]
@@ -334,4 +364,8 @@ pub trait Store: Send + Sync + 'static {
     /// Undelivered notifications due at or before `now`, oldest first; at most `limit` (and at
     /// least one).
     async fn notifications_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>>;
+    /// Which backend this is: `sqlite`, `postgres` or `memory` (for `/healthz`).
+    fn backend(&self) -> &'static str;
+    /// Whether the journal answers a query now (for `/healthz`).
+    async fn ping(&self) -> Result<()>;
 }

@@ -1,7 +1,9 @@
-//! The journal, held to the same behaviour on both backends: SQLite (what airlock runs on) and
-//! memory (what other crates' tests run on), so that a test passing on the memory store means
-//! the same on the real one. Tests of SQLite itself — reopening the file, group commit, the WAL,
-//! the writer lock, tampering with the file — run on SQLite only.
+//! The journal, held to the same behaviour on every backend: SQLite (what airlock runs on by
+//! default), PostgreSQL (what several replicas share; a database of its own per test, see
+//! `airlock-test-postgres`) and memory (what other crates' tests run on), so that a test passing
+//! on the memory store means the same on the real ones. Tests of SQLite itself — reopening the
+//! file, group commit, the WAL, the writer lock, tampering with the file — run on SQLite only;
+//! those of PostgreSQL itself are in `postgres.rs`.
 
 use std::ops::Deref;
 use std::path::PathBuf;
@@ -13,18 +15,21 @@ use airlock_core::{
     KillSwitch, Reporter, Session, SessionStatus,
 };
 use airlock_store::{
-    Commit, DeliveryUpdate, Error, MemoryStore, NewNotification, PolicyRecord, Projection, SYSTEM_STREAM,
-    SessionFilter, SqliteOptions, SqliteStore, Store, StoredCheckpoint,
+    Commit, DeliveryUpdate, Error, MemoryStore, NewNotification, PolicyRecord, PostgresOptions, PostgresStore,
+    Projection, SYSTEM_STREAM, SessionFilter, SqliteOptions, SqliteStore, Store, StoredCheckpoint,
 };
+use airlock_test_postgres::TestDatabase;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
-// The two backends.
+// The backends.
 
 /// A store under test.
 enum Backend {
     Sqlite { store: Arc<SqliteStore>, path: PathBuf, _dir: tempfile::TempDir },
+    // The store is dropped before its database.
+    Postgres { store: Arc<PostgresStore>, _db: TestDatabase },
     Memory(Arc<MemoryStore>),
 }
 
@@ -35,6 +40,12 @@ fn sqlite_backend() -> Backend {
     Backend::Sqlite { store, path, _dir: dir }
 }
 
+async fn postgres_backend() -> Backend {
+    let db = TestDatabase::create().await;
+    let store = Arc::new(PostgresStore::open(PostgresOptions::parse(db.url()).unwrap()).await.unwrap());
+    Backend::Postgres { store, _db: db }
+}
+
 fn memory_backend() -> Backend {
     Backend::Memory(Arc::new(MemoryStore::new()))
 }
@@ -43,14 +54,16 @@ impl Backend {
     fn shared(&self) -> Arc<dyn Store> {
         match self {
             Backend::Sqlite { store, .. } => store.clone(),
+            Backend::Postgres { store, .. } => store.clone(),
             Backend::Memory(store) => store.clone(),
         }
     }
 
     /// Checkpoint notes saved so far, read the way each backend offers them.
-    fn checkpoints(&self) -> Vec<StoredCheckpoint> {
+    async fn checkpoints(&self) -> Vec<StoredCheckpoint> {
         match self {
             Backend::Sqlite { path, .. } => SqliteStore::read_checkpoints(path).unwrap(),
+            Backend::Postgres { store, .. } => store.checkpoints().await.unwrap(),
             Backend::Memory(store) => store.checkpoints(),
         }
     }
@@ -62,19 +75,25 @@ impl Deref for Backend {
     fn deref(&self) -> &(dyn Store + 'static) {
         match self {
             Backend::Sqlite { store, .. } => store.as_ref(),
+            Backend::Postgres { store, .. } => store.as_ref(),
             Backend::Memory(store) => store.as_ref(),
         }
     }
 }
 
-/// Runs each named `async fn(Backend)` once per backend, as `<name>::sqlite` and
-/// `<name>::memory`.
-macro_rules! on_both_backends {
+/// Runs each named `async fn(Backend)` once per backend, as `<name>::sqlite`,
+/// `<name>::postgres` and `<name>::memory`.
+macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {$(
         mod $test {
             #[tokio::test]
             async fn sqlite() {
                 super::$test(super::sqlite_backend()).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$test(super::postgres_backend().await).await
             }
 
             #[tokio::test]
@@ -85,7 +104,7 @@ macro_rules! on_both_backends {
     )*};
 }
 
-on_both_backends!(
+on_every_backend!(
     commits_chain_events_per_stream_and_verify,
     concurrent_commits_all_land,
     a_refused_commit_leaves_no_trace_and_the_chain_goes_on,
@@ -226,7 +245,7 @@ fn action_ids(actions: &[Action]) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// On both backends.
+// On every backend.
 
 async fn commits_chain_events_per_stream_and_verify(store: Backend) {
     let empty = store.verify().await.unwrap();
@@ -524,7 +543,7 @@ async fn checkpoints_and_the_tree_head_cover_the_journal(store: Backend) {
     assert_eq!((size, root), (5, airlock_store::merkle_root(&hashes)));
     store.save_checkpoint(size, "note one".into(), at(1)).await.unwrap();
     store.save_checkpoint(size, "note two".into(), at(2)).await.unwrap();
-    let saved = store.checkpoints();
+    let saved = store.checkpoints().await;
     assert_eq!(saved.iter().map(|c| (c.size, c.note.as_str())).collect::<Vec<_>>(), [(5, "note one"), (5, "note two")]);
     assert_eq!(saved[0].created_at, "2026-03-01T09:00:01.000000Z");
     // A checkpoint is no event.
@@ -607,8 +626,8 @@ async fn spend_counts_decided_costs_and_only_valid_reported_ones(store: Backend)
 // Across backends.
 
 #[tokio::test]
-async fn both_backends_build_the_same_chains() {
-    let backends = [sqlite_backend(), memory_backend()];
+async fn every_backend_builds_the_same_chains() {
+    let backends = [sqlite_backend(), memory_backend(), postgres_backend().await];
     for store in &backends {
         for i in 0..3 {
             let id = format!("ses_{i}");
@@ -622,12 +641,14 @@ async fn both_backends_build_the_same_chains() {
             store.commit(c).await.unwrap();
         }
     }
-    let [sqlite, memory] = &backends;
-    for stream in ["ses_0", "ses_1", "ses_2", SYSTEM_STREAM] {
-        let (a, b) = (sqlite.events(stream).await.unwrap(), memory.events(stream).await.unwrap());
-        assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::to_value(&b).unwrap(), "{stream}");
+    let [sqlite, others @ ..] = &backends;
+    for other in others {
+        for stream in ["ses_0", "ses_1", "ses_2", SYSTEM_STREAM] {
+            let (a, b) = (sqlite.events(stream).await.unwrap(), other.events(stream).await.unwrap());
+            assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::to_value(&b).unwrap(), "{stream}");
+        }
+        assert_eq!(sqlite.tree_head().await.unwrap(), other.tree_head().await.unwrap());
     }
-    assert_eq!(sqlite.tree_head().await.unwrap(), memory.tree_head().await.unwrap());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! Integration tests against the real `airlock` binary and a real SQLite journal.
+//! Integration tests against the real `airlock` binary and a real SQLite journal (a real
+//! PostgreSQL one in `postgres`).
 //!
 //! One test binary with a module per area, not one binary per file: each integration test binary
 //! links the whole server, so a dozen of them cost a dozen slow links and as many copies on disk.
@@ -33,6 +34,7 @@ mod mcp_gateway;
 mod metrics;
 mod notifications;
 mod policy_lifecycle;
+mod postgres;
 mod traces;
 mod virtual_servers;
 mod web_ui;

@@ -374,8 +374,29 @@ async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> Resp
     }
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"status": "ok", "policy_revision": state.engine.policy().revision()}))
+/// `200` while the journal answers, `503` while it does not (a load balancer then sends the
+/// requests to another replica; this one recovers by itself when the database is back). What
+/// went wrong is logged, not shown: anyone may ask.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let store = state.engine.store();
+    let answered = match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: the journal does not answer");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("health check: the journal did not answer within 2 s");
+            false
+        }
+    };
+    let status = if answered { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if answered { "ok" } else { "unavailable" },
+        "policy_revision": state.engine.policy().revision(),
+        "database": {"backend": store.backend(), "ok": answered},
+    });
+    (status, Json(body)).into_response()
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@
 
 use std::path::Path;
 
+use airlock_store::JournalReader;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -231,16 +232,20 @@ impl SignedReport {
     }
 }
 
-/// Checks every stored checkpoint of the journal at `journal` against `public` and the events.
-pub fn verify_checkpoints(journal: &Path, public: &str) -> Result<CheckpointReport, Error> {
-    Ok(verify_signed(journal, public, None)?.checkpoints)
+/// Checks every stored checkpoint of `journal` against `public` and the events.
+pub async fn verify_checkpoints(journal: &JournalReader, public: &str) -> Result<CheckpointReport, Error> {
+    Ok(verify_signed(journal, public, None).await?.checkpoints)
 }
 
-/// Checks every stored checkpoint of the journal at `journal`, and `anchor` if given, against
-/// `public` and the events.
-pub fn verify_signed(journal: &Path, public: &str, anchor: Option<&Anchor>) -> Result<SignedReport, Error> {
-    let notes = airlock_store::SqliteStore::read_checkpoints(journal)?;
-    let hashes = airlock_store::SqliteStore::read_event_hashes(journal)?;
+/// Checks every stored checkpoint of `journal`, and `anchor` if given, against `public` and the
+/// events.
+pub async fn verify_signed(
+    journal: &JournalReader,
+    public: &str,
+    anchor: Option<&Anchor>,
+) -> Result<SignedReport, Error> {
+    let notes = journal.checkpoints().await?;
+    let hashes = journal.event_hashes().await?;
     let mut report = CheckpointReport { checked: 0, events: len_u64(&hashes), covered: 0, problem: None };
     for (i, stored) in notes.iter().enumerate() {
         let what = format!("checkpoint {} (made {})", i + 1, stored.created_at);
@@ -293,14 +298,14 @@ fn len_u64<T>(items: &[T]) -> u64 {
     u64::try_from(items.len()).unwrap_or(u64::MAX)
 }
 
-/// The newest stored checkpoint of the journal at `journal` as an anchor, once its signature
-/// verified with `public` and the journal was found to still hold what it covers.
-pub fn latest_anchor(journal: &Path, public: &PublicKey) -> Result<Anchor, Error> {
-    let notes = airlock_store::SqliteStore::read_checkpoints(journal)?;
+/// The newest stored checkpoint of `journal` as an anchor, once its signature verified with
+/// `public` and the journal was found to still hold what it covers.
+pub async fn latest_anchor(journal: &JournalReader, public: &PublicKey) -> Result<Anchor, Error> {
+    let notes = journal.checkpoints().await?;
     let newest = notes.last().ok_or(Error::NoCheckpoint)?;
     let cp = verify_note(&newest.note, &public.key)
         .map_err(|e| Error::BadCheckpoint(format!("{e} (checked with {})", public.source.describe())))?;
-    let hashes = airlock_store::SqliteStore::read_event_hashes(journal)?;
+    let hashes = journal.event_hashes().await?;
     if let Some(problem) = covers(&hashes, cp.size, &cp.root) {
         return Err(Error::BadCheckpoint(format!("it {problem}")));
     }

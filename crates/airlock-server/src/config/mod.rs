@@ -38,8 +38,8 @@ pub use raw::RawConfig;
 pub use secrets::{Env, ProcessEnv, WHSEC_PREFIX, WebhookSecret, hash_token};
 pub use typed::{
     AgentConfig, ApprovalsConfig, AuditConfig, AuditKey, Config, HumanConfig, McpConfig, NOTIFY_EVENTS, NotifyConfig,
-    PolicyConfig, ServerConfig, ServerSelect, ToolConfig, ToolOverride, UpstreamConfig, UpstreamTransport,
-    VirtualServerConfig,
+    PolicyConfig, ServerConfig, ServerSelect, StorageConfig, ToolConfig, ToolOverride, UpstreamConfig,
+    UpstreamTransport, VirtualServerConfig,
 };
 pub use upstreams::INHERITED_ENV;
 
@@ -75,3 +75,5 @@ mod tests;
 mod tests_identity;
 #[cfg(test)]
 mod tests_servers;
+#[cfg(test)]
+mod tests_storage;

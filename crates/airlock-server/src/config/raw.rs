@@ -43,6 +43,8 @@ pub struct RawConfig {
     pub(super) identity: Option<RawIdentity>,
     #[serde(default)]
     pub(super) agent_templates: Vec<RawAgentTemplate>,
+    #[serde(default)]
+    pub(super) storage: RawStorage,
 }
 
 /// `[server]`
@@ -254,4 +256,13 @@ pub(super) struct RawAgentTemplate {
     pub(super) tools: Option<Vec<String>>,
     #[serde(default)]
     pub(super) guards: RawGuards,
+}
+
+/// `[storage]`
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawStorage {
+    pub(super) backend: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) max_connections: Option<u64>,
+    pub(super) connect_timeout_seconds: Option<u64>,
 }

@@ -44,6 +44,28 @@ pub struct Config {
     pub identity: Option<super::IdentityConfig>,
     /// `[[agent_templates]]`, in file order.
     pub agent_templates: Vec<super::AgentTemplate>,
+    /// `[storage]`: where the journal is.
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: where the journal is.
+#[derive(Debug, Clone, Default)]
+pub enum StorageConfig {
+    /// `journal.db` in `data_dir` (the default).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (one server writes it at a time, for now).
+    Postgres(Box<airlock_store::PostgresOptions>),
+}
+
+impl StorageConfig {
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            StorageConfig::Sqlite => "sqlite",
+            StorageConfig::Postgres(_) => "postgres",
+        }
+    }
 }
 
 /// Events a `[[notify]]` webhook can subscribe to.

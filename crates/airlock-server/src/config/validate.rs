@@ -8,11 +8,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy, RawServer, RawTelemetry};
+use super::raw::{
+    RawApprovals, RawAudit, RawConfig, RawMcp, RawNotify, RawPolicy, RawServer, RawStorage, RawTelemetry,
+};
 use super::secrets::{Env, Recording, WebhookSecret, env_secret, token_hash};
 use super::{
     ApprovalsConfig, AuditConfig, AuditKey, Config, McpConfig, NOTIFY_EVENTS, NotifyConfig, PolicyConfig, ServerConfig,
-    guards, identities, idp, servers, upstreams,
+    StorageConfig, guards, identities, idp, servers, upstreams,
 };
 
 /// The problems found so far, each a `(key path, message)` pair, in the order they were found.
@@ -69,6 +71,7 @@ impl RawConfig {
         let notify = notify(self.notify, &secrets, problems);
         let audit = audit(self.audit, base, &secrets, problems);
         let telemetry = telemetry(self.telemetry, problems);
+        let storage = storage(self.storage, &secrets, problems);
         upstreams::inherit(&mut upstreams, env, &secrets.into_names());
         Config {
             file: PathBuf::new(),
@@ -87,6 +90,7 @@ impl RawConfig {
             telemetry,
             identity,
             agent_templates,
+            storage,
         }
     }
 }
@@ -349,5 +353,75 @@ fn telemetry(raw: RawTelemetry, problems: &mut Problems) -> crate::otel::Telemet
         capture_content: raw.capture_content.unwrap_or(false),
         service_name: raw.service_name.unwrap_or_else(|| "airlock".into()),
         protocol: raw.otlp_protocol,
+    }
+}
+
+/// `[storage]`: the SQLite default, or PostgreSQL at a URL read from the environment (it holds
+/// the database password, so it is never written in the file).
+fn storage(raw: RawStorage, env: &dyn Env, problems: &mut Problems) -> StorageConfig {
+    let backend = raw.backend.as_deref().unwrap_or("sqlite");
+    let pool_keys = [
+        ("max_connections", raw.max_connections.is_some()),
+        ("connect_timeout_seconds", raw.connect_timeout_seconds.is_some()),
+    ];
+    match backend {
+        "sqlite" => {
+            for (key, given) in [("url", raw.url.is_some())].into_iter().chain(pool_keys) {
+                if given {
+                    problems.push(&format!("storage.{key}"), "is for `backend = \"postgres\"` only".into());
+                }
+            }
+            StorageConfig::Sqlite
+        }
+        "postgres" => {
+            let Some(value) = raw.url else {
+                problems.push(
+                    "storage.url",
+                    "is required with `backend = \"postgres\"`: `env:NAME`, naming the variable that holds the connection URL".into(),
+                );
+                return StorageConfig::Sqlite;
+            };
+            let has_password = value.contains("password=")
+                || value
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.rsplit_once('@'))
+                    .is_some_and(|(auth, _)| auth.contains(':'));
+            let not_a_reference = if has_password {
+                "holds a password: never write it in the file. Put the URL in an environment variable and write `env:NAME`"
+            } else {
+                "must be `env:NAME`, naming the environment variable that holds the connection URL \
+                 (`postgres://user:password@host:5432/database`): the URL carries the database password, which is never written in the file"
+            };
+            let url = match env_secret(&value, env, not_a_reference) {
+                Ok(url) => url,
+                Err(message) => {
+                    problems.push("storage.url", message);
+                    return StorageConfig::Sqlite;
+                }
+            };
+            let name = value.trim_start_matches("env:");
+            let mut options = match airlock_store::PostgresOptions::parse(&url) {
+                Ok(options) => options,
+                Err(message) => {
+                    problems.push("storage.url", format!("environment variable `{name}` {message}"));
+                    return StorageConfig::Sqlite;
+                }
+            };
+            let max_connections = raw.max_connections.unwrap_or(16);
+            if !(2..=1000).contains(&max_connections) {
+                problems.push("storage.max_connections", format!("must be between 2 and 1000, got {max_connections}"));
+            }
+            let timeout = raw.connect_timeout_seconds.unwrap_or(5);
+            if !(1..=300).contains(&timeout) {
+                problems.push("storage.connect_timeout_seconds", format!("must be between 1 and 300, got {timeout}"));
+            }
+            options.max_connections = usize::try_from(max_connections).unwrap_or(16);
+            options.connect_timeout = Duration::from_secs(timeout);
+            StorageConfig::Postgres(Box::new(options))
+        }
+        other => {
+            problems.push("storage.backend", format!("`{other}` must be `sqlite` (the default) or `postgres`"));
+            StorageConfig::Sqlite
+        }
     }
 }

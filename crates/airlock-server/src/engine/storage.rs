@@ -15,10 +15,12 @@ const DENIED_ARGUMENTS_KEPT_CHARS: usize = 1024;
 pub(super) const RATE_LIMIT_SAMPLE_SECONDS: i64 = 10;
 
 impl Engine {
-    /// Refuses to start anything new when free space under `data_dir` is below the floor.
+    /// Refuses to start anything new when free space under `data_dir` is below the floor. With
+    /// the journal in PostgreSQL, `data_dir` holds only keys: the database's disk is watched
+    /// where the database runs.
     pub(crate) fn check_disk_floor(&self) -> Result<()> {
         let floor = self.inner.config.server.min_free_disk_bytes;
-        if floor == 0 {
+        if floor == 0 || matches!(self.inner.config.storage, crate::config::StorageConfig::Postgres(_)) {
             return Ok(());
         }
         let dir = &self.inner.config.server.data_dir;

@@ -426,4 +426,12 @@ impl Store for MemoryStore {
             })
             .collect())
     }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
 }

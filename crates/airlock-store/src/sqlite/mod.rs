@@ -20,6 +20,8 @@ mod wal;
 mod write;
 mod writer;
 
+pub(crate) use writer::lock_writer;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -293,5 +295,16 @@ impl crate::Store for SqliteStore {
 
     async fn notifications_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Notification>> {
         self.read(move |c| read::notifications_due(c, &now, limit)).await
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.sender.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM meta", [], |_| Ok(()))?)).await
     }
 }

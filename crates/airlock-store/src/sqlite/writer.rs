@@ -178,7 +178,7 @@ pub(super) fn load_heads(conn: &Connection) -> Result<Heads> {
 /// Takes the exclusive writer lock `<journal>.lock` (an advisory `flock`, released by the kernel
 /// when the process exits, also on a crash). The writer keeps the hash-chain heads in memory, so
 /// a second writer on the same file would fork the chains: refuse it instead.
-pub(super) fn lock_writer(path: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock_writer(path: &Path) -> Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
