@@ -287,8 +287,10 @@ async fn a_killed_upstream_fails_clearly_and_comes_back() {
     assert!(out.contains("every") && out.contains("up") && out.contains("fs"), "{out}");
     let new_pid = std::fs::read_to_string(&gw.pid_file).unwrap().trim().to_string();
     assert_ne!(pid, new_pid);
+    // The call was handed to the connection of an upstream that had just died: airlock can't
+    // tell whether the upstream read it, so its outcome is unknown (it never is `succeeded`).
     let actions = session_actions(&gw.al).await;
-    assert_eq!(actions[1]["status"], "failed");
+    assert!(["failed", "unknown"].contains(&actions[1]["status"].as_str().unwrap_or_default()), "{}", actions[1]);
     c.cancel().await.unwrap();
 }
 
