@@ -129,10 +129,16 @@ pub enum EntryProblem {
     /// `mfa` is not a boolean.
     #[error("`mfa` must be true or false, got `{0}`")]
     Mfa(Value),
-    /// `ttl_seconds` is not a positive integer.
-    #[error("`ttl_seconds` must be a positive integer, got `{0}`")]
+    /// `ttl_seconds` is not an integer from 1 to [`MAX_APPROVAL_TTL_SECONDS`].
+    #[error("`ttl_seconds` must be an integer from 1 to 2592000 (30 days), got `{0}`")]
     TtlSeconds(Value),
 }
+
+/// The longest an approval may stay open, from policy (`ttl_seconds`) or configuration
+/// (`[approvals] default_ttl_seconds`): 30 days. A longer one is a policy error, so a deny: a
+/// policy can pass values from an agent's arguments into its entries, and an expiry centuries
+/// away is no expiry.
+pub const MAX_APPROVAL_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
 /// Settings the combiner needs from configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -359,8 +365,11 @@ fn parse_entry(set: &str, index: usize, value: &Value) -> Result<Entry, PolicyFa
         entry.mfa = mfa.as_bool().ok_or_else(|| bad(EntryProblem::Mfa(mfa.clone())))?;
     }
     if let Some(ttl) = obj.get("ttl_seconds") {
-        entry.ttl_seconds =
-            Some(ttl.as_u64().filter(|t| *t >= 1).ok_or_else(|| bad(EntryProblem::TtlSeconds(ttl.clone())))?);
+        entry.ttl_seconds = Some(
+            ttl.as_u64()
+                .filter(|t| (1..=MAX_APPROVAL_TTL_SECONDS).contains(t))
+                .ok_or_else(|| bad(EntryProblem::TtlSeconds(ttl.clone())))?,
+        );
     }
     Ok(entry)
 }
@@ -494,7 +503,11 @@ mod tests {
             (entry(json!({"mfa": "yes"})), "`require_approval` entry 2: `mfa` must be true or false, got `\"yes\"`"),
             (
                 entry(json!({"ttl_seconds": -5})),
-                "`require_approval` entry 2: `ttl_seconds` must be a positive integer, got `-5`",
+                "`require_approval` entry 2: `ttl_seconds` must be an integer from 1 to 2592000 (30 days), got `-5`",
+            ),
+            (
+                entry(json!({"ttl_seconds": u64::MAX})),
+                "`require_approval` entry 2: `ttl_seconds` must be an integer from 1 to 2592000 (30 days), got `18446744073709551615`",
             ),
             (cost(json!(-1.5)), "`cost_usd` must be a non-negative number, got `-1.5`"),
             (cost(json!("cheap")), "`cost_usd` must be a number, got `\"cheap\"`"),

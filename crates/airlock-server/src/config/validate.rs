@@ -210,7 +210,7 @@ fn policy(raw: RawPolicy, base: &Path, env: &dyn Env, problems: &mut Problems) -
 /// `[approvals]`
 fn approvals(raw: RawApprovals, problems: &mut Problems) -> ApprovalsConfig {
     let ttl = raw.default_ttl_seconds.unwrap_or(3600);
-    if !(1..=30 * 24 * 3600).contains(&ttl) {
+    if !(1..=airlock_core::decision::MAX_APPROVAL_TTL_SECONDS).contains(&ttl) {
         problems.push("approvals.default_ttl_seconds", format!("must be between 1 and 2592000, got {ttl}"));
     }
     let execute_within = raw.execute_within_seconds.unwrap_or(3600);

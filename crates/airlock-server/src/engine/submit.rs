@@ -176,7 +176,8 @@ impl Engine {
                 status: ApprovalStatus::Pending,
                 votes: Vec::new(),
                 created_at: now,
-                expires_at: now + ttl,
+                // Policy bounds the expiry; saturate all the same rather than panic.
+                expires_at: now.checked_add_signed(ttl).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
                 resolved_at: None,
             }
         });
