@@ -8,7 +8,7 @@
 //! | [`config`] | an `airlock.toml` | parsing and validation answer `Ok` or a clear error; never a panic |
 //! | [`http`] | a request to one of the HTTP API's endpoints, as an agent, an approver, an admin or nobody | every request is answered, never with a 500 or a dropped connection, and the server stays healthy |
 //! | [`policy_input`] | the arguments of a tool call, under a policy that takes its whole decision from them | the call is answered with a decision (allow, deny or held), the policy input builder and the decision contract never fail open or crash |
-//! | [`mcp`] | a JSON-RPC message posted to `/mcp` in an initialised session | answered, never a 500 or a dropped connection |
+//! | [`mcp`] | a JSON-RPC message posted to `/mcp` in an initialised session, in front of a real MCP server (tools, a resource) | answered, never a 500 or a dropped connection, and the server stays healthy |
 //! | [`journal`] | corruption of a real journal file: raw bytes, or rows changed, reordered or deleted | verification answers without a panic; any change to an event's stored fields is reported |
 //!
 //! The servers are the real airlock ([`airlock_server::serve::start`]) in this process, each on
@@ -19,6 +19,7 @@
 mod journal;
 mod server;
 mod targets;
+mod upstream;
 
 pub use journal::journal;
 pub use targets::{config, http, mcp, policy_input};

@@ -109,6 +109,20 @@ pub(crate) const QUICKSTART_POLICY: &[(&str, &str)] = &[
     ("data.json", include_str!("../../../examples/quickstart/policies/data.json")),
 ];
 
+/// Rules for [`crate::mcp`], beside the quickstart's: a call through the echo upstream is held
+/// or denied when its arguments ask.
+pub(crate) const MCP_RULES: (&str, &str) = (
+    "fuzz.rego",
+    r#"package airlock
+
+import rego.v1
+
+require_approval contains {"rule": "FUZZ_HOLD", "msg": "held because the arguments ask"} if input.action.arguments.hold == true
+
+deny contains {"rule": "FUZZ_DENY", "msg": "denied because the arguments ask"} if input.action.arguments.deny == true
+"#,
+);
+
 /// A policy for [`crate::policy_input`] that takes its whole decision from the call's
 /// arguments: whatever an agent puts there reaches the decision contract unfiltered.
 pub(crate) const REFLECTING_POLICY: &[(&str, &str)] = &[(
@@ -165,6 +179,11 @@ impl FuzzServer {
     /// Starts airlock with `policy` (file name, content) in a new temporary directory. Setting up
     /// the harness is not an input path: failing here stops the fuzzer with the reason.
     pub fn start(policy: &[(&str, &str)]) -> FuzzServer {
+        FuzzServer::start_with(policy, None)
+    }
+
+    /// [`FuzzServer::start`], in front of the MCP server at `upstream` (named `echo`).
+    pub fn start_with(policy: &[(&str, &str)], upstream: Option<&str>) -> FuzzServer {
         let dir = tempfile::tempdir().expect("a temporary directory for the fuzz server");
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).expect("the fuzz server's policy directory");
@@ -172,7 +191,11 @@ impl FuzzServer {
             std::fs::write(policies.join(name), text).expect("the fuzz server's policy");
         }
         let path = dir.path().join("airlock.toml");
-        std::fs::write(&path, config_text()).expect("the fuzz server's configuration");
+        let mut config = config_text();
+        if let Some(url) = upstream {
+            config.push_str(&format!("\n[[upstreams]]\nname = \"echo\"\nurl = \"{url}\"\n"));
+        }
+        std::fs::write(&path, config).expect("the fuzz server's configuration");
         let running = start_at(&path);
         let base = format!("http://{}", running.addr);
         let client = reqwest::Client::builder()

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::Finding;
 use crate::server::{
-    ADMIN_TOKEN, AGENT_TOKEN, APPROVER_TOKEN, FuzzServer, QUICKSTART_POLICY, REFLECTING_POLICY, Reply,
+    ADMIN_TOKEN, AGENT_TOKEN, APPROVER_TOKEN, FuzzServer, MCP_RULES, QUICKSTART_POLICY, REFLECTING_POLICY, Reply,
     is_internal_error,
 };
 
@@ -214,7 +214,12 @@ fn enforced(arguments: &Value, set: &str) -> bool {
 
 fn mcp_server() -> &'static (FuzzServer, Mutex<Option<String>>) {
     static SERVER: OnceLock<(FuzzServer, Mutex<Option<String>>)> = OnceLock::new();
-    SERVER.get_or_init(|| (FuzzServer::start(QUICKSTART_POLICY), Mutex::new(None)))
+    SERVER.get_or_init(|| {
+        let upstream = crate::upstream::start();
+        let mut policy = QUICKSTART_POLICY.to_vec();
+        policy.push(MCP_RULES);
+        (FuzzServer::start_with(&policy, Some(&upstream)), Mutex::new(None))
+    })
 }
 
 const MCP_HEADERS: [(&str, &str); 2] =
