@@ -52,7 +52,7 @@ pub(super) async fn list_approvals(
 pub(super) async fn get_approval(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<ApprovalSummary>, Problem> {
     require_human(&principal)?;
     let (approval, action) = state.engine.approval(&id).await?;
@@ -86,7 +86,7 @@ pub(super) async fn vote(
 pub(super) async fn approve(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Body(body): Body<VoteBody>,
 ) -> Result<Response, Problem> {
     vote(state, principal, id, Verdict::Approve, body).await
@@ -95,7 +95,7 @@ pub(super) async fn approve(
 pub(super) async fn deny(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Body(body): Body<VoteBody>,
 ) -> Result<Response, Problem> {
     vote(state, principal, id, Verdict::Deny, body).await
@@ -141,7 +141,7 @@ pub(super) async fn list_kill(
 pub(super) async fn unlock_mfa(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Value>, Problem> {
     let human = require_role(&principal, airlock_core::Role::Admin)?;
     let guard = state.engine.unlock_mfa(&human, &id).await?;
@@ -151,7 +151,7 @@ pub(super) async fn unlock_mfa(
 pub(super) async fn release_kill(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Value>, Problem> {
     let human = require_role(&principal, airlock_core::Role::Admin)?;
     let ks = state.engine.release_kill(&human.human.id, &id).await?;

@@ -277,6 +277,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     }
 }
 
+/// An id in the request path (`/v1/actions/{id}`), with errors as `problem+json` (axum's own
+/// `Path` answers in plain text, for example to an id that is not UTF-8 once decoded).
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| PathId(id))
+            .map_err(|e| Problem::bad_request(format!("invalid path `{}`: {}", parts.uri.path(), e.body_text())))
+    }
+}
+
 /// Whether reading a body failed because it did not arrive in time
 /// ([`crate::connections::BodyTimedOut`] somewhere in the error's sources).
 fn timed_out(e: &BytesRejection) -> bool {
@@ -455,7 +470,7 @@ async fn list_sessions(
 async fn get_session(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Value>, Problem> {
     let session = state.engine.session(&id, principal.agent_filter()).await?;
     let actions = state.engine.store().session_actions(&id).await.map_err(engine::Error::from)?;
@@ -469,7 +484,7 @@ async fn get_session(
 async fn session_events(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Value>, Problem> {
     state.engine.session(&id, principal.agent_filter()).await?;
     let events = state.engine.store().events(&id).await.map_err(engine::Error::from)?;
@@ -479,7 +494,7 @@ async fn session_events(
 async fn session_timeline(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Value>, Problem> {
     let session = state.engine.session(&id, principal.agent_filter()).await?;
     let events = state.engine.store().events(&id).await.map_err(engine::Error::from)?;
@@ -540,7 +555,7 @@ fn action_response(view: ActionView, outcome: Option<Outcome>) -> Response {
 async fn submit_action(
     State(state): State<AppState>,
     principal: Principal,
-    Path(session_id): Path<String>,
+    PathId(session_id): PathId,
     headers: HeaderMap,
     Body(body): Body<SubmitAction>,
 ) -> Result<Response, Problem> {
@@ -594,7 +609,7 @@ struct ResumeBody {
 async fn resume_session(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Body(body): Body<ResumeBody>,
 ) -> Result<Json<airlock_core::Session>, Problem> {
     let human = require_human(&principal)?;
@@ -611,7 +626,7 @@ struct CloseBody {
 async fn close_session(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Body(body): Body<CloseBody>,
 ) -> Result<Json<airlock_core::Session>, Problem> {
     let closer = match &principal {
@@ -651,7 +666,7 @@ fn wait_limit(wait: Option<f64>, max: Duration) -> Result<Duration, String> {
 async fn get_action(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Params(q): Params<WaitQuery>,
 ) -> Result<Json<ActionView>, Problem> {
     let wait = wait_limit(q.wait, state.engine.config().server.max_wait).map_err(Problem::bad_request)?;
@@ -674,7 +689,7 @@ struct ReportResult {
 async fn report_result(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Body(body): Body<ReportResult>,
 ) -> Result<Json<ActionView>, Problem> {
     let agent = require_agent(&principal)?;
