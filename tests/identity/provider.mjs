@@ -11,9 +11,11 @@
 //     `resource` asked for, and it is a JWT access token (RFC 9068) signed ES256 with the
 //     provider's key, carrying `client_id`, `scope` and the client's `groups`;
 //   - discovery at /.well-known/openid-configuration and its keys at /jwks;
+//   - a count of the tokens issued to each client, at GET /_test/issued (test-only, see below);
 //   - for the tests only, under /_test (never part of a real provider):
 //       POST /_test/rotate  a new signing key, published first and used from now on (the old one
 //                           is still published), as a provider rotating its keys does;
+//       GET  /_test/issued  {client_id: number of access tokens issued}
 //       POST /_test/forge   body {claims, kid?}: a token with those claims signed ES256 by a key
 //                           the provider never published (under `kid`, default "stranger").
 //
@@ -22,6 +24,8 @@
 //   ci-runner    groups ["ci"]             a client airlock knows only by template
 //   visitor      groups ["guests"]         a client no template matches
 //   short-lived  groups ["ci"]             its tokens live 2 seconds
+//   airlock      groups []                 airlock itself, asking for tokens for an upstream
+//   airlock-brief groups []                the same, with tokens that live 3 seconds
 import http from 'node:http';
 import { createInterface } from 'node:readline';
 import Provider from 'oidc-provider';
@@ -32,9 +36,13 @@ const CLIENTS = {
   'ci-runner': ['ci'],
   visitor: ['guests'],
   'short-lived': ['ci'],
+  airlock: [],
+  'airlock-brief': [],
 };
+// How long each client's access tokens live, in seconds (default 300).
+const TTL = { 'short-lived': 2, 'airlock-brief': 3 };
 // Every scope a token may carry: the resource server grants what is asked among these.
-const SCOPES = ['mcp', 'tools:fake__version', 'tools:fake__*', 'tools:*.list', 'tools:nodepool.*', 'admin'];
+const SCOPES = ['mcp', 'tools:fake__version', 'tools:fake__*', 'tools:*.list', 'tools:nodepool.*', 'admin', 'echo.read'];
 
 async function signingKey(kid) {
   const { privateKey } = await generateKeyPair('ES256', { extractable: true });
@@ -67,7 +75,7 @@ function configuration(keys) {
         getResourceServerInfo: (_ctx, resource, client) => ({
           scope: SCOPES.join(' '),
           audience: resource,
-          accessTokenTTL: client.clientId === 'short-lived' ? 2 : 300,
+          accessTokenTTL: TTL[client.clientId] ?? 300,
           accessTokenFormat: 'jwt',
           jwt: { sign: { alg: 'ES256' } },
         }),
@@ -98,6 +106,16 @@ const issuer = `http://127.0.0.1:${port}`;
 let keys = [await signingKey('key-1')];
 let provider = new Provider(issuer, configuration(keys));
 let handler = provider.callback();
+const issued = {};
+function count(p) {
+  // A JWT access token is `issued`; an opaque one would be `saved`.
+  for (const event of ['client_credentials.issued', 'client_credentials.saved']) {
+    p.on(event, (token) => {
+      issued[token.clientId] = (issued[token.clientId] ?? 0) + 1;
+    });
+  }
+}
+count(provider);
 
 server.on('request', async (req, res) => {
   try {
@@ -105,7 +123,11 @@ server.on('request', async (req, res) => {
       keys = [await signingKey(`key-${keys.length + 1}`), ...keys];
       provider = new Provider(issuer, configuration(keys));
       handler = provider.callback();
+      count(provider);
       return answer(res, 200, { kid: keys[0].kid });
+    }
+    if (req.method === 'GET' && req.url === '/_test/issued') {
+      return answer(res, 200, issued);
     }
     if (req.method === 'POST' && req.url === '/_test/forge') {
       const { claims, kid } = await readJson(req);

@@ -136,6 +136,20 @@ pub(super) struct RawUpstream {
     pub(super) destructive: Vec<String>,
     pub(super) timeout_ms: Option<u64>,
     pub(super) validate_input: Option<bool>,
+    pub(super) client_credentials: Option<RawClientCredentials>,
+}
+
+/// `[upstreams.client_credentials]`: airlock's own OAuth client at the upstream's authorization
+/// server.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawClientCredentials {
+    pub(super) token_endpoint: Option<String>,
+    pub(super) issuer: Option<String>,
+    pub(super) client_id: String,
+    pub(super) client_secret: String,
+    pub(super) scope: Option<String>,
+    pub(super) resource: Option<String>,
+    pub(super) audience: Option<String>,
 }
 
 /// One `[[tools]]` entry.

@@ -209,6 +209,8 @@ pub enum UpstreamTransport {
         url: String,
         /// Extra headers.
         headers: BTreeMap<String, String>,
+        /// airlock's own OAuth client credentials for it (`[upstreams.client_credentials]`).
+        client_credentials: Option<airlock_identity::ClientCredentialsOptions>,
     },
 }
 
