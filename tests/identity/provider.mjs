@@ -19,6 +19,16 @@
 //       POST /_test/forge   body {claims, kid?}: a token with those claims signed ES256 by a key
 //                           the provider never published (under `kid`, default "stranger").
 //
+//   - sign-in for people (the authorization code flow with PKCE) for the client `airlock-ui`,
+//     through oidc-provider's development sign-in page, which takes any login name and any
+//     password; the people below get their groups, anyone else none. `airlock-ui`'s redirect URI
+//     is http://127.0.0.1:<any port>/ui/login/callback, so that airlock can listen on a port
+//     chosen at run time (a real provider registers the exact URI). Consent is implied for it.
+//
+// People (login name → groups):
+//   ana          ["sre", "airlock-approvers"]
+//   mallory      ["sre"]                   in the group an approval asks for, not an approver
+//
 // Clients (secret = "<id>-secret"):
 //   ops-bot      groups ["ops"]            a client airlock lists in [[agents]]
 //   ci-runner    groups ["ci"]             a client airlock knows only by template
@@ -39,10 +49,15 @@ const CLIENTS = {
   airlock: [],
   'airlock-brief': [],
 };
+const PEOPLE = {
+  ana: ['sre', 'airlock-approvers'],
+  mallory: ['sre'],
+};
+const UI_CLIENT = 'airlock-ui';
 // How long each client's access tokens live, in seconds (default 300).
 const TTL = { 'short-lived': 2, 'airlock-brief': 3 };
 // Every scope a token may carry: the resource server grants what is asked among these.
-const SCOPES = ['mcp', 'tools:fake__version', 'tools:fake__*', 'tools:*.list', 'tools:nodepool.*', 'admin', 'echo.read'];
+const SCOPES = ['openid', 'profile', 'email', 'groups', 'mcp', 'tools:fake__version', 'tools:fake__*', 'tools:*.list', 'tools:nodepool.*', 'admin', 'echo.read'];
 
 async function signingKey(kid) {
   const { privateKey } = await generateKeyPair('ES256', { extractable: true });
@@ -52,18 +67,46 @@ async function signingKey(kid) {
 
 function configuration(keys) {
   return {
-    clients: Object.keys(CLIENTS).map((id) => ({
-      client_id: id,
-      client_secret: `${id}-secret`,
-      grant_types: ['client_credentials'],
-      redirect_uris: [],
-      response_types: [],
-      id_token_signed_response_alg: 'ES256',
-    })),
+    clients: [
+      ...Object.keys(CLIENTS).map((id) => ({
+        client_id: id,
+        client_secret: `${id}-secret`,
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+        id_token_signed_response_alg: 'ES256',
+      })),
+      {
+        client_id: UI_CLIENT,
+        client_secret: `${UI_CLIENT}-secret`,
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/ui/login/callback'],
+        id_token_signed_response_alg: 'ES256',
+      },
+    ],
+    findAccount: (_ctx, id) => ({
+      accountId: id,
+      claims: () => ({ sub: id, preferred_username: id, email: `${id}@example.com`, groups: PEOPLE[id] ?? [] }),
+    }),
+    claims: { openid: ['sub'], profile: ['preferred_username'], email: ['email'], groups: ['groups'] },
+    // The claims a scope asks for go into the ID token too, where airlock reads them.
+    conformIdTokenClaims: false,
+    // airlock's own review UI is a first-party client: its users are not asked to consent.
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+      if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+      if (ctx.oidc.client.clientId !== UI_CLIENT) return undefined;
+      const grant = new ctx.oidc.provider.Grant({ clientId: UI_CLIENT, accountId: ctx.oidc.session.accountId });
+      grant.addOIDCScope('openid profile email groups');
+      grant.addOIDCClaims(['sub', 'preferred_username', 'email', 'groups']);
+      await grant.save();
+      return grant;
+    },
     jwks: { keys },
     scopes: SCOPES,
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: true },
       clientCredentials: { enabled: true },
       introspection: { enabled: false },
       revocation: { enabled: false },
@@ -82,8 +125,17 @@ function configuration(keys) {
       },
     },
     extraTokenClaims: (_ctx, token) => ({ groups: CLIENTS[token.clientId] ?? [] }),
-    // Tokens are asked for by programs, not browsers; no cookies, no sign-in pages.
     cookies: { keys: ['airlock-test-cookie-key'] },
+    pkce: { required: () => true },
+  };
+}
+
+// airlock's callback on whatever port it listens on (test-only: see the header).
+function allowAnyPort(p) {
+  const exact = p.Client.prototype.redirectUriAllowed;
+  p.Client.prototype.redirectUriAllowed = function allowed(value) {
+    return exact.call(this, value)
+      || (this.clientId === UI_CLIENT && /^http:\/\/127\.0\.0\.1:\d+\/ui\/login\/callback$/.test(value));
   };
 }
 
@@ -98,6 +150,10 @@ function answer(res, status, body) {
   res.end(JSON.stringify(body));
 }
 
+// Whoever started us reads the first line only; oidc-provider's later notices must not kill us
+// when that pipe is closed.
+process.stdout.on('error', () => {});
+
 const server = http.createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const port = server.address().port;
@@ -106,6 +162,7 @@ const issuer = `http://127.0.0.1:${port}`;
 let keys = [await signingKey('key-1')];
 let provider = new Provider(issuer, configuration(keys));
 let handler = provider.callback();
+allowAnyPort(provider);
 const issued = {};
 function count(p) {
   // A JWT access token is `issued`; an opaque one would be `saved`.
@@ -123,6 +180,7 @@ server.on('request', async (req, res) => {
       keys = [await signingKey(`key-${keys.length + 1}`), ...keys];
       provider = new Provider(issuer, configuration(keys));
       handler = provider.callback();
+      allowAnyPort(provider);
       count(provider);
       return answer(res, 200, { kid: keys[0].kid });
     }

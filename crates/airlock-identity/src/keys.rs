@@ -176,6 +176,25 @@ impl KeySet {
     }
 }
 
+/// The metadata document of `issuer` (OpenID Connect discovery, else RFC 8414), which must name
+/// `issuer` exactly; the error says what went wrong.
+pub async fn provider_metadata(client: &reqwest::Client, issuer: &str) -> Result<Value, String> {
+    let mut tried = Vec::new();
+    for url in discovery_urls(issuer) {
+        match get_json(client, &url).await {
+            Ok(metadata) => {
+                let named = metadata.get("issuer").and_then(Value::as_str).unwrap_or_default();
+                if named != issuer {
+                    return Err(format!("`{url}` names the issuer `{named}`, not `{issuer}`"));
+                }
+                return Ok(metadata);
+            }
+            Err(e) => tried.push(e),
+        }
+    }
+    Err(format!("discovery failed: {}", tried.join("; ")))
+}
+
 /// A JSON document fetched with `client`, at most [`MAX_DOCUMENT_BYTES`] long; the error says
 /// what went wrong, naming the URL.
 pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> {

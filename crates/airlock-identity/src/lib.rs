@@ -28,5 +28,6 @@ mod verify;
 
 pub use client_credentials::{ClientCredentials, ClientCredentialsOptions, TokenEndpoint};
 pub use error::Error;
+pub use keys::provider_metadata;
 pub use options::{ALLOWED_ALGORITHMS, Algorithm, IssuerOptions, fetchable, parse_algorithm};
 pub use verify::{VerifiedToken, Verifier};

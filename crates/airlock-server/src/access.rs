@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use airlock_core::{Agent, Identity};
 use airlock_identity::{VerifiedToken, Verifier};
+
+use crate::human_sign_in::HumanSignIn;
 use axum::http::HeaderValue;
 use serde_json::{Value, json};
 
@@ -74,6 +76,8 @@ pub struct Access {
     verifier: Option<Arc<Verifier>>,
     /// `[server] public_url`, or the address airlock listens on; no trailing `/`.
     base: String,
+    /// Sign-in for people at the identity provider (`[identity.humans]`).
+    humans: Option<Arc<HumanSignIn>>,
 }
 
 /// How long fetching an issuer's metadata or keys may take.
@@ -102,7 +106,17 @@ impl Access {
                 }
             }
         });
-        Access { config, verifier, base }
+        let humans = config.identity.as_ref().and_then(|i| i.humans.as_ref()).and_then(|h| {
+            HumanSignIn::new(h, &base)
+                .map_err(|e| tracing::error!(error = %e, "cannot build the HTTP client for people's sign-in"))
+                .ok()
+        });
+        Access { config, verifier, base, humans }
+    }
+
+    /// Sign-in for people at the identity provider, when `[identity.humans]` is configured.
+    pub fn human_sign_in(&self) -> Option<&Arc<HumanSignIn>> {
+        self.humans.as_ref()
     }
 
     /// Whether access tokens are accepted (`[identity]` is configured).
