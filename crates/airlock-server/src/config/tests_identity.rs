@@ -106,7 +106,11 @@ fn the_examples_in_the_docs_load() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/identity.md")).unwrap();
     let blocks: Vec<&str> = text.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
     assert!(blocks.len() >= 4, "{} examples", blocks.len());
-    let secrets = [("TICKETS_CLIENT_SECRET", "s"), ("AIRLOCK_OIDC_SECRET", "s")];
+    let secrets = [
+        ("TICKETS_CLIENT_SECRET", "s"),
+        ("AIRLOCK_OIDC_SECRET", "s"),
+        ("ANA_TOTP", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+    ];
     for block in blocks {
         match parse_env(block, &secrets) {
             Ok(c) => assert!(
