@@ -98,8 +98,12 @@ function configuration(keys) {
       if (grantId) return ctx.oidc.provider.Grant.find(grantId);
       if (ctx.oidc.client.clientId !== UI_CLIENT) return undefined;
       const grant = new ctx.oidc.provider.Grant({ clientId: UI_CLIENT, accountId: ctx.oidc.session.accountId });
-      grant.addOIDCScope('openid profile email groups');
+      // Everything asked for is granted; a person's access token for a resource (airlock's
+      // API) carries the scopes asked for.
+      const asked = String(ctx.oidc.params.scope ?? '').split(' ').filter((s) => SCOPES.includes(s));
+      grant.addOIDCScope(['openid', 'profile', 'email', 'groups', ...asked].join(' '));
       grant.addOIDCClaims(['sub', 'preferred_username', 'email', 'groups']);
+      for (const r of [ctx.oidc.params.resource].flat().filter(Boolean)) grant.addResourceScope(r, asked.join(' '));
       await grant.save();
       return grant;
     },
@@ -124,7 +128,11 @@ function configuration(keys) {
         }),
       },
     },
-    extraTokenClaims: (_ctx, token) => ({ groups: CLIENTS[token.clientId] ?? [] }),
+    // Machine clients' groups; a person's access token carries their name and groups.
+    extraTokenClaims: (_ctx, token) =>
+      token.accountId
+        ? { preferred_username: token.accountId, groups: PEOPLE[token.accountId] ?? [] }
+        : { groups: CLIENTS[token.clientId] ?? [] },
     cookies: { keys: ['airlock-test-cookie-key'] },
     pkce: { required: () => true },
   };

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_core::{Human, Role};
-use airlock_identity::{VerifiedToken, Verifier};
+use airlock_identity::{IssuerOptions, VerifiedToken, Verifier};
 use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -83,6 +83,8 @@ pub struct HumanSignIn {
     redirect_uri: String,
     client: reqwest::Client,
     verifier: Arc<Verifier>,
+    /// People's access tokens on the API: the same issuer and keys, for airlock's resource.
+    api_verifier: Arc<Verifier>,
     endpoints: tokio::sync::Mutex<Option<Endpoints>>,
     pending: Mutex<HashMap<String, Pending>>,
 }
@@ -143,6 +145,8 @@ impl HumanSignIn {
             .timeout(FETCH_TIMEOUT)
             .build()?;
         let verifier = Verifier::new(vec![config.options.clone()], client.clone());
+        let api_verifier =
+            Verifier::new(vec![IssuerOptions { audiences: None, ..config.options.clone() }], client.clone());
         let redirect_uri =
             config.redirect_uri.clone().unwrap_or_else(|| format!("{}/ui/login/callback", base.trim_end_matches('/')));
         Ok(Arc::new(HumanSignIn {
@@ -150,14 +154,28 @@ impl HumanSignIn {
             redirect_uri,
             client,
             verifier,
+            api_verifier,
             endpoints: tokio::sync::Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
         }))
     }
 
-    /// The verifier of this provider's tokens (ID tokens have airlock's client id as audience).
-    pub fn verifier(&self) -> &Arc<Verifier> {
-        &self.verifier
+    /// The provider's issuer identifier.
+    pub fn issuer(&self) -> &str {
+        &self.config.options.issuer
+    }
+
+    /// The human a person's access token for `resource` makes (`airlock login`, or any client
+    /// of the provider that asks for airlock's resource): the token is checked as an access
+    /// token (issuer, keys, audience = `resource`, expiry), then mapped as a sign-in is.
+    pub async fn human_for_token(
+        &self,
+        token: &str,
+        resource: &str,
+        config: &Config,
+    ) -> Result<HumanConfig, airlock_identity::Error> {
+        let verified = self.api_verifier.verify(token, resource).await?;
+        self.human(&verified, config).map_err(airlock_identity::Error::Claim)
     }
 
     /// airlock's client id at the provider.

@@ -334,3 +334,67 @@ async fn a_person_signs_in_at_the_provider_in_the_browser_and_approves() {
     assert_eq!(a.body["status"], "approved", "{}", a.body);
     assert_eq!(a.body["votes"][0]["human"], "ana", "{}", a.body);
 }
+
+/// A person's access token for airlock's API (`resource` = airlock's base URL), got by the
+/// authorization code flow with PKCE at the provider, as `airlock login` or any client would.
+async fn person_token(idp: &Provider, resource: &str, redirect_to: &str, login: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let verifier = "a-pkce-verifier-for-the-tests-that-is-long-enough-0123456789";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let redirect = format!("{redirect_to}/ui/login/callback");
+    let enc = |v: &str| form(&[("v", v)]).trim_start_matches("v=").to_string();
+    let auth = format!(
+        "{}/auth?client_id=airlock-ui&response_type=code&redirect_uri={}&scope=openid%20mcp&state=s&nonce=n\
+         &code_challenge={challenge}&code_challenge_method=S256&resource={}",
+        idp.issuer,
+        enc(&redirect),
+        enc(resource)
+    );
+    let mut b = Browser::new();
+    let callback = through_provider(&mut b, auth, login).await;
+    let r = client()
+        .post(format!("{}/token", idp.issuer))
+        .basic_auth("airlock-ui", Some("airlock-ui-secret"))
+        .header("content-type", FORM)
+        .body(form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &param(&callback, "code")),
+            ("code_verifier", verifier),
+            ("redirect_uri", &redirect),
+            ("resource", resource),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT access token: {body}");
+    token
+}
+
+#[tokio::test]
+async fn a_persons_access_token_from_the_provider_votes_on_the_api() {
+    let idp = Provider::start();
+    let (_fx, al) = start(&idp);
+    let approval = held(&al).await;
+
+    // Not an approver at the provider: refused for the role.
+    let mallory = person_token(&idp, &al.url, &al.url, "mallory").await;
+    let r = al.post(&format!("/v1/approvals/{approval}/approve"), &mallory, json!({"comment": "ok"})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(r.body["rule"], "role", "{}", r.body);
+
+    // A token for another resource (airlock's MCP endpoint) does not open the API.
+    let elsewhere = person_token(&idp, &format!("{}/mcp", al.url), &al.url, "ana").await;
+    let r = al.post(&format!("/v1/approvals/{approval}/approve"), &elsewhere, json!({"comment": "ok"})).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+
+    // An approver's token votes.
+    let ana = person_token(&idp, &al.url, &al.url, "ana").await;
+    let r = al.post(&format!("/v1/approvals/{approval}/approve"), &ana, json!({"comment": "fine by me"})).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let a = al.get(&format!("/v1/approvals/{approval}"), &ana).await;
+    assert_eq!(a.body["status"], "approved", "{}", a.body);
+    assert_eq!(a.body["votes"][0]["human"], "ana", "{}", a.body);
+}
