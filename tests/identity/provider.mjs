@@ -23,7 +23,9 @@
 //     through oidc-provider's development sign-in page, which takes any login name and any
 //     password; the people below get their groups, anyone else none. `airlock-ui`'s redirect URI
 //     is http://127.0.0.1:<any port>/ui/login/callback, so that airlock can listen on a port
-//     chosen at run time (a real provider registers the exact URI). Consent is implied for it.
+//     chosen at run time (a real provider registers the exact URI). Consent is implied for it;
+//   - the device authorization grant (RFC 8628) for the public client `airlock-cli` (`airlock
+//     login`), through /device and the same sign-in page.
 //
 // People (login name → groups):
 //   ana          ["sre", "airlock-approvers"]
@@ -54,6 +56,7 @@ const PEOPLE = {
   mallory: ['sre'],
 };
 const UI_CLIENT = 'airlock-ui';
+const CLI_CLIENT = 'airlock-cli';
 // How long each client's access tokens live, in seconds (default 300).
 const TTL = { 'short-lived': 2, 'airlock-brief': 3 };
 // Every scope a token may carry: the resource server grants what is asked among these.
@@ -77,6 +80,15 @@ function configuration(keys) {
         id_token_signed_response_alg: 'ES256',
       })),
       {
+        // `airlock login`: a public client with the device grant (RFC 8628).
+        client_id: CLI_CLIENT,
+        token_endpoint_auth_method: 'none',
+        grant_types: ['urn:ietf:params:oauth:grant-type:device_code'],
+        response_types: [],
+        redirect_uris: [],
+        id_token_signed_response_alg: 'ES256',
+      },
+      {
         client_id: UI_CLIENT,
         client_secret: `${UI_CLIENT}-secret`,
         grant_types: ['authorization_code'],
@@ -96,8 +108,9 @@ function configuration(keys) {
     loadExistingGrant: async (ctx) => {
       const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
       if (grantId) return ctx.oidc.provider.Grant.find(grantId);
-      if (ctx.oidc.client.clientId !== UI_CLIENT) return undefined;
-      const grant = new ctx.oidc.provider.Grant({ clientId: UI_CLIENT, accountId: ctx.oidc.session.accountId });
+      const clientId = ctx.oidc.client.clientId;
+      if (clientId !== UI_CLIENT && clientId !== CLI_CLIENT) return undefined;
+      const grant = new ctx.oidc.provider.Grant({ clientId, accountId: ctx.oidc.session.accountId });
       // Everything asked for is granted; a person's access token for a resource (airlock's
       // API) carries the scopes asked for.
       const asked = String(ctx.oidc.params.scope ?? '').split(' ').filter((s) => SCOPES.includes(s));
@@ -112,6 +125,7 @@ function configuration(keys) {
     features: {
       devInteractions: { enabled: true },
       clientCredentials: { enabled: true },
+      deviceFlow: { enabled: true },
       introspection: { enabled: false },
       revocation: { enabled: false },
       resourceIndicators: {

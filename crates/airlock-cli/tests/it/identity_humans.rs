@@ -398,3 +398,72 @@ async fn a_persons_access_token_from_the_provider_votes_on_the_api() {
     assert_eq!(a.body["status"], "approved", "{}", a.body);
     assert_eq!(a.body["votes"][0]["human"], "ana", "{}", a.body);
 }
+
+/// `location` (absolute, or a path) as an absolute URL, relative to `base`'s origin.
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http") { location.to_string() } else { format!("http://{}{location}", origin(base)) }
+}
+
+/// The `value` of the input named `name` in `html`.
+fn input(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no `{name}` in {html}")) + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn airlock_login_runs_the_device_flow_and_the_cli_uses_the_token() {
+    let idp = Provider::start();
+    let (fx, al) = start(&idp);
+    let approval = held(&al).await;
+    let home = fx.dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut child = airlock_cmd()
+        .args(["login", "--issuer", &idp.issuer, "--server", &al.url])
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("AIRLOCK_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.strip_prefix("To sign in, open ").unwrap_or_else(|| panic!("{first}")).to_string();
+
+    // The person opens the link, confirms the code and signs in at the provider.
+    let mut b = Browser::new();
+    let page = b.send(&url, None).await.text().await.unwrap();
+    let device = format!("{}/device", idp.issuer);
+    let confirm =
+        form(&[("xsrf", &input(&page, "xsrf")), ("user_code", &input(&page, "user_code")), ("confirm", "yes")]);
+    let r = b.send(&device, Some(confirm)).await;
+    let login_page = absolute(&device, r.headers()["location"].to_str().unwrap());
+    let r = b.send(&login_page, Some(form(&[("prompt", "login"), ("login", "ana"), ("password", "any")]))).await;
+    let next = absolute(&device, r.headers()["location"].to_str().unwrap());
+    let (_, done) = b.follow(next, |_| false).await;
+    assert_eq!(done.unwrap().status(), 200);
+
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{rest:?}");
+    let file = home.join(".config/airlock/token.json");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(kept["server"], al.url.as_str());
+
+    // The CLI uses the kept token (no AIRLOCK_TOKEN): the person approves.
+    let out = airlock_cmd()
+        .args(["approvals", "approve", &approval, "-m", "approved from the CLI", "--server", &al.url])
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("AIRLOCK_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let a = al.get(&format!("/v1/approvals/{approval}"), ALICE).await;
+    assert_eq!(a.body["status"], "approved", "{}", a.body);
+    assert_eq!(a.body["votes"][0]["human"], "ana", "{}", a.body);
+}
