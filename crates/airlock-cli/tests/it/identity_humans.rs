@@ -467,3 +467,41 @@ async fn airlock_login_runs_the_device_flow_and_the_cli_uses_the_token() {
     assert_eq!(a.body["status"], "approved", "{}", a.body);
     assert_eq!(a.body["votes"][0]["human"], "ana", "{}", a.body);
 }
+
+#[tokio::test]
+async fn a_humans_entry_pins_totp_and_roles_for_a_person_from_the_provider() {
+    let idp = Provider::start();
+    let (_fx, al) = start(&idp);
+    // A call that needs step-up (TOTP), from anyone who may approve.
+    let s = al.session(BOT).await;
+    let r = al
+        .post(
+            &format!("/v1/sessions/{s}/actions"),
+            BOT,
+            json!({"tool": "firewall.open", "arguments": {"port": 443}, "justification": "the rollout"}),
+        )
+        .await;
+    assert_eq!(r.body["status"], "pending_approval", "{}", r.body);
+    let approval = r.body["approval"]["id"].as_str().unwrap().to_string();
+
+    // `carol` has no groups at the provider; the `[[humans]]` entry `carol` gives her the
+    // `approve` role and her TOTP secret.
+    let (mut b, r) = sign_in_as(&al, "carol").await;
+    assert_eq!(r.status(), 200);
+    let url = format!("{}/ui/approvals/{approval}", al.url);
+    let vote = |csrf: String, totp: String| {
+        form(&[("csrf", &csrf), ("verdict", "approve"), ("comment", "step-up checked"), ("totp", &totp)])
+    };
+    let html = b.send(&url, None).await.text().await.unwrap();
+    let r = b.send(&url, Some(vote(csrf(&html), String::new()))).await;
+    assert!(!r.status().is_redirection(), "a vote without the TOTP code is refused: {}", r.status());
+    assert_eq!(al.get(&format!("/v1/approvals/{approval}"), ALICE).await.body["status"], "pending");
+    let html = b.send(&url, None).await.text().await.unwrap();
+    let code = airlock_server::mfa::code_at(CAROL_TOTP, chrono::Utc::now()).unwrap();
+    let r = b.send(&url, Some(vote(csrf(&html), code))).await;
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let a = al.get(&format!("/v1/approvals/{approval}"), ALICE).await;
+    assert_eq!(a.body["status"], "approved", "{}", a.body);
+    assert_eq!(a.body["votes"][0]["human"], "carol", "{}", a.body);
+    assert_eq!(a.body["votes"][0]["mfa"], true, "{}", a.body);
+}
