@@ -234,6 +234,11 @@ impl HumanSignIn {
         Ok(Started { state, url })
     }
 
+    /// Ends the sign-in that `state` names without finishing it (the provider said no).
+    pub fn abandon(&self, state: &str) {
+        airlock_core::sync::lock(&self.pending).remove(state);
+    }
+
     /// Finishes the sign-in that `state` names with the provider's `code`: the flow is used up
     /// whatever happens; the code is exchanged with the PKCE verifier; the ID token is checked
     /// and must carry the flow's nonce; its claims make the human.

@@ -505,3 +505,30 @@ async fn a_humans_entry_pins_totp_and_roles_for_a_person_from_the_provider() {
     assert_eq!(a.body["votes"][0]["human"], "carol", "{}", a.body);
     assert_eq!(a.body["votes"][0]["mfa"], true, "{}", a.body);
 }
+
+#[tokio::test]
+async fn a_sign_in_the_provider_refuses_signs_nobody_in_and_is_used_up() {
+    let idp = Provider::start();
+    let (_fx, al) = start(&idp);
+    let mut b = Browser::new();
+    let auth = start_sign_in(&mut b, &al).await;
+    let state = param(&auth, "state");
+    let cookies = b.cookies(&al.url);
+    let r = b
+        .send(
+            &format!("{}/ui/login/callback?error=access_denied&error_description=cancelled&state={state}", al.url),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(cookie(&r, "airlock_ui").is_none());
+    assert!(r.text().await.unwrap().contains("access_denied"));
+    // The flow is over: even with its cookie, a code for that state is not taken.
+    let r = client()
+        .get(format!("{}/ui/login/callback?code=anything&state={state}", al.url))
+        .header("cookie", cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}

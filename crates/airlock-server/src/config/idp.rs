@@ -173,7 +173,7 @@ fn human_sign_in(raw: RawHumanSignIn, env: &dyn Env, problems: &mut Problems) ->
         String::new()
     });
     if let Some(uri) = &raw.redirect_uri
-        && !(uri.starts_with("https://") || fetchable(uri)) | !uri.ends_with("/ui/login/callback")
+        && (!(uri.starts_with("https://") || fetchable(uri)) || !uri.ends_with("/ui/login/callback"))
     {
         problems.push(
             &key("redirect_uri"),

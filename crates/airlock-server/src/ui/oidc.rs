@@ -13,7 +13,8 @@ use super::Ui;
 use super::html::{Nav, shell};
 use super::respond::{not_found, page, see_other};
 use super::session::{
-    LOGIN_COOKIE, SESSION_COOKIE, cookie, is_https, login_page, random_hex, same_secret, set_cookie, unavailable,
+    LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL, cookie, is_https, login_page, random_hex, same_secret, set_cookie,
+    unavailable,
 };
 use crate::human_sign_in::SignInError;
 
@@ -93,7 +94,7 @@ pub(super) async fn callback(State(ui): State<Ui>, headers: HeaderMap, Query(bac
         (Some(code), None) => code,
         (_, error) => {
             // The flow is over either way.
-            let _ = sign_in.finish(&state, "", &config).await;
+            sign_in.abandon(&state);
             let why = format!(
                 "the identity provider did not sign you in ({}{})",
                 error.unwrap_or_else(|| "no code".into()),
@@ -131,7 +132,7 @@ pub(super) async fn callback(State(ui): State<Ui>, headers: HeaderMap, Query(bac
     if let Ok(refresh) = axum::http::HeaderValue::from_str("0; url=/ui/inbox") {
         h.insert(header::REFRESH, refresh);
     }
-    if let Some(c) = set_cookie(SESSION_COOKIE, &sid, 12 * 3600, secure) {
+    if let Some(c) = set_cookie(SESSION_COOKIE, &sid, SESSION_TTL.as_secs(), secure) {
         h.append(header::SET_COOKIE, c);
     }
     if let Some(c) = set_cookie(LOGIN_COOKIE, "", 0, secure) {

@@ -20,7 +20,7 @@ pub(super) const SESSION_COOKIE: &str = "airlock_ui";
 /// Cookie holding the sign-in form's CSRF nonce (double-submit) before anyone is signed in.
 pub(super) const LOGIN_COOKIE: &str = "airlock_ui_login";
 /// How long a sign-in lasts.
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+pub(super) const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// A failed sign-in answers after this delay, to slow down guessing.
 const SIGN_IN_FAILURE_DELAY: Duration = Duration::from_millis(250);
 
