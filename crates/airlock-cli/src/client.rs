@@ -178,7 +178,8 @@ impl Client {
         let token = std::env::var("AIRLOCK_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
-            .context("set AIRLOCK_TOKEN to your bearer token (see `airlock token new`)")?;
+            .or_else(|| crate::login::cached_token(&base))
+            .context("set AIRLOCK_TOKEN to your bearer token (see `airlock token new`), or run `airlock login`")?;
         Ok(Client { base, token, http: reqwest::Client::new() })
     }
 

@@ -4,6 +4,7 @@
 mod audit;
 mod client;
 mod local;
+mod login;
 mod migrate;
 mod output;
 mod replay;
@@ -63,6 +64,9 @@ enum Command {
     /// Check the journal's integrity, anchor it, export it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Sign in at the organisation's identity provider (device flow) and keep the token for the
+    /// other commands (in ~/.config/airlock/token.json, mode 0600; AIRLOCK_TOKEN wins over it).
+    Login(login::LoginArgs),
     /// Make bearer tokens and their hashes for the config file.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -232,6 +236,7 @@ async fn main() -> ExitCode {
         Command::Eval(args) => local::eval(&args.policy, &args.input),
         Command::Test(args) => local::test(&args),
         Command::Approvals(cmd) => client::approvals(cmd).await,
+        Command::Login(args) => login::login(args).await,
         Command::Kill(cmd) => client::kill(cmd).await,
         Command::Humans(cmd) => client::humans(cmd).await,
         Command::Sessions(cmd) => client::sessions(cmd).await,

@@ -71,6 +71,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// airlock's own token request (the client credentials grant, for an upstream) failed.
+    #[error("cannot get an access token from `{endpoint}`: {reason}")]
+    TokenRequest {
+        /// The token endpoint, or the issuer when discovery failed.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl Error {

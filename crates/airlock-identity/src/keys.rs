@@ -172,25 +172,55 @@ impl KeySet {
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, Error> {
-        let mut response = self
-            .client
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| self.unavailable(format!("`{url}`: {e}")))?;
-        if !response.status().is_success() {
-            return Err(self.unavailable(format!("`{url}` answered {}", response.status())));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.unavailable(format!("`{url}`: {e}")))? {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(self.unavailable(format!("`{url}` is larger than {MAX_DOCUMENT_BYTES} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice(&body).map_err(|e| self.unavailable(format!("`{url}` is not JSON: {e}")))
+        get_json(&self.client, url).await.map_err(|reason| self.unavailable(reason))
     }
+}
+
+/// The metadata document of `issuer` (OpenID Connect discovery, else RFC 8414), which must name
+/// `issuer` exactly; the error says what went wrong.
+pub async fn provider_metadata(client: &reqwest::Client, issuer: &str) -> Result<Value, String> {
+    let mut tried = Vec::new();
+    for url in discovery_urls(issuer) {
+        match get_json(client, &url).await {
+            Ok(metadata) => {
+                let named = metadata.get("issuer").and_then(Value::as_str).unwrap_or_default();
+                if named != issuer {
+                    return Err(format!("`{url}` names the issuer `{named}`, not `{issuer}`"));
+                }
+                return Ok(metadata);
+            }
+            Err(e) => tried.push(e),
+        }
+    }
+    Err(format!("discovery failed: {}", tried.join("; ")))
+}
+
+/// A JSON document fetched with `client`, at most [`MAX_DOCUMENT_BYTES`] long; the error says
+/// what went wrong, naming the URL.
+pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let response = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| format!("`{url}`: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("`{url}` answered {}", response.status()));
+    }
+    let body = read_bounded(response, url).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("`{url}` is not JSON: {e}"))
+}
+
+/// The body of `response`, refused when it is larger than [`MAX_DOCUMENT_BYTES`].
+pub(crate) async fn read_bounded(mut response: reqwest::Response, url: &str) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("`{url}`: {e}"))? {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(format!("`{url}` is larger than {MAX_DOCUMENT_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The keys whose `kid` is `kid`.

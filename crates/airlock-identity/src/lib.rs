@@ -9,18 +9,25 @@
 //! current (`exp`, `nbf`, with a clock leeway). What it then establishes is a [`VerifiedToken`]:
 //! its claims, read through [`claims`].
 //!
-//! This crate is an HTTP *client* only (discovery documents and key sets); it never serves HTTP,
-//! never maps a token to an agent (that is `airlock-server`'s configuration) and never sends a
-//! token anywhere: the tokens it checks stay in the process.
+//! It is also the OAuth *client* airlock is towards an upstream's authorization server: with an
+//! upstream's client credentials it gets, caches and renews airlock's own access tokens for that
+//! upstream ([`ClientCredentials`]).
+//!
+//! This crate is an HTTP *client* only (discovery documents, key sets, token requests); it never
+//! serves HTTP, never maps a token to an agent (that is `airlock-server`'s configuration) and
+//! never sends a token it checks anywhere: those stay in the process.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod claims;
+mod client_credentials;
 mod error;
 mod keys;
 mod options;
 mod verify;
 
+pub use client_credentials::{ClientCredentials, ClientCredentialsOptions, TokenEndpoint};
 pub use error::Error;
+pub use keys::provider_metadata;
 pub use options::{ALLOWED_ALGORITHMS, Algorithm, IssuerOptions, fetchable, parse_algorithm};
 pub use verify::{VerifiedToken, Verifier};

@@ -59,6 +59,9 @@ pub enum Transport {
         url: String,
         /// Extra request headers.
         headers: BTreeMap<String, String>,
+        /// airlock's own OAuth client credentials for this upstream: every request carries an
+        /// access token got with them.
+        client_credentials: Option<airlock_identity::ClientCredentialsOptions>,
     },
 }
 

@@ -17,10 +17,12 @@ use std::time::Duration;
 
 use airlock_core::{Agent, Identity};
 use airlock_identity::{VerifiedToken, Verifier};
+
+use crate::human_sign_in::HumanSignIn;
 use axum::http::HeaderValue;
 use serde_json::{Value, json};
 
-use crate::config::{AgentConfig, AgentTemplate, Config, IssuerConfig};
+use crate::config::{AgentConfig, AgentTemplate, Config, HumanConfig, IssuerConfig};
 
 /// The endpoint a request came to, which decides its resource identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,17 @@ pub struct Access {
     verifier: Option<Arc<Verifier>>,
     /// `[server] public_url`, or the address airlock listens on; no trailing `/`.
     base: String,
+    /// Sign-in for people at the identity provider (`[identity.humans]`).
+    humans: Option<Arc<HumanSignIn>>,
+}
+
+/// The `iss` a JWT claims, read without checking anything: only to choose how to check it.
+pub fn claimed_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_string)
 }
 
 /// How long fetching an issuer's metadata or keys may take.
@@ -102,7 +115,36 @@ impl Access {
                 }
             }
         });
-        Access { config, verifier, base }
+        let humans = config.identity.as_ref().and_then(|i| i.humans.as_ref()).and_then(|h| {
+            HumanSignIn::new(h, &base)
+                .map_err(|e| tracing::error!(error = %e, "cannot build the HTTP client for people's sign-in"))
+                .ok()
+        });
+        Access { config, verifier, base, humans }
+    }
+
+    /// Whether `issuer` is an `[[identity.issuers]]` issuer (whose tokens name agents).
+    pub fn is_agent_issuer(&self, issuer: &str) -> bool {
+        self.config.identity.as_ref().is_some_and(|i| i.issuers.iter().any(|o| o.options.issuer == issuer))
+    }
+
+    /// A person's access token (of the `[identity.humans]` provider) as the human it makes.
+    pub async fn human_for(&self, token: &str, endpoint: Endpoint<'_>) -> Result<HumanConfig, Refusal> {
+        let Some(sign_in) = &self.humans else {
+            return Err(Refusal::Invalid(airlock_identity::Error::Malformed(
+                "people's tokens are not accepted".into(),
+            )));
+        };
+        sign_in.human_for_token(token, &self.resource(endpoint), &self.config).await.map_err(|e| match e {
+            airlock_identity::Error::Claim(why) => Refusal::NoAgent(why),
+            e if e.is_unavailable() => Refusal::Unavailable(e),
+            e => Refusal::Invalid(e),
+        })
+    }
+
+    /// Sign-in for people at the identity provider, when `[identity.humans]` is configured.
+    pub fn human_sign_in(&self) -> Option<&Arc<HumanSignIn>> {
+        self.humans.as_ref()
     }
 
     /// Whether access tokens are accepted (`[identity]` is configured).

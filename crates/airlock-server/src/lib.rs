@@ -14,6 +14,7 @@ pub mod engine;
 pub mod executor;
 pub mod gateway;
 pub mod gateway_status;
+pub mod human_sign_in;
 pub mod input_schema;
 pub mod journal;
 pub mod lifecycle;

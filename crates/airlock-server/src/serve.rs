@@ -170,9 +170,11 @@ pub fn upstream_specs(config: &Config) -> Vec<UpstreamSpec> {
                     env: inherited.iter().chain(env).map(|(k, v)| (k.clone(), v.clone())).collect(),
                     cwd: cwd.clone(),
                 },
-                UpstreamTransport::Http { url, headers } => {
-                    Transport::Http { url: url.clone(), headers: headers.clone() }
-                }
+                UpstreamTransport::Http { url, headers, client_credentials } => Transport::Http {
+                    url: url.clone(),
+                    headers: headers.clone(),
+                    client_credentials: client_credentials.clone(),
+                },
             },
             call_timeout: u.timeout,
         })

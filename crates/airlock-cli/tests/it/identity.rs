@@ -153,6 +153,14 @@ tools = ["fake__*", "*.list", "nodepool.*", "deploy.*"]
     (fx, al)
 }
 
+/// The issuer's count of access tokens it issued to each client (test-only endpoint).
+impl Provider {
+    pub async fn issued(&self, client: &str) -> u64 {
+        let r = self.http.get(format!("{}/_test/issued", self.issuer)).send().await.unwrap();
+        r.json::<Value>().await.unwrap()[client].as_u64().unwrap_or(0)
+    }
+}
+
 pub async fn mcp_client(url: &str, token: &str) -> RunningService<RoleClient, ClientConfig> {
     let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header(token);
     ClientConfig::new(ClientCapabilities::default(), Implementation::new("airlock-identity-tests", "1"))
@@ -161,13 +169,13 @@ pub async fn mcp_client(url: &str, token: &str) -> RunningService<RoleClient, Cl
         .expect("MCP handshake with airlock")
 }
 
-async fn call(c: &RunningService<RoleClient, ClientConfig>, tool: &str) -> CallToolResult {
+pub async fn call(c: &RunningService<RoleClient, ClientConfig>, tool: &str) -> CallToolResult {
     c.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(serde_json::Map::new()))
         .await
         .expect("tools/call")
 }
 
-fn text(r: &CallToolResult) -> String {
+pub fn text(r: &CallToolResult) -> String {
     serde_json::to_value(&r.content).unwrap().to_string()
 }
 
@@ -403,16 +411,21 @@ async fn tokens_signed_with_a_rotated_key_are_accepted_once_the_keys_are_fetched
 
 /// A Node script of tests/identity that prints `LISTENING <port>` and runs until dropped; the
 /// rest of what it prints is kept.
-struct Script {
+pub struct Script {
     child: Child,
-    port: u16,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub port: u16,
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Script {
-    fn start(name: &str) -> Script {
+    pub fn start(name: &str) -> Script {
+        Script::start_with(name, &[])
+    }
+
+    pub fn start_with(name: &str, args: &[&str]) -> Script {
         let mut child = Command::new("node")
             .arg(identity_dir().join(name))
+            .args(args)
             .current_dir(identity_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

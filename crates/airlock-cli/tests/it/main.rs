@@ -28,6 +28,8 @@ mod forwarding;
 mod guards;
 mod http_api;
 mod identity;
+mod identity_humans;
+mod identity_upstream;
 mod interop;
 mod latency;
 mod mcp_gateway;

@@ -5,7 +5,10 @@ use super::*;
 
 type Running = RunningService<RoleClient, UpstreamClient>;
 
-async fn connect(up: &Arc<Upstream>) -> Result<Running, ConnectError> {
+async fn connect(
+    up: &Arc<Upstream>,
+    credentials: &Option<Arc<airlock_identity::ClientCredentials>>,
+) -> Result<Running, ConnectError> {
     let handler = UpstreamClient { upstream: up.clone() };
     match &up.spec.transport {
         Transport::Stdio { command, args, env, cwd } => {
@@ -30,7 +33,7 @@ async fn connect(up: &Arc<Upstream>) -> Result<Running, ConnectError> {
             }
             handler.serve(transport).await.map_err(|source| ConnectError::StdioHandshake { source })
         }
-        Transport::Http { url, headers } => {
+        Transport::Http { url, headers, .. } => {
             let mut custom = HashMap::new();
             for (k, v) in headers {
                 let name = http::HeaderName::try_from(k.as_str())
@@ -42,12 +45,22 @@ async fn connect(up: &Arc<Upstream>) -> Result<Running, ConnectError> {
             let config =
                 rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(custom);
-            let client =
-                super::http_client::PooledClient::new().map_err(|source| ConnectError::HttpClient { source })?;
+            let client = super::http_client::PooledClient::new(credentials.clone())
+                .map_err(|source| ConnectError::HttpClient { source })?;
             let transport = StreamableHttpClientTransport::with_client(client, config);
             handler.serve(transport).await.map_err(|source| ConnectError::HttpHandshake { url: url.clone(), source })
         }
     }
+}
+
+/// The HTTP client token requests go out with: no redirects (the client secret must not follow
+/// one), and time limits.
+fn token_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .build()
 }
 
 async fn list_tools(peer: &Peer<RoleClient>) -> Result<Vec<Tool>, ConnectError> {
@@ -65,12 +78,23 @@ pub(super) async fn supervise(
 ) {
     let mut backoff = FIRST_RETRY;
     let name = up.spec.name.clone();
+    // One token cache for the upstream's lifetime, so that reconnecting does not ask again.
+    let credentials = match &up.spec.transport {
+        Transport::Http { client_credentials: Some(options), .. } => match token_client() {
+            Ok(client) => Some(Arc::new(airlock_identity::ClientCredentials::new(options.clone(), client))),
+            Err(source) => {
+                set_health(&up, Health::Down { error: ConnectError::HttpClient { source }.to_string() }, &changed);
+                return;
+            }
+        },
+        _ => None,
+    };
     loop {
         if shutdown.is_cancelled() {
             return;
         }
         let connected = tokio::select! {
-            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&up)) => r.unwrap_or(Err(ConnectError::TimedOut)),
+            r = tokio::time::timeout(CONNECT_TIMEOUT, connect(&up, &credentials)) => r.unwrap_or(Err(ConnectError::TimedOut)),
             _ = shutdown.cancelled() => return,
         };
         let running = match connected {

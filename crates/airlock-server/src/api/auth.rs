@@ -81,7 +81,25 @@ pub(crate) async fn authenticate(
     if !access.enabled() || token.split('.').count() != 3 {
         return Err(refuse("the bearer token is not valid", Some("invalid_token")));
     }
-    match access.agent_for(token, endpoint).await {
+    // A person's token (of the `[identity.humans]` provider) makes a human: directly when that
+    // provider issues no agent tokens here, else when the token names no agent.
+    let from_people =
+        access.human_sign_in().is_some_and(|s| crate::access::claimed_issuer(token).as_deref() == Some(s.issuer()));
+    let outcome = if from_people && !access.is_agent_issuer(&crate::access::claimed_issuer(token).unwrap_or_default()) {
+        Err(Refusal::NoAgent(String::new()))
+    } else {
+        access.agent_for(token, endpoint).await
+    };
+    let outcome = match outcome {
+        Err(Refusal::NoAgent(_) | Refusal::Invalid(_)) if from_people => {
+            match access.human_for(token, endpoint).await {
+                Ok(human) => return Ok(Principal::Human(Arc::new(human))),
+                Err(refusal) => Err(refusal),
+            }
+        }
+        other => other,
+    };
+    match outcome {
         Ok(agent) => {
             let agent = Arc::new(agent);
             state.engine.remember_agent(agent.clone());
@@ -104,6 +122,9 @@ pub(crate) async fn authenticate(
             Err(Problem::forbidden("insufficient_scope", detail)
                 .with("missing_scopes", json!(missing))
                 .challenged(challenge))
+        }
+        Err(Refusal::NoAgent(why)) if from_people => {
+            Err(Problem::forbidden("unknown_human", format!("the access token is valid, but {why}")))
         }
         Err(Refusal::NoAgent(why)) => {
             Err(Problem::forbidden("unknown_agent", format!("the access token is valid, but {why}")))

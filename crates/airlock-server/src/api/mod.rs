@@ -63,7 +63,9 @@ impl AppState {
             }
         }
         for h in &engine.config().humans {
-            principals.insert(h.token_hash, Principal::Human(Arc::new(h.clone())));
+            if let Some(hash) = h.token_hash {
+                principals.insert(hash, Principal::Human(Arc::new(h.clone())));
+            }
         }
         let listen = format!("http://{}", engine.config().server.listen);
         let access = Access::new(engine.config().clone(), &listen);

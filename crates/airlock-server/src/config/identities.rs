@@ -125,6 +125,7 @@ fn not_a_human(human: &str, human_ids: &[&str]) -> String {
 /// `[[humans]]`, with their TOTP secrets read from the environment.
 pub(super) fn humans(
     raw: Vec<RawHuman>,
+    identity: Option<&IdentityConfig>,
     env: &dyn Env,
     taken: &mut Taken,
     problems: &mut Problems,
@@ -133,7 +134,18 @@ pub(super) fn humans(
     for (i, h) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("humans[{i}].{k}");
         taken.id(&key("id"), &h.id, problems);
-        let token_hash = taken.token(&key("token"), &h.token, env, problems);
+        // Without a token, a human signs in at the identity provider only.
+        let token_hash = match (&h.token, identity.and_then(|i| i.humans.as_ref())) {
+            (Some(token), _) => Some(taken.token(&key("token"), token, env, problems)),
+            (None, Some(_)) => None,
+            (None, None) => {
+                problems.push(
+                    &key("token"),
+                    "is required unless humans sign in at the identity provider (`[identity.humans]`)".into(),
+                );
+                None
+            }
+        };
         let totp_secret = h.totp.as_deref().and_then(|v| match totp_secret(v, env) {
             Ok(secret) => Some(secret),
             Err(message) => {

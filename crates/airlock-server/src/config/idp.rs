@@ -10,7 +10,8 @@ use airlock_core::limits::GuardLimits;
 use airlock_identity::{IssuerOptions, fetchable, parse_algorithm};
 
 use super::guards;
-use super::raw::{RawAgentTemplate, RawIdentity, RawIssuer};
+use super::raw::{RawAgentTemplate, RawHumanSignIn, RawIdentity, RawIssuer};
+use super::secrets::{Env, env_secret};
 use super::validate::Problems;
 
 /// `[identity]`
@@ -26,6 +27,33 @@ pub struct IdentityConfig {
     pub scopes_supported: Vec<String>,
     /// The trusted issuers, in file order.
     pub issuers: Vec<IssuerConfig>,
+    /// Sign-in for people (`[identity.humans]`), if configured.
+    pub humans: Option<HumanSignInConfig>,
+}
+
+/// `[identity.humans]`: people sign in at the identity provider (OpenID Connect, the
+/// authorization code flow with PKCE) and are mapped to humans by claims.
+#[derive(Debug, Clone)]
+pub struct HumanSignInConfig {
+    /// How ID tokens (and people's access tokens) are checked: the issuer, the algorithms, the
+    /// leeway; the audience is the client id.
+    pub options: IssuerOptions,
+    /// airlock's client id at the provider.
+    pub client_id: String,
+    /// Its secret (read from the environment).
+    pub client_secret: String,
+    /// Where the provider sends the browser back; `None`: `{base}/ui/login/callback`.
+    pub redirect_uri: Option<String>,
+    /// The scopes asked for (always with `openid`).
+    pub scopes: Vec<String>,
+    /// The claim whose value is the human's id (matched against `[[humans]] id`).
+    pub id_claim: String,
+    /// The claim listing the person's groups.
+    pub groups_claim: String,
+    /// Members of any of these groups get the `approve` role.
+    pub approver_groups: Vec<String>,
+    /// Members of any of these groups get the `admin` role.
+    pub admin_groups: Vec<String>,
 }
 
 /// One `[[identity.issuers]]` entry.
@@ -81,7 +109,7 @@ fn scopes(key: &str, list: &[String], problems: &mut Problems) {
 }
 
 /// `[identity]`, with its issuers.
-pub(super) fn identity(raw: Option<RawIdentity>, problems: &mut Problems) -> Option<IdentityConfig> {
+pub(super) fn identity(raw: Option<RawIdentity>, env: &dyn Env, problems: &mut Problems) -> Option<IdentityConfig> {
     let raw = raw?;
     if let Some(resource) = &raw.resource
         && (!(resource.starts_with("https://") || resource.starts_with("http://")) || resource.contains('#'))
@@ -92,12 +120,14 @@ pub(super) fn identity(raw: Option<RawIdentity>, problems: &mut Problems) -> Opt
     scopes("identity.required_scopes", &raw.required_scopes, problems);
     let scopes_supported = raw.scopes_supported.unwrap_or_else(|| raw.required_scopes.clone());
     scopes("identity.scopes_supported", &scopes_supported, problems);
-    if raw.issuers.is_empty() {
+    if raw.issuers.is_empty() && raw.humans.is_none() {
         problems.push(
             "identity.issuers",
-            "needs at least one `[[identity.issuers]]` entry: the issuers whose tokens are accepted".into(),
+            "needs at least one `[[identity.issuers]]` entry (the issuers whose tokens are accepted) or `[identity.humans]`"
+                .into(),
         );
     }
+    let humans = raw.humans.map(|h| human_sign_in(h, env, problems));
     let mut seen = HashSet::new();
     let issuers = raw
         .issuers
@@ -115,7 +145,88 @@ pub(super) fn identity(raw: Option<RawIdentity>, problems: &mut Problems) -> Opt
         required_scopes: raw.required_scopes,
         scopes_supported,
         issuers,
+        humans,
     })
+}
+
+/// `[identity.humans]`.
+fn human_sign_in(raw: RawHumanSignIn, env: &dyn Env, problems: &mut Problems) -> HumanSignInConfig {
+    let key = |k: &str| format!("identity.humans.{k}");
+    let mut options = IssuerOptions::new(raw.issuer.clone());
+    if !fetchable(&raw.issuer) {
+        problems.push(
+            &key("issuer"),
+            format!("`{}` must be https:// (http:// only on this machine): its metadata is fetched", raw.issuer),
+        );
+    }
+    if raw.client_id.trim().is_empty() {
+        problems.push(&key("client_id"), "must be airlock's client id at the provider".into());
+    }
+    options.audiences = Some(vec![raw.client_id.clone()]);
+    let client_secret = env_secret(
+        &raw.client_secret,
+        env,
+        "must be `env:NAME`, the environment variable that holds the secret; never the secret itself",
+    )
+    .unwrap_or_else(|m| {
+        problems.push(&key("client_secret"), m);
+        String::new()
+    });
+    if let Some(uri) = &raw.redirect_uri
+        && (!(uri.starts_with("https://") || fetchable(uri)) || !uri.ends_with("/ui/login/callback"))
+    {
+        problems.push(
+            &key("redirect_uri"),
+            format!("`{uri}` must be https:// (http:// only on this machine) and end with `/ui/login/callback`"),
+        );
+    }
+    let mut scopes_asked = raw.scopes.unwrap_or_else(|| ["openid", "profile", "email"].map(String::from).to_vec());
+    scopes("identity.humans.scopes", &scopes_asked, problems);
+    if !scopes_asked.iter().any(|s| s == "openid") {
+        scopes_asked.insert(0, "openid".into());
+    }
+    if let Some(names) = raw.algorithms {
+        options.algorithms = names
+            .iter()
+            .enumerate()
+            .filter_map(|(j, n)| {
+                parse_algorithm(n).map_err(|m| problems.push(&format!("identity.humans.algorithms[{j}]"), m)).ok()
+            })
+            .collect();
+        if options.algorithms.is_empty() {
+            problems.push(&key("algorithms"), "must list at least one allowed algorithm".into());
+        }
+    }
+    let leeway = raw.leeway_seconds.unwrap_or(60);
+    if leeway > 300 {
+        problems.push(&key("leeway_seconds"), format!("must be between 0 and 300, got {leeway}"));
+    }
+    options.leeway = Duration::from_secs(leeway);
+    let claim = |k: &str, v: Option<String>, default: &str, problems: &mut Problems| {
+        let v = v.unwrap_or_else(|| default.to_string());
+        if v.trim().is_empty() {
+            problems.push(&key(k), "must name a claim".into());
+        }
+        v
+    };
+    let id_claim = claim("id_claim", raw.id_claim, "sub", problems);
+    let groups_claim = claim("groups_claim", raw.groups_claim, "groups", problems);
+    for (k, list) in [("approver_groups", &raw.approver_groups), ("admin_groups", &raw.admin_groups)] {
+        if list.iter().any(|g| g.trim().is_empty()) {
+            problems.push(&key(k), "must not hold an empty group name".into());
+        }
+    }
+    HumanSignInConfig {
+        options,
+        client_id: raw.client_id,
+        client_secret,
+        redirect_uri: raw.redirect_uri,
+        scopes: scopes_asked,
+        id_claim,
+        groups_claim,
+        approver_groups: raw.approver_groups,
+        admin_groups: raw.admin_groups,
+    }
 }
 
 fn issuer(prefix: &str, raw: RawIssuer, problems: &mut Problems) -> IssuerConfig {

@@ -33,7 +33,7 @@ mod typed;
 mod upstreams;
 mod validate;
 
-pub use idp::{AgentTemplate, IdentityConfig, IssuerConfig};
+pub use idp::{AgentTemplate, HumanSignInConfig, IdentityConfig, IssuerConfig};
 pub use raw::RawConfig;
 pub use secrets::{Env, ProcessEnv, WHSEC_PREFIX, WebhookSecret, hash_token};
 pub use typed::{

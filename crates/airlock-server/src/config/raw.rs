@@ -110,7 +110,7 @@ pub(super) struct RawAgent {
 #[derive(Debug, Deserialize)]
 pub(super) struct RawHuman {
     pub(super) id: String,
-    pub(super) token: String,
+    pub(super) token: Option<String>,
     #[serde(default)]
     pub(super) groups: Vec<String>,
     #[serde(default)]
@@ -136,6 +136,20 @@ pub(super) struct RawUpstream {
     pub(super) destructive: Vec<String>,
     pub(super) timeout_ms: Option<u64>,
     pub(super) validate_input: Option<bool>,
+    pub(super) client_credentials: Option<RawClientCredentials>,
+}
+
+/// `[upstreams.client_credentials]`: airlock's own OAuth client at the upstream's authorization
+/// server.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawClientCredentials {
+    pub(super) token_endpoint: Option<String>,
+    pub(super) issuer: Option<String>,
+    pub(super) client_id: String,
+    pub(super) client_secret: String,
+    pub(super) scope: Option<String>,
+    pub(super) resource: Option<String>,
+    pub(super) audience: Option<String>,
 }
 
 /// One `[[tools]]` entry.
@@ -221,6 +235,26 @@ pub(super) struct RawIdentity {
     pub(super) scopes_supported: Option<Vec<String>>,
     #[serde(default)]
     pub(super) issuers: Vec<RawIssuer>,
+    pub(super) humans: Option<RawHumanSignIn>,
+}
+
+/// `[identity.humans]`: people sign in to the review UI at the identity provider (OpenID
+/// Connect), and use its access tokens on the API.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawHumanSignIn {
+    pub(super) issuer: String,
+    pub(super) client_id: String,
+    pub(super) client_secret: String,
+    pub(super) redirect_uri: Option<String>,
+    pub(super) scopes: Option<Vec<String>>,
+    pub(super) id_claim: Option<String>,
+    pub(super) groups_claim: Option<String>,
+    #[serde(default)]
+    pub(super) approver_groups: Vec<String>,
+    #[serde(default)]
+    pub(super) admin_groups: Vec<String>,
+    pub(super) algorithms: Option<Vec<String>>,
+    pub(super) leeway_seconds: Option<u64>,
 }
 
 /// One `[[identity.issuers]]` entry.

@@ -26,7 +26,7 @@ fn minimal_config_gets_defaults() {
     .unwrap();
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:7878");
     assert_eq!(c.agents[0].token_hash, Some(hash_token("s3cret")));
-    assert_eq!(c.humans[0].token_hash, hash_token("secret"));
+    assert_eq!(c.humans[0].token_hash, Some(hash_token("secret")));
     assert_eq!(c.policy.timeout, Duration::from_millis(100));
     assert_eq!(c.mcp.session_idle, Duration::from_secs(3600));
 }

@@ -181,8 +181,9 @@ impl AgentConfig {
 pub struct HumanConfig {
     /// The human.
     pub human: Human,
-    /// SHA-256 of their bearer token.
-    pub token_hash: [u8; 32],
+    /// SHA-256 of their bearer token; `None` for a human who signs in at the identity provider
+    /// only (`[identity.humans]`).
+    pub token_hash: Option<[u8; 32]>,
     /// Base32 TOTP secret, read from the environment.
     pub totp_secret: Option<String>,
 }
@@ -209,6 +210,8 @@ pub enum UpstreamTransport {
         url: String,
         /// Extra headers.
         headers: BTreeMap<String, String>,
+        /// airlock's own OAuth client credentials for it (`[upstreams.client_credentials]`).
+        client_credentials: Option<airlock_identity::ClientCredentialsOptions>,
     },
 }
 

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use super::money::{Zero, check_usd};
-use super::raw::{RawTool, RawUpstream};
-use super::secrets::Env;
+use super::raw::{RawClientCredentials, RawTool, RawUpstream};
+use super::secrets::{Env, env_secret};
 use super::validate::Problems;
 use super::{ToolConfig, UpstreamConfig, UpstreamTransport};
+use airlock_identity::{ClientCredentialsOptions, TokenEndpoint, fetchable};
 
 /// `[[upstreams]]`: unique names, exactly one transport each, `env:` references read.
 pub(super) fn upstreams(raw: Vec<RawUpstream>, env: &dyn Env, problems: &mut Problems) -> Vec<UpstreamConfig> {
@@ -27,6 +28,7 @@ pub(super) fn upstreams(raw: Vec<RawUpstream>, env: &dyn Env, problems: &mut Pro
             destructive,
             timeout_ms,
             validate_input,
+            client_credentials,
         } = u;
         if let Err(message) = check_name(&name) {
             problems.push(&key("name"), message);
@@ -36,7 +38,8 @@ pub(super) fn upstreams(raw: Vec<RawUpstream>, env: &dyn Env, problems: &mut Pro
         // Header and environment values may be `env:NAME`, so tokens stay out of the file.
         let vars = from_env(&key("env"), vars, env, problems);
         let headers = from_env(&key("headers"), headers, env, problems);
-        let transport = transport(&key, command, url, args, vars, headers, problems);
+        let credentials = client_credentials.map(|c| credentials(&key("client_credentials"), c, env, problems));
+        let transport = transport(&key, command, url, args, vars, headers, credentials, problems);
         for (field, list) in [("read_only", &read_only), ("destructive", &destructive)] {
             for (j, g) in list.iter().enumerate() {
                 if globset::Glob::new(g).is_err() {
@@ -159,6 +162,7 @@ pub(super) fn inherit(upstreams: &mut [UpstreamConfig], env: &dyn Env, secrets: 
 
 /// How an upstream is reached: `command` (stdio) or `url` (streamable HTTP), never both, with
 /// only the keys that apply to it.
+#[allow(clippy::too_many_arguments)]
 fn transport(
     key: &dyn Fn(&str) -> String,
     command: Option<String>,
@@ -166,12 +170,19 @@ fn transport(
     args: Vec<String>,
     env: BTreeMap<String, String>,
     headers: BTreeMap<String, String>,
+    client_credentials: Option<ClientCredentialsOptions>,
     problems: &mut Problems,
 ) -> UpstreamTransport {
     match (command, url) {
         (Some(command), None) => {
             if !headers.is_empty() {
                 problems.push(&key("headers"), "only applies to `url` upstreams".into());
+            }
+            if client_credentials.is_some() {
+                problems.push(
+                    &key("client_credentials"),
+                    "only applies to `url` upstreams (a stdio server takes its credentials from `env`)".into(),
+                );
             }
             UpstreamTransport::Stdio { command, args, env, inherited: BTreeMap::new() }
         }
@@ -182,16 +193,89 @@ fn transport(
             if !args.is_empty() || !env.is_empty() {
                 problems.push(&key("args"), "`args` and `env` only apply to `command` upstreams".into());
             }
-            UpstreamTransport::Http { url, headers }
+            if client_credentials.is_some()
+                && let Some(name) = headers.keys().find(|h| h.eq_ignore_ascii_case("authorization"))
+            {
+                problems.push(
+                    &format!("{}.{name}", key("headers")),
+                    "conflicts with `client_credentials`, whose access token is the `Authorization` header".into(),
+                );
+            }
+            UpstreamTransport::Http { url, headers, client_credentials }
         }
         (Some(_), Some(_)) => {
             problems.push(&key("command"), "set either `command` (stdio) or `url` (streamable HTTP), not both".into());
-            UpstreamTransport::Http { url: String::new(), headers: BTreeMap::new() }
+            UpstreamTransport::Http { url: String::new(), headers: BTreeMap::new(), client_credentials: None }
         }
         (None, None) => {
             problems.push(&key("command"), "set `command` (a stdio MCP server) or `url` (streamable HTTP)".into());
-            UpstreamTransport::Http { url: String::new(), headers: BTreeMap::new() }
+            UpstreamTransport::Http { url: String::new(), headers: BTreeMap::new(), client_credentials: None }
         }
+    }
+}
+
+/// `[upstreams.client_credentials]`: where tokens come from (`token_endpoint`, or the issuer's
+/// discovery document), airlock's client id and its secret (an `env:` reference).
+fn credentials(
+    prefix: &str,
+    raw: RawClientCredentials,
+    env: &dyn Env,
+    problems: &mut Problems,
+) -> ClientCredentialsOptions {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let endpoint = match (raw.token_endpoint, raw.issuer) {
+        (Some(url), None) => {
+            if !fetchable(&url) {
+                problems.push(
+                    &key("token_endpoint"),
+                    format!("`{url}` must be https:// (http:// only to this machine): the client secret is sent there"),
+                );
+            }
+            TokenEndpoint::Url(url)
+        }
+        (None, Some(issuer)) => {
+            if !fetchable(&issuer) {
+                problems.push(&key("issuer"), format!("`{issuer}` must be https:// (http:// only to this machine)"));
+            }
+            TokenEndpoint::Issuer(issuer)
+        }
+        (Some(url), Some(_)) => {
+            problems
+                .push(&key("issuer"), "set either `token_endpoint` or `issuer` (found by discovery), not both".into());
+            TokenEndpoint::Url(url)
+        }
+        (None, None) => {
+            problems.push(
+                &key("token_endpoint"),
+                "set `token_endpoint`, or `issuer` to find it in the issuer's discovery document".into(),
+            );
+            TokenEndpoint::Url(String::new())
+        }
+    };
+    if raw.client_id.trim().is_empty() {
+        problems.push(&key("client_id"), "must not be empty".into());
+    }
+    let client_secret = env_secret(
+        &raw.client_secret,
+        env,
+        "must be `env:NAME`, the environment variable that holds the secret; never the secret itself",
+    )
+    .unwrap_or_else(|message| {
+        problems.push(&key("client_secret"), message);
+        String::new()
+    });
+    for (name, value) in [("scope", &raw.scope), ("resource", &raw.resource), ("audience", &raw.audience)] {
+        if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+            problems.push(&key(name), "must not be empty (leave it out instead)".into());
+        }
+    }
+    ClientCredentialsOptions {
+        endpoint,
+        client_id: raw.client_id,
+        client_secret,
+        scope: raw.scope,
+        resource: raw.resource,
+        audience: raw.audience,
     }
 }
 

@@ -57,14 +57,14 @@ impl RawConfig {
         let approvals = approvals(self.approvals, problems);
         let mcp = mcp(self.mcp, problems);
         let guards = guards::defaults(&self.guards, problems);
-        let identity = idp::identity(self.identity, problems);
+        let identity = idp::identity(self.identity, &secrets, problems);
         let agent_templates = idp::templates(self.agent_templates, identity.as_ref(), &guards, problems);
         let mut taken = identities::Taken::default();
         // An agent's `on_behalf_of` names a human, who may be declared after it.
         let human_ids: Vec<&str> = self.humans.iter().map(|h| h.id.as_str()).collect();
         let agents =
             identities::agents(self.agents, &guards, &human_ids, identity.as_ref(), &secrets, &mut taken, problems);
-        let humans = identities::humans(self.humans, &secrets, &mut taken, problems);
+        let humans = identities::humans(self.humans, identity.as_ref(), &secrets, &mut taken, problems);
         let mut upstreams = upstreams::upstreams(self.upstreams, &secrets, problems);
         let tools = upstreams::tools(self.tools, problems);
         let servers = servers::servers(self.servers, &upstreams, &tools, &agents, problems);

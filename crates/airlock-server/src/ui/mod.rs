@@ -44,6 +44,7 @@ mod html;
 mod inbox;
 mod invisible;
 mod live;
+mod oidc;
 mod respond;
 mod session;
 mod vote;
@@ -113,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ui", get(session::root))
         .route("/ui/", get(session::root))
         .route("/ui/login", get(session::login_form).post(session::login))
+        .route("/ui/login/oidc", get(oidc::start))
+        .route("/ui/login/callback", get(oidc::callback))
         .route("/ui/logout", axum::routing::post(session::logout))
         .route("/ui/inbox", get(inbox::inbox))
         .route("/ui/inbox/list", get(inbox::inbox_list))

@@ -20,13 +20,16 @@ pub(super) const SESSION_COOKIE: &str = "airlock_ui";
 /// Cookie holding the sign-in form's CSRF nonce (double-submit) before anyone is signed in.
 pub(super) const LOGIN_COOKIE: &str = "airlock_ui_login";
 /// How long a sign-in lasts.
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+pub(super) const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// A failed sign-in answers after this delay, to slow down guessing.
 const SIGN_IN_FAILURE_DELAY: Duration = Duration::from_millis(250);
 
 /// A signed-in browser.
 pub(super) struct SignedIn {
     human: String,
+    /// The human as the identity provider's claims made them, for a sign-in there (`None`: a
+    /// static token's human, read from the configuration on each request).
+    from_provider: Option<HumanConfig>,
     csrf: String,
     expires: Instant,
 }
@@ -41,26 +44,32 @@ impl Ui {
     /// The signed-in human, from the session cookie.
     pub(super) fn viewer(&self, headers: &HeaderMap) -> Option<Viewer> {
         let sid = cookie(headers, SESSION_COOKIE)?;
-        let (human, csrf) = {
+        let (human, from_provider, csrf) = {
             let mut sessions = airlock_core::sync::lock(&self.sessions);
             let s = sessions.get(&sid)?;
             if s.expires <= Instant::now() {
                 sessions.remove(&sid);
                 return None;
             }
-            (s.human.clone(), s.csrf.clone())
+            (s.human.clone(), s.from_provider.clone(), s.csrf.clone())
         };
+        if let Some(human) = from_provider {
+            return Some(Viewer { human, csrf });
+        }
         // A human removed from the configuration is signed out.
         Some(Viewer { human: self.human(&human)?, csrf })
     }
 
-    fn sign_in(&self, human: &str) -> Option<String> {
+    pub(super) fn sign_in(&self, human: &str, from_provider: Option<HumanConfig>) -> Option<String> {
         let sid = random_hex()?;
         let csrf = random_hex()?;
         let now = Instant::now();
         let mut sessions = airlock_core::sync::lock(&self.sessions);
         sessions.retain(|_, s| s.expires > now);
-        sessions.insert(sid.clone(), SignedIn { human: human.to_string(), csrf, expires: now + SESSION_TTL });
+        sessions.insert(
+            sid.clone(),
+            SignedIn { human: human.to_string(), from_provider, csrf, expires: now + SESSION_TTL },
+        );
         Some(sid)
     }
 
@@ -71,7 +80,7 @@ impl Ui {
     }
 }
 
-fn random_hex() -> Option<String> {
+pub(super) fn random_hex() -> Option<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).ok()?;
     Some(hex::encode(bytes))
@@ -82,7 +91,7 @@ pub(super) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && !a.is_empty() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -112,11 +121,11 @@ pub(super) fn same_origin(headers: &HeaderMap) -> bool {
 
 /// Whether the browser reached us over HTTPS (through a proxy that says so), so cookies can be
 /// marked `Secure`. A forged header only makes the cookie stricter.
-fn is_https(headers: &HeaderMap) -> bool {
+pub(super) fn is_https(headers: &HeaderMap) -> bool {
     headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
-fn set_cookie(name: &str, value: &str, max_age: u64, secure: bool) -> Option<HeaderValue> {
+pub(super) fn set_cookie(name: &str, value: &str, max_age: u64, secure: bool) -> Option<HeaderValue> {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"))
         .ok()
@@ -135,13 +144,18 @@ pub(super) struct LoginForm {
     token: String,
 }
 
-fn login_page(status: StatusCode, nonce: &str, error: Option<&str>, secure: bool) -> Response {
+pub(super) fn login_page(ui: &Ui, status: StatusCode, nonce: &str, error: Option<&str>, secure: bool) -> Response {
+    let provider = ui.app.access().human_sign_in().is_some();
     let body = html! {
         div.login-box {
             div.panel {
                 h1 { "Sign in" }
                 p.sub { "Review and approve what agents want to do." }
                 @if let Some(e) = error { div.flash.error role="alert" { (e) } }
+                @if provider {
+                    div.buttons { a.button.primary #sso href="/ui/login/oidc" { "Sign in with your organisation" } }
+                    p.hint { "Or with an airlock token:" }
+                }
                 form.login method="post" action="/ui/login" {
                     input type="hidden" name="csrf" value=(nonce);
                     label for="token" { "Your airlock token" }
@@ -159,7 +173,7 @@ fn login_page(status: StatusCode, nonce: &str, error: Option<&str>, secure: bool
     response
 }
 
-fn unavailable() -> Response {
+pub(super) fn unavailable() -> Response {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         shell(
@@ -179,7 +193,7 @@ pub(super) async fn login_form(State(ui): State<Ui>, headers: HeaderMap) -> Resp
     let Some(nonce) = cookie(&headers, LOGIN_COOKIE).filter(|n| n.len() == 64).or_else(random_hex) else {
         return unavailable();
     };
-    login_page(StatusCode::OK, &nonce, None, is_https(&headers))
+    login_page(&ui, StatusCode::OK, &nonce, None, is_https(&headers))
 }
 
 pub(super) async fn login(State(ui): State<Ui>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
@@ -188,6 +202,7 @@ pub(super) async fn login(State(ui): State<Ui>, headers: HeaderMap, Form(form): 
     if !same_origin(&headers) || !nonce.as_deref().is_some_and(|n| same_secret(n, &form.csrf)) {
         let Some(fresh) = random_hex() else { return unavailable() };
         return login_page(
+            &ui,
             StatusCode::FORBIDDEN,
             &fresh,
             Some("the sign-in form expired or came from another site; sign in again"),
@@ -195,18 +210,19 @@ pub(super) async fn login(State(ui): State<Ui>, headers: HeaderMap, Form(form): 
         );
     }
     let hash = hash_token(form.token.trim());
-    let human = ui.engine().config().humans.iter().find(|h| h.token_hash == hash).map(|h| h.human.id.clone());
+    let human = ui.engine().config().humans.iter().find(|h| h.token_hash == Some(hash)).map(|h| h.human.id.clone());
     let Some(human) = human else {
         tokio::time::sleep(SIGN_IN_FAILURE_DELAY).await;
         let nonce = nonce.unwrap_or_default();
         return login_page(
+            &ui,
             StatusCode::UNAUTHORIZED,
             &nonce,
             Some("sign-in refused: that is not a human's airlock token"),
             secure,
         );
     };
-    let Some(sid) = ui.sign_in(&human) else { return unavailable() };
+    let Some(sid) = ui.sign_in(&human, None) else { return unavailable() };
     tracing::info!(human = %human, "signed in to the review UI");
     let mut response = see_other("/ui/inbox");
     let h = response.headers_mut();

@@ -164,7 +164,7 @@ mod tests {
                 roles,
                 has_totp: totp,
             },
-            token_hash: [0; 32],
+            token_hash: None,
             totp_secret: totp.then(|| "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ".to_string()),
         }
     }
