@@ -48,14 +48,13 @@ impl Engine {
     /// the rule.
     pub async fn vote(&self, human: &HumanConfig, approval_id: &str, vote: VoteRequest) -> Result<ActionView> {
         let (approval, _) = self.approval(approval_id).await?;
-        let cell = self.cell(&approval.session_id);
-        let mut guard = cell.lock().await;
-        self.load_cell(&mut guard, &approval.session_id).await?;
+        let mut guard = self.lock_session(&approval.session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: approval.session_id.clone() });
         };
         let (mut approval, mut action) = self.approval(approval_id).await?;
         let now = self.now();
+        let mut budget = None;
 
         if approval.status == ApprovalStatus::Pending && approval.expires_at <= now {
             self.expire_locked(state, &mut approval, &mut action, now).await?;
@@ -120,7 +119,11 @@ impl Engine {
             session.updated_at = now;
             // The budgets again, now: what was spent while the call waited counts.
             let overrun = match action_status {
-                ActionStatus::Approved => self.budget_recheck(&action, &session, now).await?,
+                ActionStatus::Approved => {
+                    // Held until the commit below has spent it.
+                    budget = self.lock_budget(&action.agent_id).await?;
+                    self.budget_recheck(&action, &session, now).await?
+                }
                 _ => None,
             };
             if let Some(reason) = overrun {
@@ -153,6 +156,7 @@ impl Engine {
             crate::notify::enqueue(&self.inner.config, &mut commit, "approval.resolved", &approval, &action, now);
         }
         self.commit(commit).await?;
+        drop(budget);
         if !action.status.is_waiting() {
             state.waiting.retain(|_, id| id != &action.id);
         }
@@ -320,9 +324,7 @@ impl Engine {
         let mut n = self.expire_unused(now).await?;
         let due = self.inner.store.approvals_due(now).await?;
         for approval in due {
-            let cell = self.cell(&approval.session_id);
-            let mut guard = cell.lock().await;
-            self.load_cell(&mut guard, &approval.session_id).await?;
+            let mut guard = self.lock_session(&approval.session_id).await?;
             let Some(state) = guard.as_mut() else { continue };
             let (mut approval, mut action) = self.approval(&approval.id).await?;
             if approval.status == ApprovalStatus::Pending && approval.expires_at <= now {
@@ -340,9 +342,7 @@ impl Engine {
         let approved = self.inner.store.actions_in_status(ActionStatus::Approved).await?;
         let mut n = 0;
         for action in approved.into_iter().filter(|a| a.updated_at + window <= now) {
-            let cell = self.cell(&action.session_id);
-            let mut guard = cell.lock().await;
-            self.load_cell(&mut guard, &action.session_id).await?;
+            let mut guard = self.lock_session(&action.session_id).await?;
             let Some(state) = guard.as_mut() else { continue };
             let Some(mut action) = self.inner.store.action(&action.id).await? else { continue };
             if action.status != ActionStatus::Approved || action.updated_at + window > now {
