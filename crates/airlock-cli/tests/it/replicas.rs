@@ -340,3 +340,141 @@ async fn a_replica_killed_under_load_loses_nothing_and_its_periodic_work_moves()
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["ok"], true, "{report}");
 }
+
+/// The active policy revision a replica reports.
+async fn revision(a: &Airlock) -> String {
+    a.request(reqwest::Method::GET, "/healthz", None, None).await.body["policy_revision"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_policy_reload_and_a_rollback_on_one_replica_reach_the_others() {
+    let db = TestDatabase::create().await;
+    let fx = Fixture::with_extra(POLICY, STORAGE);
+    let r = replicas(&fx, &db);
+    let first = revision(&r[0]).await;
+    let s = r[2].session(BOT).await;
+    assert_eq!(r[2].act(BOT, &s, "ticket.create", json!({"n": 1})).await.status, StatusCode::OK);
+
+    // A new rule, reloaded on A, decides on C.
+    let stricter = format!(
+        "{POLICY}\ndeny contains {{\"rule\": \"TK1\", \"msg\": \"no tickets today\"}} if input.action.tool == \"ticket.create\"\n"
+    );
+    std::fs::write(fx.dir.path().join("policies/main.rego"), stricter).unwrap();
+    let reload = r[0].post("/v1/policy/reload", ADMIN, json!({})).await;
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.body);
+    let second = reload.body["active"].as_str().unwrap().to_string();
+    let reloaded = Instant::now();
+    let on_c = poll(Duration::from_secs(3), || revision(&r[2]), |rev| *rev == second).await;
+    assert_eq!(on_c, second);
+    assert!(reloaded.elapsed() < Duration::from_secs(1), "the reload reached C after {:?}", reloaded.elapsed());
+    let denied = r[2].act(BOT, &s, "ticket.create", json!({"n": 2})).await;
+    assert_eq!(denied.body["decision"]["reasons"][0]["rule"], "TK1", "{}", denied.body);
+
+    // Rolled back on B, every replica decides with the first revision again.
+    let rollback = r[1].post("/v1/policy/rollback", ADMIN, json!({})).await;
+    assert_eq!(rollback.status, StatusCode::OK, "{}", rollback.body);
+    for a in &r {
+        assert_eq!(poll(Duration::from_secs(3), || revision(a), |rev| *rev == first).await, first);
+    }
+    assert_eq!(r[0].act(BOT, &s, "ticket.create", json!({"n": 3})).await.status, StatusCode::OK);
+}
+
+/// A fake network element between one replica and PostgreSQL: forwards TCP connections until
+/// it is cut, which drops every connection through it and refuses new ones, until restored.
+struct Cable {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cable {
+    async fn lay(target: String) -> Cable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = watch.clone();
+                if *cut.borrow() {
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Cable { addr, cut, task }
+    }
+
+    fn cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for Cable {
+    fn drop(&mut self) {
+        self.cut.send_replace(true);
+        self.task.abort();
+    }
+}
+
+// The cable runs on the test's runtime while starting a replica blocks a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_from_the_database_answers_503_and_recovers_by_itself() {
+    let db = TestDatabase::create().await;
+    let fx = Fixture::with_extra(POLICY, STORAGE);
+    // `postgres://user@host:port/db`: replica A reaches host:port through the cable.
+    let (scheme_user, rest) = db.url().split_once('@').unwrap();
+    let (server, database) = rest.split_once('/').unwrap();
+    let cable = Cable::lay(server.to_string()).await;
+    let through = format!("{scheme_user}@{}/{database}", cable.addr);
+    let b = Airlock::start_with_env(&fx.config(), &env(&db)).unwrap();
+    let a = Airlock::start_with_env(&fx.config(), &[("AIRLOCK_DATABASE_URL", through.as_str())]).unwrap();
+    let s = b.session(BOT).await;
+    let before = a.act(BOT, &s, "ticket.create", json!({"n": 1})).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.body);
+
+    cable.cut(true);
+    let health = poll(
+        Duration::from_secs(5),
+        || a.request(reqwest::Method::GET, "/healthz", None, None),
+        |h| h.status == StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE, "{}", health.body);
+    // A decides nothing meanwhile; B goes on, and engages a kill switch A has not heard of.
+    for n in 2..5 {
+        let r = a.act(BOT, &s, "ticket.create", json!({"n": n})).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    }
+    let during = b.act(BOT, &s, "ticket.create", json!({"n": 5})).await;
+    assert_eq!(during.status, StatusCode::OK, "{}", during.body);
+    let kill = b.post("/v1/kill", ADMIN, json!({"scope": "tool", "target": "ticket.create", "reason": "cut"})).await;
+    assert_eq!(kill.status, StatusCode::CREATED, "{}", kill.body);
+
+    // Restored: A answers again without a restart, with what was decided meanwhile.
+    cable.cut(false);
+    let health = poll(
+        Duration::from_secs(15),
+        || a.request(reqwest::Method::GET, "/healthz", None, None),
+        |h| h.status == StatusCode::OK,
+    )
+    .await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    for id in [&before.body["id"], &during.body["id"]] {
+        let seen = a.get(&format!("/v1/actions/{}", id.as_str().unwrap()), BOT).await;
+        assert_eq!(seen.status, StatusCode::OK, "{}", seen.body);
+    }
+    let denied = a.act(BOT, &s, "ticket.create", json!({"n": 6})).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.body);
+    assert_eq!(denied.body["decision"]["reasons"][0]["rule"], "airlock.kill_switch", "{}", denied.body);
+    a.stop();
+    b.stop();
+    let (code, report) = verify(&fx, &db);
+    assert_eq!(code, 0, "{report}");
+}
