@@ -334,6 +334,8 @@ pub enum LockScope<'a> {
     Session(&'a str),
     /// One agent's daily budget: checked and spent under it.
     AgentBudget(&'a str),
+    /// One human's TOTP codes: each is used once, and failures are counted, under it.
+    Human(&'a str),
 }
 
 /// A lock held in the database until it is dropped.

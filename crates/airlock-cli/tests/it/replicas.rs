@@ -478,3 +478,27 @@ async fn a_replica_cut_from_the_database_answers_503_and_recovers_by_itself() {
     let (code, report) = verify(&fx, &db);
     assert_eq!(code, 0, "{report}");
 }
+
+#[tokio::test]
+async fn a_totp_code_used_on_one_replica_is_refused_on_another() {
+    let db = TestDatabase::create().await;
+    let fx = Fixture::with_extra(POLICY, STORAGE);
+    let r = replicas(&fx, &db);
+    let s = r[0].session(BOT).await;
+    let mut approvals = Vec::new();
+    for n in 0..2 {
+        let held = r[0].act(BOT, &s, "firewall.open", json!({"port": 8000 + n})).await;
+        assert_eq!(held.status, StatusCode::ACCEPTED, "{}", held.body);
+        approvals.push(held.body["approval"]["id"].as_str().unwrap().to_string());
+    }
+    let code = airlock_server::mfa::code_at(CAROL_TOTP, chrono::Utc::now()).unwrap();
+    let first = r[1]
+        .post(&format!("/v1/approvals/{}/approve", approvals[0]), CAROL, json!({"comment": "ok", "totp": code}))
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    // The same code, sent at once to another replica for another approval.
+    let again = r[2]
+        .post(&format!("/v1/approvals/{}/approve", approvals[1]), CAROL, json!({"comment": "ok", "totp": code}))
+        .await;
+    again.assert_problem(StatusCode::FORBIDDEN, "already used");
+}

@@ -65,6 +65,10 @@ impl Engine {
                 approval.id, approval.status
             )));
         }
+        // With other replicas, a TOTP code used or a failure counted on one counts on all: the
+        // human's codes are checked under a lock they share, against what the journal holds,
+        // until this vote (or its refusal) is committed.
+        let _codes = if approval.requirements.mfa { self.lock_human_codes(&human.human.id).await? } else { None };
         // What the TOTP check changes (a failure count, a lock) is journaled with the vote or
         // with its refusal.
         let mut commit = Commit::default();
@@ -164,6 +168,29 @@ impl Engine {
         self.notify(&action.id);
         self.bump_approvals();
         Ok(ActionView { action, approval: Some(approval) })
+    }
+
+    /// On a shared journal: takes the lock of `human`'s TOTP codes and reads their failures,
+    /// lock and newest code used from the journal, which other replicas may have changed.
+    async fn lock_human_codes(&self, human: &str) -> Result<Option<airlock_store::Held>> {
+        let store = &self.inner.store;
+        let Some(held) = store.lock(airlock_store::LockScope::Human(human)).await? else { return Ok(None) };
+        let guard = store.mfa_guards().await?.into_iter().find(|g| g.human == human);
+        let newest = store
+            .approvals(None, 1000)
+            .await?
+            .into_iter()
+            .flat_map(|a| a.votes)
+            .filter(|v| v.human == human)
+            .filter_map(|v| v.totp_step)
+            .max();
+        lock(&self.inner.mfa_guards).insert(human.to_string(), guard.unwrap_or_else(|| MfaGuard::new(human)));
+        if let Some(step) = newest {
+            let mut steps = lock(&self.inner.totp_steps);
+            let last = steps.entry(human.to_string()).or_insert(step);
+            *last = (*last).max(step);
+        }
+        Ok(Some(held))
     }
 
     /// Checks a vote against the one eligibility rule (`airlock_core::vote`), then verifies and

@@ -2,7 +2,8 @@
 //! held for as long as the lock is.
 //!
 //! A replica decides an action of a session (or a vote, a result, a cancellation) under that
-//! session's lock, and checks and spends an agent's daily budget under the agent's, so that what
+//! session's lock, checks a human's TOTP code under the human's, and checks and spends an
+//! agent's daily budget under the agent's, so that what
 //! it read before deciding cannot change until its commit has landed. A process that dies holds
 //! nothing: PostgreSQL releases the locks of a session whose connection closed.
 
@@ -14,6 +15,8 @@ use crate::{Error, Held, LockScope, Result};
 /// budgets (the leader lock uses `airl`); the second half is the hash of the id.
 const SESSION: i32 = 0x61_69_72_73;
 const AGENT_BUDGET: i32 = 0x61_69_72_61;
+/// `airh`: a human's TOTP codes.
+const HUMAN: i32 = 0x61_69_72_68;
 
 /// A held lock: released (and its connection returned to the pool) when dropped.
 struct Lock {
@@ -44,6 +47,7 @@ pub(super) async fn take(pool: &Pool, scope: LockScope<'_>) -> Result<Held> {
     let (space, id) = match scope {
         LockScope::Session(id) => (SESSION, id),
         LockScope::AgentBudget(id) => (AGENT_BUDGET, id),
+        LockScope::Human(id) => (HUMAN, id),
     };
     let client = pool
         .get()
