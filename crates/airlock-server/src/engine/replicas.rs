@@ -27,6 +27,8 @@ impl Engine {
     pub async fn follow_replicas(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let Some(mut changes) = self.inner.store.changes() else { return };
         self.inner.following.store(true, Ordering::SeqCst);
+        // A candidate another replica loaded before this one started.
+        self.follow_candidate_logged().await;
         let mut tick = tokio::time::interval(REFRESH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

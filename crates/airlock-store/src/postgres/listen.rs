@@ -1,6 +1,6 @@
 //! What other replicas changed: `LISTEN` on a connection of its own.
 //!
-//! Every transaction of the writer ends with `pg_notify('airlock', …)` for what it changed (an
+//! Every transaction of the writer ends with `pg_notify('airlock_…', …)` for what it changed (an
 //! action, the approvals, the kill switches, the policy, the outbox), delivered by PostgreSQL to
 //! every listening replica when, and only if, the transaction commits. A notification is a
 //! wake-up hint, never the state itself: whoever is woken reads the state from the tables.
@@ -18,8 +18,9 @@ use tokio::task::JoinHandle;
 use super::PostgresOptions;
 use crate::Change;
 
-/// The channel every replica listens on.
-pub(super) const CHANNEL: &str = "airlock";
+/// The channel every replica of a journal listens on: `airlock_` and the hash of the schema the
+/// journal is in, so that journals in different schemas of one database do not hear each other.
+pub(super) const CHANNEL: &str = "'airlock_' || (hashtext(current_schema()) & 2147483647)::text";
 
 /// The listener, running while this lives.
 pub(super) struct Listener {
@@ -113,7 +114,11 @@ async fn listen(options: PostgresOptions, changes: broadcast::Sender<Change>, li
                 }
             }
         });
-        if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_err() {
+        let listening = async {
+            let channel: String = client.query_one(&format!("SELECT {CHANNEL}"), &[]).await?.try_get(0)?;
+            client.batch_execute(&format!("LISTEN {channel}")).await
+        };
+        if listening.await.is_err() {
             driver.abort();
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;

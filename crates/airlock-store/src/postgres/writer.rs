@@ -191,9 +191,9 @@ impl Writer {
             }
         }
         if !topics.is_empty() {
-            client
-                .execute("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t", &[&super::listen::CHANNEL, &topics])
-                .await?;
+            let notify = format!("SELECT pg_notify({}, t) FROM unnest($1::text[]) AS t", super::listen::CHANNEL);
+            let statement = client.prepare_cached(&notify).await?;
+            client.execute(&statement, &[&topics]).await?;
         }
         Ok(outcomes)
     }
