@@ -74,7 +74,7 @@ async fn setup(backend: Backend) -> Setup {
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/main.rego"), POLICY).unwrap();
     let toml = "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[policy]\ndir = \"policies\"\n\
-                [guards]\nactions_per_minute = 0\nloop_repeats = 0\n\
+                [guards]\nactions_per_minute = 0\nsessions_per_minute = 0\nloop_repeats = 0\n\
                 [[agents]]\nid = \"bench\"\ntoken = \"env:BENCH_TOKEN\"\nowner = \"bench\"\ntier = \"autonomous\"\n";
     std::fs::write(dir.path().join("airlock.toml"), toml).unwrap();
     let env = BTreeMap::from([("BENCH_TOKEN".to_string(), "t".to_string())]);
@@ -93,7 +93,11 @@ async fn setup(backend: Backend) -> Setup {
             let db = TestDatabase::create().await;
             let mut stores: Vec<Arc<dyn Store>> = Vec::new();
             for _ in 0..replicas {
-                stores.push(Arc::new(PostgresStore::open(PostgresOptions::parse(db.url()).unwrap()).await.unwrap()));
+                // Three replicas with the default pools (2 × 16 + 2 each) would pass the test
+                // server's 100 connections.
+                let mut options = PostgresOptions::parse(db.url()).unwrap();
+                options.max_connections = 8;
+                stores.push(Arc::new(PostgresStore::open(options).await.unwrap()));
             }
             (Some(db), stores)
         }
