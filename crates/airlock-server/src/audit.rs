@@ -413,12 +413,18 @@ pub async fn run_checkpoints(engine: Engine, signer: Signer_, mut shutdown: toki
         // A failed checkpoint is tried again when the next one is due, not at once: the journal
         // that failed it is unlikely to be back a moment later.
         counted = trigger.count();
+        // With replicas, one signs checkpoints: the leader.
+        if !engine.is_leader() {
+            continue;
+        }
         match checkpoint_once(&engine, &signer, last).await {
             Ok(size) => last = size,
             Err(e) => tracing::warn!(error = %e, "checkpoint failed; will retry"),
         }
     }
-    if let Err(e) = checkpoint_once(&engine, &signer, last).await {
+    if engine.is_leader()
+        && let Err(e) = checkpoint_once(&engine, &signer, last).await
+    {
         tracing::warn!(error = %e, "final checkpoint failed");
     }
 }

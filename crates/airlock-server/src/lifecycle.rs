@@ -323,6 +323,90 @@ impl Engine {
         Ok(change)
     }
 
+    /// Makes the revision another replica activated (a reload, a rollback, a promote) the
+    /// active one here too: the journal's latest activation, loaded from its recorded files.
+    pub(crate) async fn follow_policy(&self) -> Result<()> {
+        let Some(last) = self.store().policy_history(1).await?.into_iter().next() else { return Ok(()) };
+        if last.revision == self.policy().revision() {
+            return Ok(());
+        }
+        let policy = Policy::from_sources(&self.config().policy.dir, last.sources, &options(self))
+            .map_err(|e| Error::Invalid(format!("the revision another replica activated does not load here: {e}")))?;
+        self.swap_policy(policy);
+        tracing::info!(active = %last.revision, activated_by = %last.activated_by, "policy activated by another replica");
+        Ok(())
+    }
+
+    /// Takes the candidate and canary share another replica set, from the journal: the last
+    /// candidate loaded (unless promoted since) with its last canary share.
+    pub(crate) async fn follow_candidate(&self) -> Result<()> {
+        // Revision, directory and files of the candidate loaded last.
+        type Loaded = (String, PathBuf, Vec<(String, String)>);
+        let mut loaded: Option<Loaded> = None;
+        let mut percent = 0u8;
+        for e in self.store().events(SYSTEM_STREAM).await? {
+            if e.kind == EventKind::PolicyActivated.as_str() && e.payload["how"] == "promote" {
+                loaded = None;
+                percent = 0;
+            } else if e.kind == EventKind::PolicyCandidate.as_str() {
+                let p = &e.payload;
+                let share = p["canary_percent"].as_u64().and_then(|n| u8::try_from(n).ok()).unwrap_or(0);
+                match p["action"].as_str() {
+                    Some("loaded") => {
+                        let sources = p["sources"]
+                            .as_array()
+                            .map(|files| {
+                                files
+                                    .iter()
+                                    .filter_map(|f| {
+                                        Some((f["path"].as_str()?.to_string(), f["text"].as_str()?.to_string()))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let dir = PathBuf::from(p["dir"].as_str().unwrap_or_default());
+                        loaded = Some((p["revision"].as_str().unwrap_or_default().to_string(), dir, sources));
+                        percent = share;
+                    }
+                    Some("canary") => percent = share,
+                    _ => {}
+                }
+            }
+        }
+        let here = self.shadow_report();
+        match loaded {
+            None if here.candidate.is_some()
+                && self.policy().revision() == here.candidate.as_deref().unwrap_or_default() =>
+            {
+                self.clear_candidate();
+            }
+            None => {}
+            Some((revision, dir, sources)) => {
+                if here.candidate.as_deref() == Some(revision.as_str()) {
+                    if here.canary_percent != percent {
+                        lock(self.shadow_state()).report.canary_percent = percent;
+                        tracing::info!(candidate = %revision, canary_percent = percent, "policy canary changed by another replica");
+                    }
+                    return Ok(());
+                }
+                let policy = Policy::from_sources(&dir, sources, &options(self)).map_err(|e| {
+                    Error::Invalid(format!("the candidate another replica loaded does not load here: {e}"))
+                })?;
+                let mut shadow = lock(self.shadow_state());
+                shadow.candidate = Some(Arc::new(policy));
+                shadow.report = ShadowReport {
+                    candidate: Some(revision.clone()),
+                    dir: Some(dir),
+                    canary_percent: percent,
+                    ..Default::default()
+                };
+                drop(shadow);
+                tracing::info!(candidate = %revision, canary_percent = percent, "policy candidate loaded by another replica");
+            }
+        }
+        Ok(())
+    }
+
     /// Shadow statistics.
     pub fn shadow_report(&self) -> ShadowReport {
         lock(self.shadow_state()).report.clone()

@@ -246,6 +246,14 @@ pub async fn run_deliveries(engine: Engine, mut shutdown: tokio::sync::watch::Re
     }
     let wake = engine.outbox_wake();
     loop {
+        // With replicas, one delivers: the leader.
+        if !engine.is_leader() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
         let due = match engine.store().notifications_due(Utc::now(), 64).await {
             Ok(d) => d,
             Err(e) => {

@@ -82,6 +82,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(engine.clone().run_background(rx.clone()));
+    let replicas = tokio::spawn(engine.clone().follow_replicas(rx.clone()));
     #[cfg(unix)]
     let reloader = {
         let engine = engine.clone();
@@ -123,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // Timeouts, the connection cap and its reserve, and TCP_NODELAY: see `connections`.
         crate::connections::serve(listener, app, limits, rx_http).await;
         background.abort();
+        replicas.abort();
         deliveries.abort();
         expiry.abort();
         schemas.abort();

@@ -92,15 +92,6 @@ pub enum Error {
         /// ` (pid N)` when the lock file names it.
         holder: String,
     },
-    /// Another airlock process writes the PostgreSQL journal.
-    #[error(
-        "the journal in `{database}` is in use by another airlock process, and several on one database are not \
-         supported yet; stop that one first (`airlock audit verify` can read a journal in use)"
-    )]
-    ReplicaRunning {
-        /// The database, without its password.
-        database: String,
-    },
     /// The journal could not write (disk full, I/O error, locked database).
     #[error("the journal could not write: {0}")]
     Unavailable(String),
@@ -289,6 +280,67 @@ pub struct StoredCheckpoint {
     pub created_at: String,
 }
 
+/// What another replica changed in a shared journal ([`Store::changes`]): a hint to read the
+/// state again, never the state itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// An action (its status, its result) changed.
+    Action(String),
+    /// An approval was requested, voted on or resolved.
+    Approvals,
+    /// A kill switch was engaged or released.
+    KillSwitches,
+    /// Another policy revision was activated.
+    Policy,
+    /// A policy candidate was loaded or its canary share changed.
+    Candidate,
+    /// Notifications were added to the outbox.
+    Outbox,
+    /// Changes may have been missed (the listening connection was lost and is back): read
+    /// everything again.
+    Resync,
+}
+
+impl Change {
+    /// What `commit` changes, for other replicas to hear of.
+    pub fn of(commit: &Commit) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for p in &commit.projections {
+            let change = match p {
+                Projection::Action(a) => Change::Action(a.id.clone()),
+                Projection::Approval(_) => Change::Approvals,
+                Projection::KillSwitch(_) => Change::KillSwitches,
+                Projection::PolicyRevision(_) => Change::Policy,
+                _ => continue,
+            };
+            if !changes.contains(&change) {
+                changes.push(change);
+            }
+        }
+        if commit.events.iter().any(|e| e.kind == EventKind::PolicyCandidate) && !changes.contains(&Change::Candidate) {
+            changes.push(Change::Candidate);
+        }
+        if !commit.outbox.is_empty() && !changes.contains(&Change::Outbox) {
+            changes.push(Change::Outbox);
+        }
+        changes
+    }
+}
+
+/// What a lock in the database is taken for ([`Store::lock`]).
+#[derive(Debug, Clone, Copy)]
+pub enum LockScope<'a> {
+    /// One session: what its actions, votes and results change is decided under it.
+    Session(&'a str),
+    /// One agent's daily budget: checked and spent under it.
+    AgentBudget(&'a str),
+    /// One human's TOTP codes: each is used once, and failures are counted, under it.
+    Human(&'a str),
+}
+
+/// A lock held in the database until it is dropped.
+pub type Held = Box<dyn std::any::Any + Send + Sync>;
+
 /// Filter for listing sessions.
 #[derive(Debug, Clone, Default)]
 pub struct SessionFilter {
@@ -368,4 +420,29 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// Whether the journal answers a query now (for `/healthz`).
     async fn ping(&self) -> Result<()>;
+    /// Whether other processes may write this journal at the same time (replicas on one
+    /// PostgreSQL database): state cached in the process must then be read again under
+    /// [`Store::lock`], and [`Store::changes`] says what the others changed.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Takes a lock shared by every process writing the journal, held until the returned value
+    /// is dropped; `None` when no other process can write it (the caller's own locks suffice).
+    async fn lock(&self, _scope: LockScope<'_>) -> Result<Option<Held>> {
+        Ok(None)
+    }
+    /// What other processes changed, as they commit; `None` when no other process can write.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
+    /// Whether this process is the one that does the periodic work (expiry sweeps, webhook
+    /// deliveries, checkpoints), now and as it changes; `None` when it is the only process.
+    fn leader(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
+    /// Whether [`Store::changes`] can have missed nothing since its last [`Change::Resync`]
+    /// (its connection is up); always true when there are no other processes.
+    fn following(&self) -> bool {
+        true
+    }
 }

@@ -22,11 +22,9 @@ async fn open(db: &TestDatabase) -> PostgresStore {
     PostgresStore::open(options(db)).await.unwrap()
 }
 
-/// A store that shares the database with other writers.
+/// A store that shares the database with other writers (every store may).
 async fn replica(db: &TestDatabase) -> PostgresStore {
-    let mut options = options(db);
-    options.single_writer = false;
-    PostgresStore::open(options).await.unwrap()
+    open(db).await
 }
 
 async fn sql(db: &TestDatabase, statements: &str) {
@@ -86,21 +84,62 @@ async fn replicas_on_one_database_keep_one_journal_order_and_every_chain() {
 }
 
 #[tokio::test]
-async fn a_second_writer_is_refused_until_the_first_is_gone() {
+async fn one_replica_leads_and_a_survivor_takes_over_when_it_is_gone() {
     let db = TestDatabase::create().await;
     let first = open(&db).await;
+    let mut leads = first.leader().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), leads.wait_for(|l| *l)).await.unwrap().unwrap();
+    let second = open(&db).await;
+    let mut follows = second.leader().unwrap();
+    // Both write; only the first leads.
     first.commit(open_session("ses_a")).await.unwrap();
-    let mut quick = options(&db);
-    quick.connect_timeout = std::time::Duration::from_millis(300);
-    let err = PostgresStore::open(quick.clone()).await.unwrap_err();
-    assert!(matches!(err, Error::ReplicaRunning { .. }), "{err}");
-    assert!(err.to_string().contains("in use by another airlock process"), "{err}");
-    // Readers are welcome beside it.
-    assert!(JournalReader::postgres(&quick).await.unwrap().verify().await.unwrap().ok());
-    drop(first);
-    let second = PostgresStore::open(options(&db)).await.unwrap();
     second.commit(request("ses_a", 1)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!*follows.borrow_and_update(), "two replicas lead at once");
+    drop(first);
+    tokio::time::timeout(std::time::Duration::from_secs(10), follows.wait_for(|l| *l)).await.unwrap().unwrap();
     assert_eq!(second.events("ses_a").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_replica_hears_what_another_committed_and_holds_its_locks_across_replicas() {
+    use airlock_store::{Change, LockScope};
+    let db = TestDatabase::create().await;
+    let (a, b) = (open(&db).await, open(&db).await);
+    let mut heard = b.changes().unwrap();
+    // A store is listening once it is open.
+    assert!(b.following());
+    let mut c = Commit::default();
+    let ks = airlock_core::KillSwitch {
+        id: "ks_1".into(),
+        scope: airlock_core::KillScope::All,
+        target: None,
+        reason: "test".into(),
+        engaged_by: "root".into(),
+        engaged_at: Utc::now(),
+        released_at: None,
+        released_by: None,
+    };
+    c.event(SYSTEM_STREAM, EventKind::KillEngaged, Utc::now(), json!({})).project(Projection::KillSwitch(ks));
+    a.commit(c).await.unwrap();
+    let change = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match heard.recv().await.unwrap() {
+                Change::Resync => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(change, Change::KillSwitches);
+    // A session's lock taken on one replica makes the other wait until it is dropped.
+    let held = a.lock(LockScope::Session("ses_x")).await.unwrap().unwrap();
+    let waiting = tokio::spawn(async move { b.lock(LockScope::Session("ses_x")).await.map(|_| ()) });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the second replica took a lock the first holds");
+    drop(held);
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap();
 }
 
 #[tokio::test]

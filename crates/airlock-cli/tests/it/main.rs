@@ -37,6 +37,7 @@ mod metrics;
 mod notifications;
 mod policy_lifecycle;
 mod postgres;
+mod replicas;
 mod traces;
 mod virtual_servers;
 mod web_ui;

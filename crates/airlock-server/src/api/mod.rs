@@ -408,11 +408,15 @@ async fn healthz(State(state): State<AppState>) -> Response {
         }
     };
     let status = if answered { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
+    let mut body = json!({
         "status": if answered { "ok" } else { "unavailable" },
         "policy_revision": state.engine.policy().revision(),
         "database": {"backend": store.backend(), "ok": answered},
     });
+    // With replicas on one database: whether this one does the periodic work.
+    if store.leader().is_some() {
+        body["leader"] = json!(state.engine.is_leader());
+    }
     (status, Json(body)).into_response()
 }
 

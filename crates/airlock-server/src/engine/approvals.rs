@@ -48,14 +48,13 @@ impl Engine {
     /// the rule.
     pub async fn vote(&self, human: &HumanConfig, approval_id: &str, vote: VoteRequest) -> Result<ActionView> {
         let (approval, _) = self.approval(approval_id).await?;
-        let cell = self.cell(&approval.session_id);
-        let mut guard = cell.lock().await;
-        self.load_cell(&mut guard, &approval.session_id).await?;
+        let mut guard = self.lock_session(&approval.session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: approval.session_id.clone() });
         };
         let (mut approval, mut action) = self.approval(approval_id).await?;
         let now = self.now();
+        let mut budget = None;
 
         if approval.status == ApprovalStatus::Pending && approval.expires_at <= now {
             self.expire_locked(state, &mut approval, &mut action, now).await?;
@@ -66,6 +65,10 @@ impl Engine {
                 approval.id, approval.status
             )));
         }
+        // With other replicas, a TOTP code used or a failure counted on one counts on all: the
+        // human's codes are checked under a lock they share, against what the journal holds,
+        // until this vote (or its refusal) is committed.
+        let _codes = if approval.requirements.mfa { self.lock_human_codes(&human.human.id).await? } else { None };
         // What the TOTP check changes (a failure count, a lock) is journaled with the vote or
         // with its refusal.
         let mut commit = Commit::default();
@@ -120,7 +123,11 @@ impl Engine {
             session.updated_at = now;
             // The budgets again, now: what was spent while the call waited counts.
             let overrun = match action_status {
-                ActionStatus::Approved => self.budget_recheck(&action, &session, now).await?,
+                ActionStatus::Approved => {
+                    // Held until the commit below has spent it.
+                    budget = self.lock_budget(&action.agent_id).await?;
+                    self.budget_recheck(&action, &session, now).await?
+                }
                 _ => None,
             };
             if let Some(reason) = overrun {
@@ -153,6 +160,7 @@ impl Engine {
             crate::notify::enqueue(&self.inner.config, &mut commit, "approval.resolved", &approval, &action, now);
         }
         self.commit(commit).await?;
+        drop(budget);
         if !action.status.is_waiting() {
             state.waiting.retain(|_, id| id != &action.id);
         }
@@ -160,6 +168,29 @@ impl Engine {
         self.notify(&action.id);
         self.bump_approvals();
         Ok(ActionView { action, approval: Some(approval) })
+    }
+
+    /// On a shared journal: takes the lock of `human`'s TOTP codes and reads their failures,
+    /// lock and newest code used from the journal, which other replicas may have changed.
+    async fn lock_human_codes(&self, human: &str) -> Result<Option<airlock_store::Held>> {
+        let store = &self.inner.store;
+        let Some(held) = store.lock(airlock_store::LockScope::Human(human)).await? else { return Ok(None) };
+        let guard = store.mfa_guards().await?.into_iter().find(|g| g.human == human);
+        let newest = store
+            .approvals(None, 1000)
+            .await?
+            .into_iter()
+            .flat_map(|a| a.votes)
+            .filter(|v| v.human == human)
+            .filter_map(|v| v.totp_step)
+            .max();
+        lock(&self.inner.mfa_guards).insert(human.to_string(), guard.unwrap_or_else(|| MfaGuard::new(human)));
+        if let Some(step) = newest {
+            let mut steps = lock(&self.inner.totp_steps);
+            let last = steps.entry(human.to_string()).or_insert(step);
+            *last = (*last).max(step);
+        }
+        Ok(Some(held))
     }
 
     /// Checks a vote against the one eligibility rule (`airlock_core::vote`), then verifies and
@@ -320,9 +351,7 @@ impl Engine {
         let mut n = self.expire_unused(now).await?;
         let due = self.inner.store.approvals_due(now).await?;
         for approval in due {
-            let cell = self.cell(&approval.session_id);
-            let mut guard = cell.lock().await;
-            self.load_cell(&mut guard, &approval.session_id).await?;
+            let mut guard = self.lock_session(&approval.session_id).await?;
             let Some(state) = guard.as_mut() else { continue };
             let (mut approval, mut action) = self.approval(&approval.id).await?;
             if approval.status == ApprovalStatus::Pending && approval.expires_at <= now {
@@ -340,9 +369,7 @@ impl Engine {
         let approved = self.inner.store.actions_in_status(ActionStatus::Approved).await?;
         let mut n = 0;
         for action in approved.into_iter().filter(|a| a.updated_at + window <= now) {
-            let cell = self.cell(&action.session_id);
-            let mut guard = cell.lock().await;
-            self.load_cell(&mut guard, &action.session_id).await?;
+            let mut guard = self.lock_session(&action.session_id).await?;
             let Some(state) = guard.as_mut() else { continue };
             let Some(mut action) = self.inner.store.action(&action.id).await? else { continue };
             if action.status != ActionStatus::Approved || action.updated_at + window > now {

@@ -42,7 +42,8 @@ impl Engine {
 
     pub(super) async fn spent_today(&self, agent_id: &str, now: DateTime<Utc>) -> Result<f64> {
         let today = now.date_naive();
-        let cached = lock(&self.inner.spend).get(agent_id).copied();
+        // Other replicas spend too: only the journal knows what was spent.
+        let cached = if self.inner.store.shared() { None } else { lock(&self.inner.spend).get(agent_id).copied() };
         if let Some((day, amount)) = cached
             && day == today
         {

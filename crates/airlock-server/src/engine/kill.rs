@@ -52,9 +52,7 @@ impl Engine {
             if !guard::kill_switch_covers(ks, &action.agent_id, action.upstream.as_deref(), &action.tool) {
                 continue;
             }
-            let cell = self.cell(&action.session_id);
-            let mut guard = cell.lock().await;
-            self.load_cell(&mut guard, &action.session_id).await?;
+            let mut guard = self.lock_session(&action.session_id).await?;
             let Some(state) = guard.as_mut() else { continue };
             let Some(mut action) = self.inner.store.action(&action.id).await? else { continue };
             if action.status != ActionStatus::Approved {
@@ -101,9 +99,7 @@ impl Engine {
             if !guard::kill_switch_covers(ks, &action.agent_id, action.upstream.as_deref(), &action.tool) {
                 continue;
             }
-            let cell = self.cell(&p.session_id);
-            let mut guard = cell.lock().await;
-            self.load_cell(&mut guard, &p.session_id).await?;
+            let mut guard = self.lock_session(&p.session_id).await?;
             let Some(state) = guard.as_mut() else { continue };
             let (mut approval, mut action) = self.approval(&p.id).await?;
             if approval.status != ApprovalStatus::Pending {

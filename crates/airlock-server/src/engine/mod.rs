@@ -26,6 +26,7 @@ mod guards;
 mod kill;
 mod outcome;
 mod reads;
+mod replicas;
 mod send;
 mod sessions;
 mod storage;
@@ -221,6 +222,26 @@ struct SessionCell {
     recent: std::collections::VecDeque<(String, DateTime<Utc>)>,
 }
 
+/// A session's state, locked ([`Engine::lock_session`]).
+struct SessionGuard {
+    cell: tokio::sync::OwnedMutexGuard<Option<SessionCell>>,
+    /// The lock shared with the other replicas, if any.
+    _shared: Option<airlock_store::Held>,
+}
+
+impl std::ops::Deref for SessionGuard {
+    type Target = Option<SessionCell>;
+    fn deref(&self) -> &Option<SessionCell> {
+        &self.cell
+    }
+}
+
+impl std::ops::DerefMut for SessionGuard {
+    fn deref_mut(&mut self) -> &mut Option<SessionCell> {
+        &mut self.cell
+    }
+}
+
 struct Inner {
     store: Arc<dyn Store>,
     config: Arc<Config>,
@@ -228,6 +249,13 @@ struct Inner {
     policy: RwLock<Arc<Policy>>,
     defaults: ApprovalDefaults,
     kill_switches: RwLock<Arc<Vec<KillSwitch>>>,
+    /// Bumped whenever the kill switches above are replaced, so that a list read from the
+    /// journal before a change made here is not published after it.
+    kill_generation: std::sync::atomic::AtomicU64,
+    /// When the kill switches were last known to be those of the journal (see `replicas.rs`).
+    kills_checked: Mutex<std::time::Instant>,
+    /// Whether [`Engine::follow_replicas`] runs (and keeps `kills_checked` fresh).
+    following: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<SessionCell>>>>>,
     watchers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Last TOTP time step used per human, so that each code is used once.
@@ -350,7 +378,10 @@ impl Engine {
             store.mfa_guards().await?.into_iter().map(|g| (g.human.clone(), g)).collect();
         // Upstream calls that were out when airlock stopped have an unknown outcome. They are
         // marked so and never retried automatically (DESIGN.md: at most once).
-        for mut action in store.actions_in_status(ActionStatus::Executing).await? {
+        // With other replicas on the journal, calls in flight may be theirs: they are left alone.
+        let in_flight =
+            if store.shared() { Vec::new() } else { store.actions_in_status(ActionStatus::Executing).await? };
+        for mut action in in_flight {
             if action.upstream.is_none() {
                 continue;
             }
@@ -384,6 +415,9 @@ impl Engine {
             config,
             policy: RwLock::new(Arc::new(policy)),
             kill_switches: RwLock::new(Arc::new(kill_switches)),
+            kill_generation: Default::default(),
+            kills_checked: Mutex::new(std::time::Instant::now()),
+            following: Default::default(),
             sessions: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             totp_steps: Mutex::new(totp_steps),
@@ -543,6 +577,7 @@ impl Engine {
     }
 
     fn set_kill_switches(&self, list: Vec<KillSwitch>) {
+        self.inner.kill_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         replace(&self.inner.kill_switches, Arc::new(list));
     }
 
@@ -577,6 +612,30 @@ impl Engine {
             sessions.retain(|_, c| Arc::strong_count(c) > 1);
         }
         sessions.entry(session_id.to_string()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None))).clone()
+    }
+
+    /// Takes the session's lock: this process's, then, when other replicas write the journal
+    /// too, the one they share in the database, under which the session is read again (another
+    /// replica may have changed it since this one last did). What is decided under it cannot
+    /// change under the decision until the guard is dropped.
+    async fn lock_session(&self, session_id: &str) -> Result<SessionGuard> {
+        let mut cell = self.cell(session_id).lock_owned().await;
+        let shared = self.inner.store.lock(airlock_store::LockScope::Session(session_id)).await?;
+        if shared.is_some() {
+            *cell = None;
+        }
+        self.load_cell(&mut cell, session_id).await?;
+        Ok(SessionGuard { cell, _shared: shared })
+    }
+
+    /// Takes the lock under which `agent_id`'s daily budget is checked and spent, when other
+    /// replicas may spend it too (this process's calls are serialised by it as well).
+    pub(super) async fn lock_budget(&self, agent_id: &str) -> Result<Option<airlock_store::Held>> {
+        let has_budget = self.limits_of(agent_id).budget_usd_per_day > 0.0;
+        if !has_budget || !self.inner.store.shared() {
+            return Ok(None);
+        }
+        Ok(self.inner.store.lock(airlock_store::LockScope::AgentBudget(agent_id)).await?)
     }
 
     async fn load_cell(&self, slot: &mut Option<SessionCell>, session_id: &str) -> Result<()> {
@@ -632,13 +691,23 @@ impl Engine {
         known.insert(agent.agent.id.clone(), agent);
     }
 
-    /// Runs background duties (approval expiry) until `shutdown` resolves.
+    /// Whether this process does the periodic work (expiry sweeps, webhook deliveries,
+    /// checkpoints): always, unless other replicas share the journal and one of them does.
+    pub fn is_leader(&self) -> bool {
+        self.inner.store.leader().is_none_or(|leader| *leader.borrow())
+    }
+
+    /// Runs background duties (approval expiry) until `shutdown` resolves; with replicas, only
+    /// while this one leads.
     pub async fn run_background(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    if !self.is_leader() {
+                        continue;
+                    }
                     if let Err(e) = self.expire_due().await {
                         tracing::warn!(error = %e, "expiring approvals failed; will retry");
                     }

@@ -15,9 +15,7 @@ impl Engine {
         let Some(action) = found.filter(|a| a.agent_id == agent.agent.id) else {
             return Err(Error::NotFound { what: "action", id: action_id.to_string() });
         };
-        let cell = self.cell(&action.session_id);
-        let mut guard = cell.lock().await;
-        self.load_cell(&mut guard, &action.session_id).await?;
+        let mut guard = self.lock_session(&action.session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
         };
@@ -68,10 +66,9 @@ impl Engine {
     /// the call leaves airlock. Exactly one caller gets [`Claim::Run`]; the others learn that it
     /// is already running or finished.
     pub async fn claim_execution(&self, action_id: &str) -> Result<Claim> {
+        self.kill_switches_certain()?;
         let action = self.stored_action(action_id).await?;
-        let cell = self.cell(&action.session_id);
-        let mut guard = cell.lock().await;
-        self.load_cell(&mut guard, &action.session_id).await?;
+        let mut guard = self.lock_session(&action.session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
         };
@@ -115,9 +112,7 @@ impl Engine {
     /// when the upstream answered, `executing → unknown` when it did not (see [`CallEnd`]).
     pub async fn record_execution(&self, action_id: &str, result: ActionResult, end: CallEnd) -> Result<Action> {
         let action = self.stored_action(action_id).await?;
-        let cell = self.cell(&action.session_id);
-        let mut guard = cell.lock().await;
-        self.load_cell(&mut guard, &action.session_id).await?;
+        let mut guard = self.lock_session(&action.session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
         };

@@ -33,6 +33,7 @@ impl Engine {
         session_id: &str,
         read: &Read,
     ) -> Result<std::result::Result<(), String>> {
+        self.kill_switches_certain()?;
         let now = self.now();
         let session = self.session(session_id, Some(&agent.agent.id)).await?;
         let policy = self.policy();

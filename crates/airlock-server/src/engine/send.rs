@@ -119,6 +119,7 @@ impl Engine {
     /// call is registered in flight, so that a kill switch engaged later cancels it. See the
     /// module documentation for why this happens under the kill switches' lock.
     pub async fn begin_send(&self, action: &Action, cancel: CancellationToken) -> Result<Gate> {
+        self.kill_switches_certain()?;
         let covering = {
             let mut inflight = lock(&self.inner.inflight);
             let kills = self.kill_switch_list();
@@ -152,9 +153,7 @@ impl Engine {
     /// `executing → cancelled` for an upstream call a kill switch stopped before it was sent.
     async fn withdraw_unsent(&self, action_id: &str, ks: &KillSwitch) -> Result<Action> {
         let action = self.stored_action(action_id).await?;
-        let cell = self.cell(&action.session_id);
-        let mut guard = cell.lock().await;
-        self.load_cell(&mut guard, &action.session_id).await?;
+        let mut guard = self.lock_session(&action.session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: action.session_id.clone() });
         };

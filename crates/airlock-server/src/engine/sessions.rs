@@ -5,9 +5,7 @@ impl Engine {
     /// the human the session acts for (maker-checker, as for votes).
     pub async fn resume_session(&self, human: &HumanConfig, session_id: &str, comment: &str) -> Result<Session> {
         let h = &human.human;
-        let cell = self.cell(session_id);
-        let mut guard = cell.lock().await;
-        self.load_cell(&mut guard, session_id).await?;
+        let mut guard = self.lock_session(session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: session_id.to_string() });
         };
@@ -56,9 +54,7 @@ impl Engine {
                 h.human.id.clone()
             }
         };
-        let cell = self.cell(session_id);
-        let mut guard = cell.lock().await;
-        self.load_cell(&mut guard, session_id).await?;
+        let mut guard = self.lock_session(session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: session_id.to_string() });
         };

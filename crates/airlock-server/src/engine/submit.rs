@@ -25,11 +25,10 @@ impl Engine {
     pub async fn submit(&self, agent: &AgentConfig, session_id: &str, request: ActionRequest) -> Result<Submission> {
         let started = std::time::Instant::now();
         check_request(&request)?;
+        self.kill_switches_certain()?;
         let info = self.resolve_tool(&request.tool, request.reported_annotations.as_ref())?;
         let digest = action_digest(&request.tool, &request.arguments);
-        let cell = self.cell(session_id);
-        let mut guard = cell.lock().await;
-        self.load_cell(&mut guard, session_id).await?;
+        let mut guard = self.lock_session(session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: session_id.to_string() });
         };
@@ -96,6 +95,9 @@ impl Engine {
         // What the guards need that only IO can tell: the rate-limit bucket after a restart,
         // the agent's spend today.
         let limits = &agent.limits;
+        // The daily budget is read here and spent by the commit below: no other replica's call
+        // spends it in between.
+        let _budget = self.lock_budget(&agent.agent.id).await?;
         self.seed_bucket(agent, now).await?;
         let spent_today =
             if limits.budget_usd_per_day > 0.0 { self.spent_today(&agent.agent.id, now).await? } else { 0.0 };

@@ -15,12 +15,16 @@
 //! - [`writer`]: the writer task, group commit and how one commit becomes statements.
 //! - [`read`]: the queries behind the [`Store`](crate::Store) trait.
 //! - [`copy`]: `airlock migrate --from-sqlite`, an embedded journal copied with every hash.
-//! - [`replica`]: one writing process per database, until replicas coordinate.
+//! - [`locks`]: per-session and per-budget locks shared by the replicas.
+//! - [`listen`]: what the other replicas changed (`LISTEN/NOTIFY`).
+//! - [`leader`]: which replica does the periodic work.
 
 mod copy;
+mod leader;
+mod listen;
+mod locks;
 mod options;
 mod read;
-mod replica;
 mod schema;
 mod writer;
 
@@ -46,8 +50,13 @@ pub struct PostgresStore {
     stats: Arc<Mutex<crate::WriterStats>>,
     /// The Merkle tree over the events up to a position (see [`crate::SqliteStore`]'s).
     tree: Arc<tokio::sync::Mutex<(i64, MerkleFrontier)>>,
-    /// The writer lock, when [`PostgresOptions::single_writer`].
-    exclusive: Option<replica::ReplicaLock>,
+    /// Connections that hold the replicas' shared locks ([`crate::Store::lock`]), apart from
+    /// the readers' so that callers waiting for a lock never starve the one holding it.
+    locks: Pool,
+    /// What the other replicas change.
+    listener: listen::Listener,
+    /// Whether this replica does the periodic work.
+    leadership: leader::Leadership,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -124,21 +133,21 @@ impl PostgresStore {
     /// Connects to the database `options` names, brings its schema up to date (refusing one
     /// newer than this binary knows) and starts the writer task.
     pub async fn open(options: PostgresOptions) -> Result<PostgresStore> {
-        let exclusive = if options.single_writer { Some(replica::ReplicaLock::acquire(&options).await?) } else { None };
         let pool = pool(&options)?;
         {
             let mut client = pool.get().await.map_err(|e| open_error(&options, &e))?;
             schema::migrate(&mut client).await?;
         }
         let stats = Arc::new(Mutex::new(crate::WriterStats::default()));
-        let held = exclusive.as_ref().map(replica::ReplicaLock::flag);
-        let sender = writer::Writer::start(pool.clone(), options.max_batch, stats.clone(), held);
+        let sender = writer::Writer::start(pool.clone(), options.max_batch, stats.clone());
         Ok(PostgresStore {
             reader: PostgresReader { pool, describe: options.describe() },
             sender,
             stats,
             tree: Arc::new(tokio::sync::Mutex::new((0, MerkleFrontier::default()))),
-            exclusive,
+            locks: self::pool(&options)?,
+            listener: listen::Listener::start(&options).await,
+            leadership: leader::Leadership::start(&options),
         })
     }
 
@@ -334,9 +343,31 @@ impl crate::Store for PostgresStore {
 
     async fn ping(&self) -> Result<()> {
         self.reader.client().await?.simple_query("SELECT 1").await?;
-        if self.exclusive.as_ref().is_some_and(|lock| !lock.flag().load(std::sync::atomic::Ordering::SeqCst)) {
-            return Err(Error::Unavailable(writer::NOT_HELD.into()));
+        if !self.listener.live() {
+            return Err(Error::Unavailable(
+                "not listening for the other replicas' changes (the connection was lost); reconnecting".into(),
+            ));
         }
         Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn lock(&self, scope: crate::LockScope<'_>) -> Result<Option<crate::Held>> {
+        Ok(Some(locks::take(&self.locks, scope).await?))
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Change>> {
+        Some(self.listener.subscribe())
+    }
+
+    fn leader(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.leadership.watch())
+    }
+
+    fn following(&self) -> bool {
+        self.listener.live()
     }
 }

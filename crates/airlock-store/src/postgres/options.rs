@@ -14,10 +14,6 @@ pub struct PostgresOptions {
     pub connect_timeout: Duration,
     /// Most commits made durable by one transaction.
     pub max_batch: usize,
-    /// Whether this process must be the only one writing the database (what the server needs
-    /// until replicas coordinate): a second is refused at start. Off, any number of stores
-    /// write one journal, each commit in its place in one order.
-    pub single_writer: bool,
 }
 
 impl std::fmt::Debug for PostgresOptions {
@@ -27,7 +23,6 @@ impl std::fmt::Debug for PostgresOptions {
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_batch", &self.max_batch)
-            .field("single_writer", &self.single_writer)
             .finish()
     }
 }
@@ -50,13 +45,7 @@ impl PostgresOptions {
                  reach the database over a trusted network or a local TLS proxy, with `sslmode=disable`"
                 .into());
         }
-        Ok(PostgresOptions {
-            config,
-            max_connections: 16,
-            connect_timeout: Duration::from_secs(5),
-            max_batch: 1024,
-            single_writer: true,
-        })
+        Ok(PostgresOptions { config, max_connections: 16, connect_timeout: Duration::from_secs(5), max_batch: 1024 })
     }
 
     /// The parsed connection settings.

@@ -8,7 +8,6 @@
 //! have moved them since), and sends each commit's statements pipelined, in one round trip.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -42,13 +41,7 @@ pub(super) struct Writer {
     pool: Pool,
     max_batch: usize,
     stats: Arc<Mutex<WriterStats>>,
-    /// Whether this process holds the writer lock, when it needs one.
-    held: Option<Arc<AtomicBool>>,
 }
-
-/// Why a commit is refused while the writer lock is not held.
-pub(super) const NOT_HELD: &str = "this process does not hold the journal's writer lock (its connection was lost); \
-     it writes again once it has it back";
 
 /// A parameter of a statement, owned until the statement has run.
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -82,14 +75,9 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {
 
 impl Writer {
     /// Starts the writer task; it ends when every sender of the returned channel is gone.
-    pub(super) fn start(
-        pool: Pool,
-        max_batch: usize,
-        stats: Arc<Mutex<WriterStats>>,
-        held: Option<Arc<AtomicBool>>,
-    ) -> mpsc::UnboundedSender<Job> {
+    pub(super) fn start(pool: Pool, max_batch: usize, stats: Arc<Mutex<WriterStats>>) -> mpsc::UnboundedSender<Job> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let writer = Writer { pool, max_batch: max_batch.max(1), stats, held };
+        let writer = Writer { pool, max_batch: max_batch.max(1), stats };
         tokio::spawn(writer.run(receiver));
         sender
     }
@@ -108,12 +96,6 @@ impl Writer {
     }
 
     async fn write_batch(&self, batch: Vec<Job>) {
-        if self.held.as_ref().is_some_and(|held| !held.load(Ordering::SeqCst)) {
-            for job in batch {
-                let _ = job.reply.send(Err(Error::Unavailable(NOT_HELD.into())));
-            }
-            return;
-        }
         let started = Instant::now();
         match self.transaction(&batch).await {
             Ok(outcomes) => {
@@ -195,6 +177,23 @@ impl Writer {
         }
         if pos != start {
             client.execute("UPDATE journal_head SET pos = $1 WHERE id = 1", &[&pos]).await?;
+        }
+        // The other replicas hear of what landed when (and only if) this transaction commits.
+        let mut topics: Vec<String> = Vec::new();
+        for (job, outcome) in batch.iter().zip(&outcomes) {
+            if outcome.is_ok() {
+                for change in crate::Change::of(&job.commit) {
+                    let topic = super::listen::topic(&change);
+                    if !topics.contains(&topic) {
+                        topics.push(topic);
+                    }
+                }
+            }
+        }
+        if !topics.is_empty() {
+            let notify = format!("SELECT pg_notify({}, t) FROM unnest($1::text[]) AS t", super::listen::CHANNEL);
+            let statement = client.prepare_cached(&notify).await?;
+            client.execute(&statement, &[&topics]).await?;
         }
         Ok(outcomes)
     }
