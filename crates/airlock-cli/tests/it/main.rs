@@ -33,6 +33,7 @@ mod latency;
 mod mcp_gateway;
 mod metrics;
 mod notifications;
+mod plans;
 mod policy_lifecycle;
 mod postgres;
 mod traces;
