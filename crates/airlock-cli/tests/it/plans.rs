@@ -263,3 +263,45 @@ async fn a_bad_plan_is_refused_with_what_and_where() {
     let second = al.post(&url, BOT, json!({"goal": "g2", "steps": [{"tool": "b"}]})).await;
     second.assert_problem(StatusCode::CONFLICT, "already has plan");
 }
+
+#[tokio::test]
+async fn an_mcp_agent_proposes_and_amends_a_plan_with_the_tool_airlock_offers() {
+    let fx = Fixture::new(PLAN_POLICY);
+    let al = fx.start();
+    let mcp = crate::raw_mcp::Mcp::new(&al);
+    let mcp_session = mcp.initialize(BOT).await;
+    let listed = mcp.request(BOT, &mcp_session, 2, "tools/list", json!({})).await.result(2);
+    let offered = listed["tools"].as_array().unwrap();
+    assert!(offered.iter().any(|t| t["name"] == "airlock__propose_plan"), "{listed}");
+
+    let reply = mcp
+        .call(
+            BOT,
+            &mcp_session,
+            3,
+            "airlock__propose_plan",
+            json!({"goal": "back up orders", "steps": [{"tool": "db.backup"}]}),
+        )
+        .await;
+    let (is_error, text) = reply.text(3);
+    assert!(!is_error, "{text}");
+    assert!(text.contains("waits for approval"), "{text}");
+
+    // The plan is in the airlock session behind the MCP session, for humans to approve.
+    let sessions = al.get("/v1/sessions", BOT).await;
+    let session = sessions.body["sessions"][0]["id"].as_str().unwrap().to_string();
+    let plans = al.get(&format!("/v1/sessions/{session}/plans"), ALICE).await;
+    let plan = plans.body["plans"][0].clone();
+    assert_eq!(plan["goal"], "back up orders", "{}", plans.body);
+    approve_twice(&al, plan["versions"][0]["approval_id"].as_str().unwrap()).await;
+
+    let plan_id = plan["id"].as_str().unwrap();
+    let amend = json!({"plan_id": plan_id, "goal": "back up and vacuum", "steps": [{"tool": "db.backup"}, {"tool": "db.vacuum"}]});
+    let (is_error, text) = mcp.call(BOT, &mcp_session, 4, "airlock__propose_plan", amend).await.text(4);
+    assert!(!is_error, "{text}");
+    assert!(text.contains("version 2 waits for approval"), "{text}");
+    // A malformed plan is an error result that says what is wrong.
+    let bad = json!({"goal": "g", "steps": [{"tool": "a", "argumnets": {}}]});
+    let (is_error, text) = mcp.call(BOT, &mcp_session, 5, "airlock__propose_plan", bad).await.text(5);
+    assert!(is_error && text.contains("argumnets"), "{text}");
+}
