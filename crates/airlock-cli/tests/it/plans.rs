@@ -211,6 +211,9 @@ async fn an_amendment_shows_its_difference_and_its_new_step_runs_once_approved()
     assert_eq!(r.body["diff"]["added"][0]["id"], "vacuum", "{}", r.body);
     assert_eq!(r.body["diff"]["unchanged"], json!(["backup"]));
     assert_eq!(r.body["diff"]["goal_changed"], true);
+    let (code, out, err) = run(&["plans", "show", &session, &plan, "--server", &al.url], &[("AIRLOCK_TOKEN", ALICE)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pending version 2 changes:") && out.contains("+ step vacuum db.vacuum"), "{out}");
     // A second amendment while one waits is refused.
     let again = al
         .post(
@@ -240,6 +243,15 @@ async fn an_amendment_shows_its_difference_and_its_new_step_runs_once_approved()
     let events = al.get(&format!("/v1/sessions/{session}/events"), ALICE).await;
     let proposed = events.body["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "plan.proposed").count();
     assert_eq!(proposed, 2);
+
+    // `airlock plans` shows the same to a human at a terminal.
+    let alice = [("AIRLOCK_TOKEN", ALICE)];
+    let (code, out, err) = run(&["plans", "list", &session, "--server", &al.url], &alice);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&plan) && out.contains("approved") && out.contains("back up and vacuum"), "{out}");
+    let (code, out, err) = run(&["plans", "show", &session, &plan, "--server", &al.url], &alice);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("vacuum") && out.contains("superseded") && out.contains("alice, bob"), "{out}");
 }
 
 #[tokio::test]

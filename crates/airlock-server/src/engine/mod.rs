@@ -36,7 +36,7 @@ mod submit;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub(crate) use evaluator::evaluate;
 use guards::export_breakers;
-pub use plans::{PLAN_DRIFT, PlanProposal, PlanView, StepView, VersionView};
+pub use plans::{PlanProposal, PlanView, StepView, VersionView};
 pub use reads::Read;
 pub use send::{CallEnd, Gate, Sending};
 

@@ -18,11 +18,6 @@ use serde::Deserialize;
 
 use super::*;
 
-/// Calls that matched no step of the plan in force (`airlock_plan_drift_total`).
-pub const PLAN_DRIFT: &str = "airlock_plan_drift_total";
-/// Calls matched to a step of the plan in force (`airlock_plan_steps_matched_total`).
-pub const PLAN_STEPS: &str = "airlock_plan_steps_matched_total";
-
 /// One version of a plan, as the journal recorded it.
 #[derive(Debug, Clone)]
 struct Version {
@@ -401,9 +396,9 @@ impl Engine {
         use opentelemetry::KeyValue;
         let drift = link.step.is_none();
         if drift {
-            metrics::counter!(PLAN_DRIFT).increment(1);
+            metrics::counter!(tm::PLAN_DRIFT).increment(1);
         } else {
-            metrics::counter!(PLAN_STEPS).increment(1);
+            metrics::counter!(tm::PLAN_STEPS).increment(1);
         }
         span.set(vec![
             KeyValue::new("airlock.plan.id", link.plan_id.clone()),
@@ -511,6 +506,7 @@ impl Engine {
             trace: None,
         };
         // The guards that apply to a plan: kill switches (all, the agent, the tool name), the
+        // agent's allowlist (which must cover `airlock__propose_plan`, as on `/mcp`), the
         // session's state, the tier (an `advisory` agent changes nothing, so it plans nothing).
         let kills = self.kill_switch_list();
         let ctx = guard::GuardContext {
@@ -519,7 +515,7 @@ impl Engine {
             tool: PLAN_TOOL,
             upstream: None,
             read_only: false,
-            tool_allowed: true,
+            tool_allowed: agent.allows_tool(PLAN_TOOL),
             kill_switches: &kills,
         };
         let mut recorded: Option<(Value, PolicyFacts)> = None;
