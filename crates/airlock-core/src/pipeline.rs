@@ -303,8 +303,10 @@ pub struct PolicyAnswer {
 /// from policy stays a deny whatever the facts say.
 pub fn conclude(answer: PolicyAnswer, facts: &PolicyFacts) -> Decision {
     let defaults = ApprovalDefaults { ttl_seconds: facts.default_ttl_seconds };
-    let each_call = match &answer.output {
-        Ok(output) => crate::plan::each_call_rules(&output.require_approval),
+    let (each_call, drift_allowed) = match &answer.output {
+        Ok(output) => {
+            (crate::plan::each_call_rules(&output.require_approval), crate::plan::drift_allowed(&output.allow_drift))
+        }
         Err(_) => Default::default(),
     };
     let mut decision = combine(answer.output, &defaults, &answer.revision, answer.eval_us);
@@ -313,7 +315,12 @@ pub fn conclude(answer: PolicyAnswer, facts: &PolicyFacts) -> Decision {
     }
     let decision = apply_tier_floor(decision, facts.tier, facts.read_only, &defaults);
     // The plan in force: a matching step carries its approval, drift needs one of its own.
-    let decision = crate::plan::apply(decision, facts.plan.as_ref(), &each_call, facts.default_ttl_seconds);
+    let decision = crate::plan::apply(
+        decision,
+        facts.plan.as_ref(),
+        &crate::plan::PolicySays { each_call, drift_allowed },
+        facts.default_ttl_seconds,
+    );
     let budgets = GuardLimits {
         budget_usd_per_day: facts.budget_usd_per_day,
         budget_usd_per_session: facts.budget_usd_per_session,

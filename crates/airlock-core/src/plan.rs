@@ -239,18 +239,41 @@ pub fn each_call_rules(require_approval: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
-/// What the plan in force does to a call's decision (see the module documentation). `each_call`
-/// names the rules a plan never covers.
-pub fn apply(mut decision: Decision, plan: Option<&PlanFacts>, each_call: &BTreeSet<String>, ttl: u64) -> Decision {
+/// The rules of `allow_drift` entries that matched: policy lets the call run outside the plan
+/// without an approval of its own. Entries are objects with `rule` (and `msg`), or strings.
+pub fn drift_allowed(allow_drift: &[Value]) -> Vec<String> {
+    allow_drift
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.get("rule").and_then(Value::as_str).unwrap_or("allow_drift").to_string(),
+        })
+        .collect()
+}
+
+/// What the policy's answer says about plans, besides its decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicySays {
+    /// Rules a plan never covers (`"each_call": true` on `require_approval`).
+    pub each_call: BTreeSet<String>,
+    /// Rules of the `allow_drift` entries that matched.
+    pub drift_allowed: Vec<String>,
+}
+
+/// What the plan in force does to a call's decision (see the module documentation).
+pub fn apply(mut decision: Decision, plan: Option<&PlanFacts>, says: &PolicySays, ttl: u64) -> Decision {
+    let each_call = &says.each_call;
     let Some(plan) = plan else { return decision };
     let Some(step) = &plan.step else {
-        let reason = Reason::new(
-            RULE_PLAN_DRIFT,
-            format!(
-                "the call matches no step of plan {} (version {}): it is drift and needs an approval of its own",
-                plan.plan_id, plan.version
-            ),
-        );
+        let at = format!("the call matches no step of plan {} (version {})", plan.plan_id, plan.version);
+        if !says.drift_allowed.is_empty() {
+            // Policy lets it run outside the plan: still drift, recorded as such, with no
+            // approval of its own beyond what policy asked.
+            let by = says.drift_allowed.join(", ");
+            decision.reasons.push(Reason::new(RULE_PLAN_DRIFT, format!("{at}: drift, allowed by policy ({by})")));
+            return decision;
+        }
+        let reason = Reason::new(RULE_PLAN_DRIFT, format!("{at}: it is drift and needs an approval of its own"));
         match decision.effect {
             Effect::Deny => decision.reasons.push(reason),
             Effect::RequireApproval => decision.reasons.insert(0, reason),
@@ -438,7 +461,7 @@ mod tests {
     #[test]
     fn a_step_approved_by_enough_of_the_right_people_runs_without_asking_again() {
         let plan = facts(Some("1"), vec![vote("alice", &["sre"]), vote("bob", &["sre"])]);
-        let d = apply(held(vec![rule("SC1", 2, &["sre"])]), Some(&plan), &BTreeSet::new(), 60);
+        let d = apply(held(vec![rule("SC1", 2, &["sre"])]), Some(&plan), &PolicySays::default(), 60);
         assert_eq!(d.effect, Effect::Allow);
         assert_eq!(d.reasons[0].rule, RULE_PLAN);
     }
@@ -446,21 +469,25 @@ mod tests {
     #[test]
     fn a_plan_covers_only_what_its_votes_meet() {
         let plan = facts(Some("1"), vec![vote("alice", &["sre"])]);
-        let d =
-            apply(held(vec![rule("SC1", 1, &["sre"]), rule("DBA", 1, &["dba"])]), Some(&plan), &BTreeSet::new(), 60);
+        let d = apply(
+            held(vec![rule("SC1", 1, &["sre"]), rule("DBA", 1, &["dba"])]),
+            Some(&plan),
+            &PolicySays::default(),
+            60,
+        );
         assert_eq!(d.effect, Effect::RequireApproval);
         let req = d.approval.unwrap();
         assert_eq!(req.rules, vec![rule("DBA", 1, &["dba"])]);
         // A plan policy allowed outright (no votes) covers nothing.
-        let d = apply(held(vec![rule("SC1", 1, &[])]), Some(&facts(Some("1"), vec![])), &BTreeSet::new(), 60);
+        let d = apply(held(vec![rule("SC1", 1, &[])]), Some(&facts(Some("1"), vec![])), &PolicySays::default(), 60);
         assert_eq!(d.effect, Effect::RequireApproval);
     }
 
     #[test]
     fn each_call_rules_are_never_covered() {
         let plan = facts(Some("1"), vec![vote("alice", &["sre"]), vote("bob", &["sre"])]);
-        let each: BTreeSet<String> = ["PROD".to_string()].into();
-        let d = apply(held(vec![rule("PROD", 1, &["sre"])]), Some(&plan), &each, 60);
+        let says = PolicySays { each_call: ["PROD".to_string()].into(), drift_allowed: vec![] };
+        let d = apply(held(vec![rule("PROD", 1, &["sre"])]), Some(&plan), &says, 60);
         assert_eq!(d.effect, Effect::RequireApproval);
     }
 
@@ -469,13 +496,25 @@ mod tests {
         let mut allowed = held(vec![]);
         allowed.effect = Effect::Allow;
         allowed.approval = None;
-        let d = apply(allowed.clone(), Some(&facts(None, vec![vote("alice", &[])])), &BTreeSet::new(), 60);
+        let d = apply(allowed.clone(), Some(&facts(None, vec![vote("alice", &[])])), &PolicySays::default(), 60);
         assert_eq!(d.effect, Effect::RequireApproval);
         assert_eq!(d.reasons[0].rule, RULE_PLAN_DRIFT);
         let mut denied = allowed;
         denied.effect = Effect::Deny;
-        let d = apply(denied, Some(&facts(Some("1"), vec![vote("alice", &[])])), &BTreeSet::new(), 60);
+        let d = apply(denied, Some(&facts(Some("1"), vec![vote("alice", &[])])), &PolicySays::default(), 60);
         assert_eq!(d.effect, Effect::Deny);
+    }
+
+    #[test]
+    fn policy_may_let_drift_run_and_it_is_still_marked() {
+        let mut allowed = held(vec![]);
+        allowed.effect = Effect::Allow;
+        allowed.approval = None;
+        let says = PolicySays { each_call: BTreeSet::new(), drift_allowed: vec!["RO1".into()] };
+        let d = apply(allowed, Some(&facts(None, vec![])), &says, 60);
+        assert_eq!(d.effect, Effect::Allow);
+        assert_eq!(d.reasons.last().map(|r| r.rule.as_str()), Some(RULE_PLAN_DRIFT));
+        assert_eq!(drift_allowed(&[json!({"rule": "RO1"}), json!("reads")]), vec!["RO1", "reads"]);
     }
 
     #[test]
@@ -485,10 +524,10 @@ mod tests {
         plan.spent_usd = 1.5;
         let mut priced = held(vec![rule("SC1", 1, &[])]);
         priced.cost_usd = Some(1.0);
-        assert_eq!(apply(priced.clone(), Some(&plan), &BTreeSet::new(), 60).reasons[0].rule, RULE_PLAN_BUDGET);
+        assert_eq!(apply(priced.clone(), Some(&plan), &PolicySays::default(), 60).reasons[0].rule, RULE_PLAN_BUDGET);
         plan.budget_usd = None;
         plan.deadline_passed = true;
-        assert_eq!(apply(priced, Some(&plan), &BTreeSet::new(), 60).reasons[0].rule, RULE_PLAN_DEADLINE);
+        assert_eq!(apply(priced, Some(&plan), &PolicySays::default(), 60).reasons[0].rule, RULE_PLAN_DEADLINE);
     }
 
     #[test]
