@@ -317,3 +317,27 @@ async fn an_mcp_agent_proposes_and_amends_a_plan_with_the_tool_airlock_offers() 
     let (is_error, text) = mcp.call(BOT, &mcp_session, 5, "airlock__propose_plan", bad).await.text(5);
     assert!(is_error && text.contains("argumnets"), "{text}");
 }
+
+#[tokio::test]
+async fn the_review_ui_shows_a_pending_plan_step_by_step_for_a_vote() {
+    let fx = Fixture::new(PLAN_POLICY);
+    let al = fx.start();
+    let session = al.session(BOT).await;
+    let r = al.post(&format!("/v1/sessions/{session}/plans"), BOT, three_steps()).await;
+    let approval = r.body["versions"][0]["approval_id"].as_str().unwrap().to_string();
+    let (status, cookie) = sign_in(&al, ALICE).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let page = client()
+        .get(format!("{}/ui/approvals/{approval}", al.url))
+        .header("cookie", cookie.unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    for shown in
+        ["airlock__propose_plan", "migrate the orders database", "db.backup", "db.migrate", "deploy.*", "PLAN1"]
+    {
+        assert!(html.contains(shown), "`{shown}` is not on the review page");
+    }
+}
