@@ -274,6 +274,11 @@ async fn a_bad_plan_is_refused_with_what_and_where() {
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
     let second = al.post(&url, BOT, json!({"goal": "g2", "steps": [{"tool": "b"}]})).await;
     second.assert_problem(StatusCode::CONFLICT, "already has plan");
+    // A malformed id in the path is a problem document too.
+    let r = al.get(&format!("/v1/sessions/{session}/plans/%FF"), ALICE).await;
+    r.assert_problem(StatusCode::BAD_REQUEST, "invalid path");
+    let r = al.get("/v1/sessions/%FF/plans", ALICE).await;
+    r.assert_problem(StatusCode::BAD_REQUEST, "invalid path");
 }
 
 #[tokio::test]

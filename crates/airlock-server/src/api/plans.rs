@@ -14,6 +14,20 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/sessions/{id}/plans/{plan}/amend", post(amend))
 }
 
+/// A session id and a plan id in the path, with errors as `problem+json` like [`PathId`].
+struct PlanPath(String, String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PlanPath {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map(|Path((session, plan))| PlanPath(session, plan))
+            .map_err(|e| Problem::bad_request(format!("invalid path `{}`: {}", parts.uri.path(), e.body_text())))
+    }
+}
+
 /// `201` for a plan in force at once (policy allowed it), `202` for one waiting for approval,
 /// `403` for one refused.
 fn plan_response(view: PlanView) -> Response {
@@ -29,7 +43,7 @@ fn plan_response(view: PlanView) -> Response {
 async fn propose(
     State(state): State<AppState>,
     principal: Principal,
-    Path(session_id): Path<String>,
+    PathId(session_id): PathId,
     Body(body): Body<PlanProposal>,
 ) -> Result<Response, Problem> {
     let agent = require_agent(&principal)?;
@@ -40,7 +54,7 @@ async fn propose(
 async fn amend(
     State(state): State<AppState>,
     principal: Principal,
-    Path((session_id, plan_id)): Path<(String, String)>,
+    PlanPath(session_id, plan_id): PlanPath,
     Body(body): Body<PlanProposal>,
 ) -> Result<Response, Problem> {
     let agent = require_agent(&principal)?;
@@ -51,7 +65,7 @@ async fn amend(
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Path(session_id): Path<String>,
+    PathId(session_id): PathId,
 ) -> Result<Json<Value>, Problem> {
     let plans = state.engine.plans(&session_id, principal.agent_filter()).await?;
     Ok(Json(json!({ "session_id": session_id, "plans": plans })))
@@ -60,7 +74,7 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
-    Path((session_id, plan_id)): Path<(String, String)>,
+    PlanPath(session_id, plan_id): PlanPath,
 ) -> Result<Json<PlanView>, Problem> {
     Ok(Json(state.engine.plan(&session_id, &plan_id, principal.agent_filter()).await?))
 }
