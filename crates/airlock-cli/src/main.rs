@@ -58,6 +58,9 @@ enum Command {
     /// List and inspect sessions (token in AIRLOCK_TOKEN).
     #[command(subcommand)]
     Sessions(client::SessionsCommand),
+    /// List and inspect a session's plans (token in AIRLOCK_TOKEN); vote with `approvals`.
+    #[command(subcommand)]
+    Plans(client::PlansCommand),
     /// Manage humans on a running server: lift a TOTP lock (admins; token in AIRLOCK_TOKEN).
     #[command(subcommand)]
     Humans(client::HumansCommand),
@@ -240,6 +243,7 @@ async fn main() -> ExitCode {
         Command::Kill(cmd) => client::kill(cmd).await,
         Command::Humans(cmd) => client::humans(cmd).await,
         Command::Sessions(cmd) => client::sessions(cmd).await,
+        Command::Plans(cmd) => client::plans(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Replay(args) => replay::run(&args).await,
         Command::Migrate(args) => migrate::run(&args).await,

@@ -34,6 +34,9 @@ pub struct PolicyOutput {
     /// Value of `redact`, if defined, or why it could not be evaluated. Unlike the other rules,
     /// a failing `redact` does not fail the decision: it only means no content is exported.
     pub redact: Result<Option<Value>, PolicyFailure>,
+    /// Elements of the `allow_drift` set: reasons to let a call outside the plan in force run
+    /// without an approval of its own ([`crate::plan`]).
+    pub allow_drift: Vec<Value>,
 }
 
 impl Default for PolicyOutput {
@@ -44,6 +47,7 @@ impl Default for PolicyOutput {
             cost_usd: None,
             warn: Vec::new(),
             redact: Ok(None),
+            allow_drift: Vec::new(),
         }
     }
 }

@@ -83,6 +83,18 @@ pub enum EventKind {
     /// completion, a subscription) was screened: allowed or refused, and why.
     #[serde(rename = "mcp.read")]
     McpRead,
+    /// An agent proposed a plan, or a new version of one (an amendment), and policy decided it.
+    #[serde(rename = "plan.proposed")]
+    PlanProposed,
+    /// A version of a plan was approved and is now in force.
+    #[serde(rename = "plan.approved")]
+    PlanApproved,
+    /// A call was matched to a step of the plan in force.
+    #[serde(rename = "plan.step_matched")]
+    PlanStepMatched,
+    /// A call matched no step of the plan in force.
+    #[serde(rename = "plan.drift")]
+    PlanDrift,
 }
 
 impl EventKind {
@@ -113,6 +125,10 @@ impl EventKind {
             EventKind::ShadowDisagreement => "policy.shadow_disagreement",
             EventKind::McpForwarded => "mcp.forwarded",
             EventKind::McpRead => "mcp.read",
+            EventKind::PlanProposed => "plan.proposed",
+            EventKind::PlanApproved => "plan.approved",
+            EventKind::PlanStepMatched => "plan.step_matched",
+            EventKind::PlanDrift => "plan.drift",
         }
     }
 }

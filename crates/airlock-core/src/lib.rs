@@ -17,6 +17,7 @@ pub mod limits;
 pub mod model;
 pub mod money;
 pub mod pipeline;
+pub mod plan;
 pub mod redact;
 pub mod sync;
 pub mod vote;

@@ -116,6 +116,9 @@ pub struct PolicyFacts {
     pub reserved: Reserved,
     /// Default approval expiry.
     pub default_ttl_seconds: u64,
+    /// The plan in force in the session and the step the call matched, if a plan is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::plan::PlanFacts>,
 }
 
 /// Why [`PolicyFacts`] can't be recovered from a recorded policy input.
@@ -155,6 +158,7 @@ impl PolicyFacts {
             session_spent_usd: input.pointer("/session/spent_usd").and_then(Value::as_f64).unwrap_or(0.0),
             reserved: Reserved::default(),
             default_ttl_seconds,
+            plan: None,
         })
     }
 }
@@ -276,6 +280,7 @@ pub fn screen(intake: &Intake<'_>, state: GuardState<'_>) -> Screened {
                 session_spent_usd: intake.session.spent_usd,
                 reserved: intake.reserved,
                 default_ttl_seconds: intake.defaults.ttl_seconds,
+                plan: None,
             },
         },
         breaker_transition,
@@ -298,11 +303,24 @@ pub struct PolicyAnswer {
 /// from policy stays a deny whatever the facts say.
 pub fn conclude(answer: PolicyAnswer, facts: &PolicyFacts) -> Decision {
     let defaults = ApprovalDefaults { ttl_seconds: facts.default_ttl_seconds };
+    let (each_call, drift_allowed) = match &answer.output {
+        Ok(output) => {
+            (crate::plan::each_call_rules(&output.require_approval), crate::plan::drift_allowed(&output.allow_drift))
+        }
+        Err(_) => Default::default(),
+    };
     let mut decision = combine(answer.output, &defaults, &answer.revision, answer.eval_us);
     if decision.cost_usd.is_none() {
         decision.cost_usd = facts.catalog_cost_usd;
     }
     let decision = apply_tier_floor(decision, facts.tier, facts.read_only, &defaults);
+    // The plan in force: a matching step carries its approval, drift needs one of its own.
+    let decision = crate::plan::apply(
+        decision,
+        facts.plan.as_ref(),
+        &crate::plan::PolicySays { each_call, drift_allowed },
+        facts.default_ttl_seconds,
+    );
     let budgets = GuardLimits {
         budget_usd_per_day: facts.budget_usd_per_day,
         budget_usd_per_session: facts.budget_usd_per_session,

@@ -166,6 +166,7 @@ fn facts() -> impl Strategy<Value = PolicyFacts> {
             reserved: Default::default(),
             session_spent_usd: spent_ses,
             default_ttl_seconds: 3600,
+            plan: None,
         })
 }
 
@@ -303,7 +304,7 @@ proptest! {
         // more than an `autonomous` one.
         let auto = PolicyFacts { tier: Tier::Autonomous, read_only, catalog_cost_usd: None, budget_usd_per_day: 0.0,
             budget_usd_per_session: 0.0, on_budget_exceeded: OnBudgetExceeded::Deny, agent_spent_today_usd: 0.0, reserved: Default::default(),
-            session_spent_usd: 0.0, default_ttl_seconds: 3600 };
+            session_spent_usd: 0.0, default_ttl_seconds: 3600, plan: None };
         let tiered = PolicyFacts { tier, ..auto.clone() };
         let answer = |d: &Decision| PolicyAnswer { output: Ok(PolicyOutput::default()), revision: d.policy_revision.clone(), eval_us: 0 };
         let a = pipeline::conclude(answer(&before), &auto);

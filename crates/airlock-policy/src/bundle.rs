@@ -17,9 +17,10 @@ pub(crate) const RULE_REQUIRE_APPROVAL: &str = "data.airlock.require_approval";
 pub(crate) const RULE_COST: &str = "data.airlock.cost_usd";
 pub(crate) const RULE_WARN: &str = "data.airlock.warn";
 pub(crate) const RULE_REDACT: &str = "data.airlock.redact";
+pub(crate) const RULE_ALLOW_DRIFT: &str = "data.airlock.allow_drift";
 
 /// The host's entry points, in the order of [`Policy`]'s `declared` flags.
-const HOST_RULES: [&str; 5] = [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST, RULE_WARN, RULE_REDACT];
+const HOST_RULES: [&str; 6] = [RULE_DENY, RULE_REQUIRE_APPROVAL, RULE_COST, RULE_WARN, RULE_REDACT, RULE_ALLOW_DRIFT];
 
 /// How a policy is run.
 #[derive(Debug, Clone)]
@@ -45,7 +46,7 @@ pub struct Policy {
     files: Vec<PathBuf>,
     engine: Engine,
     /// Which of the host rules the policy declares; a rule that is not declared is empty.
-    declared: [bool; 5],
+    declared: [bool; 6],
     /// `(relative path, text)` of every file, for the journal's revision history.
     sources: Vec<(String, String)>,
     /// Golden fixtures found in `fixtures/`.
@@ -117,7 +118,7 @@ impl Policy {
 
         // Probing the template itself (not a clone) leaves it prepared, so that every evaluation
         // clones a prepared engine instead of analysing the policy again.
-        let mut declared = [false; 5];
+        let mut declared = [false; 6];
         engine.set_input(Value::new_object());
         for (i, rule) in HOST_RULES.iter().enumerate() {
             match engine.eval_rule((*rule).to_string()) {
@@ -212,6 +213,10 @@ impl Policy {
                 _ => out.warn = as_list(rule, json)?,
             }
         }
+        // Only calls of a session with a plan in force read it (docs/plans.md).
+        if declared(5) {
+            out.allow_drift = as_list(RULE_ALLOW_DRIFT, eval_json(engine, RULE_ALLOW_DRIFT)?)?;
+        }
         // Evaluated last and on its own: its failure is kept in the output (and redacts
         // everything) instead of failing the decision.
         if declared(4) {
@@ -228,7 +233,7 @@ fn eval_json(engine: &mut Engine, rule: &str) -> Result<Option<serde_json::Value
     to_json(&value).map_err(|e| PolicyFailure::Conversion { rule: rule.to_string(), message: e.to_string() })
 }
 
-fn set(flags: &mut [bool; 5], i: usize) {
+fn set(flags: &mut [bool; 6], i: usize) {
     if let Some(f) = flags.get_mut(i) {
         *f = true;
     }

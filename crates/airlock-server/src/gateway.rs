@@ -8,6 +8,8 @@
 //! error that names the approval and says to retry → allowed or approved: `executing` is
 //! journaled, the upstream is called with its time limit, and the result is journaled.
 
+mod plans;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -565,6 +567,10 @@ impl Gateway for McpGateway {
                 .collect();
         }
         let mut out = Vec::new();
+        // The tool airlock itself offers on `/mcp` (docs/plans.md).
+        if allowed(airlock_core::plan::PLAN_TOOL) {
+            out.push(plans::tool());
+        }
         for (upstream, tool) in self.upstreams.tools() {
             let full = format!("{upstream}{TOOL_SEPARATOR}{}", tool.name);
             if allowed(&full) {
@@ -606,6 +612,9 @@ impl Gateway for McpGateway {
         let Some(agent) = self.agent_of(&call.agent_id, call.principal.as_ref()) else {
             return error_result("airlock: unknown agent");
         };
+        if call.server.is_none() && call.tool == airlock_core::plan::PLAN_TOOL && agent.allows_tool(&call.tool) {
+            return plans::propose(&self.engine, &agent, &call).await;
+        }
         // On a virtual server the name is the server's: the action is the tool it reaches.
         let tool = match &call.server {
             None => call.tool.clone(),

@@ -62,6 +62,10 @@ pub const RATE_LIMITED_UNJOURNALED: &str = "airlock_rate_limited_unjournaled_tot
 pub const MCP_READS: &str = "airlock_mcp_reads_total";
 /// Forwarded messages left out of the journal because its backlog was full (counter).
 pub const MCP_FORWARDED_UNJOURNALED: &str = "airlock_mcp_forwarded_unjournaled_total";
+/// Calls that matched no step of the plan in force in their session (drift).
+pub const PLAN_DRIFT: &str = "airlock_plan_drift_total";
+/// Calls matched to a step of the plan in force in their session.
+pub const PLAN_STEPS: &str = "airlock_plan_steps_matched_total";
 pub const OTHER: &str = "other";
 
 /// Most distinct `rule` label values; later ones are [`OTHER`]. Rule names come from policy,
@@ -197,6 +201,8 @@ fn describe() {
     describe_gauge!(BREAKER_STATE, "Circuit breaker state: 0 closed, 1 half-open, 2 open");
     describe_gauge!(SPEND_USD, "Money spent by allowed actions (USD)");
     describe_counter!(SESSIONS_PAUSED, "Sessions paused by a guard");
+    describe_counter!(PLAN_DRIFT, "Calls that matched no step of the plan in force (drift)");
+    describe_counter!(PLAN_STEPS, "Calls matched to a step of the plan in force");
     describe_gauge!(CONNECTIONS_OPEN, "Open HTTP connections");
     describe_counter!(CONNECTIONS_CLOSED, "HTTP connections closed by airlock, by reason");
     describe_counter!(BODY_TIMEOUTS, "Requests whose body did not arrive in time");

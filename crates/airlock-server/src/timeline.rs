@@ -99,6 +99,25 @@ pub fn entry(e: &StoredEvent) -> Value {
             "paused" => format!("session paused by {} [{}]: {}", s(p, "by"), s(p, "rule"), s(p, "reason")),
             other => format!("session {other} by {}: {}", s(p, "by"), s(p, "comment")),
         },
+        "plan.proposed" => format!(
+            "plan {} version {} proposed ({}): {}",
+            s(p, "plan_id"),
+            p.get("version").and_then(Value::as_u64).unwrap_or(0),
+            s(p, "effect"),
+            s(&p["plan"], "goal")
+        ),
+        "plan.approved" => format!(
+            "plan {} version {} approved{}",
+            s(p, "plan_id"),
+            p.get("version").and_then(Value::as_u64).unwrap_or(0),
+            p.get("votes")
+                .and_then(Value::as_array)
+                .filter(|v| !v.is_empty())
+                .map(|v| format!(" by {}", v.iter().map(|x| s(x, "human")).collect::<Vec<_>>().join(", ")))
+                .unwrap_or_else(|| " by policy".to_string())
+        ),
+        "plan.step_matched" => format!("{} matched step `{}` of plan {}", s(p, "tool"), s(p, "step"), s(p, "plan_id")),
+        "plan.drift" => format!("drift: {} matches no step of plan {}", s(p, "tool"), s(p, "plan_id")),
         "policy.shadow_disagreement" => {
             format!("shadow candidate would {} instead of {}", s(&p["candidate"], "effect"), s(&p["active"], "effect"))
         }

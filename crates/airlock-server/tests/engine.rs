@@ -34,7 +34,9 @@
 //! (record an upstream call's outcome: `ok`, `error`, `cost_usd`, and `answered = false` for a
 //! call that got no answer), `abandon` (the task running a sent call goes away),
 //! `kill` / `release`, `resume` / `close` (a session), `unlock` (an admin lifts a human's TOTP
-//! lock), `advance` (seconds on the clock; the
+//! lock), `plan` (a plan proposed in the session, as the body of `POST /v1/sessions/{id}/plans`;
+//! `as` names the proposal's action, which `vote` and `check` take), `advance` (seconds on the
+//! clock; the
 //! engine's expiry sweep runs after each move, as the server's background task would) and
 //! `check` (an action, or a session with `session`). `expect` keys: `status`, `rules` (the rule
 //! ids of the reasons, in order), `outcome` (`new`, `joined`, `replayed`), `decided_by`,
@@ -59,8 +61,8 @@ use airlock_core::{ActionResult, Decision, KillScope, Reporter, Verdict};
 use airlock_policy::Policy;
 use airlock_server::Config;
 use airlock_server::engine::{
-    ActionRequest, CallEnd, Claim, Engine, Error, Gate, ManualClock, Outcome, ResultReport, Sending, SessionCloser,
-    VoteRequest,
+    ActionRequest, CallEnd, Claim, Engine, Error, Gate, ManualClock, Outcome, PlanProposal, ResultReport, Sending,
+    SessionCloser, VoteRequest,
 };
 use airlock_store::Store;
 use chrono::{TimeZone, Utc};
@@ -147,6 +149,7 @@ struct Step {
     advance: Option<i64>,
     check: Option<String>,
     unlock: Option<String>,
+    plan: Option<Value>,
     // Arguments of the steps above.
     agent: Option<String>,
     session: Option<String>,
@@ -511,6 +514,26 @@ impl Run {
                 Ok(_) => assert!(e.refused.is_none() && e.error.is_none(), "{at}: the unlock was accepted"),
                 Err(err) => expect_error(&at, &err, e),
             }
+        } else if let Some(plan) = &step.plan {
+            // Proposes a plan in the session; `as` names the proposal's action (vote on it).
+            let agent = self.agent(step.agent.as_deref());
+            let session = self.session(step.session.as_deref(), &agent).await;
+            let proposal: PlanProposal =
+                serde_json::from_value(plan.clone()).unwrap_or_else(|err| panic!("{at}: plan: {err}"));
+            match self.engine.propose_plan(&agent, &session, None, proposal).await {
+                Ok(view) => {
+                    assert!(e.error.is_none(), "{at}: expected an error, got plan {}", view.id);
+                    let id = view.versions.last().map(|v| v.action_id.clone()).unwrap_or_default();
+                    let action = self.engine.action_view(&id, None).await.unwrap().action;
+                    check_decision(&at, &action.decision, e);
+                    self.check_status(&at, &id, e).await;
+                    self.actions.insert("last".into(), id.clone());
+                    if let Some(alias) = &step.alias {
+                        self.actions.insert(alias.clone(), id);
+                    }
+                }
+                Err(err) => expect_error(&at, &err, e),
+            }
         } else if let Some(seconds) = step.advance {
             self.clock.advance(chrono::Duration::seconds(seconds));
             self.engine.expire_due().await.unwrap_or_else(|err| panic!("{at}: expiry: {err}"));
@@ -525,8 +548,8 @@ impl Run {
             }
         } else {
             panic!(
-                "{at}: a step needs one of open, call, vote, report, claim, send, finish, abandon, kill, release, \
-                 resume, close, advance, check"
+                "{at}: a step needs one of open, call, plan, vote, report, claim, send, finish, abandon, kill, \
+                 release, resume, close, advance, check"
             );
         }
         if let Some(want) = &e.session_status

@@ -35,6 +35,7 @@ mod latency;
 mod mcp_gateway;
 mod metrics;
 mod notifications;
+mod plans;
 mod policy_lifecycle;
 mod postgres;
 mod replicas;

@@ -12,6 +12,7 @@
 
 mod approvals;
 mod auth;
+mod plans;
 mod policy;
 
 use approvals::*;
@@ -342,6 +343,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/kill", post(engage_kill).get(list_kill))
         .route("/v1/kill/{id}", delete(release_kill))
         .route("/v1/humans/{id}/unlock", post(unlock_mfa))
+        .merge(plans::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -155,6 +155,8 @@ impl Engine {
             commit.project(Projection::Session(session.clone()));
             state.session = session;
         }
+        // An approved plan proposal is adopted in the same commit.
+        self.plan_vote_settled(state, &approval, &mut action, &mut commit, now);
         commit.project(Projection::Approval(approval.clone()));
         if resolved.is_some() {
             crate::notify::enqueue(&self.inner.config, &mut commit, "approval.resolved", &approval, &action, now);

@@ -16,7 +16,8 @@
 //! - `sessions.rs`: opening, pausing, resuming and closing sessions;
 //! - `kill.rs`: kill switches and what they cancel;
 //! - `send.rs`: the moment an upstream call is sent (the last kill-switch check), and its end;
-//! - `guards.rs`: the guard state the engine owns (rate-limit buckets, spend, breakers).
+//! - `guards.rs`: the guard state the engine owns (rate-limit buckets, spend, breakers);
+//! - `plans.rs`: plans in a session, their approval, and holding calls to the plan in force.
 
 mod approvals;
 mod clock;
@@ -25,6 +26,7 @@ mod forwarded;
 mod guards;
 mod kill;
 mod outcome;
+mod plans;
 mod reads;
 mod replicas;
 mod send;
@@ -35,6 +37,7 @@ mod submit;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub(crate) use evaluator::evaluate;
 use guards::export_breakers;
+pub use plans::{PlanProposal, PlanView, StepView, VersionView};
 pub use reads::Read;
 pub use send::{CallEnd, Gate, Sending};
 
@@ -220,6 +223,8 @@ struct SessionCell {
     waiting: HashMap<String, String>,
     /// Digests and times of recent new actions, for loop detection.
     recent: std::collections::VecDeque<(String, DateTime<Utc>)>,
+    /// The session's plans, folded from its journal stream on first use.
+    plans: Option<plans::PlanBook>,
 }
 
 /// A session's state, locked ([`Engine::lock_session`]).
@@ -660,7 +665,7 @@ impl Engine {
             .filter(|a| a.created_at >= since)
             .map(|a| (a.digest, a.created_at))
             .collect();
-        *slot = Some(SessionCell { session, waiting, recent });
+        *slot = Some(SessionCell { session, waiting, recent, plans: None });
         Ok(())
     }
 

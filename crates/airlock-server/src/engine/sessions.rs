@@ -187,8 +187,12 @@ impl Engine {
             .project(Projection::Session(session.clone()));
         self.commit(commit).await?;
         let cell = self.cell(&session.id);
-        *cell.lock().await =
-            Some(SessionCell { session: session.clone(), waiting: HashMap::new(), recent: Default::default() });
+        *cell.lock().await = Some(SessionCell {
+            session: session.clone(),
+            waiting: HashMap::new(),
+            recent: Default::default(),
+            plans: None,
+        });
         Ok(session)
     }
 

@@ -146,9 +146,12 @@ impl Engine {
         // The exact policy input and facts, journaled with the decision so it can be replayed.
         let mut recorded: Option<(Value, PolicyFacts)> = None;
         let mut policy_span = None;
+        let mut plan_link = None;
         let (decision, guard_pause) = match screened.screening {
             Screening::Decided { decision, pause } => (decision, pause),
-            Screening::Policy { input, facts } => {
+            Screening::Policy { mut input, mut facts } => {
+                // The plan in force, if any: policy sees the step the call matches, or drift.
+                plan_link = self.hold_to_plan(state, &action, &mut input, &mut facts, now).await?;
                 let p0 = std::time::SystemTime::now();
                 let (answer, input) = evaluate(policy.clone(), input).await;
                 policy_span = Some((p0, std::time::SystemTime::now()));
@@ -242,6 +245,9 @@ impl Engine {
         if let Some(pause) = &settled.pause {
             self.pause(&mut session, pause, &mut commit, now);
         }
+        if let Some(link) = &plan_link {
+            Self::journal_plan_link(link, &action, &mut commit, now);
+        }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
         let j0 = std::time::SystemTime::now();
         match self.commit(commit).await {
@@ -257,6 +263,9 @@ impl Engine {
         }
         if tracing_on {
             self.record_decision_spans(&action, &mut span, policy_span, j0);
+        }
+        if let Some(link) = plan_link {
+            self.plan_linked(state, link, &action, &mut span);
         }
         span.end_at(std::time::SystemTime::now());
         if let Some((input, facts)) = recorded
