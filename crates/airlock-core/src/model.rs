@@ -144,6 +144,10 @@ pub struct Session {
     /// The session's root span (`invoke_agent`), when tracing is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceRef>,
+    /// When a human last resumed the session: calls before it no longer count towards loop
+    /// detection, wherever the session is loaded from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<DateTime<Utc>>,
 }
 
 impl Session {
@@ -166,6 +170,7 @@ impl Session {
             created_at: at,
             updated_at: at,
             trace: None,
+            resumed_at: None,
         }
     }
 }

@@ -6,8 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
+
+use airlock_test_postgres::TestDatabase;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -69,6 +71,35 @@ pub fn fake_mcp_server() -> PathBuf {
 /// A temporary airlock installation: config, policy and data directory.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
+    /// The fixture's journal database when the suite runs on PostgreSQL, dropped with it.
+    _database: Option<TestDatabase>,
+}
+
+/// Whether this run keeps the fixtures' journals in PostgreSQL: `AIRLOCK_IT_BACKEND=postgres`,
+/// which `scripts/test.sh` sets for its second pass over the behaviour tests.
+pub fn on_postgres() -> bool {
+    std::env::var("AIRLOCK_IT_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// Variables every `airlock` this test process starts gets: the database URL of each fixture on
+/// PostgreSQL (the config names it with `env:`, as it must).
+static FIXTURE_ENV: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// A PostgreSQL database of its own for a fixture, and the `[storage]` table naming it.
+fn postgres_storage() -> (TestDatabase, String) {
+    let db = std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime to create the test database")
+            .block_on(TestDatabase::create())
+    })
+    .join()
+    .expect("the test database was created");
+    let mut env = FIXTURE_ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let name = format!("AIRLOCK_IT_DATABASE_{}", env.len());
+    env.push((name.clone(), db.url().to_string()));
+    (db, format!("\n[storage]\nbackend = \"postgres\"\nurl = \"env:{name}\"\n"))
 }
 
 impl Fixture {
@@ -157,8 +188,15 @@ roles = ["admin"]
             viewer = hash(VIEWER),
             admin = hash(ADMIN),
         );
+        let mut config = config;
+        let mut database = None;
+        if on_postgres() && !config.contains("[storage]") {
+            let (db, storage) = postgres_storage();
+            config.push_str(&storage);
+            database = Some(db);
+        }
         std::fs::write(dir.path().join("airlock.toml"), config).unwrap();
-        Fixture { dir }
+        Fixture { dir, _database: database }
     }
 
     pub fn config(&self) -> PathBuf {
@@ -183,6 +221,7 @@ pub fn airlock_cmd() -> Command {
     let mut cmd = Command::new(airlock_bin());
     cmd.env_remove("AIRLOCK_TOKEN").env_remove("AIRLOCK_SERVER").env_remove("AIRLOCK_CONFIG");
     cmd.env("CAROL_TOTP", CAROL_TOTP).env("HOOK_SECRET", HOOK_SECRET);
+    cmd.envs(FIXTURE_ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned());
     cmd
 }
 

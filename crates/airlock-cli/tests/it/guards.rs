@@ -241,7 +241,8 @@ async fn a_loop_of_identical_calls_pauses_the_session_until_a_human_resumes_it()
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("active"), "{out}");
-    assert_eq!(al.act(BOT, &s, "inventory.list", json!({"region": "eu"})).await.status, StatusCode::OK);
+    let after = al.act(BOT, &s, "inventory.list", json!({"region": "eu"})).await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.body);
     let events = al.get(&format!("/v1/sessions/{s}/events"), ALICE).await;
     let changes: Vec<_> = events.body["events"]
         .as_array()

@@ -655,7 +655,10 @@ impl Engine {
             .ok_or_else(|| Error::NotFound { what: "session", id: session_id.to_string() })?;
         let waiting =
             self.inner.store.waiting_actions(session_id).await?.into_iter().map(|a| (a.digest, a.id)).collect();
-        let since = self.now() - pipeline::loop_window(&self.limits_of(&session.agent_id));
+        // Calls before a human resumed the session do not count again (loop detection starts
+        // afresh on resume, as it does in a cell kept in memory).
+        let window_start = self.now() - pipeline::loop_window(&self.limits_of(&session.agent_id));
+        let since = session.resumed_at.map_or(window_start, |resumed| resumed.max(window_start));
         let recent = self
             .inner
             .store

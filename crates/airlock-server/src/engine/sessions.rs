@@ -23,6 +23,7 @@ impl Engine {
         session.consecutive_failures = 0;
         session.consecutive_denials = 0;
         session.updated_at = now;
+        session.resumed_at = Some(now);
         let mut commit = Commit::default();
         commit
             .event(
