@@ -159,3 +159,118 @@ async fn a_lost_database_answers_503_until_it_is_back() {
     let (code, report) = verify(&fx, &db);
     assert_eq!(code, 0, "{report}");
 }
+
+/// A PostgreSQL server of this test's own, in a temporary directory on a free port, from the
+/// binaries `tests/postgres/install.sh` found or installed (Debian's `postgresql`): one the test
+/// can really stop and start. Stopped when dropped.
+struct PrivateServer {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PrivateServer {
+    fn bin_dir() -> std::path::PathBuf {
+        let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's binaries under /usr/lib/postgresql (tests/postgres/install.sh installs them)")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .collect();
+        found.sort();
+        found.pop().expect("an initdb under /usr/lib/postgresql/*/bin")
+    }
+
+    /// Runs a PostgreSQL program, as the `postgres` user when the test runs as root (initdb and
+    /// postgres refuse root).
+    fn run(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let out = as_postgres(&self.bin.join(program)).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn create() -> PrivateServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _ = std::process::Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).output();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = PrivateServer { bin: Self::bin_dir(), dir, port };
+        server.run("initdb", &["-D", &server.data(), "-U", "postgres", "-A", "trust", "--no-sync"]);
+        server.start();
+        server
+    }
+
+    fn start(&self) {
+        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.dir.path().display());
+        let log = self.dir.path().join("log").display().to_string();
+        self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-o", &options, "-w", "start"]);
+    }
+
+    fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl")).args(["-D", &self.data(), "-m", "immediate", "stop"]).output();
+    }
+}
+
+/// A command for a PostgreSQL program: through `runuser -u postgres` when this process is root.
+fn as_postgres(program: &std::path::Path) -> std::process::Command {
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+#[tokio::test]
+async fn the_database_server_stopped_and_started_again_under_airlock() {
+    let server = PrivateServer::create();
+    let url = server.url();
+    let fx = Fixture::with_extra(POLICY, STORAGE);
+    let env = [("AIRLOCK_DATABASE_URL", url.as_str())];
+    let al = Airlock::start_with_env(&fx.config(), &env).unwrap_or_else(|e| panic!("airlock did not start: {e}"));
+    let s = al.session(BOT).await;
+    let before = al.act(BOT, &s, "ticket.create", json!({"n": 1})).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.body);
+
+    // The server shuts down: no decision without a journal.
+    server.stop();
+    let r = al.act(BOT, &s, "ticket.create", json!({"n": 2})).await;
+    r.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "nothing was decided");
+    let health = al.request(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE, "{}", health.body);
+
+    // It starts again: the same process recovers by itself, and what it acknowledged is there.
+    server.start();
+    let health = poll(
+        Duration::from_secs(20),
+        || al.request(reqwest::Method::GET, "/healthz", None, None),
+        |r| r.status == StatusCode::OK,
+    )
+    .await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    let after = al.act(BOT, &s, "ticket.create", json!({"n": 3})).await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.body);
+    let id = before.body["id"].as_str().unwrap();
+    assert_eq!(al.get(&format!("/v1/actions/{id}"), BOT).await.body["status"], "executing");
+    let session = al.get(&format!("/v1/sessions/{s}"), BOT).await;
+    assert_eq!(session.body["actions"].as_array().map(Vec::len), Some(2), "{}", session.body);
+    al.stop();
+    let config = fx.config();
+    let (code, out, err) = run(&["audit", "verify", "--json", "--config", config.to_str().unwrap()], &env);
+    assert_eq!(code, 0, "{out}{err}");
+}
