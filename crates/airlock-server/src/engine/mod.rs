@@ -261,6 +261,11 @@ struct Inner {
     kills_checked: Mutex<std::time::Instant>,
     /// Whether [`Engine::follow_replicas`] runs (and keeps `kills_checked` fresh).
     following: std::sync::atomic::AtomicBool,
+    /// Sessions with a plan in force that can get stuck, for the stuck-plan sweep; filled as
+    /// plans are folded, and from the open sessions on the first sweep.
+    planned: Mutex<std::collections::HashSet<String>>,
+    /// Whether the first stuck-plan sweep looked at every open session.
+    planned_seeded: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<SessionCell>>>>>,
     watchers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Last TOTP time step used per human, so that each code is used once.
@@ -423,6 +428,8 @@ impl Engine {
             kill_generation: Default::default(),
             kills_checked: Mutex::new(std::time::Instant::now()),
             following: Default::default(),
+            planned: Default::default(),
+            planned_seeded: Default::default(),
             sessions: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             totp_steps: Mutex::new(totp_steps),
@@ -715,6 +722,9 @@ impl Engine {
                     }
                     if let Err(e) = self.expire_due().await {
                         tracing::warn!(error = %e, "expiring approvals failed; will retry");
+                    }
+                    if let Err(e) = self.check_plans().await {
+                        tracing::warn!(error = %e, "checking plans for progress failed; will retry");
                     }
                 }
                 _ = shutdown.changed() => break,
