@@ -72,6 +72,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "engine/mcp_idle.rs"]
 mod mcp_idle;
+#[path = "engine/plan_stuck.rs"]
+mod plan_stuck;
 
 /// Base32 TOTP secret that cases give to humans as `totp = "env:TOTP"`.
 const TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
