@@ -261,11 +261,12 @@ struct Inner {
     kills_checked: Mutex<std::time::Instant>,
     /// Whether [`Engine::follow_replicas`] runs (and keeps `kills_checked` fresh).
     following: std::sync::atomic::AtomicBool,
-    /// Sessions with a plan in force that can get stuck, for the stuck-plan sweep; filled as
-    /// plans are folded, and from the open sessions on the first sweep.
-    planned: Mutex<std::collections::HashSet<String>>,
-    /// Whether the first stuck-plan sweep looked at every open session.
-    planned_seeded: std::sync::atomic::AtomicBool,
+    /// Sessions with a plan in force that can get stuck, for the stuck-plan sweep, each with
+    /// the earliest time it can be stuck; filled as plans are folded, and from the open
+    /// sessions every [`plans::RESEED`] (plans approved on another replica).
+    planned: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// When the stuck-plan sweep last looked at every open session.
+    planned_seeded: Mutex<Option<std::time::Instant>>,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<SessionCell>>>>>,
     watchers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Last TOTP time step used per human, so that each code is used once.

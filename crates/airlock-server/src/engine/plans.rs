@@ -154,6 +154,10 @@ pub(super) struct PlanLink {
     step_digest: Option<String>,
 }
 
+/// How often the stuck-plan sweep looks at every open session again, for plans approved on
+/// another replica.
+pub(super) const RESEED: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A plan step with its progress.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepView {
@@ -285,7 +289,7 @@ impl Engine {
             let events = self.inner.store.events(&state.session.id).await?;
             let book = PlanBook::fold(&events);
             if book.in_force().is_some_and(|(_, v)| v.draft.stuck_after_seconds.is_some()) {
-                lock(&self.inner.planned).insert(state.session.id.clone());
+                lock(&self.inner.planned).insert(state.session.id.clone(), DateTime::<Utc>::MIN_UTC);
             }
             state.plans = Some(book);
         }
@@ -328,7 +332,15 @@ impl Engine {
     /// with `pause_when_stuck`, pauses the session. Once per stretch without progress. Runs with
     /// the other periodic work (on the leader). Returns how many plans it found stuck.
     pub async fn check_plans(&self) -> Result<usize> {
-        if !self.inner.planned_seeded.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let reseed = {
+            let mut seeded = lock(&self.inner.planned_seeded);
+            let due = seeded.is_none_or(|at| at.elapsed() >= RESEED);
+            if due {
+                *seeded = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if reseed {
             let open = self
                 .inner
                 .store
@@ -339,13 +351,18 @@ impl Engine {
                 })
                 .await?;
             for s in open {
+                if lock(&self.inner.planned).contains_key(&s.id) {
+                    continue;
+                }
                 let mut guard = self.lock_session(&s.id).await?;
                 if let Some(state) = guard.as_mut() {
                     self.plan_book(state).await?;
                 }
             }
         }
-        let ids: Vec<String> = lock(&self.inner.planned).iter().cloned().collect();
+        let now = self.now();
+        let ids: Vec<String> =
+            lock(&self.inner.planned).iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
         let mut n = 0;
         for id in ids {
             let mut guard = self.lock_session(&id).await?;
@@ -374,10 +391,16 @@ impl Engine {
             if state.session.status != SessionStatus::Active {
                 continue;
             }
-            let now = self.now();
             let since = self.last_progress(record, version).await?;
             let at = since + pipeline::seconds(after);
-            if now < at || record.stuck.iter().any(|s| *s >= since) {
+            if now < at {
+                // Progress only moves this later: no need to look before then.
+                lock(&self.inner.planned).insert(id.clone(), at);
+                continue;
+            }
+            // Reported, or about to be: only progress after now can make it stuck again.
+            lock(&self.inner.planned).insert(id.clone(), now + pipeline::seconds(after));
+            if record.stuck.iter().any(|s| *s >= since) {
                 continue;
             }
             let view = self.plan_view_locked(state, &record.id).await?;
@@ -866,7 +889,7 @@ impl Engine {
         );
         commit.project(Projection::Action(Box::new(action.clone())));
         if action.arguments["plan"].get("stuck_after_seconds").is_some_and(|v| !v.is_null()) {
-            lock(&self.inner.planned).insert(approval.session_id.clone());
+            lock(&self.inner.planned).insert(approval.session_id.clone(), DateTime::<Utc>::MIN_UTC);
         }
         state.plans = None;
     }
