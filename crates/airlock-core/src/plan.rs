@@ -423,6 +423,9 @@ pub struct PlanDiff {
     pub budget_changed: bool,
     /// Whether the deadline changed.
     pub deadline_changed: bool,
+    /// Whether the monitors changed (`stuck_after_seconds`, `pause_when_stuck`,
+    /// `cascade_failures`, `cascade_window_seconds`).
+    pub monitors_changed: bool,
     /// Steps only the new version has.
     pub added: Vec<PlanStep>,
     /// Steps only the old version has.
@@ -439,6 +442,17 @@ pub fn diff(old: &PlanDraft, new: &PlanDraft) -> PlanDiff {
         goal_changed: old.goal != new.goal,
         budget_changed: old.budget_usd != new.budget_usd,
         deadline_changed: old.deadline != new.deadline,
+        monitors_changed: (
+            old.stuck_after_seconds,
+            old.pause_when_stuck,
+            old.cascade_failures,
+            old.cascade_window_seconds,
+        ) != (
+            new.stuck_after_seconds,
+            new.pause_when_stuck,
+            new.cascade_failures,
+            new.cascade_window_seconds,
+        ),
         ..PlanDiff::default()
     };
     for step in &new.steps {

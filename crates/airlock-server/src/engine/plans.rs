@@ -761,6 +761,9 @@ impl Engine {
                         json!({
                             "id": id, "version": version, "goal": draft.goal, "steps": draft.steps,
                             "budget_usd": draft.budget_usd, "deadline": draft.deadline,
+                            "stuck_after_seconds": draft.stuck_after_seconds, "pause_when_stuck": draft.pause_when_stuck,
+                            "cascade_failures": draft.cascade().map_or(0, |(n, _)| n),
+                            "cascade_window_seconds": draft.cascade().map(|(_, w)| w.num_seconds()),
                             "previous": previous, "diff": diff,
                         }),
                     );
