@@ -263,7 +263,7 @@ struct Inner {
     following: std::sync::atomic::AtomicBool,
     /// Sessions with a plan in force that can get stuck, for the stuck-plan sweep, each with
     /// the earliest time it can be stuck; filled as plans are folded, and from the open
-    /// sessions every [`plans::RESEED`] (plans approved on another replica).
+    /// sessions when this process starts leading or resyncs with the other replicas.
     planned: Mutex<HashMap<String, DateTime<Utc>>>,
     /// When the stuck-plan sweep last looked at every open session.
     planned_seeded: Mutex<Option<std::time::Instant>>,
@@ -715,11 +715,18 @@ impl Engine {
     pub async fn run_background(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leading = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     if !self.is_leader() {
+                        leading = false;
                         continue;
+                    }
+                    if !leading {
+                        // Plans approved while another replica led: look at every open session.
+                        self.reseed_plans();
+                        leading = true;
                     }
                     if let Err(e) = self.expire_due().await {
                         tracing::warn!(error = %e, "expiring approvals failed; will retry");

@@ -154,10 +154,6 @@ pub(super) struct PlanLink {
     step_digest: Option<String>,
 }
 
-/// How often the stuck-plan sweep looks at every open session again, for plans approved on
-/// another replica.
-pub(super) const RESEED: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// A plan step with its progress.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepView {
@@ -334,7 +330,7 @@ impl Engine {
     pub async fn check_plans(&self) -> Result<usize> {
         let reseed = {
             let mut seeded = lock(&self.inner.planned_seeded);
-            let due = seeded.is_none_or(|at| at.elapsed() >= RESEED);
+            let due = seeded.is_none();
             if due {
                 *seeded = Some(std::time::Instant::now());
             }
@@ -432,6 +428,25 @@ impl Engine {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The stuck-plan sweep looks at every open session again on its next run (this process
+    /// became the leader, or may have missed changes made by other replicas).
+    pub(super) fn reseed_plans(&self) {
+        *lock(&self.inner.planned_seeded) = None;
+    }
+
+    /// Another replica changed action `id`: if it is an adopted plan proposal whose plan can get
+    /// stuck, the stuck-plan sweep of this process (the leader) learns of its session.
+    pub(super) async fn note_plan_action(&self, id: &str) {
+        let Ok(Some(action)) = self.inner.store.action(id).await else { return };
+        if action.tool == PLAN_TOOL
+            && action.upstream.is_none()
+            && action.status == ActionStatus::Succeeded
+            && action.arguments["plan"].get("stuck_after_seconds").is_some_and(|v| !v.is_null())
+        {
+            lock(&self.inner.planned).insert(action.session_id, DateTime::<Utc>::MIN_UTC);
+        }
     }
 
     /// Cascading errors: when a failed call of a plan step brings the failed distinct steps
