@@ -285,7 +285,7 @@ impl Engine {
             let events = self.inner.store.events(&state.session.id).await?;
             let book = PlanBook::fold(&events);
             if book.in_force().is_some_and(|(_, v)| v.draft.stuck_after_seconds.is_some()) {
-                lock(&self.inner.planned).insert(state.session.id.clone(), DateTime::<Utc>::MIN_UTC);
+                self.note_planned(&state.session.id);
             }
             state.plans = Some(book);
         }
@@ -430,6 +430,14 @@ impl Engine {
         Ok(n)
     }
 
+    /// The stuck-plan sweep looks at `session_id` on its next run. Only the leader sweeps, so
+    /// only the leader keeps the list (a new leader rebuilds it from the open sessions).
+    fn note_planned(&self, session_id: &str) {
+        if self.is_leader() {
+            lock(&self.inner.planned).insert(session_id.to_string(), DateTime::<Utc>::MIN_UTC);
+        }
+    }
+
     /// The stuck-plan sweep looks at every open session again on its next run (this process
     /// became the leader, or may have missed changes made by other replicas).
     pub(super) fn reseed_plans(&self) {
@@ -445,7 +453,7 @@ impl Engine {
             && action.status == ActionStatus::Succeeded
             && action.arguments["plan"].get("stuck_after_seconds").is_some_and(|v| !v.is_null())
         {
-            lock(&self.inner.planned).insert(action.session_id, DateTime::<Utc>::MIN_UTC);
+            self.note_planned(&action.session_id);
         }
     }
 
@@ -907,7 +915,7 @@ impl Engine {
         );
         commit.project(Projection::Action(Box::new(action.clone())));
         if action.arguments["plan"].get("stuck_after_seconds").is_some_and(|v| !v.is_null()) {
-            lock(&self.inner.planned).insert(approval.session_id.clone(), DateTime::<Utc>::MIN_UTC);
+            self.note_planned(&approval.session_id);
         }
         state.plans = None;
     }
