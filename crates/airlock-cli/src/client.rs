@@ -771,6 +771,12 @@ fn print_plan(v: &Value) {
     );
     println!("goal     {}", s(v, "goal"));
     println!("spent    ${:.2}", v.get("spent_usd").and_then(Value::as_f64).unwrap_or(0.0));
+    if v.get("finished") == Some(&Value::Bool(true)) {
+        println!("finished every step is done");
+    }
+    if let Some(stuck) = v.get("stuck").filter(|x| !x.is_null()) {
+        println!("stuck    no step progress since {} (stuck at {})", s(stuck, "since"), s(stuck, "at"));
+    }
     let steps = v.get("steps").and_then(Value::as_array).cloned().unwrap_or_default();
     let rows = steps
         .iter()
@@ -800,7 +806,12 @@ fn print_plan(v: &Value) {
     println!("{}", output::table(&["VERSION", "STATUS", "APPROVAL", "APPROVED BY", "AGE"], rows));
     if let Some(diff) = v.get("diff").filter(|d| !d.is_null()) {
         println!("pending version {} changes:", s(v, "pending"));
-        for (flag, what) in [("goal_changed", "goal"), ("budget_changed", "budget"), ("deadline_changed", "deadline")] {
+        for (flag, what) in [
+            ("goal_changed", "goal"),
+            ("budget_changed", "budget"),
+            ("deadline_changed", "deadline"),
+            ("monitors_changed", "monitors"),
+        ] {
             if diff.get(flag) == Some(&Value::Bool(true)) {
                 println!("  ~ {what}");
             }

@@ -95,6 +95,13 @@ pub enum EventKind {
     /// A call matched no step of the plan in force.
     #[serde(rename = "plan.drift")]
     PlanDrift,
+    /// No step of the plan in force made progress for its `stuck_after_seconds`.
+    #[serde(rename = "plan.stuck")]
+    PlanStuck,
+    /// Calls for distinct steps of the plan in force failed within the cascade window: the
+    /// session was paused.
+    #[serde(rename = "plan.cascade")]
+    PlanCascade,
 }
 
 impl EventKind {
@@ -129,6 +136,8 @@ impl EventKind {
             EventKind::PlanApproved => "plan.approved",
             EventKind::PlanStepMatched => "plan.step_matched",
             EventKind::PlanDrift => "plan.drift",
+            EventKind::PlanStuck => "plan.stuck",
+            EventKind::PlanCascade => "plan.cascade",
         }
     }
 }

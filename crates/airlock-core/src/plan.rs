@@ -89,7 +89,33 @@ pub struct PlanDraft {
     /// When the plan stops covering calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    /// The plan is stuck when no step makes progress for this long (seconds): airlock journals
+    /// `plan.stuck` and sends the `plan.stuck` webhook. Unset: the plan is never stuck.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck_after_seconds: Option<u64>,
+    /// Whether a stuck plan also pauses its session (rule `airlock.plan_stuck`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause_when_stuck: bool,
+    /// Failed calls on this many distinct steps within `cascade_window_seconds` pause the
+    /// session (cascading errors). Default 3; `0` turns the check off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade_failures: Option<u32>,
+    /// The window of `cascade_failures`, in seconds. Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade_window_seconds: Option<u64>,
 }
+
+/// Failed steps that pause a plan's session unless the plan says otherwise.
+pub const DEFAULT_CASCADE_FAILURES: u32 = 3;
+/// The window of [`DEFAULT_CASCADE_FAILURES`], in seconds.
+pub const DEFAULT_CASCADE_WINDOW_SECONDS: u64 = 600;
+
+/// The longest `stuck_after_seconds` (30 days).
+pub const MAX_STUCK_AFTER_SECONDS: u64 = 30 * 24 * 3600;
+/// Reason rule of a session paused because its plan is stuck (`pause_when_stuck`).
+pub const RULE_PLAN_STUCK: &str = "airlock.plan_stuck";
+/// Reason rule of a session paused because its plan's steps failed one after another.
+pub const RULE_PLAN_CASCADE: &str = "airlock.plan_cascade";
 
 /// Why a draft can't be a plan.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +143,19 @@ impl PlanDraft {
             && d <= now
         {
             return bad(format!("`deadline` `{}` is already past", d.to_rfc3339()));
+        }
+        if let Some(s) = self.stuck_after_seconds
+            && !(1..=MAX_STUCK_AFTER_SECONDS).contains(&s)
+        {
+            return bad(format!("`stuck_after_seconds` must be between 1 and {MAX_STUCK_AFTER_SECONDS}, got {s}"));
+        }
+        if self.pause_when_stuck && self.stuck_after_seconds.is_none() {
+            return bad("`pause_when_stuck` needs `stuck_after_seconds`".to_string());
+        }
+        if let Some(w) = self.cascade_window_seconds
+            && !(1..=MAX_STUCK_AFTER_SECONDS).contains(&w)
+        {
+            return bad(format!("`cascade_window_seconds` must be between 1 and {MAX_STUCK_AFTER_SECONDS}, got {w}"));
         }
         let mut ids = BTreeSet::new();
         for (i, step) in self.steps.iter_mut().enumerate() {
@@ -149,6 +188,13 @@ impl PlanDraft {
             }
         }
         Ok(self)
+    }
+
+    /// Failed distinct steps that pause the session, and the window they count in (`None`: off).
+    pub fn cascade(&self) -> Option<(usize, chrono::Duration)> {
+        let n = self.cascade_failures.unwrap_or(DEFAULT_CASCADE_FAILURES);
+        let window = self.cascade_window_seconds.unwrap_or(DEFAULT_CASCADE_WINDOW_SECONDS);
+        (n > 0).then(|| (n as usize, chrono::Duration::seconds(i64::try_from(window).unwrap_or(i64::MAX))))
     }
 
     /// The step named `id`.
@@ -377,6 +423,9 @@ pub struct PlanDiff {
     pub budget_changed: bool,
     /// Whether the deadline changed.
     pub deadline_changed: bool,
+    /// Whether the monitors changed (`stuck_after_seconds`, `pause_when_stuck`,
+    /// `cascade_failures`, `cascade_window_seconds`).
+    pub monitors_changed: bool,
     /// Steps only the new version has.
     pub added: Vec<PlanStep>,
     /// Steps only the old version has.
@@ -393,6 +442,17 @@ pub fn diff(old: &PlanDraft, new: &PlanDraft) -> PlanDiff {
         goal_changed: old.goal != new.goal,
         budget_changed: old.budget_usd != new.budget_usd,
         deadline_changed: old.deadline != new.deadline,
+        monitors_changed: (
+            old.stuck_after_seconds,
+            old.pause_when_stuck,
+            old.cascade_failures,
+            old.cascade_window_seconds,
+        ) != (
+            new.stuck_after_seconds,
+            new.pause_when_stuck,
+            new.cascade_failures,
+            new.cascade_window_seconds,
+        ),
         ..PlanDiff::default()
     };
     for step in &new.steps {

@@ -137,6 +137,33 @@ pub fn enqueue_session(
     push(config, commit, event, body, now);
 }
 
+/// Adds `plan.stuck` notifications: `plan` is the plan as the API shows it.
+pub fn enqueue_plan(
+    config: &Config,
+    commit: &mut Commit,
+    event: &str,
+    session: &airlock_core::Session,
+    plan: serde_json::Value,
+    now: DateTime<Utc>,
+) {
+    let agent = config.agents.iter().find(|a| a.agent.id == session.agent_id);
+    let base = config.server.public_url.clone().unwrap_or_else(|| format!("http://{}", config.server.listen));
+    let plan_id = plan.get("id").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+    let body = json!({
+        "event": event,
+        "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "session": {"id": session.id, "task": session.task, "status": session.status, "actions": session.actions},
+        "plan": plan,
+        "agent": {
+            "id": session.agent_id,
+            "owner": agent.map(|a| a.agent.owner.clone()),
+            "oncall": agent.and_then(|a| a.agent.oncall.clone()),
+        },
+        "links": {"api": format!("{base}/v1/sessions/{}/plans/{plan_id}", session.id)},
+    });
+    push(config, commit, event, body, now);
+}
+
 /// Adds `breaker.opened` notifications.
 pub fn enqueue_breaker(
     config: &Config,

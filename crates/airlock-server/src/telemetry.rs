@@ -64,6 +64,8 @@ pub const MCP_READS: &str = "airlock_mcp_reads_total";
 pub const MCP_FORWARDED_UNJOURNALED: &str = "airlock_mcp_forwarded_unjournaled_total";
 /// Calls that matched no step of the plan in force in their session (drift).
 pub const PLAN_DRIFT: &str = "airlock_plan_drift_total";
+/// Plans found stuck (no step progress for their `stuck_after_seconds`).
+pub const PLANS_STUCK: &str = "airlock_plans_stuck_total";
 /// Calls matched to a step of the plan in force in their session.
 pub const PLAN_STEPS: &str = "airlock_plan_steps_matched_total";
 pub const OTHER: &str = "other";
@@ -202,6 +204,7 @@ fn describe() {
     describe_gauge!(SPEND_USD, "Money spent by allowed actions (USD)");
     describe_counter!(SESSIONS_PAUSED, "Sessions paused by a guard");
     describe_counter!(PLAN_DRIFT, "Calls that matched no step of the plan in force (drift)");
+    describe_counter!(PLANS_STUCK, "Plans found stuck: no step progress for their stuck_after_seconds");
     describe_counter!(PLAN_STEPS, "Calls matched to a step of the plan in force");
     describe_gauge!(CONNECTIONS_OPEN, "Open HTTP connections");
     describe_counter!(CONNECTIONS_CLOSED, "HTTP connections closed by airlock, by reason");

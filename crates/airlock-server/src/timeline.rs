@@ -118,6 +118,13 @@ pub fn entry(e: &StoredEvent) -> Value {
         ),
         "plan.step_matched" => format!("{} matched step `{}` of plan {}", s(p, "tool"), s(p, "step"), s(p, "plan_id")),
         "plan.drift" => format!("drift: {} matches no step of plan {}", s(p, "tool"), s(p, "plan_id")),
+        "plan.stuck" => format!(
+            "plan {} stuck: no step progress for {} s since {}",
+            s(p, "plan_id"),
+            p.get("stuck_after_seconds").and_then(Value::as_u64).unwrap_or(0),
+            s(p, "since")
+        ),
+        "plan.cascade" => format!("plan {} paused the session: {}", s(p, "plan_id"), s(p, "reason")),
         "policy.shadow_disagreement" => {
             format!("shadow candidate would {} instead of {}", s(&p["candidate"], "effect"), s(&p["active"], "effect"))
         }

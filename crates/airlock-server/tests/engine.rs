@@ -72,6 +72,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "engine/mcp_idle.rs"]
 mod mcp_idle;
+#[path = "engine/plan_stuck.rs"]
+mod plan_stuck;
 
 /// Base32 TOTP secret that cases give to humans as `totp = "env:TOTP"`.
 const TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -192,6 +194,10 @@ struct Expect {
     requester: Option<String>,
     /// Every notification in the outbox so far, by event name, oldest first.
     notified: Option<Vec<String>>,
+    /// Whether the plan of the step's session (`s1` by default) shows as stuck.
+    plan_stuck: Option<bool>,
+    /// Whether every step of that plan is done.
+    plan_finished: Option<bool>,
     /// The latest journal event about the action (`kind`, and `rule` of its `reason` if any).
     journaled: Option<Journaled>,
 }
@@ -537,6 +543,7 @@ impl Run {
         } else if let Some(seconds) = step.advance {
             self.clock.advance(chrono::Duration::seconds(seconds));
             self.engine.expire_due().await.unwrap_or_else(|err| panic!("{at}: expiry: {err}"));
+            self.engine.check_plans().await.unwrap_or_else(|err| panic!("{at}: plan monitors: {err}"));
         } else if let Some(alias) = &step.check {
             if let Some(session) = &step.session {
                 self.check_session(&at, session, e).await;
@@ -570,6 +577,18 @@ impl Run {
             let outbox = self.store.notifications_due(far, 10_000).await.unwrap();
             let got: Vec<&str> = outbox.iter().map(|n| n.event.as_str()).collect();
             assert_eq!(got, want.iter().map(String::as_str).collect::<Vec<_>>(), "{at}: notifications");
+        }
+        if e.plan_stuck.is_some() || e.plan_finished.is_some() {
+            let alias = step.session.clone().unwrap_or_else(|| "s1".into());
+            let id = self.sessions.get(&alias).cloned().unwrap_or_else(|| panic!("{at}: no session `{alias}`"));
+            let plans = self.engine.plans(&id, None).await.unwrap_or_else(|err| panic!("{at}: plans: {err}"));
+            let plan = plans.first().unwrap_or_else(|| panic!("{at}: session `{alias}` has no plan"));
+            if let Some(want) = e.plan_stuck {
+                assert_eq!(plan.stuck.is_some(), want, "{at}: plan stuck: {:?}", plan.stuck);
+            }
+            if let Some(want) = e.plan_finished {
+                assert_eq!(plan.finished, want, "{at}: plan finished");
+            }
         }
         if let Some(want) = &e.journaled {
             let alias = match &step.call {

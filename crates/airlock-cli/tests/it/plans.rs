@@ -346,3 +346,70 @@ async fn the_review_ui_shows_a_pending_plan_step_by_step_for_a_vote() {
         assert!(html.contains(shown), "`{shown}` is not on the review page");
     }
 }
+
+/// Cascading errors: calls for three distinct steps of an approved plan fail; the third failure
+/// pauses the session (webhook, timeline), later calls are denied until a human resumes it, and
+/// the plan keeps what ran against each step.
+#[tokio::test]
+async fn failures_on_three_steps_of_a_plan_pause_its_session() {
+    let (url, received, _task) = receiver(0).await;
+    let fx = Fixture::with_extra(PLAN_POLICY, &notify_toml(&url));
+    let al = fx.start();
+    let session = al.session(BOT).await;
+    let plan = approved_plan(
+        &al,
+        &session,
+        json!({"goal": "restart the web tier", "steps": [
+            {"id": "drain", "tool": "lb.drain"}, {"id": "restart", "tool": "svc.restart"}, {"id": "undrain", "tool": "lb.undrain"}
+        ]}),
+    )
+    .await;
+
+    let mut ran = Vec::new();
+    for (i, tool) in ["lb.drain", "svc.restart", "lb.undrain"].into_iter().enumerate() {
+        let r = al.act(BOT, &session, tool, json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{tool}: {}", r.body);
+        assert_eq!(first_rule(&r.body), "airlock.plan", "{tool}: {}", r.body);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        let failed =
+            al.post(&format!("/v1/actions/{id}/result"), BOT, json!({"ok": false, "error": "connection reset"})).await;
+        assert_eq!(failed.status, StatusCode::OK, "{}", failed.body);
+        let s = al.get(&format!("/v1/sessions/{session}"), ALICE).await;
+        let want = if i < 2 { "active" } else { "paused" };
+        assert_eq!(s.body["status"], want, "after {tool} failed: {}", s.body);
+        ran.push(id);
+    }
+
+    let (_, paused) = received.wait_for("session.paused", std::time::Duration::from_secs(10)).await;
+    assert_eq!(paused["rule"], "airlock.plan_cascade", "{paused}");
+    assert!(paused["reason"].as_str().unwrap().contains("3 steps of plan"), "{paused}");
+
+    // Calls wait for a human: denied while the session is paused.
+    let held = al.act(BOT, &session, "lb.drain", json!({"again": true})).await;
+    assert_eq!(held.status, StatusCode::FORBIDDEN, "{}", held.body);
+
+    let timeline = al.get(&format!("/v1/sessions/{session}/timeline"), ALICE).await;
+    let entries = timeline.body["timeline"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["kind"] == "plan.cascade"
+            && e["summary"].as_str().unwrap().contains(&format!("plan {plan} paused the session"))),
+        "{}",
+        timeline.body
+    );
+
+    // The plan records what ran against each step, and is not finished.
+    let shown = al.get(&format!("/v1/sessions/{session}/plans/{plan}"), ALICE).await;
+    assert_eq!(shown.body["finished"], false, "{}", shown.body);
+    assert!(shown.body["last_progress_at"].is_string(), "{}", shown.body);
+    for (step, id) in shown.body["steps"].as_array().unwrap().iter().zip(&ran) {
+        assert_eq!(step["status"], "pending", "a failed call leaves its step open: {step}");
+        assert_eq!(step["actions"], json!([id]), "{step}");
+    }
+
+    // A human resumes it; the retried step runs on the plan's approval.
+    let resumed = al.post(&format!("/v1/sessions/{session}/resume"), ALICE, json!({"comment": "upstream fixed"})).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
+    let retry = al.act(BOT, &session, "lb.drain", json!({})).await;
+    assert_eq!(retry.status, StatusCode::OK, "{}", retry.body);
+    assert_eq!(first_rule(&retry.body), "airlock.plan", "{}", retry.body);
+}

@@ -431,7 +431,7 @@ bogus = 1
         "tools[0].cost_usd: must be a non-negative number, got -1",
         "tools[1].cost_usd: must be a non-negative number, got NaN",
         "notify[0].url: `ftp://hooks` must start with http:// or https://",
-        "notify[0].events[0]: unknown event `nope`; known: approval.requested, approval.resolved, approval.expired, session.paused, breaker.opened",
+        "notify[0].events[0]: unknown event `nope`; known: approval.requested, approval.resolved, approval.expired, session.paused, breaker.opened, plan.stuck",
         "notify[0].secret: environment variable `NOPE` is not set",
         "notify[0].timeout_ms: must be between 1 and 60000, got 0",
         "notify[1].name: `notify[0]` is used twice",

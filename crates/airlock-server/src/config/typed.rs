@@ -70,7 +70,7 @@ impl StorageConfig {
 
 /// Events a `[[notify]]` webhook can subscribe to.
 pub const NOTIFY_EVENTS: &[&str] =
-    &["approval.requested", "approval.resolved", "approval.expired", "session.paused", "breaker.opened"];
+    &["approval.requested", "approval.resolved", "approval.expired", "session.paused", "breaker.opened", "plan.stuck"];
 
 /// One `[[notify]]` webhook.
 #[derive(Debug, Clone)]

@@ -261,6 +261,12 @@ struct Inner {
     kills_checked: Mutex<std::time::Instant>,
     /// Whether [`Engine::follow_replicas`] runs (and keeps `kills_checked` fresh).
     following: std::sync::atomic::AtomicBool,
+    /// Sessions with a plan in force that can get stuck, for the stuck-plan sweep, each with
+    /// the earliest time it can be stuck; filled as plans are folded, and from the open
+    /// sessions when this process starts leading or resyncs with the other replicas.
+    planned: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// When the stuck-plan sweep last looked at every open session.
+    planned_seeded: Mutex<Option<std::time::Instant>>,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<SessionCell>>>>>,
     watchers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Last TOTP time step used per human, so that each code is used once.
@@ -423,6 +429,8 @@ impl Engine {
             kill_generation: Default::default(),
             kills_checked: Mutex::new(std::time::Instant::now()),
             following: Default::default(),
+            planned: Default::default(),
+            planned_seeded: Default::default(),
             sessions: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             totp_steps: Mutex::new(totp_steps),
@@ -710,14 +718,24 @@ impl Engine {
     pub async fn run_background(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leading = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     if !self.is_leader() {
+                        leading = false;
                         continue;
+                    }
+                    if !leading {
+                        // Plans approved while another replica led: look at every open session.
+                        self.reseed_plans();
+                        leading = true;
                     }
                     if let Err(e) = self.expire_due().await {
                         tracing::warn!(error = %e, "expiring approvals failed; will retry");
+                    }
+                    if let Err(e) = self.check_plans().await {
+                        tracing::warn!(error = %e, "checking plans for progress failed; will retry");
                     }
                 }
                 _ = shutdown.changed() => break,

@@ -53,6 +53,9 @@ impl Engine {
         commit.event(&action.session_id, EventKind::ActionCompleted, now, completed_payload(&action, counted));
         let error = action.result.as_ref().and_then(|r| r.error.clone());
         self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
+        if !ok {
+            self.plan_cascade(state, &mut session, &action, &mut commit, now).await?;
+        }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
         self.commit(commit).await?;
         state.session = session;
@@ -138,6 +141,9 @@ impl Engine {
         let mut commit = Commit::default();
         commit.event(&action.session_id, EventKind::ActionCompleted, now, completed_payload(&action, counted));
         self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
+        if !ok {
+            self.plan_cascade(state, &mut session, &action, &mut commit, now).await?;
+        }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
         self.commit(commit).await?;
         state.session = session;

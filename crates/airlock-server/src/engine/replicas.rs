@@ -46,13 +46,19 @@ impl Engine {
 
     async fn apply_change(&self, change: Change) {
         match change {
-            Change::Action(id) => self.notify(&id),
+            Change::Action(id) => {
+                self.notify(&id);
+                if self.is_leader() {
+                    self.note_plan_action(&id).await;
+                }
+            }
             Change::Approvals => self.bump_approvals(),
             Change::KillSwitches => self.refresh_kill_switches().await,
             Change::Policy => self.follow_policy_logged().await,
             Change::Candidate => self.follow_candidate_logged().await,
             Change::Outbox => self.inner.outbox_wake.notify_one(),
             Change::Resync => {
+                self.reseed_plans();
                 self.refresh_kill_switches().await;
                 self.follow_policy_logged().await;
                 self.follow_candidate_logged().await;
