@@ -546,6 +546,10 @@ pub struct Action {
     /// The action's `execute_tool` span, when tracing is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceRef>,
+    /// The replica running the upstream call while it is `executing`, when replicas share the
+    /// journal: if that replica is gone, the call's outcome is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// The outcome of an executed action.

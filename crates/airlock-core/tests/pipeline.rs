@@ -68,6 +68,7 @@ fn action(tool: &str, upstream: Option<&str>) -> Action {
         status: ActionStatus::Denied,
         decision: pipeline::guard_deny(Reason::new("x", "x"), "rev", None),
         approval_id: None,
+        replica: None,
         result: None,
         idempotency_key: None,
         created_at: t0(),

@@ -336,6 +336,9 @@ pub enum LockScope<'a> {
     AgentBudget(&'a str),
     /// One human's TOTP codes: each is used once, and failures are counted, under it.
     Human(&'a str),
+    /// One replica: it holds its own lock for as long as it runs, so that a lock another can
+    /// take means that replica is gone.
+    Replica(&'a str),
 }
 
 /// A lock held in the database until it is dropped.
@@ -429,6 +432,11 @@ pub trait Store: Send + Sync + 'static {
     /// Takes a lock shared by every process writing the journal, held until the returned value
     /// is dropped; `None` when no other process can write it (the caller's own locks suffice).
     async fn lock(&self, _scope: LockScope<'_>) -> Result<Option<Held>> {
+        Ok(None)
+    }
+    /// Takes the lock of `scope` if nobody holds it; `None` when somebody does or no other
+    /// process can write the journal.
+    async fn try_lock(&self, _scope: LockScope<'_>) -> Result<Option<Held>> {
         Ok(None)
     }
     /// What other processes changed, as they commit; `None` when no other process can write.

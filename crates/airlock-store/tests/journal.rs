@@ -160,6 +160,7 @@ fn action(id: &str, seq: u64, status: ActionStatus) -> Action {
         status,
         decision: airlock_core::decision::policy_failure("x".into(), "rev", 0),
         approval_id: None,
+        replica: None,
         result: None,
         idempotency_key: None,
         created_at: at(seq as i64),

@@ -502,3 +502,63 @@ async fn a_totp_code_used_on_one_replica_is_refused_on_another() {
         .await;
     again.assert_problem(StatusCode::FORBIDDEN, "already used");
 }
+
+/// A replica killed while an upstream call it sent is out: a survivor marks the call `unknown`
+/// (the upstream may have acted) without a restart, since the dead replica's lock is free.
+#[tokio::test]
+async fn a_call_in_flight_on_a_replica_that_dies_becomes_unknown_on_a_survivor() {
+    let db = TestDatabase::create().await;
+    let slow =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/fakes/slow_mcp_server.py");
+    let upstream = format!(
+        "[[upstreams]]\nname = \"slow\"\ncommand = \"python3\"\nargs = [\"{}\"]\ntimeout_ms = 60000\n",
+        slow.display()
+    );
+    let fx = Fixture::with_extra(
+        "package airlock\nimport rego.v1\ndeny contains \"never\" if false\n",
+        &format!("{upstream}{STORAGE}"),
+    );
+    let mut all = replicas(&fx, &db);
+    let (c, a) = (all.pop().unwrap(), all.pop().unwrap());
+    a.wait_for_upstream("slow").await;
+    let s = a.session(BOT).await;
+    let (url, session) = (a.url.clone(), s.clone());
+    let call = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/sessions/{session}/actions"))
+            .bearer_auth(BOT)
+            .json(&json!({"tool": "slow__sleep", "arguments": {"seconds": 60}, "justification": "long"}))
+            .send()
+            .await
+    });
+    let out = poll(
+        Duration::from_secs(15),
+        || session_actions(&c, &s),
+        |a| a.first().is_some_and(|a| a["status"] == "executing"),
+    )
+    .await;
+    assert_eq!(out.first().map(|a| a["status"].clone()), Some(json!("executing")), "the call never went out: {out:?}");
+    a.crash();
+    assert!(call.await.unwrap().is_err(), "the crash ended the request");
+
+    // The survivors take over; within the leader's sweep (every 10 s) the call is unknown.
+    let out = poll(
+        Duration::from_secs(30),
+        || session_actions(&c, &s),
+        |a| a.first().is_some_and(|a| a["status"] == "unknown"),
+    )
+    .await;
+    let action = out.first().cloned().unwrap_or_default();
+    assert_eq!(action["status"], "unknown", "{action}");
+    assert_eq!(action["result"]["reported_by"], "airlock", "{action}");
+    assert!(action["result"]["error"].as_str().unwrap_or_default().contains("in flight"), "{action}");
+    drop(all);
+    c.stop();
+    let (code, report) = verify(&fx, &db);
+    assert_eq!(code, 0, "{report}");
+}
+
+/// The actions of `session`, as `GET /v1/sessions/{id}` lists them.
+async fn session_actions(al: &Airlock, session: &str) -> Vec<Value> {
+    al.get(&format!("/v1/sessions/{session}"), BOT).await.body["actions"].as_array().cloned().unwrap_or_default()
+}

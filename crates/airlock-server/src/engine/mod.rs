@@ -249,6 +249,9 @@ impl std::ops::DerefMut for SessionGuard {
 
 struct Inner {
     store: Arc<dyn Store>,
+    /// This process's id among the replicas sharing the journal, and the lock it holds as long
+    /// as it runs (`None` on a journal of its own).
+    replica: Option<(String, Mutex<airlock_store::Held>)>,
     config: Arc<Config>,
     catalog: Catalog,
     policy: RwLock<Arc<Policy>>,
@@ -387,39 +390,18 @@ impl Engine {
         }
         let mfa_guards: HashMap<String, MfaGuard> =
             store.mfa_guards().await?.into_iter().map(|g| (g.human.clone(), g)).collect();
-        // Upstream calls that were out when airlock stopped have an unknown outcome. They are
-        // marked so and never retried automatically (DESIGN.md: at most once).
-        // With other replicas on the journal, calls in flight may be theirs: they are left alone.
-        let in_flight =
-            if store.shared() { Vec::new() } else { store.actions_in_status(ActionStatus::Executing).await? };
-        for mut action in in_flight {
-            if action.upstream.is_none() {
-                continue;
-            }
-            let now = clock.now();
-            action.status = ActionStatus::Unknown;
-            action.updated_at = now;
-            action.result = Some(ActionResult {
-                ok: false,
-                output: Value::Null,
-                error: Some("airlock stopped while the call was in flight; its outcome is unknown".into()),
-                reported_by: Reporter::Airlock,
-                duration_ms: None,
-                cost_usd: None,
-                at: now,
-            });
-            let mut commit = Commit::default();
-            commit
-                .event(
-                    &action.session_id,
-                    EventKind::ActionCompleted,
-                    now,
-                    json!({"action_id": action.id, "status": action.status, "result": action.result}),
-                )
-                .project(Projection::Action(Box::new(action)));
-            store.commit(commit).await?;
-        }
+        // With other replicas on the journal, this one holds a lock of its own while it runs: a
+        // call `executing` on a replica whose lock can be taken was left by a replica that is gone.
+        let replica = if store.shared() {
+            let id = format!("rep_{}", uuid::Uuid::now_v7().simple());
+            let held = store.lock(airlock_store::LockScope::Replica(&id)).await?;
+            held.map(|held| (id, Mutex::new(held)))
+        } else {
+            None
+        };
+        mark_lost_calls(&store, clock.as_ref()).await?;
         let inner = Inner {
+            replica,
             catalog: Catalog::new(&config),
             defaults: ApprovalDefaults { ttl_seconds: config.approvals.default_ttl_seconds },
             store,
@@ -651,6 +633,25 @@ impl Engine {
         Ok(self.inner.store.lock(airlock_store::LockScope::AgentBudget(agent_id)).await?)
     }
 
+    /// Takes this replica's lock again if the connection holding it was lost (the database went
+    /// away and came back): until then the other replicas take this one for gone.
+    async fn keep_replica_lock(&self) {
+        let Some((id, held)) = &self.inner.replica else { return };
+        match self.inner.store.try_lock(airlock_store::LockScope::Replica(id)).await {
+            Ok(Some(again)) => {
+                tracing::warn!(replica = %id, "this replica's lock was lost with its connection; taken again");
+                *lock(held) = again;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check this replica's lock; will retry"),
+        }
+    }
+
+    /// This process's id among replicas sharing the journal.
+    pub(super) fn replica_id(&self) -> Option<String> {
+        self.inner.replica.as_ref().map(|(id, _)| id.clone())
+    }
+
     async fn load_cell(&self, slot: &mut Option<SessionCell>, session_id: &str) -> Result<()> {
         if slot.is_some() {
             return Ok(());
@@ -719,9 +720,14 @@ impl Engine {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading = false;
+        let mut sweeps: u64 = 0;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    sweeps += 1;
+                    if sweeps % 20 == 10 {
+                        self.keep_replica_lock().await;
+                    }
                     if !self.is_leader() {
                         leading = false;
                         continue;
@@ -737,9 +743,71 @@ impl Engine {
                     if let Err(e) = self.check_plans().await {
                         tracing::warn!(error = %e, "checking plans for progress failed; will retry");
                     }
+                    // Calls left in flight by a replica that died: every 10 s, on a shared journal.
+                    if self.inner.store.shared() && sweeps.is_multiple_of(20) {
+                        match mark_lost_calls(&self.inner.store, self.inner.clock.as_ref()).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::warn!(calls = n, "calls in flight on a replica that is gone are now unknown"),
+                            Err(e) => tracing::warn!(error = %e, "looking for calls of replicas that are gone failed; will retry"),
+                        }
+                    }
                 }
                 _ = shutdown.changed() => break,
             }
         }
     }
+}
+
+/// Marks `unknown` the upstream calls left `executing` by a process that stopped: on a journal
+/// of its own, every such call at start (this process has sent nothing yet); on a shared one,
+/// the calls of replicas that are gone (their lock can be taken), at start and on the leader
+/// from time to time. Calls recorded before replicas were named are left as they are: whose they
+/// are can't be known. They are never retried (DESIGN.md: at most once). How many it marked.
+async fn mark_lost_calls(store: &Arc<dyn Store>, clock: &dyn Clock) -> Result<usize> {
+    let mut marked = 0;
+    let in_flight = store.actions_in_status(ActionStatus::Executing).await?;
+    for mut action in in_flight {
+        if action.upstream.is_none() {
+            continue;
+        }
+        let _gone = if store.shared() {
+            let Some(owner) = action.replica.clone() else { continue };
+            let Some(gone) = store.try_lock(airlock_store::LockScope::Replica(&owner)).await? else { continue };
+            let Some(session) = store.lock(airlock_store::LockScope::Session(&action.session_id)).await? else {
+                continue;
+            };
+            // Re-read under the session's lock: the call may have finished meanwhile.
+            match store.action(&action.id).await? {
+                Some(now) if now.status == ActionStatus::Executing => action = now,
+                _ => continue,
+            }
+            Some((gone, session))
+        } else {
+            None
+        };
+        let now = clock.now();
+        action.status = ActionStatus::Unknown;
+        action.updated_at = now;
+        action.result = Some(ActionResult {
+            ok: false,
+            output: Value::Null,
+            error: Some("airlock stopped while the call was in flight; its outcome is unknown".into()),
+            reported_by: Reporter::Airlock,
+            duration_ms: None,
+            cost_usd: None,
+            at: now,
+        });
+        let mut commit = Commit::default();
+        commit
+            .event(
+                &action.session_id,
+                EventKind::ActionCompleted,
+                now,
+                json!({"action_id": action.id, "status": action.status, "result": action.result}),
+            )
+            .project(Projection::Action(Box::new(action)));
+        store.commit(commit).await?;
+        marked += 1;
+    }
+    Ok(marked)
 }

@@ -100,6 +100,9 @@ impl Engine {
         let now = self.now();
         action.status = ActionStatus::Executing;
         action.updated_at = now;
+        if action.upstream.is_some() {
+            action.replica = self.replica_id();
+        }
         let mut commit = Commit::default();
         commit
             .event(&action.session_id, EventKind::ActionExecuting, now, json!({"action_id": action.id}))

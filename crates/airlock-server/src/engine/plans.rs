@@ -746,6 +746,7 @@ impl Engine {
             status: ActionStatus::Denied,
             decision: airlock_core::decision::policy_failure(String::new(), policy.revision(), 0),
             approval_id: None,
+            replica: None,
             result: None,
             idempotency_key: None,
             created_at: now,

@@ -66,6 +66,7 @@ impl Engine {
             status: ActionStatus::Denied,
             decision: airlock_core::decision::policy_failure(String::new(), policy.revision(), 0),
             approval_id: None,
+            replica: None,
             result: None,
             idempotency_key: request.idempotency_key,
             created_at: now,
@@ -188,6 +189,9 @@ impl Engine {
         });
         action.approval_id = approval.as_ref().map(|a| a.id.clone());
         action.status = settled.status;
+        if action.status == ActionStatus::Executing && action.upstream.is_some() {
+            action.replica = self.replica_id();
+        }
         action.decision = decision;
 
         // A flood of rate-limited calls must not fill the journal: one per agent per sample period

@@ -17,6 +17,17 @@ const SESSION: i32 = 0x61_69_72_73;
 const AGENT_BUDGET: i32 = 0x61_69_72_61;
 /// `airh`: a human's TOTP codes.
 const HUMAN: i32 = 0x61_69_72_68;
+/// `airr`: a replica, held by itself while it runs.
+const REPLICA: i32 = 0x61_69_72_72;
+
+fn key(scope: LockScope<'_>) -> (i32, &str) {
+    match scope {
+        LockScope::Session(id) => (SESSION, id),
+        LockScope::AgentBudget(id) => (AGENT_BUDGET, id),
+        LockScope::Human(id) => (HUMAN, id),
+        LockScope::Replica(id) => (REPLICA, id),
+    }
+}
 
 /// A held lock: released (and its connection returned to the pool) when dropped.
 struct Lock {
@@ -44,11 +55,7 @@ impl Drop for Lock {
 
 /// Takes the lock of `scope`, waiting for the replica (or task) that holds it.
 pub(super) async fn take(pool: &Pool, scope: LockScope<'_>) -> Result<Held> {
-    let (space, id) = match scope {
-        LockScope::Session(id) => (SESSION, id),
-        LockScope::AgentBudget(id) => (AGENT_BUDGET, id),
-        LockScope::Human(id) => (HUMAN, id),
-    };
+    let (space, id) = key(scope);
     let client = pool
         .get()
         .await
@@ -62,4 +69,22 @@ pub(super) async fn take(pool: &Pool, scope: LockScope<'_>) -> Result<Held> {
             .map_err(|e| Error::Unavailable(format!("cannot take the lock of `{id}`: {}", super::message(&e))))?;
     }
     Ok(Box::new(lock))
+}
+
+/// Takes the lock of `scope` if no one holds it; `None` when someone does.
+pub(super) async fn try_take(pool: &Pool, scope: LockScope<'_>) -> Result<Option<Held>> {
+    let (space, id) = key(scope);
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Unavailable(format!("no connection to the database: {}", super::pool_message(&e))))?;
+    let lock = Lock { client: Some(client) };
+    let Some(client) = &lock.client else { return Ok(None) };
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&space, &id])
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot try the lock of `{id}`: {}", super::message(&e))))?;
+    let taken: bool = row.get(0);
+    // Not taken: dropping `lock` unlocks nothing that matters and returns the connection.
+    Ok(taken.then(|| Box::new(lock) as Held))
 }

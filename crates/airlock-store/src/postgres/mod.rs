@@ -359,6 +359,10 @@ impl crate::Store for PostgresStore {
         Ok(Some(locks::take(&self.locks, scope).await?))
     }
 
+    async fn try_lock(&self, scope: crate::LockScope<'_>) -> Result<Option<crate::Held>> {
+        locks::try_take(&self.locks, scope).await
+    }
+
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Change>> {
         Some(self.listener.subscribe())
     }
