@@ -398,7 +398,9 @@ pub async fn run_checkpoints(engine: Engine, signer: Signer_, mut shutdown: toki
     // Events counted when the last checkpoint was made. It is read before the tree head, so an
     // event committed in between is both in that checkpoint and counted towards the next: the
     // next checkpoint may come a little early, never late.
-    let mut counted = trigger.count();
+    // Zero, not the count now: events committed before this task first ran (a request served
+    // the moment the server listens) still make the first checkpoint due at once.
+    let mut counted: u64 = 0;
     loop {
         // The first checkpoint of a run is due with its first event, so that it also covers what
         // the journal holds from before (events of a run that crashed before its last

@@ -312,6 +312,18 @@ impl Engine {
         *lock(self.shadow_state()) = Shadow::default();
     }
 
+    /// Discards the candidate (`DELETE /v1/policy/candidate`): shadow and canary stop, here and,
+    /// through the journal, on every replica.
+    pub async fn discard_candidate(&self, by: &str) -> Result<()> {
+        let revision = self.shadow_report().candidate;
+        self.clear_candidate();
+        if revision.is_some() {
+            self.journal_candidate(json!({"revision": revision, "action": "discarded", "canary_percent": 0, "by": by}))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Makes the candidate the active policy.
     pub async fn promote_candidate(&self, by: &str) -> Result<PolicyChange> {
         let candidate = lock(self.shadow_state()).candidate.clone();
@@ -344,6 +356,7 @@ impl Engine {
         type Loaded = (String, PathBuf, Vec<(String, String)>);
         let mut loaded: Option<Loaded> = None;
         let mut percent = 0u8;
+        let mut discarded = false;
         for e in self.store().events(SYSTEM_STREAM).await? {
             if e.kind == EventKind::PolicyActivated.as_str() && e.payload["how"] == "promote" {
                 loaded = None;
@@ -352,7 +365,13 @@ impl Engine {
                 let p = &e.payload;
                 let share = p["canary_percent"].as_u64().and_then(|n| u8::try_from(n).ok()).unwrap_or(0);
                 match p["action"].as_str() {
+                    Some("discarded") => {
+                        loaded = None;
+                        percent = 0;
+                        discarded = true;
+                    }
                     Some("loaded") => {
+                        discarded = false;
                         let sources = p["sources"]
                             .as_array()
                             .map(|files| {
@@ -376,9 +395,12 @@ impl Engine {
         let here = self.shadow_report();
         match loaded {
             None if here.candidate.is_some()
-                && self.policy().revision() == here.candidate.as_deref().unwrap_or_default() =>
+                && (discarded || self.policy().revision() == here.candidate.as_deref().unwrap_or_default()) =>
             {
                 self.clear_candidate();
+                if discarded {
+                    tracing::info!("policy candidate discarded by another replica");
+                }
             }
             None => {}
             Some((revision, dir, sources)) => {

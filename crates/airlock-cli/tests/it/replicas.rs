@@ -379,6 +379,36 @@ async fn a_policy_reload_and_a_rollback_on_one_replica_reach_the_others() {
     assert_eq!(r[0].act(BOT, &s, "ticket.create", json!({"n": 3})).await.status, StatusCode::OK);
 }
 
+/// A candidate loaded as a canary on A decides on C; discarded on B, it stops deciding on C.
+#[tokio::test]
+async fn a_candidate_discarded_on_one_replica_stops_deciding_on_the_others() {
+    let db = TestDatabase::create().await;
+    let fx = Fixture::with_extra(POLICY, STORAGE);
+    let r = replicas(&fx, &db);
+    let dir = fx.dir.path().join("candidate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let freeze = format!(
+        "{POLICY}\ndeny contains {{\"rule\": \"FREEZE\", \"msg\": \"frozen\"}} if input.action.tool == \"ticket.create\"\n"
+    );
+    std::fs::write(dir.join("main.rego"), freeze).unwrap();
+    let loaded = r[0]
+        .post("/v1/policy/candidate", ADMIN, json!({"dir": dir.display().to_string(), "canary_percent": 100}))
+        .await;
+    assert_eq!(loaded.status, StatusCode::OK, "{}", loaded.body);
+    let on_c = poll(Duration::from_secs(3), || policy_candidate(&r[2]), |c| !c.is_null()).await;
+    assert_eq!(on_c["canary_percent"], 100, "{on_c}");
+    let s = r[2].session(BOT).await;
+    let frozen = r[2].act(BOT, &s, "ticket.create", json!({"n": 1})).await;
+    assert_eq!(frozen.body["decision"]["reasons"][0]["rule"], "FREEZE", "{}", frozen.body);
+
+    let discarded = r[1].delete("/v1/policy/candidate", ADMIN).await;
+    assert_eq!(discarded.status, StatusCode::OK, "{}", discarded.body);
+    let at = Instant::now();
+    assert_eq!(poll(Duration::from_secs(3), || policy_candidate(&r[2]), |c| c.is_null()).await, Value::Null);
+    assert!(at.elapsed() < Duration::from_secs(1), "the discard reached C after {:?}", at.elapsed());
+    assert_eq!(r[2].act(BOT, &s, "ticket.create", json!({"n": 2})).await.status, StatusCode::OK);
+}
+
 /// A fake network element between one replica and PostgreSQL: forwards TCP connections until
 /// it is cut, which drops every connection through it and refuses new ones, until restored.
 struct Cable {
@@ -561,4 +591,9 @@ async fn a_call_in_flight_on_a_replica_that_dies_becomes_unknown_on_a_survivor()
 /// The actions of `session`, as `GET /v1/sessions/{id}` lists them.
 async fn session_actions(al: &Airlock, session: &str) -> Vec<Value> {
     al.get(&format!("/v1/sessions/{session}"), BOT).await.body["actions"].as_array().cloned().unwrap_or_default()
+}
+
+/// The policy candidate `GET /v1/policy` shows (`null` when none).
+async fn policy_candidate(al: &Airlock) -> Value {
+    al.get("/v1/policy", ADMIN).await.body["candidate"].clone()
 }

@@ -89,8 +89,8 @@ pub(super) async fn policy_candidate_clear(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Value>, Problem> {
-    require_role(&principal, airlock_core::Role::Admin)?;
-    state.engine.clear_candidate();
+    let human = require_role(&principal, airlock_core::Role::Admin)?;
+    state.engine.discard_candidate(&human.human.id).await?;
     Ok(Json(json!({"candidate": null})))
 }
 
