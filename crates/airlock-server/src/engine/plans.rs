@@ -1,6 +1,11 @@
 //! Plans in a session: proposing one (and amending it), its approval, and holding each call of
 //! the session to the version in force (`docs/plans.md`, ADR 0023).
 //!
+//! Why one file of over 800 lines: proposal, approval, step matching and the monitors all read
+//! and write one fold of the session's plan events under the session's lock; the monitors
+//! (stuck plans, cascading failures) are the part to move out next, with the hand-offs that
+//! will join them.
+//!
 //! A proposal is decided like a call and recorded as one: an action of tool
 //! [`PLAN_TOOL`] whose arguments are the plan, decided by policy with `input.kind =
 //! "plan.propose"`, and, when policy asks for it, an ordinary approval of that action. Votes,
