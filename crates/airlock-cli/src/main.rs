@@ -7,6 +7,7 @@ mod local;
 mod login;
 mod migrate;
 mod output;
+mod plans;
 mod replay;
 
 use std::path::PathBuf;
@@ -60,7 +61,7 @@ enum Command {
     Sessions(client::SessionsCommand),
     /// List and inspect a session's plans (token in AIRLOCK_TOKEN); vote with `approvals`.
     #[command(subcommand)]
-    Plans(client::PlansCommand),
+    Plans(plans::PlansCommand),
     /// Manage humans on a running server: lift a TOTP lock (admins; token in AIRLOCK_TOKEN).
     #[command(subcommand)]
     Humans(client::HumansCommand),
@@ -243,7 +244,7 @@ async fn main() -> ExitCode {
         Command::Kill(cmd) => client::kill(cmd).await,
         Command::Humans(cmd) => client::humans(cmd).await,
         Command::Sessions(cmd) => client::sessions(cmd).await,
-        Command::Plans(cmd) => client::plans(cmd).await,
+        Command::Plans(cmd) => plans::plans(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Replay(args) => replay::run(&args).await,
         Command::Migrate(args) => migrate::run(&args).await,
