@@ -102,6 +102,13 @@ pub enum EventKind {
     /// session was paused.
     #[serde(rename = "plan.cascade")]
     PlanCascade,
+    /// An assigned agent claimed a step of a plan and got a lease with a fencing token
+    /// (journaled in the plan's own stream, named by the plan's id).
+    #[serde(rename = "plan.step_claimed")]
+    PlanStepClaimed,
+    /// The holder of a step's lease gave it back before it expired.
+    #[serde(rename = "plan.lease_released")]
+    PlanLeaseReleased,
 }
 
 impl EventKind {
@@ -138,6 +145,8 @@ impl EventKind {
             EventKind::PlanDrift => "plan.drift",
             EventKind::PlanStuck => "plan.stuck",
             EventKind::PlanCascade => "plan.cascade",
+            EventKind::PlanStepClaimed => "plan.step_claimed",
+            EventKind::PlanLeaseReleased => "plan.lease_released",
         }
     }
 }

@@ -66,9 +66,49 @@ pub struct PlanStep {
     /// What the agent expects the step to cost, in US dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_cost_usd: Option<f64>,
-    /// The agent expected to run the step (hand-offs), if not the proposer.
+    /// The agents that may run the step (hand-offs): an agent id or a glob over agent ids
+    /// (`executor-*`). An assigned step runs only under a lease one of them claimed; unset, the
+    /// step runs in the plan's own session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
+    /// How long a claim of the step holds, in seconds (default [`DEFAULT_LEASE_SECONDS`]).
+    /// Needs `assignee`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<u64>,
+    /// How many times the step may be claimed in all, first claim included (default
+    /// [`DEFAULT_MAX_ATTEMPTS`]). Needs `assignee`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}
+
+/// How long a claim of an assigned step holds unless the step says otherwise.
+pub const DEFAULT_LEASE_SECONDS: u64 = 300;
+/// The longest `lease_seconds` (one day).
+pub const MAX_LEASE_SECONDS: u64 = 24 * 3600;
+/// How many times an assigned step may be claimed unless it says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The most `max_attempts` a step may set.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Reason rule of a call that names a lease the step's fencing token no longer honours (stale,
+/// expired, used, another agent's) or whose call does not fit the leased step.
+pub const RULE_PLAN_LEASE: &str = "airlock.plan_lease";
+
+impl PlanStep {
+    /// How long a claim holds.
+    pub fn lease(&self) -> chrono::Duration {
+        let secs = self.lease_seconds.unwrap_or(DEFAULT_LEASE_SECONDS);
+        chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+
+    /// How many claims the step allows in all.
+    pub fn attempts(&self) -> u32 {
+        self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
+    }
+
+    /// Whether `agent_id` is one of the step's assignees.
+    pub fn assigned_to(&self, agent_id: &str) -> bool {
+        self.assignee.as_deref().is_some_and(|a| tool_matches(a, agent_id))
+    }
 }
 
 fn any_schema() -> Value {
@@ -185,6 +225,29 @@ impl PlanDraft {
             }
             if step.description.chars().count() > MAX_GOAL_CHARS {
                 return bad(format!("`{at}.description` must be at most {MAX_GOAL_CHARS} characters"));
+            }
+            if let Some(a) = &step.assignee
+                && (a.is_empty()
+                    || a.len() > 128
+                    || a.chars().any(char::is_whitespace)
+                    || globset::Glob::new(a).is_err())
+            {
+                return bad(format!(
+                    "`{at}.assignee` must be an agent id or a glob over agent ids (1 to 128 characters, no spaces), got `{a}`"
+                ));
+            }
+            if step.assignee.is_none() && (step.lease_seconds.is_some() || step.max_attempts.is_some()) {
+                return bad(format!("`{at}`: `lease_seconds` and `max_attempts` need an `assignee`"));
+            }
+            if let Some(l) = step.lease_seconds
+                && !(1..=MAX_LEASE_SECONDS).contains(&l)
+            {
+                return bad(format!("`{at}.lease_seconds` must be between 1 and {MAX_LEASE_SECONDS}, got {l}"));
+            }
+            if let Some(n) = step.max_attempts
+                && !(1..=MAX_ATTEMPTS).contains(&n)
+            {
+                return bad(format!("`{at}.max_attempts` must be between 1 and {MAX_ATTEMPTS}, got {n}"));
             }
         }
         Ok(self)

@@ -57,6 +57,9 @@ pub const TOOL_SEPARATOR: &str = "__";
 pub const TASK_HEADER: &str = "x-airlock-task";
 /// `_meta` key a client may set on `tools/call` to give the call's justification.
 pub const JUSTIFICATION_META: &str = "airlock/justification";
+/// `_meta` key a client may set on `tools/call` to run it under the lease of a plan step
+/// handed to its agent: `{"plan_id": "pln_…", "step": "…", "token": 3}`.
+pub const PLAN_LEASE_META: &str = "airlock/plan_lease";
 /// Header a client may send on `initialize` to name the human its session acts for (the
 /// requester, who can't approve the session's actions).
 pub const ON_BEHALF_OF_HEADER: &str = "airlock-on-behalf-of";
@@ -91,6 +94,8 @@ pub struct ToolCall {
     pub back: Backchannel,
     /// W3C `traceparent` from `params._meta`.
     pub traceparent: Option<String>,
+    /// `_meta["airlock/plan_lease"]`, as sent (the gateway checks its shape).
+    pub plan_lease: Option<serde_json::Value>,
     /// The MCP session id (`Mcp-Session-Id`).
     pub mcp_session: Option<String>,
     /// The caller as authentication made it for this request ([`CallerIdentity::principal`]).
@@ -411,6 +416,12 @@ impl ServerHandler for Front {
         };
         let justification = meta_str(JUSTIFICATION_META).unwrap_or_default();
         let traceparent = meta_str("traceparent");
+        let plan_lease = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.0.get(PLAN_LEASE_META))
+            .or_else(|| context.meta.0.get(PLAN_LEASE_META))
+            .cloned();
         let token =
             request.meta.as_ref().and_then(|m| m.get_progress_token()).or_else(|| context.meta.get_progress_token());
         // One task sends this call's progress notifications, in the order they were made, and is
@@ -467,6 +478,7 @@ impl ServerHandler for Front {
             progress,
             back: Backchannel { progress: relay, caller: Some(caller) },
             traceparent,
+            plan_lease,
             mcp_session,
             principal: who.principal,
         };

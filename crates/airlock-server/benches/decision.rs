@@ -223,6 +223,7 @@ fn request(n: u64) -> ActionRequest {
         traceparent: None,
         mcp_session: None,
         server: None,
+        plan_lease: None,
     }
 }
 

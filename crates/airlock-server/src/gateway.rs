@@ -623,7 +623,18 @@ impl Gateway for McpGateway {
                 Err(text) => return error_result(text),
             },
         };
+        let plan_lease = match call.plan_lease.clone().map(serde_json::from_value::<crate::engine::LeaseRef>) {
+            None => None,
+            Some(Ok(lease)) => Some(lease),
+            Some(Err(e)) => {
+                return error_result(format!(
+                    "airlock: `_meta[\"{}\"]` must be {{\"plan_id\": \"pln_…\", \"step\": \"…\", \"token\": n}}: {e}",
+                    airlock_mcp::front::PLAN_LEASE_META
+                ));
+            }
+        };
         let request = ActionRequest {
+            plan_lease,
             reported_annotations: self.reported_annotations(&tool),
             tool,
             arguments: Value::Object(call.arguments.clone()),

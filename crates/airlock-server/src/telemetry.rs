@@ -68,6 +68,10 @@ pub const PLAN_DRIFT: &str = "airlock_plan_drift_total";
 pub const PLANS_STUCK: &str = "airlock_plans_stuck_total";
 /// Calls matched to a step of the plan in force in their session.
 pub const PLAN_STEPS: &str = "airlock_plan_steps_matched_total";
+/// Claims of assigned plan steps (leases granted).
+pub const PLAN_CLAIMS: &str = "airlock_plan_step_claims_total";
+/// Calls refused because the lease they named is stale, expired, used or another agent's.
+pub const PLAN_LEASE_REFUSED: &str = "airlock_plan_lease_refused_total";
 pub const OTHER: &str = "other";
 
 /// Most distinct `rule` label values; later ones are [`OTHER`]. Rule names come from policy,
@@ -206,6 +210,8 @@ fn describe() {
     describe_counter!(PLAN_DRIFT, "Calls that matched no step of the plan in force (drift)");
     describe_counter!(PLANS_STUCK, "Plans found stuck: no step progress for their stuck_after_seconds");
     describe_counter!(PLAN_STEPS, "Calls matched to a step of the plan in force");
+    describe_counter!(PLAN_CLAIMS, "Claims of assigned plan steps (leases granted)");
+    describe_counter!(PLAN_LEASE_REFUSED, "Calls refused because the lease they named no longer admits them");
     describe_gauge!(CONNECTIONS_OPEN, "Open HTTP connections");
     describe_counter!(CONNECTIONS_CLOSED, "HTTP connections closed by airlock, by reason");
     describe_counter!(BODY_TIMEOUTS, "Requests whose body did not arrive in time");

@@ -72,6 +72,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "engine/mcp_idle.rs"]
 mod mcp_idle;
+#[path = "engine/plan_handoffs.rs"]
+mod plan_handoffs;
 #[path = "engine/plan_stuck.rs"]
 mod plan_stuck;
 
@@ -352,6 +354,7 @@ impl Run {
                 traceparent: None,
                 mcp_session: None,
                 server: step.server.clone(),
+                plan_lease: None,
             };
             match self.engine.submit(&agent, &session, request).await {
                 Ok(sub) => {

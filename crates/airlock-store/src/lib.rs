@@ -339,6 +339,9 @@ pub enum LockScope<'a> {
     /// One replica: it holds its own lock for as long as it runs, so that a lock another can
     /// take means that replica is gone.
     Replica(&'a str),
+    /// One plan's hand-offs: claims of its steps, and the calls made under their leases, are
+    /// decided under it (always taken last, after any session's lock).
+    Plan(&'a str),
 }
 
 /// A lock held in the database until it is dropped.

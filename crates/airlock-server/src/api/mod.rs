@@ -518,6 +518,9 @@ struct SubmitAction {
     arguments: Value,
     #[serde(default)]
     justification: String,
+    /// The lease of a plan step handed to this agent (`docs/plans.md#hand-offs`).
+    #[serde(default)]
+    plan_lease: Option<crate::engine::LeaseRef>,
 }
 
 fn empty_object() -> Value {
@@ -596,6 +599,7 @@ async fn submit_action(
         traceparent: headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string),
         mcp_session: None,
         server: None,
+        plan_lease: body.plan_lease,
     };
     let submission = state.engine.submit(&agent, &session_id, request).await?;
     let outcome = submission.outcome;

@@ -38,7 +38,7 @@ mod submit;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub(crate) use evaluator::evaluate;
 use guards::export_breakers;
-pub use plans::{PlanProposal, PlanView, StepView, VersionView};
+pub use plans::{LeaseRef, LeaseView, PlanProposal, PlanView, StepView, VersionView};
 pub use reads::Read;
 pub use send::{CallEnd, Gate, Sending};
 
@@ -148,6 +148,8 @@ pub struct ActionRequest {
     pub mcp_session: Option<String>,
     /// The virtual server (`/mcp/{server}`) the call came through, if any.
     pub server: Option<String>,
+    /// The lease of a plan step handed to this agent, under which the call runs.
+    pub plan_lease: Option<LeaseRef>,
 }
 
 /// The outcome of an agent-executed action, as its agent reports it.
@@ -272,6 +274,8 @@ struct Inner {
     /// When the stuck-plan sweep last looked at every open session.
     planned_seeded: Mutex<Option<std::time::Instant>>,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<SessionCell>>>>>,
+    /// Each plan's hand-off lock in this process (`plans/handoffs.rs`).
+    plan_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     watchers: Mutex<HashMap<String, Arc<Notify>>>,
     /// Last TOTP time step used per human, so that each code is used once.
     totp_steps: Mutex<HashMap<String, u64>>,
@@ -415,6 +419,7 @@ impl Engine {
             planned: Default::default(),
             planned_seeded: Default::default(),
             sessions: Mutex::new(HashMap::new()),
+            plan_locks: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             totp_steps: Mutex::new(totp_steps),
             mfa_guards: Mutex::new(mfa_guards),

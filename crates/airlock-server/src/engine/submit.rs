@@ -151,14 +151,31 @@ impl Engine {
         let (decision, guard_pause) = match screened.screening {
             Screening::Decided { decision, pause } => (decision, pause),
             Screening::Policy { mut input, mut facts } => {
-                // The plan in force, if any: policy sees the step the call matches, or drift.
-                plan_link = self.hold_to_plan(state, &action, &mut input, &mut facts, now).await?;
-                let p0 = std::time::SystemTime::now();
-                let (answer, input) = evaluate(policy.clone(), input).await;
-                policy_span = Some((p0, std::time::SystemTime::now()));
-                let decision = pipeline::conclude(answer, &facts);
-                recorded = Some((input, facts));
-                (decision, None)
+                // A call under a lease is held to the leased step of another session's plan;
+                // any other call to the plan in force in its session, if any: policy sees the
+                // step the call matches, or drift.
+                let leased = match &request.plan_lease {
+                    Some(lease) => Some(self.hold_to_lease(state, &action, lease, &mut input, &mut facts, now).await?),
+                    None => None,
+                };
+                match leased {
+                    Some(Err(refused)) => {
+                        metrics::counter!(tm::PLAN_LEASE_REFUSED).increment(1);
+                        (pipeline::guard_deny(plans::lease_refusal(refused), policy.revision(), None), None)
+                    }
+                    leased => {
+                        plan_link = match leased {
+                            Some(Ok(link)) => Some(link),
+                            _ => self.hold_to_plan(state, &action, &mut input, &mut facts, now).await?,
+                        };
+                        let p0 = std::time::SystemTime::now();
+                        let (answer, input) = evaluate(policy.clone(), input).await;
+                        policy_span = Some((p0, std::time::SystemTime::now()));
+                        let decision = pipeline::conclude(answer, &facts);
+                        recorded = Some((input, facts));
+                        (decision, None)
+                    }
+                }
             }
         };
         state.recent.push_back((digest.clone(), now));

@@ -80,6 +80,7 @@ impl Fixture {
             traceparent: None,
             mcp_session: None,
             server: None,
+            plan_lease: None,
         };
         let view = self.engine.submit(&agent, &session, request).await.unwrap().view;
         (session, view.approval.unwrap().id)

@@ -19,6 +19,8 @@ const AGENT_BUDGET: i32 = 0x61_69_72_61;
 const HUMAN: i32 = 0x61_69_72_68;
 /// `airr`: a replica, held by itself while it runs.
 const REPLICA: i32 = 0x61_69_72_72;
+/// `airp`: a plan's hand-offs.
+const PLAN: i32 = 0x61_69_72_70;
 
 fn key(scope: LockScope<'_>) -> (i32, &str) {
     match scope {
@@ -26,6 +28,7 @@ fn key(scope: LockScope<'_>) -> (i32, &str) {
         LockScope::AgentBudget(id) => (AGENT_BUDGET, id),
         LockScope::Human(id) => (HUMAN, id),
         LockScope::Replica(id) => (REPLICA, id),
+        LockScope::Plan(id) => (PLAN, id),
     }
 }
 

@@ -22,8 +22,12 @@ use serde::Deserialize;
 
 use super::*;
 
+mod handoffs;
 mod monitors;
 mod propose;
+
+pub(super) use handoffs::refusal as lease_refusal;
+pub use handoffs::{LeaseRef, LeaseView};
 
 /// One version of a plan, as the journal recorded it.
 #[derive(Debug, Clone)]
@@ -149,12 +153,14 @@ impl PlanBook {
 }
 
 /// What a call's decision linked it to, journaled with the decision.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct PlanLink {
     plan_id: String,
     version: u32,
     step: Option<String>,
     step_digest: Option<String>,
+    /// The lease the call ran under, for a step handed off to its agent.
+    lease: Option<handoffs::LeaseHeld>,
 }
 
 /// A plan step with its progress.
@@ -168,6 +174,9 @@ pub struct StepView {
     pub status: &'static str,
     /// The calls matched to the step, oldest first.
     pub actions: Vec<String>,
+    /// Its claims, oldest first, when it is assigned to other agents.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<LeaseView>,
 }
 
 /// One version of a plan.
@@ -315,14 +324,16 @@ impl Engine {
     }
 
     /// Each step of `draft` with its matched calls' statuses, and what the plan's calls cost.
+    /// The calls are those of the plan's session and those made under its steps' leases.
     async fn progress(
         &self,
         record: &PlanRecord,
         draft: &PlanDraft,
     ) -> Result<(Vec<(PlanStep, Vec<(String, ActionStatus)>)>, f64)> {
+        let matched = self.all_matched(record).await?;
         let mut spent = 0.0;
         let mut statuses: HashMap<String, (ActionStatus, Option<f64>, Option<f64>)> = HashMap::new();
-        for m in record.matched.iter().filter(|m| m.step.is_some()) {
+        for m in matched.iter().filter(|m| m.step.is_some()) {
             if let Some(a) = self.action_status(&m.action_id).await? {
                 let reported = a.result.as_ref().and_then(|r| r.cost_usd);
                 statuses.insert(m.action_id.clone(), (a.status, a.decision.cost_usd, reported));
@@ -338,8 +349,7 @@ impl Engine {
             .iter()
             .map(|s| {
                 let digest = step_digest(s);
-                let calls = record
-                    .matched
+                let calls = matched
                     .iter()
                     .filter(|m| m.step.as_deref() == Some(s.id.as_str()) && m.step_digest.as_deref() == Some(&digest))
                     .filter_map(|m| statuses.get(&m.action_id).map(|(st, _, _)| (m.action_id.clone(), *st)))
@@ -353,7 +363,8 @@ impl Engine {
     /// Matches a call to the plan in force in its session, if any, and adds what the decision
     /// needs to know to the policy input (`input.plan`, `input.plan_step`, `input.plan_drift`)
     /// and to the facts. The call takes the first step, in plan order, that is not done or
-    /// running and whose tool glob and argument schema it satisfies.
+    /// running, is not assigned to other agents (those run under leases), and whose tool glob
+    /// and argument schema it satisfies.
     pub(super) async fn hold_to_plan(
         &self,
         state: &mut SessionCell,
@@ -368,7 +379,7 @@ impl Engine {
         let mut matched: Option<&PlanStep> = None;
         for (step, calls) in &steps {
             let statuses: Vec<ActionStatus> = calls.iter().map(|(_, s)| *s).collect();
-            if step_status(&statuses) != "pending" {
+            if step_status(&statuses) != "pending" || step.assignee.is_some() {
                 continue;
             }
             if plan::tool_matches(&step.tool, &action.tool) && schema_admits(&step.arguments, &action.arguments) {
@@ -376,61 +387,31 @@ impl Engine {
                 break;
             }
         }
-        let (votes, mfa, _) = version.approved.clone().unwrap_or_default();
-        let step_views: Vec<Value> = steps
-            .iter()
-            .map(|(s, calls)| {
-                let statuses: Vec<ActionStatus> = calls.iter().map(|(_, st)| *st).collect();
-                json!({"id": s.id, "tool": s.tool, "arguments": s.arguments, "description": s.description,
-                       "expected_cost_usd": s.expected_cost_usd, "assignee": s.assignee, "status": step_status(&statuses)})
-            })
-            .collect();
-        if let Value::Object(doc) = input {
-            doc.insert(
-                "plan".into(),
-                json!({
-                    "id": record.id,
-                    "version": version.version,
-                    "goal": version.draft.goal,
-                    "steps": step_views,
-                    "budget_usd": version.draft.budget_usd,
-                    "deadline": version.draft.deadline,
-                    "spent_usd": spent,
-                    "approved_by": votes.iter().filter(|v| v.verdict == Verdict::Approve).map(|v| v.human.clone()).collect::<Vec<_>>(),
-                }),
-            );
-            let step_doc = matched.and_then(|m| step_views.iter().find(|s| s["id"] == m.id.as_str()).cloned());
-            doc.insert("plan_step".into(), step_doc.unwrap_or(Value::Null));
-            doc.insert("plan_drift".into(), Value::Bool(matched.is_none()));
-        }
-        facts.plan = Some(PlanFacts {
-            plan_id: record.id.clone(),
-            version: version.version,
-            step: matched.map(|s| s.id.clone()),
-            votes,
-            mfa,
-            budget_usd: version.draft.budget_usd,
-            spent_usd: spent,
-            deadline_passed: version.draft.deadline.is_some_and(|d| d <= now),
-        });
+        plan_input(record, version, &steps, spent, matched, input, facts, now);
         Ok(Some(PlanLink {
             plan_id: record.id.clone(),
             version: version.version,
             step: matched.map(|s| s.id.clone()),
             step_digest: matched.map(step_digest),
+            lease: None,
         }))
     }
 
     /// Journals what a call was linked to (in the decision's commit).
     pub(super) fn journal_plan_link(link: &PlanLink, action: &Action, commit: &mut Commit, now: DateTime<Utc>) {
         let kind = if link.step.is_some() { EventKind::PlanStepMatched } else { EventKind::PlanDrift };
-        commit.event(
-            &action.session_id,
-            kind,
-            now,
-            json!({"plan_id": link.plan_id, "version": link.version, "step": link.step, "step_digest": link.step_digest,
-                   "action_id": action.id, "tool": action.tool, "effect": action.decision.effect}),
-        );
+        let mut payload = json!({"plan_id": link.plan_id, "version": link.version, "step": link.step,
+                                 "step_digest": link.step_digest, "action_id": action.id, "tool": action.tool,
+                                 "effect": action.decision.effect});
+        if let Some(lease) = &link.lease {
+            payload["token"] = json!(lease.token);
+            payload["session_id"] = json!(action.session_id);
+            payload["agent_id"] = json!(action.agent_id);
+            payload["plan_session_id"] = json!(lease.plan_session);
+            // The plan's own stream: what its steps' leases admitted.
+            commit.event(&link.plan_id, kind, now, payload.clone());
+        }
+        commit.event(&action.session_id, kind, now, payload);
     }
 
     /// After the decision's commit: the session's plans learn of the call; metrics and the
@@ -455,6 +436,9 @@ impl Engine {
             KeyValue::new("airlock.plan.drift", drift),
             KeyValue::new("airlock.plan.step", link.step.clone().unwrap_or_default()),
         ]);
+        if let Some(lease) = &link.lease {
+            span.set(vec![KeyValue::new("airlock.plan.lease_token", i64::try_from(lease.token).unwrap_or(i64::MAX))]);
+        }
         if let Some(book) = state.plans.as_mut()
             && let Some(record) = book.plans.iter_mut().find(|r| r.id == link.plan_id)
         {
@@ -483,15 +467,26 @@ impl Engine {
         Ok(out)
     }
 
-    /// One plan of a session, if the viewer may see it.
+    /// One plan of a session, if the viewer may see it: a human, the session's agent, or an
+    /// agent one of the plan's steps is assigned to.
     pub async fn plan(&self, session_id: &str, plan_id: &str, agent_viewer: Option<&str>) -> Result<PlanView> {
-        self.session(session_id, agent_viewer).await?;
+        let owner = self.session(session_id, agent_viewer).await.is_ok();
         let cell = self.cell(session_id);
         let mut guard = cell.lock().await;
         self.load_cell(&mut guard, session_id).await?;
         let Some(state) = guard.as_mut() else {
             return Err(Error::NotFound { what: "session", id: session_id.to_string() });
         };
+        if !owner {
+            let book = self.plan_book(state).await?;
+            let assigned = match (agent_viewer, book.plans.iter().find(|r| r.id == plan_id)) {
+                (Some(agent), Some(record)) => Self::assigned_any(record, agent),
+                _ => false,
+            };
+            if !assigned {
+                return Err(Error::NotFound { what: "session", id: session_id.to_string() });
+            }
+        }
         self.plan_view_locked(state, plan_id).await
     }
 
@@ -525,6 +520,10 @@ impl Engine {
         let (steps, spent) = match shown {
             Some(v) => self.progress(record, &v.draft).await?,
             None => (Vec::new(), 0.0),
+        };
+        let mut leases = match shown {
+            Some(v) => self.leases(record, &v.draft).await?,
+            None => HashMap::new(),
         };
         let diff = match (in_force, pending.and_then(|p| record.versions.iter().find(|v| v.version == p))) {
             (Some(old), Some(new)) => Some(plan::diff(&old.draft, &new.draft)),
@@ -565,6 +564,7 @@ impl Engine {
                     StepView {
                         status: step_status(&statuses),
                         actions: calls.into_iter().map(|(a, _)| a).collect(),
+                        leases: leases.remove(&step.id).unwrap_or_default(),
                         step,
                     }
                 })
@@ -582,4 +582,57 @@ impl Engine {
 /// Whether every step is done.
 fn finished(steps: &[(PlanStep, Vec<(String, ActionStatus)>)]) -> bool {
     steps.iter().all(|(_, calls)| step_status(&calls.iter().map(|(_, s)| *s).collect::<Vec<_>>()) == "done")
+}
+
+/// What policy and the facts learn of the plan in force when a call is decided under it:
+/// `input.plan`, `input.plan_step` (the step it matched) and `input.plan_drift`.
+#[allow(clippy::too_many_arguments)]
+fn plan_input(
+    record: &PlanRecord,
+    version: &Version,
+    steps: &[(PlanStep, Vec<(String, ActionStatus)>)],
+    spent: f64,
+    matched: Option<&PlanStep>,
+    input: &mut Value,
+    facts: &mut PolicyFacts,
+    now: DateTime<Utc>,
+) {
+    let (votes, mfa, _) = version.approved.clone().unwrap_or_default();
+    let step_views: Vec<Value> = steps
+        .iter()
+        .map(|(s, calls)| {
+            let statuses: Vec<ActionStatus> = calls.iter().map(|(_, st)| *st).collect();
+            json!({"id": s.id, "tool": s.tool, "arguments": s.arguments, "description": s.description,
+                   "expected_cost_usd": s.expected_cost_usd, "assignee": s.assignee, "status": step_status(&statuses)})
+        })
+        .collect();
+    if let Value::Object(doc) = input {
+        doc.insert(
+            "plan".into(),
+            json!({
+                "id": record.id,
+                "agent_id": record.agent_id,
+                "version": version.version,
+                "goal": version.draft.goal,
+                "steps": step_views,
+                "budget_usd": version.draft.budget_usd,
+                "deadline": version.draft.deadline,
+                "spent_usd": spent,
+                "approved_by": votes.iter().filter(|v| v.verdict == Verdict::Approve).map(|v| v.human.clone()).collect::<Vec<_>>(),
+            }),
+        );
+        let step_doc = matched.and_then(|m| step_views.iter().find(|s| s["id"] == m.id.as_str()).cloned());
+        doc.insert("plan_step".into(), step_doc.unwrap_or(Value::Null));
+        doc.insert("plan_drift".into(), Value::Bool(matched.is_none()));
+    }
+    facts.plan = Some(PlanFacts {
+        plan_id: record.id.clone(),
+        version: version.version,
+        step: matched.map(|s| s.id.clone()),
+        votes,
+        mfa,
+        budget_usd: version.draft.budget_usd,
+        spent_usd: spent,
+        deadline_passed: version.draft.deadline.is_some_and(|d| d <= now),
+    });
 }

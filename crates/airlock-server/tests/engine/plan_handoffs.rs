@@ -1,0 +1,247 @@
+//! Hand-offs on the engine's clock: a planner assigns a step to executor agents; the first
+//! executor's lease expires (the clock is moved, not waited for), a second executor claims the
+//! step, and the first one's late call with the old fencing token is refused; the step runs once.
+
+use airlock_server::engine::{ActionRequest, Error, LeaseRef, PlanProposal, ResultReport};
+use serde_json::json;
+
+use super::{Expect, Step, start};
+
+const POLICY: &str = r#"
+package airlock
+import rego.v1
+require_approval contains {"rule": "PLAN1", "msg": "plans need an SRE", "groups": ["sre"]} if input.kind == "plan.propose"
+"#;
+
+const CONFIG: &str = r#"
+[server]
+data_dir = "data"
+[policy]
+dir = "."
+[guards]
+actions_per_minute = 0
+[[agents]]
+id = "planner"
+token = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+owner = "platform"
+tier = "autonomous"
+[[agents]]
+id = "exec-a"
+token = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+owner = "platform"
+tier = "autonomous"
+[[agents]]
+id = "exec-b"
+token = "sha256:4444444444444444444444444444444444444444444444444444444444444444"
+owner = "platform"
+tier = "autonomous"
+[[agents]]
+id = "intruder"
+token = "sha256:5555555555555555555555555555555555555555555555555555555555555555"
+owner = "platform"
+tier = "autonomous"
+[[humans]]
+id = "alice"
+token = "sha256:3333333333333333333333333333333333333333333333333333333333333333"
+groups = ["sre"]
+roles = ["approve"]
+"#;
+
+fn call(tool: &str, args: serde_json::Value, lease: Option<(&str, &str, u64)>) -> ActionRequest {
+    ActionRequest {
+        tool: tool.into(),
+        arguments: args,
+        justification: "hand-off".into(),
+        idempotency_key: None,
+        reported_annotations: None,
+        traceparent: None,
+        mcp_session: None,
+        server: None,
+        plan_lease: lease.map(|(plan, step, token)| LeaseRef { plan_id: plan.into(), step: step.into(), token }),
+    }
+}
+
+fn rule(view: &airlock_server::engine::ActionView) -> String {
+    view.action.decision.reasons.first().map(|r| r.rule.clone()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_stale_fencing_token_is_refused_after_another_executor_took_the_expired_step() {
+    let mut run = start("plan hand-offs", CONFIG, POLICY, &Default::default()).await;
+    let planner = run.agent(Some("planner"));
+    let exec_a = run.agent(Some("exec-a"));
+    let exec_b = run.agent(Some("exec-b"));
+    let intruder = run.agent(Some("intruder"));
+    let plan_session = run.session(Some("plan"), &planner).await;
+    let session_a = run.session(Some("a"), &exec_a).await;
+    let session_b = run.session(Some("b"), &exec_b).await;
+
+    let proposal: PlanProposal = serde_json::from_value(json!({
+        "goal": "rotate the edge certificates",
+        "steps": [
+            {"id": "issue", "tool": "pki.issue"},
+            {"id": "deploy", "tool": "pki.deploy", "assignee": "exec-*", "lease_seconds": 60, "max_attempts": 2,
+             "arguments": {"type": "object", "properties": {"fleet": {"const": "edge"}}, "required": ["fleet"]}}
+        ]
+    }))
+    .unwrap();
+    let plan = run.engine.propose_plan(&planner, &plan_session, None, proposal).await.unwrap();
+    run.actions.insert("p".into(), plan.versions[0].action_id.clone());
+    let vote = Step {
+        vote: Some("p".into()),
+        human: Some("alice".into()),
+        expect: Expect { status: Some("succeeded".into()), ..Default::default() },
+        ..Default::default()
+    };
+    run.step(0, &vote).await;
+    let pid = plan.id.as_str();
+
+    // Only an assignee claims; a step nobody is assigned runs in the plan's session unclaimed.
+    match run.engine.claim_step(&intruder, &plan_session, pid, "deploy").await {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("an agent assigned nothing can't even see the plan: {other:?}"),
+    }
+    match run.engine.claim_step(&exec_a, &plan_session, pid, "issue").await {
+        Err(Error::Conflict(msg)) => assert!(msg.contains("not assigned"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+
+    // The first executor claims the step: token 1, for 60 s. Asking again gives the same lease.
+    let (first, new) = run.engine.claim_step(&exec_a, &plan_session, pid, "deploy").await.unwrap();
+    assert!(new);
+    assert_eq!((first.token, first.attempt, first.status), (1, 1, "held"));
+    assert_eq!((first.expires_at - first.claimed_at).num_seconds(), 60);
+    let (again, new) = run.engine.claim_step(&exec_a, &plan_session, pid, "deploy").await.unwrap();
+    assert!(!new);
+    assert_eq!(again.token, 1);
+    match run.engine.claim_step(&exec_b, &plan_session, pid, "deploy").await {
+        Err(Error::Conflict(msg)) => assert!(msg.contains("claimed by agent `exec-a`"), "{msg}"),
+        other => panic!("a live lease keeps the step: {other:?}"),
+    }
+
+    // The planner can't run the assigned step itself: in its session that call is drift.
+    let own =
+        run.engine.submit(&planner, &plan_session, call("pki.deploy", json!({"fleet": "edge"}), None)).await.unwrap();
+    assert_eq!(rule(&own.view), "airlock.plan_drift", "{:?}", own.view.action.decision);
+
+    // The first executor stalls past its lease; the second takes the step with token 2.
+    run.clock.advance(chrono::Duration::seconds(61));
+    let (second, new) = run.engine.claim_step(&exec_b, &plan_session, pid, "deploy").await.unwrap();
+    assert!(new);
+    assert_eq!((second.token, second.attempt, second.agent_id.as_str()), (2, 2, "exec-b"));
+
+    // The first executor wakes up and calls with its old token: refused as stale.
+    let late = run
+        .engine
+        .submit(&exec_a, &session_a, call("pki.deploy", json!({"fleet": "edge"}), Some((pid, "deploy", 1))))
+        .await
+        .unwrap();
+    assert_eq!(late.view.action.status, airlock_core::ActionStatus::Denied);
+    assert_eq!(rule(&late.view), "airlock.plan_lease");
+    assert!(
+        late.view.action.decision.reasons[0].msg.contains("stale fencing token 1"),
+        "{:?}",
+        late.view.action.decision
+    );
+    // Nor may it borrow the second executor's token: a token is bound to its holder.
+    let borrowed = run
+        .engine
+        .submit(&exec_a, &session_a, call("pki.deploy", json!({"fleet": "edge"}), Some((pid, "deploy", 2))))
+        .await
+        .unwrap();
+    assert_eq!(rule(&borrowed.view), "airlock.plan_lease");
+    assert!(borrowed.view.action.decision.reasons[0].msg.contains("held by agent `exec-b`"));
+
+    // A call outside the step is refused under the lease, and does not use it up.
+    let wrong = run
+        .engine
+        .submit(&exec_b, &session_b, call("pki.deploy", json!({"fleet": "core"}), Some((pid, "deploy", 2))))
+        .await
+        .unwrap();
+    assert_eq!(rule(&wrong.view), "airlock.plan_lease");
+    assert!(wrong.view.action.decision.reasons[0].msg.contains("argument schema"));
+
+    // The second executor's call runs on the plan's approval, once.
+    let ran = run
+        .engine
+        .submit(&exec_b, &session_b, call("pki.deploy", json!({"fleet": "edge"}), Some((pid, "deploy", 2))))
+        .await
+        .unwrap();
+    assert_eq!(ran.view.action.status, airlock_core::ActionStatus::Executing, "{:?}", ran.view.action.decision);
+    assert_eq!(rule(&ran.view), "airlock.plan");
+    let report = ResultReport { ok: true, output: json!({"deployed": 12}), error: None, cost_usd: None };
+    run.engine.report_result(&exec_b, &ran.view.action.id, report).await.unwrap();
+    let twice = run
+        .engine
+        .submit(
+            &exec_b,
+            &session_b,
+            call("pki.deploy", json!({"fleet": "edge", "again": true}), Some((pid, "deploy", 2))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rule(&twice.view), "airlock.plan_lease");
+    assert!(twice.view.action.decision.reasons[0].msg.contains("already admitted"), "{:?}", twice.view.action.decision);
+    match run.engine.claim_step(&exec_a, &plan_session, pid, "deploy").await {
+        Err(Error::Conflict(msg)) => assert!(msg.contains("is done"), "{msg}"),
+        other => panic!("a done step is not claimed again: {other:?}"),
+    }
+
+    // The plan shows one execution of the step, and what became of each lease.
+    let view = run.engine.plan(&plan_session, pid, Some("exec-a")).await.expect("an assignee reads the plan");
+    let deploy = view.steps.iter().find(|s| s.step.id == "deploy").unwrap();
+    assert_eq!(deploy.status, "done");
+    assert_eq!(deploy.actions, vec![ran.view.action.id.clone()]);
+    let leases: Vec<(u64, &str, &str)> =
+        deploy.leases.iter().map(|l| (l.token, l.agent_id.as_str(), l.status)).collect();
+    assert_eq!(leases, vec![(1, "exec-a", "superseded"), (2, "exec-b", "used")]);
+    assert!(run.engine.plan(&plan_session, pid, Some("intruder")).await.is_err());
+
+    // Both are in the plan's own journal stream.
+    let kinds: Vec<String> = run.store.events(pid).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["plan.step_claimed", "plan.step_claimed", "plan.step_matched"]);
+}
+
+#[tokio::test]
+async fn an_expired_step_is_retried_up_to_its_limit_and_a_given_back_lease_frees_it_at_once() {
+    let mut run = start("plan hand-off retries", CONFIG, POLICY, &Default::default()).await;
+    let planner = run.agent(Some("planner"));
+    let exec_a = run.agent(Some("exec-a"));
+    let exec_b = run.agent(Some("exec-b"));
+    let plan_session = run.session(Some("plan"), &planner).await;
+    let proposal: PlanProposal = serde_json::from_value(json!({
+        "goal": "drain the old node pool",
+        "steps": [{"id": "drain", "tool": "k8s.drain", "assignee": "exec-*", "lease_seconds": 30, "max_attempts": 2}]
+    }))
+    .unwrap();
+    let plan = run.engine.propose_plan(&planner, &plan_session, None, proposal).await.unwrap();
+    run.actions.insert("p".into(), plan.versions[0].action_id.clone());
+    let vote = Step {
+        vote: Some("p".into()),
+        human: Some("alice".into()),
+        expect: Expect { status: Some("succeeded".into()), ..Default::default() },
+        ..Default::default()
+    };
+    run.step(0, &vote).await;
+    let pid = plan.id.as_str();
+
+    let (first, _) = run.engine.claim_step(&exec_a, &plan_session, pid, "drain").await.unwrap();
+    // Given back: another executor may claim at once, without waiting for the expiry.
+    let released = run.engine.release_step(&exec_a, &plan_session, pid, "drain", first.token).await.unwrap();
+    assert_eq!(released.status, "released");
+    match run.engine.release_step(&exec_b, &plan_session, pid, "drain", first.token).await {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("only the holder gives a lease back: {other:?}"),
+    }
+    let (second, _) = run.engine.claim_step(&exec_b, &plan_session, pid, "drain").await.unwrap();
+    assert_eq!((second.token, second.attempt), (2, 2));
+    // Expired, and out of attempts: amending the plan is the way to try again.
+    run.clock.advance(chrono::Duration::seconds(30));
+    match run.engine.claim_step(&exec_a, &plan_session, pid, "drain").await {
+        Err(Error::Conflict(msg)) => assert!(msg.contains("max_attempts"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    let view = run.engine.plan(&plan_session, pid, None).await.unwrap();
+    let statuses: Vec<&str> = view.steps[0].leases.iter().map(|l| l.status).collect();
+    assert_eq!(statuses, ["superseded", "expired"]);
+}
