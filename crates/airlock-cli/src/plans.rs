@@ -23,7 +23,11 @@ pub enum PlansCommand {
         conn: Conn,
     },
     /// Show a plan: its steps and their progress, its versions, and what a pending amendment
-    /// changes (`+` added, `-` removed, `~` changed). Vote with `airlock plans approve|deny`.
+    /// changes.
+    ///
+    /// A pending amendment's difference from the version in force is printed step by step: `+`
+    /// added, `-` removed, `~` changed (steps and the goal, budget, deadline and monitors), `=`
+    /// unchanged. Vote on it with `airlock plans approve|deny`.
     Show {
         /// Session id (`ses_…`).
         session: String,
@@ -32,12 +36,12 @@ pub enum PlansCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Propose the session's plan: a goal and the steps to reach it (agents; the agent's token in
-    /// AIRLOCK_TOKEN).
+    /// Propose the session's plan from a JSON file (agents; the agent's token in AIRLOCK_TOKEN).
     ///
-    /// Prints the plan's id, its version and status and, when it waits for approval, the approval
-    /// and the command that approves it. A file that is not a plan is refused before anything is
-    /// sent, with the line and column of the problem. Exit status 1 when policy refuses the plan.
+    /// A plan is a goal and the steps to reach it. Prints the plan's id, its version and status
+    /// and, when it waits for approval, the approval and the command that approves it. A file
+    /// that is not a plan is refused before anything is sent, with the line and column of the
+    /// problem. Exit status 1 when policy refuses the plan.
     ///
     /// The file holds the plan as JSON (`-` reads standard input); every field is in
     /// docs/plans.md. For example, plan.json:
@@ -93,8 +97,9 @@ pub enum PlansCommand {
     ///   airlock plans approve ses_… pln_… -m "read every step; the backup comes first"
     #[command(verbatim_doc_comment, disable_version_flag = true)]
     Approve(PlanVoteArgs),
-    /// Deny the plan's version that waits for approval: one deny ends it, and the version in
-    /// force (if any) stays in force.
+    /// Deny the plan's version that waits for approval (humans with the `approve` role).
+    ///
+    /// One deny ends the version; the version in force, if any, stays in force.
     ///   airlock plans deny ses_… pln_… -m "no migrations during the freeze"
     #[command(verbatim_doc_comment, disable_version_flag = true)]
     Deny(PlanVoteArgs),
