@@ -308,3 +308,45 @@ async fn a_plan_policy_allows_outright_has_nothing_to_vote_on() {
     assert!(out.contains("version 2 is in force: policy allowed it without an approval"), "{out}");
     assert!(out.contains("+ step vacuum db.vacuum") && out.contains("- step notify chat.post"), "{out}");
 }
+
+/// Security approves plans with a TOTP code; plans over $1000 are refused outright.
+const MFA_POLICY: &str = r#"package airlock
+
+import rego.v1
+
+require_approval contains {"rule": "PLAN2", "msg": "plans need security, with step-up", "groups": ["security"], "mfa": true} if {
+    input.kind == "plan.propose"
+}
+
+deny contains {"rule": "PLAN3", "msg": "plans over $1000 are not taken"} if {
+    input.kind == "plan.propose"
+    input.plan.budget_usd > 1000
+}
+"#;
+
+#[tokio::test]
+async fn a_plan_vote_takes_a_totp_code_and_a_refused_plan_says_why() {
+    let fx = Fixture::new(MFA_POLICY);
+    let al = fx.start();
+    let dir = tempfile::tempdir().unwrap();
+
+    let session = al.session(BOT).await;
+    let mut costly = first_version();
+    costly["budget_usd"] = json!(5000);
+    let file = write(dir.path(), "costly.json", &costly.to_string());
+    let (code, out, err) = cli(&al, BOT, &["plans", "propose", &session, "--file", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("version 1 was refused") && out.contains("[PLAN3] plans over $1000 are not taken"), "{out}");
+
+    let session = al.session(BOT).await;
+    let plan = propose(&al, &session, dir.path());
+    // Without a code, the vote is refused and the command says which option to add.
+    let (code, _, err) = cli(&al, CAROL, &["plans", "approve", &session, &plan, "-m", "ok"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("[rule mfa]") && err.contains("--totp CODE"), "{err}");
+    let totp = airlock_server::mfa::code_at(CAROL_TOTP, chrono::Utc::now()).unwrap();
+    let (code, out, err) = cli(&al, CAROL, &["plans", "approve", &session, &plan, "-m", "ok", "--totp", &totp]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("plan {plan} version 1 is in force (approved by carol)")), "{out}");
+    assert_eq!(plan_view(&al, &session, &plan).await["in_force"], 1);
+}
