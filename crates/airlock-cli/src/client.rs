@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -50,14 +50,38 @@ pub enum ApprovalsCommand {
 pub struct VoteArgs {
     /// Approval id (`apr_…`).
     id: String,
-    /// Why (required).
-    #[arg(long, short = 'm')]
-    comment: String,
-    /// Current TOTP code, when the approval needs MFA.
-    #[arg(long)]
-    totp: Option<String>,
+    #[command(flatten)]
+    ballot: Ballot,
     #[command(flatten)]
     conn: Conn,
+}
+
+/// What a human sends with a vote, wherever they vote from (`approvals`, `plans`).
+#[derive(Args)]
+pub struct Ballot {
+    /// Why (required; recorded with the vote and shown to the other approvers).
+    #[arg(long, short = 'm')]
+    comment: String,
+    /// Current TOTP code from your authenticator app, when the approval needs MFA.
+    #[arg(long)]
+    totp: Option<String>,
+}
+
+/// Whether a vote approves or denies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl Verdict {
+    /// The last segment of the vote's path, `/v1/approvals/{id}/{verdict}`.
+    fn path(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -184,7 +208,23 @@ impl Client {
         Ok(Client { base, token, http: reqwest::Client::new() })
     }
 
+    /// One request; an answer other than 2xx is an [`ApiError`].
     pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let (status, value) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            return Err(ApiError::from_answer(status, &value).into());
+        }
+        Ok(value)
+    }
+
+    /// One request, with the answer's status whatever it is, for the few answers whose error
+    /// statuses carry a document of their own (a refused plan is a `403` with the plan).
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -197,12 +237,51 @@ impl Client {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if !status.is_success() {
-            let detail = value.get("detail").and_then(Value::as_str).unwrap_or("no detail");
-            let rule = value.get("rule").and_then(Value::as_str).map(|r| format!(" [rule {r}]")).unwrap_or_default();
-            bail!("{status}: {detail}{rule}");
+        Ok((status, value))
+    }
+}
+
+/// An error answer of the API (`problem+json`): its status, `detail` and `rule`, so a command
+/// can add what to do about it.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: reqwest::StatusCode,
+    pub(crate) detail: String,
+    pub(crate) rule: Option<String>,
+}
+
+impl ApiError {
+    pub(crate) fn from_answer(status: reqwest::StatusCode, value: &Value) -> ApiError {
+        ApiError {
+            status,
+            detail: value.get("detail").and_then(Value::as_str).unwrap_or("no detail").to_string(),
+            rule: value.get("rule").and_then(Value::as_str).map(str::to_string),
         }
-        Ok(value)
+    }
+
+    /// The rule, when the answer named one.
+    pub(crate) fn rule(&self) -> &str {
+        self.rule.as_deref().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.detail)?;
+        if let Some(rule) = &self.rule {
+            write!(f, " [rule {rule}]")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Adds what to do to an API error whose rule has a usual fix; other errors pass unchanged.
+pub(crate) fn with_hint(e: anyhow::Error, hint: impl Fn(&ApiError) -> Option<String>) -> anyhow::Error {
+    match e.downcast_ref::<ApiError>().and_then(&hint) {
+        Some(fix) => anyhow::anyhow!("{e}\n  {fix}"),
+        None => e,
     }
 }
 
@@ -265,8 +344,8 @@ pub async fn approvals(cmd: ApprovalsCommand) -> anyhow::Result<ExitCode> {
                 print_approval(&v);
             }
         }
-        ApprovalsCommand::Approve(args) => return vote(args, "approve").await,
-        ApprovalsCommand::Deny(args) => return vote(args, "deny").await,
+        ApprovalsCommand::Approve(args) => return vote(args, Verdict::Approve).await,
+        ApprovalsCommand::Deny(args) => return vote(args, Verdict::Deny).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -312,10 +391,9 @@ fn print_approval(v: &Value) {
     }
 }
 
-async fn vote(args: VoteArgs, verdict: &str) -> anyhow::Result<ExitCode> {
+async fn vote(args: VoteArgs, verdict: Verdict) -> anyhow::Result<ExitCode> {
     let c = Client::new(&args.conn)?;
-    let body = json!({"comment": args.comment, "totp": args.totp});
-    let v = c.call(reqwest::Method::POST, &format!("/v1/approvals/{}/{verdict}", args.id), Some(body)).await?;
+    let v = cast_vote(&c, &args.id, verdict, &args.ballot).await?;
     if args.conn.json {
         output::json(&v);
     } else {
@@ -329,8 +407,66 @@ async fn vote(args: VoteArgs, verdict: &str) -> anyhow::Result<ExitCode> {
             s(&v, "id"),
             s(&v, "status")
         );
+        if let Some(missing) = still_needed(&approval) {
+            println!("still needs {missing}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Casts the human's vote on an approval and returns the API's answer (the approval's action,
+/// with the approval). Refusals say what to do when there is a usual fix.
+pub(crate) async fn cast_vote(c: &Client, approval: &str, verdict: Verdict, ballot: &Ballot) -> anyhow::Result<Value> {
+    let body = json!({"comment": ballot.comment, "totp": ballot.totp});
+    let path = format!("/v1/approvals/{approval}/{}", verdict.path());
+    c.call(reqwest::Method::POST, &path, Some(body)).await.map_err(|e| {
+        with_hint(e, |api| match api.rule() {
+            "mfa" if ballot.totp.is_none() => {
+                Some("pass `--totp CODE` with the current code from your authenticator app".into())
+            }
+            "human_only" => Some("votes need a human's token in AIRLOCK_TOKEN; agents can't vote".into()),
+            "role" => Some("ask an admin for the `approve` role, or use the token of a human who has it".into()),
+            _ => None,
+        })
+    })
+}
+
+/// What a pending approval still needs, in words (`1 more approval from `sre` (PLAN1)`), from
+/// the approval as the API shows it; `None` when it is not pending or nothing is missing.
+pub(crate) fn still_needed(approval: &Value) -> Option<String> {
+    use airlock_core::model::{Approval, ApprovalStatus, RuleRequirement};
+    let approval: Approval = serde_json::from_value(approval.clone()).ok()?;
+    if approval.status != ApprovalStatus::Pending {
+        return None;
+    }
+    let legacy = approval.requirements.rules.is_empty();
+    let missing: Vec<String> = approval
+        .requirements
+        .each()
+        .iter()
+        .filter_map(|r| {
+            // As `vote::resolve` counts: votes on an approval without per-rule requirements
+            // were checked against its groups when cast, so each counts.
+            let counted = RuleRequirement { groups: if legacy { Vec::new() } else { r.groups.clone() }, ..r.clone() };
+            let have = airlock_core::vote::approvers_for(&approval, &counted);
+            let need = usize::try_from(r.quorum.max(1)).unwrap_or(usize::MAX).saturating_sub(have);
+            (need > 0).then(|| {
+                let noun = if need == 1 { "approval" } else { "approvals" };
+                let from = if r.groups.is_empty() {
+                    String::new()
+                } else {
+                    format!(" from {}", r.groups.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(" or "))
+                };
+                let rule = if r.rule.is_empty() { String::new() } else { format!(" ({})", r.rule) };
+                format!("{need} more {noun}{from}{rule}")
+            })
+        })
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mfa = if approval.requirements.mfa { ", with MFA" } else { "" };
+    Some(format!("{}{mfa}", missing.join(" and ")))
 }
 
 pub async fn kill(cmd: KillCommand) -> anyhow::Result<ExitCode> {

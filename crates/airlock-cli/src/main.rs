@@ -59,7 +59,8 @@ enum Command {
     /// List and inspect sessions (token in AIRLOCK_TOKEN).
     #[command(subcommand)]
     Sessions(client::SessionsCommand),
-    /// List and inspect a session's plans (token in AIRLOCK_TOKEN); vote with `approvals`.
+    /// A session's plans: agents propose and amend them, humans list, show and vote on them
+    /// (token in AIRLOCK_TOKEN).
     #[command(subcommand)]
     Plans(plans::PlansCommand),
     /// Manage humans on a running server: lift a TOTP lock (admins; token in AIRLOCK_TOKEN).

@@ -36,6 +36,7 @@ mod mcp_gateway;
 mod metrics;
 mod notifications;
 mod plans;
+mod plans_cli;
 mod policy_lifecycle;
 mod postgres;
 mod replicas;
