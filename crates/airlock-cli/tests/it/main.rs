@@ -35,6 +35,7 @@ mod latency;
 mod mcp_gateway;
 mod metrics;
 mod notifications;
+mod plan_handoffs;
 mod plans;
 mod plans_cli;
 mod policy_lifecycle;
