@@ -116,7 +116,33 @@ pub fn entry(e: &StoredEvent) -> Value {
                 .map(|v| format!(" by {}", v.iter().map(|x| s(x, "human")).collect::<Vec<_>>().join(", ")))
                 .unwrap_or_else(|| " by policy".to_string())
         ),
-        "plan.step_matched" => format!("{} matched step `{}` of plan {}", s(p, "tool"), s(p, "step"), s(p, "plan_id")),
+        "plan.step_matched" => match p.get("token").and_then(Value::as_u64) {
+            Some(token) => format!(
+                "{} by {} matched step `{}` of plan {} under lease {token}",
+                s(p, "tool"),
+                s(p, "agent_id"),
+                s(p, "step"),
+                s(p, "plan_id")
+            ),
+            None => format!("{} matched step `{}` of plan {}", s(p, "tool"), s(p, "step"), s(p, "plan_id")),
+        },
+        "plan.step_claimed" => format!(
+            "{} claimed step `{}` of plan {} (lease {}, attempt {} of {}, until {})",
+            s(p, "agent_id"),
+            s(p, "step"),
+            s(p, "plan_id"),
+            p.get("token").and_then(Value::as_u64).unwrap_or(0),
+            p.get("attempt").and_then(Value::as_u64).unwrap_or(0),
+            p.get("max_attempts").and_then(Value::as_u64).unwrap_or(0),
+            s(p, "expires_at")
+        ),
+        "plan.lease_released" => format!(
+            "{} gave back lease {} of step `{}` of plan {}",
+            s(p, "agent_id"),
+            p.get("token").and_then(Value::as_u64).unwrap_or(0),
+            s(p, "step"),
+            s(p, "plan_id")
+        ),
         "plan.drift" => format!("drift: {} matches no step of plan {}", s(p, "tool"), s(p, "plan_id")),
         "plan.stuck" => format!(
             "plan {} stuck: no step progress for {} s since {}",
@@ -132,6 +158,7 @@ pub fn entry(e: &StoredEvent) -> Value {
     };
     json!({
         "seq": e.seq,
+        "stream": e.stream,
         "at": e.at,
         "kind": e.kind,
         "summary": summary,
@@ -144,4 +171,30 @@ pub fn entry(e: &StoredEvent) -> Value {
         "hash": e.hash,
         "payload": e.payload,
     })
+}
+
+/// Merges the hand-off streams of a session's plans (claims, and calls made under their leases
+/// in other sessions) into the session's own events, in journal order.
+pub fn with_handoffs(mut events: Vec<StoredEvent>, handoffs: Vec<StoredEvent>) -> Vec<StoredEvent> {
+    events.extend(handoffs);
+    events.sort_by_key(|e| e.pos);
+    events
+}
+
+/// The plans proposed in a session's events whose steps are handed off (any step has an
+/// assignee): their own streams hold the claims.
+pub fn handoff_plans(events: &[StoredEvent]) -> Vec<String> {
+    let mut plans: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == "plan.proposed")
+        .filter(|e| {
+            e.payload["plan"]["steps"]
+                .as_array()
+                .is_some_and(|steps| steps.iter().any(|step| step.get("assignee").is_some_and(|a| !a.is_null())))
+        })
+        .map(|e| s(&e.payload, "plan_id").to_string())
+        .collect();
+    plans.sort();
+    plans.dedup();
+    plans
 }

@@ -154,6 +154,15 @@ async fn a_late_call_with_a_stale_fencing_token_is_denied_and_the_step_runs_once
         .map(|l| (l["token"].as_u64().unwrap(), l["status"].as_str().unwrap()))
         .collect();
     assert_eq!(leases, vec![(1, "superseded"), (2, "used")]);
+    // The planner's timeline shows the hand-offs in place: both claims, and the call that ran.
+    let timeline = al.get(&format!("/v1/sessions/{planner}/timeline"), ALICE).await;
+    let summaries: Vec<&str> =
+        timeline.body["timeline"].as_array().unwrap().iter().filter_map(|e| e["summary"].as_str()).collect();
+    for needle in
+        ["exec-a claimed step `deploy`", "exec-b claimed step `deploy`", "pki.deploy by exec-b matched step `deploy`"]
+    {
+        assert!(summaries.iter().any(|s| s.contains(needle)), "{needle}: {summaries:#?}");
+    }
     // Another agent's session stays out of reach of the executors.
     assert_eq!(al.get(&format!("/v1/sessions/{planner}/plans"), EXEC_A).await.status, StatusCode::NOT_FOUND);
 }

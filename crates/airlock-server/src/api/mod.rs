@@ -505,7 +505,13 @@ async fn session_timeline(
     PathId(id): PathId,
 ) -> Result<Json<Value>, Problem> {
     let session = state.engine.session(&id, principal.agent_filter()).await?;
-    let events = state.engine.store().events(&id).await.map_err(engine::Error::from)?;
+    let mut events = state.engine.store().events(&id).await.map_err(engine::Error::from)?;
+    // A plan's hand-offs (claims, calls under its leases in executors' sessions) are its own
+    // stream's; its session's timeline shows them in place.
+    for plan in crate::timeline::handoff_plans(&events) {
+        let handoffs = state.engine.store().events(&plan).await.map_err(engine::Error::from)?;
+        events = crate::timeline::with_handoffs(events, handoffs);
+    }
     let entries: Vec<Value> = events.iter().map(crate::timeline::entry).collect();
     Ok(Json(json!({ "session": session, "timeline": entries })))
 }
