@@ -31,6 +31,8 @@ use crate::model::{ApprovalRequirements, Decision, Effect, Reason, Risk, RuleReq
 /// The tool name of a plan proposal's action (what humans see in the approval queue), and of the
 /// MCP tool airlock offers for it.
 pub const PLAN_TOOL: &str = "airlock__propose_plan";
+/// The MCP tool airlock offers to claim a step assigned to the caller's agent.
+pub const CLAIM_TOOL: &str = "airlock__claim_step";
 /// `input.kind` of a plan proposal.
 pub const KIND_PLAN_PROPOSE: &str = "plan.propose";
 /// Reason rule of a call covered by an approved plan.

@@ -571,6 +571,9 @@ impl Gateway for McpGateway {
         if allowed(airlock_core::plan::PLAN_TOOL) {
             out.push(plans::tool());
         }
+        if allowed(airlock_core::plan::CLAIM_TOOL) {
+            out.push(plans::claim_tool());
+        }
         for (upstream, tool) in self.upstreams.tools() {
             let full = format!("{upstream}{TOOL_SEPARATOR}{}", tool.name);
             if allowed(&full) {
@@ -614,6 +617,9 @@ impl Gateway for McpGateway {
         };
         if call.server.is_none() && call.tool == airlock_core::plan::PLAN_TOOL && agent.allows_tool(&call.tool) {
             return plans::propose(&self.engine, &agent, &call).await;
+        }
+        if call.server.is_none() && call.tool == airlock_core::plan::CLAIM_TOOL && agent.allows_tool(&call.tool) {
+            return plans::claim(&self.engine, &agent, &call).await;
         }
         // On a virtual server the name is the server's: the action is the tool it reaches.
         let tool = match &call.server {

@@ -1,5 +1,5 @@
 //! Hand-offs against the real binary: a planner's plan assigns steps to executor agents, who
-//! claim them over HTTP and call under the lease in their own sessions, over HTTP and over MCP
+//! claim them and call under the lease in their own sessions, over HTTP and over MCP
 //! (docs/plans.md#hand-offs). The engine-level test (`airlock-server`'s
 //! `plan_handoffs`) moves the clock over the same expiry; the binary has no clock to move, so
 //! here the lease is one second long and the second executor claims as soon as it has ended.
@@ -192,9 +192,6 @@ async fn an_executor_speaking_mcp_runs_its_step_under_the_lease_in_meta() {
         .await;
     let pid = plan.body["id"].as_str().unwrap().to_string();
     approve(&al, plan.body["versions"][0]["approval_id"].as_str().unwrap()).await;
-    let lease = al.post(&format!("/v1/sessions/{planner}/plans/{pid}/steps/announce/claim"), EXEC_A, json!({})).await;
-    assert_eq!(lease.status, StatusCode::CREATED, "{}", lease.body);
-
     let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", al.url)).auth_header(EXEC_A);
     let c = ClientConfig::new(ClientCapabilities::default(), Implementation::new("executor", "1"))
         .serve(StreamableHttpClientTransport::from_config(config))
@@ -209,6 +206,15 @@ async fn an_executor_speaking_mcp_runs_its_step_under_the_lease_in_meta() {
         params
     };
     let text = |r: &rmcp::model::CallToolResult| serde_json::to_value(&r.content).unwrap().to_string();
+
+    // The executor claims the step with the tool airlock offers, from the hand-over it got.
+    let tools = c.list_all_tools().await.expect("tools/list");
+    assert!(tools.iter().any(|t| t.name == "airlock__claim_step"));
+    let mut claim = CallToolRequestParams::new("airlock__claim_step");
+    claim.arguments = json!({"session_id": planner, "plan_id": pid, "step": "announce"}).as_object().cloned();
+    let lease = c.call_tool(claim).await.expect("tools/call");
+    assert_ne!(lease.is_error, Some(true), "{}", text(&lease));
+    assert!(text(&lease).contains("lease 1 on step `announce`"), "{}", text(&lease));
 
     // A token never granted is refused; a malformed lease is an error that says its shape.
     let forged = c.call_tool(call(json!(7))).await.expect("tools/call");
