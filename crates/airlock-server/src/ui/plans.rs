@@ -457,6 +457,60 @@ pub(super) async fn plan_page(
 mod tests {
     use super::*;
 
+    use crate::engine::StepView;
+
+    fn draft(v: serde_json::Value) -> PlanDraft {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_plan_with_an_amendment_waiting_shows_what_it_changes() {
+        let now = Utc::now();
+        let v1 = draft(serde_json::json!({"goal": "back up", "steps": [{"id": "a", "tool": "db.backup"}],
+                                          "stuck_after_seconds": 60, "pause_when_stuck": true}));
+        let v2 = draft(
+            serde_json::json!({"goal": "back up <em>and</em> vacuum", "steps": [{"id": "b", "tool": "db.vacuum"}],
+                                          "stuck_after_seconds": 60, "pause_when_stuck": true}),
+        );
+        let version = |n: u32, status, plan: &PlanDraft, apr: &str| VersionView {
+            version: n,
+            status,
+            action_id: format!("act_{n}"),
+            approval_id: Some(apr.to_string()),
+            proposed_at: now,
+            approved_by: if status == PlanStatus::Approved { vec!["alice".into()] } else { Vec::new() },
+            plan: plan.clone(),
+        };
+        let view = PlanView {
+            id: "pln_1".into(),
+            session_id: "ses_1".into(),
+            agent_id: "bot".into(),
+            status: PlanStatus::Approved,
+            in_force: Some(1),
+            pending: Some(2),
+            goal: v1.goal.clone(),
+            steps: vec![StepView { step: v1.steps[0].clone(), status: "running", actions: vec!["act_gone".into()] }],
+            spent_usd: 0.0,
+            diff: Some(airlock_core::plan::diff(&v1, &v2)),
+            finished: false,
+            last_progress_at: Some(now),
+            stuck: None,
+            versions: vec![
+                version(1, PlanStatus::Approved, &v1, "apr_1"),
+                version(2, PlanStatus::Pending, &v2, "apr_2"),
+            ],
+        };
+        let html = plan_body(&view, &HashMap::new(), now).into_string();
+        assert!(html.contains("stuck after 1 min without progress, then the session pauses"), "{html}");
+        assert!(html.contains(r#"<a id="pending-approval" href="/ui/approvals/apr_2">"#), "{html}");
+        assert!(
+            html.contains(r#"<li class="add" data-step="b">"#) && html.contains(r#"<li class="del" data-step="a">"#)
+        );
+        assert!(html.contains("<ins>back up &lt;em&gt;and&lt;/em&gt; vacuum</ins>"), "{html}");
+        assert!(html.contains(r#"<span class="mono">act_gone</span>"#), "a call missing from the store: {html}");
+        assert!(html.contains("approved by alice"), "{html}");
+    }
+
     #[test]
     fn durations_read_plainly() {
         assert_eq!(seconds_text(600), "10 min");

@@ -502,3 +502,23 @@ async fn only_an_action_the_journal_knows_as_a_proposal_is_shown_as_a_plan() {
     let (status, _, _) = fx.get(&format!("/ui/sessions/ses_nope/plans/{}", plan.id), &cookie).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_stuck_plan_says_so_on_its_page() {
+    let fx = fixture().await;
+    let agent = fx.engine.config().agents[0].clone();
+    let session = fx.engine.open_session(&agent, "plan".into(), BTreeMap::new(), None).await.unwrap().id;
+    let plan = fx
+        .propose(&session, None, json!({"goal": "back up", "stuck_after_seconds": 1, "steps": [{"tool": "db.backup"}]}))
+        .await;
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+    let path = format!("/ui/approvals/{}", newest_approval(&plan));
+    let (_, _, html) = fx.get(&path, &cookie).await;
+    let (status, _, _) =
+        fx.post(&path, &cookie, &[("csrf", &csrf(&html)), ("verdict", "approve"), ("comment", "ok")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, _, html) = fx.get(&format!("/ui/sessions/{session}/plans/{}", plan.id), &cookie).await;
+    assert!(html.contains("Stuck: no step has made progress since"), "{html}");
+    assert!(html.contains("will report it on its next check") || html.contains("journaled it"), "{html}");
+}
