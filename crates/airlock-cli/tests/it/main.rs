@@ -44,3 +44,4 @@ mod replicas;
 mod traces;
 mod virtual_servers;
 mod web_ui;
+mod web_ui_plans;

@@ -12,8 +12,26 @@ use std::time::Duration;
 use crate::common::*;
 use serde_json::{Value, json};
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `tests/browser`, once Chromium and playwright-core are there: the browser tests fail, naming
+/// `install.sh`, rather than skip.
+pub(crate) fn browser_dir() -> PathBuf {
+    let browser = repo().join("tests/browser");
+    let missing: Vec<&str> = [
+        (Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium"),
+        (
+            browser.join("node_modules/playwright-core/package.json").exists(),
+            "tests/browser/node_modules/playwright-core",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(ok, what)| (!ok).then_some(what))
+    .collect();
+    assert!(missing.is_empty(), "missing {missing:?}: run tests/browser/install.sh (scripts/test.sh runs it)");
+    browser
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +119,7 @@ async fn sign_in_and_csrf_over_http() {
 }
 
 /// Kills the browser driver if the test fails half-way.
-struct Driver(Child);
+pub(crate) struct Driver(pub(crate) Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -112,18 +130,7 @@ impl Drop for Driver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
-    let browser = repo().join("tests/browser");
-    let missing: Vec<&str> = [
-        (Path::new("/usr/bin/chromium").exists(), "/usr/bin/chromium"),
-        (
-            browser.join("node_modules/playwright-core/package.json").exists(),
-            "tests/browser/node_modules/playwright-core",
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(ok, what)| (!ok).then_some(what))
-    .collect();
-    assert!(missing.is_empty(), "missing {missing:?}: run tests/browser/install.sh (scripts/test.sh runs it)");
+    let browser = browser_dir();
 
     // The same in both calls, so the diff stays one line: a right-to-left override and a zero
     // width space the page must show as markers.

@@ -1,5 +1,6 @@
 //! One approval: what the agent wants to run and why, what changed since its previous call, the
-//! policy's reasons, the votes and the session's timeline. Voting on it is in `vote`.
+//! policy's reasons, the votes and the session's timeline. Voting on it is in `vote`; the plan a
+//! plan proposal's approval shows in place of its arguments is drawn by `plans`.
 
 use airlock_core::{Action, Approval, ApprovalStatus, Decision, Verdict};
 use airlock_store::StoredEvent;
@@ -14,10 +15,11 @@ use serde_json::Value;
 use super::Ui;
 use super::html::{Nav, absolute, expiry, json_diff, needs, pretty, risk_badge, shell, status_badge, when};
 use super::invisible::{contains_hidden, reveal, value_contains_hidden, warning};
+use super::plans::{Proposal, named_like_proposal, not_a_proposal, plan_links, proposal_of, proposal_panels};
 use super::respond::{failure_page, page, to_login};
 use super::session::Viewer;
 use super::vote::{vote_eligibility, vote_form};
-use crate::engine;
+use crate::engine::{self, PlanView};
 
 /// Most journal events shown in a detail page's timeline (the latest ones).
 const TIMELINE_LIMIT: usize = 200;
@@ -46,6 +48,10 @@ pub(super) struct Detail {
     pub(super) allow_requester: bool,
     /// Humans whose TOTP codes are locked now, with the end of each lock.
     pub(super) mfa_locks: Vec<(String, DateTime<Utc>)>,
+    /// The session's plans.
+    pub(super) plans: Vec<PlanView>,
+    /// The plan version this action proposed, when the journal says it proposed one.
+    pub(super) proposal: Option<Proposal>,
 }
 
 /// The approval, its action, the session and its events, and the previous call of the same tool.
@@ -63,7 +69,9 @@ pub(super) async fn load_detail(ui: &Ui, id: &str) -> Result<Detail, engine::Err
     let owner = ui.owner(&approval.agent_id);
     let allow_requester = ui.engine().config().approvals.allow_requester;
     let mfa_locks = ui.engine().mfa_locks();
-    Ok(Detail { approval, action, owner, session, previous, events, allow_requester, mfa_locks })
+    let plans = ui.engine().plans(&approval.session_id, None).await?;
+    let proposal = proposal_of(&action, &plans);
+    Ok(Detail { approval, action, owner, session, previous, events, allow_requester, mfa_locks, plans, proposal })
 }
 
 /// The session's journal, the latest [`TIMELINE_LIMIT`] events, with this action marked.
@@ -126,6 +134,7 @@ pub(super) fn detail_page(viewer: &Viewer, d: &Detail, pending: usize, flash: Op
             None => {}
         }
         (warning(&hidden_parts(d)))
+        @if d.proposal.is_none() && named_like_proposal(act) { (not_a_proposal()) }
         div.grid {
             div {
                 (request_panels(d, now))
@@ -164,6 +173,9 @@ fn hidden_parts(d: &Detail) -> Vec<&'static str> {
 /// call of the same tool in the session.
 fn request_panels(d: &Detail, now: DateTime<Utc>) -> Markup {
     let act = &d.action;
+    if let Some(p) = &d.proposal {
+        return proposal_panels(p, act, now);
+    }
     let args = pretty(&act.arguments);
     html! {
         section.panel aria-labelledby="h-why" {
@@ -287,6 +299,7 @@ fn action_panel(d: &Detail) -> Markup {
                     dt { "Task" } dd { (reveal(&s.task)) }
                     @if let Some(who) = &s.on_behalf_of { dt { "On behalf of" } dd { (who) } }
                 }
+                (plan_links(&d.plans))
                 dt { "Digest" } dd.mono { (act.digest) }
             }
         }

@@ -20,11 +20,12 @@
 //! refusals for the page); casting the vote always goes through the engine.
 //!
 //! The parts: `session` (sign-in, the session cookie, CSRF and origin checks), `inbox` (pending
-//! and resolved approvals), `approvals` (one approval's detail page), `vote` (who may vote, the
-//! form, casting a vote), `live` (the event stream that refreshes the inbox), `html` (the page
-//! shell and formatting shared by the pages), `invisible` (invisible and direction-changing
-//! characters in what agents send, shown as markers), `respond` (security headers, redirects
-//! and error pages) and `assets` (the embedded static files).
+//! and resolved approvals), `approvals` (one approval's detail page), `plans` (the plan on a plan
+//! proposal's approval page, and each plan's own page), `vote` (who may vote, the form, casting a
+//! vote), `live` (the event stream that refreshes the inbox), `html` (the page shell and
+//! formatting shared by the pages), `invisible` (invisible and direction-changing characters in
+//! what agents send, shown as markers), `respond` (security headers, redirects and error pages)
+//! and `assets` (the embedded static files).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,7 @@ mod inbox;
 mod invisible;
 mod live;
 mod oidc;
+mod plans;
 mod respond;
 mod session;
 mod vote;
@@ -121,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/inbox/list", get(inbox::inbox_list))
         .route("/ui/history", get(inbox::history))
         .route("/ui/approvals/{id}", get(approvals::detail).post(vote::vote))
+        .route("/ui/sessions/{session}/plans/{plan}", get(plans::plan_page))
         .route("/ui/events", get(live::events))
         .route("/ui/static/airlock.css", get(assets::css))
         .route("/ui/static/airlock.js", get(assets::js))

@@ -17,7 +17,7 @@ use super::router;
 use super::session::{LOGIN_COOKIE, SESSION_COOKIE};
 use crate::api::AppState;
 use crate::config::{Config, hash_token};
-use crate::engine::{ActionRequest, Engine};
+use crate::engine::{ActionRequest, Engine, PlanProposal, PlanView};
 
 const POLICY: &str = r#"package airlock
 import rego.v1
@@ -26,6 +26,9 @@ require_approval contains {"rule": "SC1", "msg": "scaling needs an SRE", "groups
 }
 require_approval contains {"rule": "MFA1", "msg": "firewall changes need step-up", "mfa": true} if {
     input.action.tool == "firewall.open"
+}
+require_approval contains {"rule": "PLAN1", "msg": "plans need an SRE", "groups": ["sre"]} if {
+    input.kind == "plan.propose"
 }
 "#;
 const TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -84,6 +87,13 @@ impl Fixture {
         };
         let view = self.engine.submit(&agent, &session, request).await.unwrap().view;
         (session, view.approval.unwrap().id)
+    }
+
+    /// The bot proposes `draft` in `session` (a new plan, or a version of `plan`).
+    async fn propose(&self, session: &str, plan: Option<&str>, draft: Value) -> PlanView {
+        let agent = self.engine.config().agents[0].clone();
+        let proposal = PlanProposal { draft: serde_json::from_value(draft).unwrap() };
+        self.engine.propose_plan(&agent, session, plan, proposal).await.unwrap()
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
@@ -374,4 +384,142 @@ async fn invisible_and_direction_changing_characters_are_shown_and_flagged() {
     assert!(!row(&first).contains("hidden characters"), "{list}");
     let (_, _, html) = fx.get(&format!("/ui/approvals/{first}"), &cookie).await;
     assert!(!html.contains("hidden-chars"), "{html}");
+}
+
+/// The approval id of the newest version of `plan`.
+fn newest_approval(plan: &PlanView) -> String {
+    plan.versions.last().unwrap().approval_id.clone().unwrap()
+}
+
+#[tokio::test]
+async fn a_plan_proposal_shows_its_plan_and_an_amendment_what_it_changes() {
+    let fx = fixture().await;
+    let agent = fx.engine.config().agents[0].clone();
+    let session = fx.engine.open_session(&agent, "migrate".into(), BTreeMap::new(), None).await.unwrap().id;
+    let evil = "<script>alert(1)</script>";
+    let plan = fx
+        .propose(
+            &session,
+            None,
+            json!({"goal": format!("migrate orders {evil}"), "budget_usd": 40, "stuck_after_seconds": 600, "steps": [
+                {"id": "backup", "tool": "db.backup", "description": format!("back up {evil}"), "expected_cost_usd": 2.5,
+                 "arguments": {"type": "object", "properties": {"db": {"const": "</pre><img src=x onerror=alert(2)>"}}}},
+                {"id": "migrate", "tool": "db.<b>migrate</b>", "assignee": "bot"}
+            ]}),
+        )
+        .await;
+    let first = newest_approval(&plan);
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+    let path = format!("/ui/approvals/{first}");
+    let (status, _, html) = fx.get(&path, &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    // The plan is shown for review, step by step, escaped.
+    assert!(
+        html.contains("Plan proposal") && html.contains(&format!("/ui/sessions/{session}/plans/{}", plan.id)),
+        "{html}"
+    );
+    assert!(html.contains(r#"data-step="backup""#) && html.contains(r#"data-step="migrate""#), "{html}");
+    assert!(html.contains("migrate orders &lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+    assert!(html.contains("back up &lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+    assert!(
+        html.contains("db.&lt;b&gt;migrate&lt;/b&gt;") && html.contains("$2.50") && html.contains("$40.00"),
+        "{html}"
+    );
+    assert!(html.contains("stuck after 10 min without progress"), "{html}");
+    assert!(!html.contains("<script>alert") && !html.contains("<img src=x") && !html.contains("<b>migrate"), "{html}");
+    assert!(!html.contains("h-plan-diff"), "a first version has nothing to compare with: {html}");
+    // It is an ordinary approval: the form is there and works.
+    let (status, _, _) =
+        fx.post(&path, &cookie, &[("csrf", &csrf(&html)), ("verdict", "approve"), ("comment", "reads well")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let shown = fx.engine.plan(&session, &plan.id, None).await.unwrap();
+    assert_eq!((shown.in_force, shown.status.as_str()), (Some(1), "approved"));
+
+    // An amendment adds a step and changes the budget: the approval page says so, marked.
+    let amended = fx
+        .propose(
+            &session,
+            Some(&plan.id),
+            json!({"goal": format!("migrate orders {evil}"), "budget_usd": 60, "stuck_after_seconds": 600, "steps": [
+                {"id": "backup", "tool": "db.backup", "description": format!("back up {evil}"), "expected_cost_usd": 2.5,
+                 "arguments": {"type": "object", "properties": {"db": {"const": "</pre><img src=x onerror=alert(2)>"}}}},
+                {"id": "migrate", "tool": "db.migrate", "assignee": "bot"},
+                {"id": "vacuum", "tool": "db.vacuum", "description": "reclaim space <i>now</i>"}
+            ]}),
+        )
+        .await;
+    let second = newest_approval(&amended);
+    let (_, _, html) = fx.get(&format!("/ui/approvals/{second}"), &cookie).await;
+    assert!(html.contains("Change from version 1 in force"), "{html}");
+    assert!(html.contains(r#"<li class="add" data-step="vacuum">"#), "{html}");
+    assert!(html.contains("reclaim space &lt;i&gt;now&lt;/i&gt;") && !html.contains("<i>now"), "{html}");
+    assert!(html.contains(r#"<li class="chg" data-step="migrate">"#), "{html}");
+    assert!(html.contains(r#"<li class="chg" data-field="budget">"#) && html.contains("<del>$40.00</del>"), "{html}");
+    assert!(!html.contains(r#"data-field="goal""#), "the goal did not change: {html}");
+    assert!(html.contains(r#"class="step step-added" data-step="vacuum""#), "{html}");
+
+    // The plan's page: version 1 in force, version 2 waiting with its diff and a link to it.
+    let (status, _, html) = fx.get(&format!("/ui/sessions/{session}/plans/{}", plan.id), &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"id="plan-status""#) && html.contains("approved by alice"), "{html}");
+    assert!(html.contains(&format!(r#"<a id="pending-approval" href="/ui/approvals/{second}">"#)), "{html}");
+    assert!(html.contains("Amendment waiting: version 2") && html.contains(r#"data-step="vacuum""#), "{html}");
+    assert!(html.contains("back up &lt;script&gt;") && !html.contains("<script>alert") && !html.contains("<img src=x"));
+    // Every approval page of the session links the plan.
+    let (_, other) = fx.held(Some(&session), "nodepool.scale", json!({"count": 2}), "more").await;
+    let (_, _, html) = fx.get(&format!("/ui/approvals/{other}"), &cookie).await;
+    assert!(html.contains(&format!(r#"href="/ui/sessions/{session}/plans/{}""#, plan.id)), "{html}");
+    assert!(!html.contains("Plan proposal"), "{html}");
+}
+
+#[tokio::test]
+async fn only_an_action_the_journal_knows_as_a_proposal_is_shown_as_a_plan() {
+    let fx = fixture().await;
+    let agent = fx.engine.config().agents[0].clone();
+    let session = fx.engine.open_session(&agent, "plan".into(), BTreeMap::new(), None).await.unwrap().id;
+    let plan = fx.propose(&session, None, json!({"goal": "back up", "steps": [{"tool": "db.backup"}]})).await;
+    let plans = fx.engine.plans(&session, None).await.unwrap();
+    let action = fx.engine.store().action(&plan.versions[0].action_id).await.unwrap().unwrap();
+    assert!(super::plans::proposal_of(&action, &plans).is_some());
+    // The same tool name and arguments under another action id, or from an upstream, are not it.
+    let mut other = action.clone();
+    other.id = "act_forged".into();
+    assert!(super::plans::proposal_of(&other, &plans).is_none());
+    let mut upstream = action.clone();
+    upstream.upstream = Some("airlock".into());
+    assert!(super::plans::proposal_of(&upstream, &plans).is_none());
+
+    // The plan page needs a signed-in human, and an unknown plan is not found.
+    let path = format!("/ui/sessions/{session}/plans/{}", plan.id);
+    let (status, headers, _) = fx.get(&path, "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/ui/login");
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+    let (status, _, html) = fx.get(&path, &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("no version yet") && html.contains(r#"id="pending-approval""#), "{html}");
+    let (status, _, _) = fx.get(&format!("/ui/sessions/{session}/plans/pln_nope"), &cookie).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = fx.get(&format!("/ui/sessions/ses_nope/plans/{}", plan.id), &cookie).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_stuck_plan_says_so_on_its_page() {
+    let fx = fixture().await;
+    let agent = fx.engine.config().agents[0].clone();
+    let session = fx.engine.open_session(&agent, "plan".into(), BTreeMap::new(), None).await.unwrap().id;
+    let plan = fx
+        .propose(&session, None, json!({"goal": "back up", "stuck_after_seconds": 1, "steps": [{"tool": "db.backup"}]}))
+        .await;
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+    let path = format!("/ui/approvals/{}", newest_approval(&plan));
+    let (_, _, html) = fx.get(&path, &cookie).await;
+    let (status, _, _) =
+        fx.post(&path, &cookie, &[("csrf", &csrf(&html)), ("verdict", "approve"), ("comment", "ok")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, _, html) = fx.get(&format!("/ui/sessions/{session}/plans/{}", plan.id), &cookie).await;
+    assert!(html.contains("Stuck: no step has made progress since"), "{html}");
+    assert!(html.contains("will report it on its next check") || html.contains("journaled it"), "{html}");
 }
