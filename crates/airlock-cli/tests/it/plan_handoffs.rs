@@ -163,6 +163,17 @@ async fn a_late_call_with_a_stale_fencing_token_is_denied_and_the_step_runs_once
     {
         assert!(summaries.iter().any(|s| s.contains(needle)), "{needle}: {summaries:#?}");
     }
+    // So does the plan's page in the review UI, with who held each lease.
+    let (_, cookie) = sign_in(&al, ALICE).await;
+    let page = client()
+        .get(format!("{}/ui/sessions/{planner}/plans/{pid}", al.url))
+        .header("cookie", cookie.expect("a UI session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("claims of this step") && html.contains("exec-b") && html.contains("superseded"), "{html}");
     // Another agent's session stays out of reach of the executors.
     assert_eq!(al.get(&format!("/v1/sessions/{planner}/plans"), EXEC_A).await.status, StatusCode::NOT_FOUND);
 }

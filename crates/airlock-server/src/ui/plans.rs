@@ -379,6 +379,18 @@ fn plan_body(p: &PlanView, calls: &HashMap<String, Action>, now: DateTime<Utc>) 
                                         @for id in &s.actions { (matched_call(id, calls.get(id))) }
                                     }
                                 }
+                                @if !s.leases.is_empty() {
+                                    ul.calls.leases aria-label="claims of this step" {
+                                        @for l in &s.leases {
+                                            li {
+                                                "lease " span.mono { (l.token) } " · " strong { (reveal(&l.agent_id)) }
+                                                " · attempt " (l.attempt) " of " (l.max_attempts)
+                                                " · " span.small { (l.status) }
+                                                @if l.status == "held" { " until " (when(l.expires_at, now)) }
+                                            }
+                                        }
+                                    }
+                                }
                             };
                             (step_item(i + 1, &s.step, None, progress))
                         }
@@ -489,7 +501,12 @@ mod tests {
             in_force: Some(1),
             pending: Some(2),
             goal: v1.goal.clone(),
-            steps: vec![StepView { step: v1.steps[0].clone(), status: "running", actions: vec!["act_gone".into()] }],
+            steps: vec![StepView {
+                step: v1.steps[0].clone(),
+                status: "running",
+                actions: vec!["act_gone".into()],
+                leases: vec![],
+            }],
             spent_usd: 0.0,
             diff: Some(airlock_core::plan::diff(&v1, &v2)),
             finished: false,
