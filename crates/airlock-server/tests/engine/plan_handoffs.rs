@@ -196,6 +196,8 @@ async fn a_stale_fencing_token_is_refused_after_another_executor_took_the_expire
         deploy.leases.iter().map(|l| (l.token, l.agent_id.as_str(), l.status)).collect();
     assert_eq!(leases, vec![(1, "exec-a", "superseded"), (2, "exec-b", "used")]);
     assert!(run.engine.plan(&plan_session, pid, Some("intruder")).await.is_err());
+    // The executor's call is the plan's progress, for the stuck-plan monitor too.
+    assert_eq!(view.last_progress_at, Some(ran.view.action.created_at), "{view:?}");
 
     // Both are in the plan's own journal stream.
     let kinds: Vec<String> = run.store.events(pid).await.unwrap().into_iter().map(|e| e.kind).collect();

@@ -5,10 +5,10 @@ use super::*;
 
 impl Engine {
     /// When the version in force last made progress: its approval, a call matched to one of its
-    /// steps, or such a call changing status.
+    /// steps (in its session, or under a lease in an executor's), or such a call changing status.
     pub(super) async fn last_progress(&self, record: &PlanRecord, version: &Version) -> Result<DateTime<Utc>> {
         let mut last = version.approved.as_ref().map_or(version.proposed_at, |(_, _, at)| *at);
-        for m in record.matched.iter().filter(|m| m.step.is_some()) {
+        for m in self.all_matched(record).await?.iter().filter(|m| m.step.is_some()) {
             if let Some(a) = self.action_status(&m.action_id).await? {
                 last = last.max(a.updated_at).max(a.created_at);
             }
