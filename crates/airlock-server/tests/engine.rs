@@ -282,6 +282,18 @@ async fn start_on(journal: &Journal, name: &str, config: &str, policy: &str, too
 }
 
 impl Run {
+    /// Has `human` approve version 1 of `plan`, which must then be in force.
+    async fn approve_plan(&mut self, plan: &airlock_server::engine::PlanView, human: &str) {
+        self.actions.insert("p".into(), plan.versions[0].action_id.clone());
+        let vote = Step {
+            vote: Some("p".into()),
+            human: Some(human.into()),
+            expect: Expect { status: Some("succeeded".into()), ..Default::default() },
+            ..Default::default()
+        };
+        self.step(0, &vote).await;
+    }
+
     fn agent(&self, id: Option<&str>) -> airlock_server::config::AgentConfig {
         let agents = &self.engine.config().agents;
         match id {

@@ -5,7 +5,7 @@
 use airlock_server::engine::{ActionRequest, Error, LeaseRef, PlanProposal, ResultReport};
 use serde_json::json;
 
-use super::{Expect, Step, start};
+use super::start;
 
 const POLICY: &str = r#"
 package airlock
@@ -61,6 +61,19 @@ fn call(tool: &str, args: serde_json::Value, lease: Option<(&str, &str, u64)>) -
     }
 }
 
+/// `agent` calls `pki.deploy` with `args` in `session` under lease `token` of step `deploy`.
+async fn deploy(
+    run: &super::Run,
+    agent: &airlock_server::config::AgentConfig,
+    session: &str,
+    plan: &str,
+    args: serde_json::Value,
+    token: u64,
+) -> airlock_server::engine::ActionView {
+    let request = call("pki.deploy", args, Some((plan, "deploy", token)));
+    run.engine.submit(agent, session, request).await.expect("decided").view
+}
+
 fn rule(view: &airlock_server::engine::ActionView) -> String {
     view.action.decision.reasons.first().map(|r| r.rule.clone()).unwrap_or_default()
 }
@@ -86,14 +99,7 @@ async fn a_stale_fencing_token_is_refused_after_another_executor_took_the_expire
     }))
     .unwrap();
     let plan = run.engine.propose_plan(&planner, &plan_session, None, proposal).await.unwrap();
-    run.actions.insert("p".into(), plan.versions[0].action_id.clone());
-    let vote = Step {
-        vote: Some("p".into()),
-        human: Some("alice".into()),
-        expect: Expect { status: Some("succeeded".into()), ..Default::default() },
-        ..Default::default()
-    };
-    run.step(0, &vote).await;
+    run.approve_plan(&plan, "alice").await;
     let pid = plan.id.as_str();
 
     // Only an assignee claims; a step nobody is assigned runs in the plan's session unclaimed.
@@ -131,57 +137,29 @@ async fn a_stale_fencing_token_is_refused_after_another_executor_took_the_expire
     assert_eq!((second.token, second.attempt, second.agent_id.as_str()), (2, 2, "exec-b"));
 
     // The first executor wakes up and calls with its old token: refused as stale.
-    let late = run
-        .engine
-        .submit(&exec_a, &session_a, call("pki.deploy", json!({"fleet": "edge"}), Some((pid, "deploy", 1))))
-        .await
-        .unwrap();
-    assert_eq!(late.view.action.status, airlock_core::ActionStatus::Denied);
-    assert_eq!(rule(&late.view), "airlock.plan_lease");
-    assert!(
-        late.view.action.decision.reasons[0].msg.contains("stale fencing token 1"),
-        "{:?}",
-        late.view.action.decision
-    );
+    let late = deploy(&run, &exec_a, &session_a, pid, json!({"fleet": "edge"}), 1).await;
+    assert_eq!(late.action.status, airlock_core::ActionStatus::Denied);
+    assert_eq!(rule(&late), "airlock.plan_lease");
+    assert!(late.action.decision.reasons[0].msg.contains("stale fencing token 1"), "{:?}", late.action.decision);
     // Nor may it borrow the second executor's token: a token is bound to its holder.
-    let borrowed = run
-        .engine
-        .submit(&exec_a, &session_a, call("pki.deploy", json!({"fleet": "edge"}), Some((pid, "deploy", 2))))
-        .await
-        .unwrap();
-    assert_eq!(rule(&borrowed.view), "airlock.plan_lease");
-    assert!(borrowed.view.action.decision.reasons[0].msg.contains("held by agent `exec-b`"));
+    let borrowed = deploy(&run, &exec_a, &session_a, pid, json!({"fleet": "edge"}), 2).await;
+    assert_eq!(rule(&borrowed), "airlock.plan_lease");
+    assert!(borrowed.action.decision.reasons[0].msg.contains("held by agent `exec-b`"));
 
     // A call outside the step is refused under the lease, and does not use it up.
-    let wrong = run
-        .engine
-        .submit(&exec_b, &session_b, call("pki.deploy", json!({"fleet": "core"}), Some((pid, "deploy", 2))))
-        .await
-        .unwrap();
-    assert_eq!(rule(&wrong.view), "airlock.plan_lease");
-    assert!(wrong.view.action.decision.reasons[0].msg.contains("argument schema"));
+    let wrong = deploy(&run, &exec_b, &session_b, pid, json!({"fleet": "core"}), 2).await;
+    assert_eq!(rule(&wrong), "airlock.plan_lease");
+    assert!(wrong.action.decision.reasons[0].msg.contains("argument schema"));
 
     // The second executor's call runs on the plan's approval, once.
-    let ran = run
-        .engine
-        .submit(&exec_b, &session_b, call("pki.deploy", json!({"fleet": "edge"}), Some((pid, "deploy", 2))))
-        .await
-        .unwrap();
-    assert_eq!(ran.view.action.status, airlock_core::ActionStatus::Executing, "{:?}", ran.view.action.decision);
-    assert_eq!(rule(&ran.view), "airlock.plan");
+    let ran = deploy(&run, &exec_b, &session_b, pid, json!({"fleet": "edge"}), 2).await;
+    assert_eq!(ran.action.status, airlock_core::ActionStatus::Executing, "{:?}", ran.action.decision);
+    assert_eq!(rule(&ran), "airlock.plan");
     let report = ResultReport { ok: true, output: json!({"deployed": 12}), error: None, cost_usd: None };
-    run.engine.report_result(&exec_b, &ran.view.action.id, report).await.unwrap();
-    let twice = run
-        .engine
-        .submit(
-            &exec_b,
-            &session_b,
-            call("pki.deploy", json!({"fleet": "edge", "again": true}), Some((pid, "deploy", 2))),
-        )
-        .await
-        .unwrap();
-    assert_eq!(rule(&twice.view), "airlock.plan_lease");
-    assert!(twice.view.action.decision.reasons[0].msg.contains("already admitted"), "{:?}", twice.view.action.decision);
+    run.engine.report_result(&exec_b, &ran.action.id, report).await.unwrap();
+    let twice = deploy(&run, &exec_b, &session_b, pid, json!({"fleet": "edge", "again": true}), 2).await;
+    assert_eq!(rule(&twice), "airlock.plan_lease");
+    assert!(twice.action.decision.reasons[0].msg.contains("already admitted"), "{:?}", twice.action.decision);
     match run.engine.claim_step(&exec_a, &plan_session, pid, "deploy").await {
         Err(Error::Conflict(msg)) => assert!(msg.contains("is done"), "{msg}"),
         other => panic!("a done step is not claimed again: {other:?}"),
@@ -191,13 +169,13 @@ async fn a_stale_fencing_token_is_refused_after_another_executor_took_the_expire
     let view = run.engine.plan(&plan_session, pid, Some("exec-a")).await.expect("an assignee reads the plan");
     let deploy = view.steps.iter().find(|s| s.step.id == "deploy").unwrap();
     assert_eq!(deploy.status, "done");
-    assert_eq!(deploy.actions, vec![ran.view.action.id.clone()]);
+    assert_eq!(deploy.actions, vec![ran.action.id.clone()]);
     let leases: Vec<(u64, &str, &str)> =
         deploy.leases.iter().map(|l| (l.token, l.agent_id.as_str(), l.status)).collect();
     assert_eq!(leases, vec![(1, "exec-a", "superseded"), (2, "exec-b", "used")]);
     assert!(run.engine.plan(&plan_session, pid, Some("intruder")).await.is_err());
     // The executor's call is the plan's progress, for the stuck-plan monitor too.
-    assert_eq!(view.last_progress_at, Some(ran.view.action.created_at), "{view:?}");
+    assert_eq!(view.last_progress_at, Some(ran.action.created_at), "{view:?}");
 
     // Both are in the plan's own journal stream.
     let kinds: Vec<String> = run.store.events(pid).await.unwrap().into_iter().map(|e| e.kind).collect();
@@ -217,14 +195,7 @@ async fn an_expired_step_is_retried_up_to_its_limit_and_a_given_back_lease_frees
     }))
     .unwrap();
     let plan = run.engine.propose_plan(&planner, &plan_session, None, proposal).await.unwrap();
-    run.actions.insert("p".into(), plan.versions[0].action_id.clone());
-    let vote = Step {
-        vote: Some("p".into()),
-        human: Some("alice".into()),
-        expect: Expect { status: Some("succeeded".into()), ..Default::default() },
-        ..Default::default()
-    };
-    run.step(0, &vote).await;
+    run.approve_plan(&plan, "alice").await;
     let pid = plan.id.as_str();
 
     let (first, _) = run.engine.claim_step(&exec_a, &plan_session, pid, "drain").await.unwrap();

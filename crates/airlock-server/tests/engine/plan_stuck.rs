@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use airlock_server::engine::PlanProposal;
 
-use super::{Expect, Step, start};
+use super::start;
 
 const POLICY: &str = r#"
 package airlock
@@ -73,14 +73,7 @@ events = ["plan.stuck"]
     }))
     .unwrap();
     let plan = run.engine.propose_plan(&agent, &session, None, proposal).await.unwrap();
-    run.actions.insert("p".into(), plan.versions[0].action_id.clone());
-    let vote = Step {
-        vote: Some("p".into()),
-        human: Some("alice".into()),
-        expect: Expect { status: Some("succeeded".into()), ..Default::default() },
-        ..Default::default()
-    };
-    run.step(0, &vote).await;
+    run.approve_plan(&plan, "alice").await;
 
     // Just before its time nothing is stuck and nothing is queued.
     run.clock.advance(chrono::Duration::seconds(899));
