@@ -480,7 +480,7 @@ fn check_request(request: &ActionRequest) -> Result<()> {
 }
 
 /// The `action.requested` event.
-fn requested_payload(action: &Action) -> Value {
+pub(super) fn requested_payload(action: &Action) -> Value {
     json!({
         "action_id": action.id,
         "seq": action.seq,

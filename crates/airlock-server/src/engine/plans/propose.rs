@@ -176,14 +176,7 @@ impl Engine {
         }
 
         let mut commit = Commit::default();
-        commit.event(
-            session_id,
-            EventKind::ActionRequested,
-            now,
-            json!({"action_id": action.id, "seq": action.seq, "agent_id": action.agent_id, "tool": action.tool,
-                   "name": action.name, "arguments": action.arguments, "justification": action.justification,
-                   "digest": action.digest}),
-        );
+        commit.event(session_id, EventKind::ActionRequested, now, super::super::submit::requested_payload(&action));
         let (input, facts) = match &recorded {
             Some((input, facts)) => (Some(input), Some(facts)),
             None => (None, None),
