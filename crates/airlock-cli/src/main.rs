@@ -1,6 +1,7 @@
 //! The `airlock` binary: composition and commands only. Everything it does is done by the
 //! library crates; this file parses arguments, calls them and prints.
 
+mod approvals;
 mod audit;
 mod client;
 mod local;
@@ -52,7 +53,7 @@ enum Command {
     Test(PolicyArgs),
     /// List, inspect and vote on approvals (humans; token in AIRLOCK_TOKEN).
     #[command(subcommand)]
-    Approvals(client::ApprovalsCommand),
+    Approvals(approvals::ApprovalsCommand),
     /// Engage, list and release kill switches (admins; token in AIRLOCK_TOKEN).
     #[command(subcommand)]
     Kill(client::KillCommand),
@@ -240,7 +241,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => local::check(&args.config, args.json),
         Command::Eval(args) => local::eval(&args.policy, &args.input),
         Command::Test(args) => local::test(&args),
-        Command::Approvals(cmd) => client::approvals(cmd).await,
+        Command::Approvals(cmd) => approvals::approvals(cmd).await,
         Command::Login(args) => login::login(args).await,
         Command::Kill(cmd) => client::kill(cmd).await,
         Command::Humans(cmd) => client::humans(cmd).await,

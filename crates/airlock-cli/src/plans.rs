@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use crate::client::{Ballot, Client, Conn, Verdict, cast_vote, s, still_needed, with_hint};
+use crate::approvals::{Ballot, Verdict, cast_vote, still_needed};
+use crate::client::{Client, Conn, s, with_hint};
 use crate::output;
 
 #[derive(Subcommand)]
