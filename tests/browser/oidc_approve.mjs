@@ -9,31 +9,19 @@
 //   SCREENSHOT_DIR   where the PNG files go (created if missing)
 //
 // Stdout: one JSON summary line with "ok". Exit code 0 only if every step passed.
-import { chromium } from "playwright-core";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { env, launch } from "./ui.mjs";
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`set ${name}`);
-  return v;
-};
 const base = env("AIRLOCK_URL").replace(/\/$/, "");
 const login = env("LOGIN");
 const approval = env("APPROVAL");
 const shots = env("SCREENSHOT_DIR");
 mkdirSync(shots, { recursive: true });
-const profile = mkdtempSync(join(tmpdir(), "airlock-chromium-"));
 const summary = { ok: false, problems: [] };
 
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  viewport: { width: 1280, height: 900 },
-});
+const browser = await launch();
+const context = browser.context;
 // The provider's page imports a web font; nothing may leave this machine.
 await context.route((url) => !/^http:\/\/127\.0\.0\.1[:/]/.test(url.toString()), (route) => route.abort());
 
@@ -74,8 +62,7 @@ try {
     await page.screenshot({ path: join(shots, "failure.png"), fullPage: true }).catch(() => {});
   }
 } finally {
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  await browser.close();
 }
 console.log(JSON.stringify(summary));
 process.exit(summary.ok ? 0 : 1);

@@ -118,20 +118,82 @@ async fn sign_in_and_csrf_over_http() {
     assert_eq!(r.headers()["location"], "/ui/login");
 }
 
-/// Kills the browser driver if the test fails half-way.
-pub(crate) struct Driver(pub(crate) Child);
+/// A browser script of `tests/browser` running under Node.js: its stdout's lines arrive as JSON
+/// values (or strings, for lines that are not JSON), its stderr is kept for the failure message,
+/// and it is killed if the test fails half-way.
+pub(crate) struct BrowserRun {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
 
-impl Drop for Driver {
+impl BrowserRun {
+    /// Starts `tests/browser/{script}` against `url`, with `SCREENSHOT_DIR` set to `shots`
+    /// (emptied first) and the given further environment.
+    pub(crate) fn start(script: &str, url: &str, shots: &Path, env: &[(&str, &str)]) -> BrowserRun {
+        let browser = browser_dir();
+        let _ = std::fs::remove_dir_all(shots);
+        let mut child = Command::new("node")
+            .arg(browser.join(script))
+            .current_dir(&browser)
+            .env("AIRLOCK_URL", url)
+            .env("SCREENSHOT_DIR", shots)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node (Node.js 20 or later) must be on PATH");
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel::<Value>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::String(line)));
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        BrowserRun { child, lines, stderr: Some(stderr) }
+    }
+
+    /// The script's next line, waiting up to `timeout`; `what` says what it was doing meanwhile.
+    pub(crate) fn next(&self, what: &str, timeout: Duration) -> Value {
+        self.lines.recv_timeout(timeout).unwrap_or_else(|_| panic!("the browser driver said nothing while {what}"))
+    }
+
+    /// Waits for the script to end and asserts that it succeeded; `summary` (its last line) and
+    /// its stderr go into the failure message.
+    pub(crate) fn finish(mut self, summary: &Value) {
+        let status = self.child.wait().unwrap();
+        let stderr_text = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
+        assert!(status.success(), "the browser run failed: {summary}\n{stderr_text}");
+    }
+}
+
+impl Drop for BrowserRun {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts that every screenshot the `summary` of a browser run lists is there and not empty,
+/// and prints where each is.
+pub(crate) fn check_screenshots(summary: &Value) {
+    for file in summary["screenshots"].as_array().unwrap() {
+        let path = PathBuf::from(file.as_str().unwrap());
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 2000, "screenshot {} is missing or empty", path.display());
+        println!("screenshot: {}", path.canonicalize().unwrap_or(path).display());
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
-    let browser = browser_dir();
-
     // The same in both calls, so the diff stays one line: a right-to-left override and a zero
     // width space the page must show as markers.
     const LABEL: &str = "office\u{202E}ptth\u{200B}";
@@ -150,39 +212,10 @@ async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
         .await;
     assert_eq!(earlier.body["status"], "pending_approval", "{}", earlier.body);
 
-    let shots = repo().join("target/browser-screenshots");
-    let _ = std::fs::remove_dir_all(&shots);
     let code = airlock_server::mfa::code_at(CAROL_TOTP, chrono::Utc::now()).unwrap();
-    let mut child = Command::new("node")
-        .arg(browser.join("approve.mjs"))
-        .current_dir(&browser)
-        .env("AIRLOCK_URL", &al.url)
-        .env("HUMAN_TOKEN", CAROL)
-        .env("TOTP_CODE", &code)
-        .env("SCREENSHOT_DIR", &shots)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node (Node.js 20 or later) must be on PATH");
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut driver = Driver(child);
-    let (tx, rx) = mpsc::channel::<Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::String(line)));
-        }
-    });
-    let stderr_text = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let next = |what: &str| {
-        rx.recv_timeout(Duration::from_secs(90))
-            .unwrap_or_else(|_| panic!("the browser driver said nothing while {what}"))
-    };
+    let shots = repo().join("target/browser-screenshots");
+    let driver = BrowserRun::start("approve.mjs", &al.url, &shots, &[("HUMAN_TOKEN", CAROL), ("TOTP_CODE", &code)]);
+    let next = |what: &str| driver.next(what, Duration::from_secs(90));
 
     // The browser is signed in and its inbox is live: now the agent asks. No pause is needed:
     // the driver says `ready` only once the inbox's event stream is open, and the server
@@ -213,9 +246,7 @@ async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
     assert!(vote["comment"].as_str().unwrap().starts_with("Checked the rule"), "{vote}");
 
     let summary = next("finishing");
-    let status = driver.0.wait().unwrap();
-    let stderr_text = stderr_text.join().unwrap_or_default();
-    assert!(status.success(), "the browser run failed: {summary}\n{stderr_text}");
+    driver.finish(&summary);
     assert_eq!(summary["ok"], true, "{summary}");
     assert_eq!(summary["approval"], approval.as_str(), "{summary}");
     assert_eq!(summary["appeared_live"], true, "{summary}");
@@ -223,12 +254,6 @@ async fn a_human_approves_in_the_browser_and_the_agent_is_released() {
     assert_eq!(summary["diff_lines"], 2, "the port change is shown as one line out, one in: {summary}");
     assert_eq!(summary["hidden_markers"], json!(["⟨U+202E⟩", "⟨U+200B⟩"]), "{summary}");
     assert_eq!(summary["hidden_warning"], 1, "{summary}");
-    let files = summary["screenshots"].as_array().unwrap();
-    assert!(files.len() >= 9, "{summary}");
-    for file in files {
-        let path = PathBuf::from(file.as_str().unwrap());
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        assert!(size > 2000, "screenshot {} is missing or empty", path.display());
-        println!("screenshot: {}", path.canonicalize().unwrap_or(path).display());
-    }
+    assert!(summary["screenshots"].as_array().unwrap().len() >= 9, "{summary}");
+    check_screenshots(&summary);
 }

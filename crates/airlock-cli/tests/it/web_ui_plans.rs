@@ -2,16 +2,13 @@
 //! (`tests/browser/plan_approve.mjs`), its first step then runs on that approval, and an
 //! amendment's approval page marks the step it adds.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::web_ui::{Driver, browser_dir, repo};
+use crate::web_ui::{BrowserRun, check_screenshots, repo};
 
 /// Plans need an SRE; so does every call outside a plan.
 const PLAN_POLICY: &str = r#"package airlock
@@ -39,45 +36,12 @@ fn steps() -> Value {
 
 /// Runs `plan_approve.mjs` as alice against `al`, for `approval`; returns its summary.
 fn approve_in_browser(al: &Airlock, approval: &str) -> Value {
-    let browser = browser_dir();
     let shots = repo().join("target/browser-screenshots-plans");
-    let _ = std::fs::remove_dir_all(&shots);
-    let mut child = Command::new("node")
-        .arg(browser.join("plan_approve.mjs"))
-        .current_dir(&browser)
-        .env("AIRLOCK_URL", &al.url)
-        .env("HUMAN_TOKEN", ALICE)
-        .env("APPROVAL_ID", approval)
-        .env("SCREENSHOT_DIR", &shots)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node (Node.js 20 or later) must be on PATH");
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut driver = Driver(child);
-    let (tx, rx) = mpsc::channel::<Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(serde_json::from_str(&line).unwrap_or(Value::String(line)));
-        }
-    });
-    let stderr_text = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let summary = rx.recv_timeout(Duration::from_secs(120)).expect("the browser driver said nothing");
-    let status = driver.0.wait().unwrap();
-    let stderr_text = stderr_text.join().unwrap_or_default();
-    assert!(status.success(), "the browser run failed: {summary}\n{stderr_text}");
-    for file in summary["screenshots"].as_array().unwrap() {
-        let path = std::path::PathBuf::from(file.as_str().unwrap());
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        assert!(size > 2000, "screenshot {} is missing or empty", path.display());
-        println!("screenshot: {}", path.canonicalize().unwrap_or(path).display());
-    }
+    let driver =
+        BrowserRun::start("plan_approve.mjs", &al.url, &shots, &[("HUMAN_TOKEN", ALICE), ("APPROVAL_ID", approval)]);
+    let summary = driver.next("approving the plan", Duration::from_secs(120));
+    driver.finish(&summary);
+    check_screenshots(&summary);
     summary
 }
 
