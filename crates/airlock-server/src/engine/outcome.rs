@@ -53,8 +53,10 @@ impl Engine {
         commit.event(&action.session_id, EventKind::ActionCompleted, now, completed_payload(&action, counted));
         let error = action.result.as_ref().and_then(|r| r.error.clone());
         self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
+        let mut handed = None;
         if !ok {
             self.plan_cascade(state, &mut session, &action, &mut commit, now).await?;
+            handed = self.handed_from(state, &action.id).await?;
         }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
         self.commit(commit).await?;
@@ -62,6 +64,7 @@ impl Engine {
         state.waiting.retain(|_, id| id != &action.id);
         drop(guard);
         self.notify(&action.id);
+        self.handed_failure(handed, &action).await;
         self.view(action).await
     }
 
@@ -144,15 +147,28 @@ impl Engine {
         let mut commit = Commit::default();
         commit.event(&action.session_id, EventKind::ActionCompleted, now, completed_payload(&action, counted));
         self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
+        let mut handed = None;
         if !ok {
             self.plan_cascade(state, &mut session, &action, &mut commit, now).await?;
+            handed = self.handed_from(state, &action.id).await?;
         }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
         self.commit(commit).await?;
         state.session = session;
         drop(guard);
         self.notify(&action.id);
+        self.handed_failure(handed, &action).await;
         Ok(action)
+    }
+
+    /// After a failed call made under a plan step's lease is recorded (and its session's lock
+    /// released): the plan's cascading-errors check, in the plan's session. The outcome is
+    /// recorded whatever this finds; a journal error here is logged.
+    async fn handed_failure(&self, plan_session: Option<String>, action: &Action) {
+        let Some(plan_session) = plan_session else { return };
+        if let Err(e) = self.handoff_cascade(&plan_session, action).await {
+            tracing::warn!(action = %action.id, session = %plan_session, error = %e, "cannot check the plan's cascading errors");
+        }
     }
 }
 

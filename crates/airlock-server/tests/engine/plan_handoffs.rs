@@ -218,3 +218,44 @@ async fn an_expired_step_is_retried_up_to_its_limit_and_a_given_back_lease_frees
     let statuses: Vec<&str> = view.steps[0].leases.iter().map(|l| l.status).collect();
     assert_eq!(statuses, ["superseded", "expired"]);
 }
+
+#[tokio::test]
+async fn failures_of_handed_off_steps_pause_the_plans_session() {
+    let mut run = start("plan hand-off cascade", CONFIG, POLICY, &Default::default()).await;
+    let planner = run.agent(Some("planner"));
+    let exec_a = run.agent(Some("exec-a"));
+    let plan_session = run.session(Some("plan"), &planner).await;
+    let session_a = run.session(Some("a"), &exec_a).await;
+    let proposal: PlanProposal = serde_json::from_value(json!({
+        "goal": "patch three regions",
+        "cascade_failures": 2,
+        "steps": [
+            {"id": "eu", "tool": "os.patch", "assignee": "exec-a", "arguments": {"properties": {"region": {"const": "eu"}}}},
+            {"id": "us", "tool": "os.patch", "assignee": "exec-a", "arguments": {"properties": {"region": {"const": "us"}}}},
+            {"id": "ap", "tool": "os.patch", "assignee": "exec-a", "arguments": {"properties": {"region": {"const": "ap"}}}}
+        ]
+    }))
+    .unwrap();
+    let plan = run.engine.propose_plan(&planner, &plan_session, None, proposal).await.unwrap();
+    run.approve_plan(&plan, "alice").await;
+    let pid = plan.id.as_str();
+
+    for (n, region) in ["eu", "us"].into_iter().enumerate() {
+        let (lease, _) = run.engine.claim_step(&exec_a, &plan_session, pid, region).await.unwrap();
+        let request = call("os.patch", json!({"region": region}), Some((pid, region, lease.token)));
+        let ran = run.engine.submit(&exec_a, &session_a, request).await.unwrap().view;
+        assert_eq!(rule(&ran), "airlock.plan", "{:?}", ran.action.decision);
+        let failed = ResultReport { ok: false, output: json!(null), error: Some("kernel panic".into()), cost_usd: None };
+        run.engine.report_result(&exec_a, &ran.action.id, failed).await.unwrap();
+        let planner_view = run.engine.session(&plan_session, None).await.unwrap();
+        let paused = planner_view.status == airlock_core::SessionStatus::Paused;
+        assert_eq!(paused, n == 1, "after {} failed steps: {planner_view:?}", n + 1);
+    }
+    // The plan's session is paused, with why; its executors can't go on until a human resumes it.
+    let kinds: Vec<String> = run.store.events(&plan_session).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&"plan.cascade".to_string()), "{kinds:?}");
+    match run.engine.claim_step(&exec_a, &plan_session, pid, "ap").await {
+        Err(Error::Conflict(msg)) => assert!(msg.contains("paused"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -73,6 +73,9 @@ impl PlanRecord {
 #[derive(Debug, Clone, Default)]
 pub(super) struct PlanBook {
     plans: Vec<PlanRecord>,
+    /// Calls of this session made under the lease of another session's plan step: the plan's
+    /// session, by action id.
+    handed: HashMap<String, String>,
 }
 
 impl PlanBook {
@@ -122,6 +125,8 @@ impl PlanBook {
                             step_digest: p.get("step_digest").and_then(Value::as_str).map(str::to_string),
                             action_id,
                         });
+                    } else if let Some(plan_session) = p.get("plan_session_id").and_then(Value::as_str) {
+                        book.handed.insert(action_id, plan_session.to_string());
                     }
                 }
                 "plan.stuck" => {
@@ -439,14 +444,15 @@ impl Engine {
         if let Some(lease) = &link.lease {
             span.set(vec![KeyValue::new("airlock.plan.lease_token", i64::try_from(lease.token).unwrap_or(i64::MAX))]);
         }
-        if let Some(book) = state.plans.as_mut()
-            && let Some(record) = book.plans.iter_mut().find(|r| r.id == link.plan_id)
-        {
+        let Some(book) = state.plans.as_mut() else { return };
+        if let Some(record) = book.plans.iter_mut().find(|r| r.id == link.plan_id) {
             record.matched.push(Matched {
                 step: link.step,
                 step_digest: link.step_digest,
                 action_id: action.id.clone(),
             });
+        } else if let Some(lease) = link.lease {
+            book.handed.insert(action.id.clone(), lease.plan_session);
         }
     }
 

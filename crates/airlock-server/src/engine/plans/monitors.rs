@@ -164,12 +164,13 @@ impl Engine {
         let book = self.plan_book(state).await?.clone();
         let Some((record, version)) = book.in_force() else { return Ok(()) };
         let Some((threshold, window)) = version.draft.cascade() else { return Ok(()) };
-        if !record.matched.iter().any(|m| m.action_id == action.id && m.step.is_some()) {
+        let matched = self.all_matched(record).await?;
+        if !matched.iter().any(|m| m.action_id == action.id && m.step.is_some()) {
             return Ok(());
         }
         let from = record.cascade_at.map_or(now - window, |c| c.max(now - window));
         let mut steps = std::collections::BTreeSet::new();
-        for m in &record.matched {
+        for m in &matched {
             let Some(step) = &m.step else { continue };
             if m.action_id == action.id {
                 steps.insert(step.clone());
@@ -202,6 +203,35 @@ impl Engine {
         );
         self.pause(session, &Pause { rule: RULE_PLAN_CASCADE, reason }, commit, now);
         state.plans = None;
+        Ok(())
+    }
+
+    /// The session of the plan whose step's lease the call `action_id` of this session ran
+    /// under, if it ran under one.
+    pub(in crate::engine) async fn handed_from(&self, state: &mut SessionCell, action_id: &str) -> Result<Option<String>> {
+        Ok(self.plan_book(state).await?.handed.get(action_id).cloned())
+    }
+
+    /// Cascading errors for a failed call made under a lease in an executor's session: checked,
+    /// and the plan's session paused, under the plan's session lock. The caller has released
+    /// the executor's session lock first: no session's lock is taken under another's.
+    pub(in crate::engine) async fn handoff_cascade(&self, plan_session: &str, action: &Action) -> Result<()> {
+        let mut guard = self.lock_session(plan_session).await?;
+        let Some(state) = guard.as_mut() else { return Ok(()) };
+        if state.session.status != SessionStatus::Active {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut session = state.session.clone();
+        let mut commit = Commit::default();
+        self.plan_cascade(state, &mut session, action, &mut commit, now).await?;
+        if commit.events.is_empty() {
+            return Ok(());
+        }
+        session.updated_at = now;
+        commit.project(Projection::Session(session.clone()));
+        self.commit(commit).await?;
+        state.session = session;
         Ok(())
     }
 }
