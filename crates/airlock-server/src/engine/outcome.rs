@@ -55,8 +55,9 @@ impl Engine {
         self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
         let mut handed = None;
         if !ok {
-            self.plan_cascade(state, &mut session, &action, &mut commit, now).await?;
+            // Before the check, which may leave the plans to be folded again after the commit.
             handed = self.handed_from(state, &action.id).await?;
+            self.plan_cascade(state, &mut session, &action, &mut commit, now).await?;
         }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
         self.commit(commit).await?;
@@ -149,8 +150,9 @@ impl Engine {
         self.count_outcome(&mut session, &action, ok, error.as_deref(), &mut commit, now);
         let mut handed = None;
         if !ok {
-            self.plan_cascade(state, &mut session, &action, &mut commit, now).await?;
+            // Before the check, which may leave the plans to be folded again after the commit.
             handed = self.handed_from(state, &action.id).await?;
+            self.plan_cascade(state, &mut session, &action, &mut commit, now).await?;
         }
         commit.project(Projection::Action(Box::new(action.clone()))).project(Projection::Session(session.clone()));
         self.commit(commit).await?;

@@ -245,7 +245,8 @@ async fn failures_of_handed_off_steps_pause_the_plans_session() {
         let request = call("os.patch", json!({"region": region}), Some((pid, region, lease.token)));
         let ran = run.engine.submit(&exec_a, &session_a, request).await.unwrap().view;
         assert_eq!(rule(&ran), "airlock.plan", "{:?}", ran.action.decision);
-        let failed = ResultReport { ok: false, output: json!(null), error: Some("kernel panic".into()), cost_usd: None };
+        let failed =
+            ResultReport { ok: false, output: json!(null), error: Some("kernel panic".into()), cost_usd: None };
         run.engine.report_result(&exec_a, &ran.action.id, failed).await.unwrap();
         let planner_view = run.engine.session(&plan_session, None).await.unwrap();
         let paused = planner_view.status == airlock_core::SessionStatus::Paused;

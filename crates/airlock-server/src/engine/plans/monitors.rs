@@ -208,7 +208,11 @@ impl Engine {
 
     /// The session of the plan whose step's lease the call `action_id` of this session ran
     /// under, if it ran under one.
-    pub(in crate::engine) async fn handed_from(&self, state: &mut SessionCell, action_id: &str) -> Result<Option<String>> {
+    pub(in crate::engine) async fn handed_from(
+        &self,
+        state: &mut SessionCell,
+        action_id: &str,
+    ) -> Result<Option<String>> {
         Ok(self.plan_book(state).await?.handed.get(action_id).cloned())
     }
 
