@@ -206,6 +206,15 @@ async fn an_expired_step_is_retried_up_to_its_limit_and_a_given_back_lease_frees
         Err(Error::NotFound { .. }) => {}
         other => panic!("only the holder gives a lease back: {other:?}"),
     }
+    // A stopped agent claims nothing, and does not use up an attempt trying.
+    let ks =
+        run.engine.engage_kill("root", airlock_core::KillScope::Agent, Some("exec-b".into()), "runaway".into()).await;
+    let ks = ks.unwrap();
+    match run.engine.claim_step(&exec_b, &plan_session, pid, "drain").await {
+        Err(Error::Forbidden { rule, msg }) => assert_eq!(rule, "airlock.kill_switch", "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    run.engine.release_kill("root", &ks.id).await.unwrap();
     let (second, _) = run.engine.claim_step(&exec_b, &plan_session, pid, "drain").await.unwrap();
     assert_eq!((second.token, second.attempt), (2, 2));
     // Expired, and out of attempts: amending the plan is the way to try again.

@@ -211,7 +211,14 @@ fn at(t: DateTime<Utc>) -> String {
 impl Engine {
     /// Takes plan `plan_id`'s lock: this process's, then the replicas' shared one.
     async fn lock_plan(&self, plan_id: &str) -> Result<PlanLock> {
-        let cell = lock(&self.inner.plan_locks).entry(plan_id.to_string()).or_default().clone();
+        let cell = {
+            let mut locks = lock(&self.inner.plan_locks);
+            if locks.len() > 10_000 {
+                // Drop the locks nobody holds or waits for; they are made again on demand.
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            locks.entry(plan_id.to_string()).or_default().clone()
+        };
         let local = cell.lock_owned().await;
         let shared = self.inner.store.lock(airlock_store::LockScope::Plan(plan_id)).await?;
         Ok(PlanLock { _local: local, _shared: shared })
@@ -300,6 +307,16 @@ impl Engine {
                 msg: format!(
                     "step `{step_id}` of plan {plan_id} is assigned to `{assignee}`, not to agent `{agent_id}`"
                 ),
+            });
+        }
+        // A stopped agent holds nothing: it could not use a lease, and would keep the step from
+        // the executors that can.
+        if let Some(ks) =
+            self.kill_switch_list().iter().find(|k| guard::kill_switch_covers(k, agent_id, None, plan::CLAIM_TOOL))
+        {
+            return Err(Error::Forbidden {
+                rule: guard::RULE_KILL_SWITCH,
+                msg: format!("kill switch {} stops agent `{agent_id}`: {}", ks.id, ks.reason),
             });
         }
         if state.session.status != SessionStatus::Active {
