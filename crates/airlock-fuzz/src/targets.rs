@@ -58,6 +58,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/approvals?{input}"),
     ("POST", "/v1/sessions/{input}/actions"),
     ("POST", "/v1/approvals/{input}/approve"),
+    // Plans and their hand-offs (added after the routes above, so that the corpus keeps its
+    // meaning).
+    ("POST", "/v1/sessions/{session}/plans"),
+    ("GET", "/v1/sessions/{session}/plans/{input}"),
+    ("POST", "/v1/sessions/{session}/plans/{input}/steps/deploy/claim"),
 ];
 
 const TOKENS: &[Option<&str>] =
