@@ -476,6 +476,9 @@ fn check_request(request: &ActionRequest) -> Result<()> {
     {
         return Err(Error::Invalid("`Idempotency-Key` must be 1 to 255 characters".into()));
     }
+    if let Some(lease) = &request.plan_lease {
+        lease.check().map_err(Error::Invalid)?;
+    }
     Ok(())
 }
 

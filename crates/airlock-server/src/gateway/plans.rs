@@ -72,7 +72,9 @@ pub(super) fn claim_tool() -> Tool {
     };
     Tool::new(
         CLAIM_TOOL,
-        "Claim a step of another agent's plan that is assigned to you. You get a lease with a fencing token          and an expiry; make the step's call before it expires with `_meta[\"airlock/plan_lease\"]` =          {\"plan_id\", \"step\", \"token\"}. A lease admits one call; a stale token is refused.",
+        "Claim a step of another agent's plan that is assigned to you. You get a lease with a fencing token \
+         and an expiry; make the step's call before it expires with `_meta[\"airlock/plan_lease\"]` = \
+         {\"plan_id\", \"step\", \"token\"}. A lease admits one call; a stale token is refused.",
         Arc::new(schema),
     )
 }
@@ -88,7 +90,8 @@ pub(super) async fn claim(engine: &Engine, agent: &AgentConfig, call: &ToolCall)
         Err(e) => return error_result(format!("airlock: step `{step}` of plan {plan} was not claimed: {e}")),
     };
     let lead = format!(
-        "lease {} on step `{step}` of plan {plan} until {}: send the step's call with          _meta[\"airlock/plan_lease\"] = {}",
+        "lease {} on step `{step}` of plan {plan} until {}: send the step's call with \
+         _meta[\"airlock/plan_lease\"] = {}",
         lease.token,
         lease.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         json!({"plan_id": plan, "step": step, "token": lease.token})

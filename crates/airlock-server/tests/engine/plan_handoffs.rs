@@ -36,6 +36,12 @@ token = "sha256:4444444444444444444444444444444444444444444444444444444444444444
 owner = "platform"
 tier = "autonomous"
 [[agents]]
+id = "exec-c"
+token = "sha256:6666666666666666666666666666666666666666666666666666666666666666"
+owner = "platform"
+tier = "autonomous"
+tools = ["pki.*"]
+[[agents]]
 id = "intruder"
 token = "sha256:5555555555555555555555555555555555555555555555555555555555555555"
 owner = "platform"
@@ -110,6 +116,21 @@ async fn a_stale_fencing_token_is_refused_after_another_executor_took_the_expire
     match run.engine.claim_step(&exec_a, &plan_session, pid, "issue").await {
         Err(Error::Conflict(msg)) => assert!(msg.contains("not assigned"), "{msg}"),
         other => panic!("{other:?}"),
+    }
+
+    // An assignee whose allowlist leaves out claiming can't claim over any route.
+    let exec_c = run.agent(Some("exec-c"));
+    match run.engine.claim_step(&exec_c, &plan_session, pid, "deploy").await {
+        Err(Error::Forbidden { rule, .. }) => assert_eq!(rule, "airlock.tool_allowlist"),
+        other => panic!("{other:?}"),
+    }
+    // A lease that names no plan is refused before anything is read or locked.
+    for (plan_id, step) in [("_system", "deploy"), (plan_session.as_str(), "deploy"), (pid, &"s".repeat(65)[..])] {
+        let request = call("pki.deploy", json!({"fleet": "edge"}), Some((plan_id, step, 1)));
+        match run.engine.submit(&exec_a, &session_a, request).await {
+            Err(Error::Invalid(msg)) => assert!(msg.contains("plan_lease"), "{msg}"),
+            other => panic!("{plan_id}: {other:?}"),
+        }
     }
 
     // The first executor claims the step: token 1, for 60 s. Asking again gives the same lease.

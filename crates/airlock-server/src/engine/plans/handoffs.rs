@@ -31,6 +31,28 @@ pub struct LeaseRef {
     pub token: u64,
 }
 
+impl LeaseRef {
+    /// Checks the shape of what a call names before anything is locked or read: a plan id as
+    /// airlock makes them and a step id as plans allow them.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !valid_plan_id(&self.plan_id) {
+            return Err("`plan_lease.plan_id` must be a plan id (`pln_…`, at most 64 characters)".into());
+        }
+        if self.step.is_empty() || self.step.len() > 64 {
+            return Err("`plan_lease.step` must be a step id of 1 to 64 characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// Whether `id` looks like a plan id airlock makes: only such names a plan's stream.
+fn valid_plan_id(id: &str) -> bool {
+    id.len() <= 64
+        && id
+            .strip_prefix("pln_")
+            .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
 /// One claim of a step, as the plan's stream recorded it.
 #[derive(Debug, Clone)]
 struct Claim {
@@ -309,6 +331,16 @@ impl Engine {
                 ),
             });
         }
+        // The same allowlist as `airlock__claim_step` over MCP, over HTTP too.
+        if !agent.allows_tool(plan::CLAIM_TOOL) {
+            return Err(Error::Forbidden {
+                rule: guard::RULE_TOOL_ALLOWLIST,
+                msg: format!(
+                    "agent `{agent_id}` may not claim plan steps: its `tools` do not cover `{}`",
+                    plan::CLAIM_TOOL
+                ),
+            });
+        }
         // A stopped agent holds nothing: it could not use a lease, and would keep the step from
         // the executors that can.
         if let Some(ks) =
@@ -325,6 +357,9 @@ impl Engine {
                 sessions::status_name(state.session.status)
             )));
         }
+        // Under the plan's lock: a call admitted under a lease meanwhile has made the step
+        // running, and is seen.
+        let _plan = self.lock_plan(plan_id).await?;
         let (steps, _) = self.progress(record, &version.draft).await?;
         let calls = steps.iter().find(|(s, _)| s.id == step_id).map(|(_, c)| c.clone()).unwrap_or_default();
         let statuses: Vec<ActionStatus> = calls.iter().map(|(_, s)| *s).collect();
@@ -338,7 +373,6 @@ impl Engine {
             }
             _ => {}
         }
-        let _plan = self.lock_plan(plan_id).await?;
         let h = self.handoffs(plan_id).await?;
         let now = self.now();
         let digest = step_digest(step);
@@ -407,6 +441,9 @@ impl Engine {
         token: u64,
     ) -> Result<LeaseView> {
         let agent_id = agent.agent.id.as_str();
+        if !valid_plan_id(plan_id) {
+            return Err(Error::NotFound { what: "plan", id: plan_id.chars().take(64).collect() });
+        }
         let _plan = self.lock_plan(plan_id).await?;
         let h = self.handoffs(plan_id).await?;
         let now = self.now();
