@@ -26,9 +26,11 @@ pub enum PlansCommand {
     /// Show a plan: its steps and their progress, its versions, and what a pending amendment
     /// changes.
     ///
-    /// A pending amendment's difference from the version in force is printed step by step: `+`
-    /// added, `-` removed, `~` changed (steps and the goal, budget, deadline and monitors), `=`
-    /// unchanged. Vote on it with `airlock plans approve|deny`.
+    /// The steps table names each step's assignee (the agents that run it under a lease; empty
+    /// when the plan's own session runs it). A pending amendment's difference from the version in
+    /// force is printed step by step: `+` added, `-` removed, `~` changed (steps and the goal,
+    /// budget, deadline and monitors), `=` unchanged. Vote on it with
+    /// `airlock plans approve|deny … --version N`, N being the pending version shown.
     Show {
         /// Session id (`ses_…`).
         session: String,
@@ -40,9 +42,9 @@ pub enum PlansCommand {
     /// Propose the session's plan from a JSON file (agents; the agent's token in AIRLOCK_TOKEN).
     ///
     /// A plan is a goal and the steps to reach it. Prints the plan's id, its version and status
-    /// and, when it waits for approval, the approval and the command that approves it. A file
-    /// that is not a plan is refused before anything is sent, with the line and column of the
-    /// problem. Exit status 1 when policy refuses the plan.
+    /// and, when it waits for approval, the approval and the command that approves it (with its
+    /// `--version`). A file that is not a plan is refused before anything is sent, with the line
+    /// and column of the problem. Exit status 1 when policy refuses the plan.
     ///
     /// The file holds the plan as JSON (`-` reads standard input); every field is in
     /// docs/plans.md. For example, plan.json:
@@ -56,6 +58,7 @@ pub enum PlansCommand {
     ///
     ///   AIRLOCK_TOKEN=$AGENT_TOKEN airlock plans propose ses_… --file plan.json
     ///   plan pln_… version 1 waits for approval apr_…
+    ///   a human approves it with: airlock plans approve ses_… pln_… --version 1 -m "why"
     #[command(verbatim_doc_comment)]
     Propose {
         /// Session id (`ses_…`) of the agent's session.
@@ -79,6 +82,7 @@ pub enum PlansCommand {
     ///     ~ goal: `back up orders` → `back up and vacuum orders`
     ///     + step vacuum db.vacuum
     ///     = unchanged: backup
+    ///   a human approves it with: airlock plans approve ses_… pln_… --version 2 -m "why"
     #[command(verbatim_doc_comment)]
     Amend {
         /// Session id (`ses_…`).
@@ -91,17 +95,22 @@ pub enum PlansCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Approve the plan's version that waits for approval (humans with the `approve` role).
+    /// Approve a version of a plan that waits for approval (humans with the `approve` role).
     ///
-    /// The vote counts toward the version's quorum like `airlock approvals approve` on its
-    /// approval; prints whether the version is now in force or how many votes it still needs.
-    ///   airlock plans approve ses_… pln_… -m "read every step; the backup comes first"
+    /// `--version` is required: the version you read (`airlock plans show` names the one that
+    /// waits). The vote is refused, before it is cast, if that version no longer waits (it was
+    /// denied, expired or superseded, and the agent may have proposed another since), so a vote
+    /// never lands on a version you did not read. The vote counts toward the version's quorum
+    /// like `airlock approvals approve` on its approval; prints whether the version is now in
+    /// force or how many votes it still needs.
+    ///   airlock plans approve ses_… pln_… --version 2 -m "read every step; the backup comes first"
     #[command(verbatim_doc_comment, disable_version_flag = true)]
     Approve(PlanVoteArgs),
-    /// Deny the plan's version that waits for approval (humans with the `approve` role).
+    /// Deny a version of a plan that waits for approval (humans with the `approve` role).
     ///
-    /// One deny ends the version; the version in force, if any, stays in force.
-    ///   airlock plans deny ses_… pln_… -m "no migrations during the freeze"
+    /// `--version` is required, as for `approve`. One deny ends the version; the version in
+    /// force, if any, stays in force.
+    ///   airlock plans deny ses_… pln_… --version 2 -m "no migrations during the freeze"
     #[command(verbatim_doc_comment, disable_version_flag = true)]
     Deny(PlanVoteArgs),
 }
@@ -112,9 +121,9 @@ pub struct PlanVoteArgs {
     session: String,
     /// Plan id (`pln_…`).
     plan: String,
-    /// The version to vote on (default: the one waiting for approval).
-    #[arg(long)]
-    version: Option<u64>,
+    /// The version to vote on: the one you read. It must be waiting for approval.
+    #[arg(long, value_name = "N")]
+    version: u64,
     #[command(flatten)]
     ballot: Ballot,
     #[command(flatten)]
@@ -193,12 +202,13 @@ fn print_plan(v: &Value) {
                 s(x, "id"),
                 s(x, "tool"),
                 s(x, "status"),
+                s(x, "assignee"),
                 x.get("arguments").map(Value::to_string).unwrap_or_default().chars().take(60).collect(),
                 x.get("actions").and_then(Value::as_array).map(|a| a.len().to_string()).unwrap_or_default(),
             ]
         })
         .collect();
-    println!("{}", output::table(&["STEP", "TOOL", "STATUS", "ARGUMENTS (SCHEMA)", "CALLS"], rows));
+    println!("{}", output::table(&["STEP", "TOOL", "STATUS", "ASSIGNEE", "ARGUMENTS (SCHEMA)", "CALLS"], rows));
     let versions = v.get("versions").and_then(Value::as_array).cloned().unwrap_or_default();
     let rows = versions
         .iter()
@@ -219,7 +229,12 @@ fn print_plan(v: &Value) {
         for line in diff_lines(diff, in_force.map(|x| &x["plan"]), pending.map(|x| &x["plan"])) {
             println!("  {line}");
         }
-        println!("vote with: airlock plans approve|deny {} {} -m \"why\"", s(v, "session_id"), s(v, "id"));
+        println!(
+            "vote with: airlock plans approve|deny {} {} --version {} -m \"why\"",
+            s(v, "session_id"),
+            s(v, "id"),
+            s(v, "pending")
+        );
     }
 }
 
@@ -265,13 +280,17 @@ fn diff_lines(diff: &Value, old: Option<&Value>, new: Option<&Value>) -> Vec<Str
     }
     for step in list("changed") {
         let (from, to) = (step.get("from").unwrap_or(&null), step.get("to").unwrap_or(&null));
-        let fields = ["tool", "arguments", "description", "expected_cost_usd", "assignee"];
+        let fields =
+            ["tool", "arguments", "description", "expected_cost_usd", "assignee", "lease_seconds", "max_attempts"];
         let what: Vec<String> = fields
             .iter()
             .filter(|f| from.get(**f) != to.get(**f))
             .map(|f| format!("{f} {} → {}", shown(from.get(*f)), shown(to.get(*f))))
             .collect();
-        lines.push(format!("~ step {} {}: {}", s(&step, "id"), s(to, "tool"), what.join(", ")));
+        // A field this list does not know yet still shows the step as changed, without a dangling
+        // colon.
+        let what = if what.is_empty() { String::new() } else { format!(": {}", what.join(", ")) };
+        lines.push(format!("~ step {} {}{what}", s(&step, "id"), s(to, "tool")));
     }
     let unchanged = list("unchanged");
     if !unchanged.is_empty() {
@@ -281,7 +300,8 @@ fn diff_lines(diff: &Value, old: Option<&Value>, new: Option<&Value>) -> Vec<Str
     lines
 }
 
-/// What an added step asks for, after its id and tool: its description and argument schema.
+/// What an added step asks for, after its id and tool: its description, argument schema and who
+/// runs it (assignee, lease and attempts).
 fn step_detail(step: &Value) -> String {
     let mut out = String::new();
     if !s(step, "description").is_empty() {
@@ -289,6 +309,15 @@ fn step_detail(step: &Value) -> String {
     }
     if let Some(schema) = step.get("arguments").filter(|a| a.as_object().is_some_and(|o| !o.is_empty())) {
         out.push_str(&format!(" arguments {}", clipped(&schema.to_string())));
+    }
+    if let Some(assignee) = step.get("assignee").and_then(Value::as_str) {
+        out.push_str(&format!(" assignee {}", clipped(assignee)));
+        if let Some(secs) = step.get("lease_seconds").and_then(Value::as_u64) {
+            out.push_str(&format!(" lease_seconds {secs}"));
+        }
+        if let Some(n) = step.get("max_attempts").and_then(Value::as_u64) {
+            out.push_str(&format!(" max_attempts {n}"));
+        }
     }
     out
 }
@@ -352,22 +381,25 @@ async fn propose(session: &str, plan: Option<&str>, file: &Path, conn: &Conn) ->
     let is_plan = v.get("versions").is_some_and(Value::is_array);
     if !status.is_success() && !is_plan {
         let e = crate::client::ApiError::from_answer(status, &v).into();
-        return Err(with_hint(e, |api| {
-            match (api.status.as_u16(), api.rule()) {
+        return Err(with_hint(e, |api| match (api.status.as_u16(), api.rule()) {
             (403, "agent_only") => Some(
-                "plans are proposed with an agent's token in AIRLOCK_TOKEN; humans vote on them with `airlock plans approve`"
+                "plans are proposed with an agent's token in AIRLOCK_TOKEN; humans vote on them with \
+                 `airlock plans approve SES PLN --version N`"
                     .into(),
             ),
             (409, _) if plan.is_none() => api.detail.split_whitespace().find(|w| w.starts_with("pln_")).map(|id| {
                 let id = id.trim_end_matches(|ch: char| !ch.is_ascii_alphanumeric());
                 format!("to change it: airlock plans amend {session} {id} --file {}", file.display())
             }),
-            (409, _) => Some(format!(
-                "a human decides the waiting version first: airlock plans approve|deny {session} {} -m \"why\"",
-                plan.unwrap_or_default()
-            )),
+            (409, _) => {
+                let number = waiting_version(&api.detail).map_or_else(|| "N".to_string(), |n| n.to_string());
+                Some(format!(
+                    "a human decides the waiting version first: airlock plans approve|deny {session} {} \
+                     --version {number} -m \"why\"",
+                    plan.unwrap_or_default()
+                ))
+            }
             _ => None,
-        }
         }));
     }
     if conn.json {
@@ -394,7 +426,7 @@ async fn propose(session: &str, plan: Option<&str>, file: &Path, conn: &Conn) ->
     }
     match s(&newest, "status").as_str() {
         "pending" => {
-            println!("a human approves it with: airlock plans approve {session} {id} -m \"why\"");
+            println!("a human approves it with: airlock plans approve {session} {id} --version {number} -m \"why\"");
             println!("the agent waits for it with: GET /v1/actions/{}?wait=30", s(&newest, "action_id"));
             Ok(ExitCode::SUCCESS)
         }
@@ -410,6 +442,16 @@ async fn propose(session: &str, plan: Option<&str>, file: &Path, conn: &Conn) ->
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The version a `409` on an amendment names as still waiting for approval (`version 2 of plan
+/// pln_… is still waiting for approval; …`), if it names one.
+fn waiting_version(detail: &str) -> Option<u64> {
+    let words: Vec<&str> = detail.split_whitespace().collect();
+    words.windows(4).find_map(|w| match w {
+        ["version", n, "of", "plan"] => n.parse().ok(),
+        _ => None,
+    })
 }
 
 /// How an amendment differs from the version it would replace: the API's `diff` while it waits,
@@ -488,41 +530,31 @@ async fn vote(args: PlanVoteArgs, verdict: Verdict) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// The version to vote on (the one waiting, or `wanted`) and its approval id, or why there is
-/// nothing to vote on.
-fn ballot_box(view: &Value, plan: &str, wanted: Option<u64>) -> anyhow::Result<(u64, String)> {
-    let in_force = view.get("in_force").and_then(Value::as_u64);
+/// The version `wanted` and its approval id, or why it can't be voted on. Only that version:
+/// never another one that waits instead, which the human voting may not have read.
+fn ballot_box(view: &Value, plan: &str, wanted: u64) -> anyhow::Result<(u64, String)> {
     let pending = view.get("pending").and_then(Value::as_u64);
-    let Some(number) = wanted.or(pending) else {
-        let newest = view.get("versions").and_then(Value::as_array).and_then(|x| x.last());
-        match (in_force, newest) {
-            (Some(n), _) => bail!("plan {plan} has no version waiting for approval; version {n} is in force"),
-            (None, Some(x)) => bail!(
-                "plan {plan} has no version waiting for approval; its newest version, {}, is {}",
-                s(x, "version"),
-                s(x, "status")
-            ),
-            (None, None) => bail!("plan {plan} has no version waiting for approval"),
-        }
-    };
-    let Some(chosen) = version(view, Some(number)) else {
+    let Some(chosen) = version(view, Some(wanted)) else {
         let count = view.get("versions").and_then(Value::as_array).map_or(0, Vec::len);
-        bail!("plan {plan} has no version {number}; it has versions 1 to {count}");
+        if count == 0 {
+            bail!("plan {plan} has no version {wanted}; it has no versions yet");
+        }
+        bail!("plan {plan} has no version {wanted}; it has versions 1 to {count}");
     };
     let status = s(chosen, "status");
     let approval = s(chosen, "approval_id");
     if approval.is_empty() {
         bail!(
-            "version {number} of plan {plan} has no approval to vote on: policy {} it without one",
+            "version {wanted} of plan {plan} has no approval to vote on: policy {} it without one",
             if status == "denied" { "refused" } else { "allowed" }
         );
     }
     if status != "pending" {
         let waiting = match pending {
-            Some(p) => format!("; version {p} is (drop --version to vote on it)"),
-            None => String::new(),
+            Some(p) if p != wanted => format!("; version {p} is"),
+            _ => String::new(),
         };
-        bail!("version {number} of plan {plan} is {status}, not waiting for approval{waiting}");
+        bail!("version {wanted} of plan {plan} is {status}, not waiting for approval{waiting}");
     }
-    Ok((number, approval))
+    Ok((wanted, approval))
 }

@@ -124,7 +124,8 @@ fn draft_facts(d: &PlanDraft, now: DateTime<Utc>) -> Markup {
     }
 }
 
-/// One step: its position, id, tool, cost, assignee, description and argument schema, with
+/// One step: its position, id, tool, cost, assignee (with its lease and attempts, when the step
+/// sets them), description and argument schema, with
 /// `mark` (`added`, `changed`) and `extra` (progress, on the plan page) after its head.
 fn step_item(n: usize, step: &PlanStep, mark: Option<&str>, extra: Markup) -> Markup {
     let schema_is_any = step.arguments.as_object().is_some_and(|o| o.is_empty()) || step.arguments == Value::Bool(true);
@@ -137,7 +138,16 @@ fn step_item(n: usize, step: &PlanStep, mark: Option<&str>, extra: Markup) -> Ma
                 " "
                 code.step-tool title="tool" { (reveal(&step.tool)) }
                 @if let Some(c) = step.expected_cost_usd { " " span.badge.tag title="expected cost" { (usd(c)) } }
-                @if let Some(a) = &step.assignee { " " span.small { "assignee " strong { (reveal(a)) } } }
+                @if let Some(a) = &step.assignee {
+                    " "
+                    span.small.assignee title="the agents that run this step, each under a lease" {
+                        "assignee " strong { (reveal(a)) }
+                        @if let Some(secs) = step.lease_seconds { " · lease " (seconds_text(secs)) }
+                        @if let Some(n) = step.max_attempts {
+                            " · " (n) @if n == 1 { " attempt" } @else { " attempts" }
+                        }
+                    }
+                }
                 @match mark {
                     Some("added") => { " " span.badge.diff-add { "new" } }
                     Some("changed") => { " " span.badge.diff-chg { "changed" } }

@@ -523,3 +523,41 @@ async fn a_stuck_plan_says_so_on_its_page() {
     assert!(html.contains("Stuck: no step has made progress since"), "{html}");
     assert!(html.contains("will report it on its next check") || html.contains("journaled it"), "{html}");
 }
+
+#[tokio::test]
+async fn a_plan_proposal_shows_who_runs_each_step_and_under_what_lease() {
+    let fx = fixture().await;
+    let agent = fx.engine.config().agents[0].clone();
+    let session = fx.engine.open_session(&agent, "deploy".into(), BTreeMap::new(), None).await.unwrap().id;
+    let plan = fx
+        .propose(
+            &session,
+            None,
+            json!({"goal": "issue and deploy certificates", "steps": [
+                {"id": "issue", "tool": "pki.issue", "assignee": "bot"},
+                {"id": "deploy", "tool": "pki.deploy", "assignee": "exec-*", "lease_seconds": 90, "max_attempts": 2},
+                {"id": "verify", "tool": "pki.verify", "assignee": "exec-<i>x</i>", "max_attempts": 1},
+                {"id": "notify", "tool": "chat.post"}
+            ]}),
+        )
+        .await;
+    let (_, cookie, _) = fx.sign_in("alice-token").await;
+    let (status, _, html) = fx.get(&format!("/ui/approvals/{}", newest_approval(&plan)), &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    // The step's head, by step: assignee, then its lease and attempts when the step sets them.
+    let head = |id: &str| {
+        let at = html.find(&format!(r#"data-step="{id}""#)).unwrap_or_else(|| panic!("no step {id} in {html}"));
+        let rest = &html[at..];
+        rest[..rest.find("</div>").unwrap()].to_string()
+    };
+    let deploy = head("deploy");
+    assert!(deploy.contains("assignee <strong>exec-*</strong> · lease 90 s · 2 attempts"), "{deploy}");
+    let issue = head("issue");
+    assert!(issue.contains("assignee <strong>bot</strong>") && !issue.contains("· lease"), "{issue}");
+    assert!(!issue.contains("attempt"), "{issue}");
+    let verify = head("verify");
+    assert!(verify.contains("assignee <strong>exec-&lt;i&gt;x&lt;/i&gt;</strong> · 1 attempt<"), "{verify}");
+    assert!(!verify.contains("· lease") && !html.contains("<i>x"), "{verify}");
+    let notify = head("notify");
+    assert!(!notify.contains("assignee"), "the plan's own session runs it: {notify}");
+}
