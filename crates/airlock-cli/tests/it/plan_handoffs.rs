@@ -244,3 +244,85 @@ async fn an_executor_speaking_mcp_runs_its_step_under_the_lease_in_meta() {
     assert_eq!(view.body["steps"][0]["status"], "done", "{}", view.body);
     assert_eq!(view.body["finished"], true);
 }
+
+/// Production still asks call by call, inside a plan and under a lease.
+const PROD_POLICY: &str = r#"package airlock
+
+import rego.v1
+
+require_approval contains {"rule": "PLAN1", "msg": "plans need two SREs", "groups": ["sre"], "quorum": 2} if {
+    input.kind == "plan.propose"
+}
+
+require_approval contains {"rule": "PROD1", "msg": "production is approved call by call", "groups": ["sre"], "each_call": true} if {
+    input.action.arguments.env == "production"
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_step_handed_off_still_asks_and_its_approval_shows_the_plan() {
+    let fx = Fixture::with_extra(PROD_POLICY, &executors(""));
+    let al = fx.start();
+    let planner = al.session(BOT).await;
+    let plan = al
+        .post(
+            &format!("/v1/sessions/{planner}/plans"),
+            BOT,
+            json!({"goal": "ship release 7",
+                   "steps": [{"id": "ship", "tool": "deploy.release", "assignee": "exec-a",
+                              "arguments": {"type": "object", "properties": {"env": {"const": "production"}}}}]}),
+        )
+        .await;
+    let pid = plan.body["id"].as_str().unwrap().to_string();
+    approve(&al, plan.body["versions"][0]["approval_id"].as_str().unwrap()).await;
+    let lease = al.post(&format!("/v1/sessions/{planner}/plans/{pid}/steps/ship/claim"), EXEC_A, json!({})).await;
+    assert_eq!(lease.status, StatusCode::CREATED, "{}", lease.body);
+
+    // The plan's approval does not cover an `each_call` rule: the executor's call waits.
+    let session_a = al.session(EXEC_A).await;
+    let held = al
+        .post(
+            &format!("/v1/sessions/{session_a}/actions"),
+            EXEC_A,
+            json!({"tool": "deploy.release", "arguments": {"env": "production"},
+                   "plan_lease": {"plan_id": pid, "step": "ship", "token": 1}}),
+        )
+        .await;
+    assert_eq!(held.status, StatusCode::ACCEPTED, "{}", held.body);
+    assert_eq!(held.body["status"], "pending_approval");
+    assert_eq!(rule(&held.body), "PROD1", "{}", held.body);
+    // While it waits the step is running: not even its executor can claim it again, and an
+    // agent assigned nothing in the plan doesn't see it.
+    al.post(&format!("/v1/sessions/{planner}/plans/{pid}/steps/ship/claim"), EXEC_A, json!({}))
+        .await
+        .assert_problem(StatusCode::CONFLICT, "is running");
+    al.post(&format!("/v1/sessions/{planner}/plans/{pid}/steps/ship/claim"), EXEC_B, json!({}))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not found");
+
+    // Its approval page says which plan step it runs, linked to the plan.
+    let approval = held.body["approval_id"].as_str().unwrap();
+    let (_, cookie) = sign_in(&al, ALICE).await;
+    let page = client()
+        .get(format!("{}/ui/approvals/{approval}", al.url))
+        .header("cookie", cookie.expect("a UI session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Plan step"), "{html}");
+    assert!(html.contains(&format!(r#"href="/ui/sessions/{planner}/plans/{pid}""#)), "{html}");
+    assert!(html.contains("lease 1"), "{html}");
+
+    // Approved, it runs: the step is done, once.
+    let r =
+        al.post(&format!("/v1/approvals/{approval}/approve"), ALICE, json!({"comment": "release window open"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let id = held.body["id"].as_str().unwrap();
+    let done = al.post(&format!("/v1/actions/{id}/result"), EXEC_A, json!({"ok": true})).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let view = al.get(&format!("/v1/sessions/{planner}/plans/{pid}"), ALICE).await;
+    assert_eq!(view.body["steps"][0]["status"], "done", "{}", view.body);
+    assert_eq!(view.body["steps"][0]["actions"], json!([id]));
+}

@@ -15,7 +15,9 @@ use serde_json::Value;
 use super::Ui;
 use super::html::{Nav, absolute, expiry, json_diff, needs, pretty, risk_badge, shell, status_badge, when};
 use super::invisible::{contains_hidden, reveal, value_contains_hidden, warning};
-use super::plans::{Proposal, named_like_proposal, not_a_proposal, plan_links, proposal_of, proposal_panels};
+use super::plans::{
+    Proposal, lease_link, named_like_proposal, not_a_proposal, plan_links, proposal_of, proposal_panels,
+};
 use super::respond::{failure_page, page, to_login};
 use super::session::Viewer;
 use super::vote::{vote_eligibility, vote_form};
@@ -300,6 +302,7 @@ fn action_panel(d: &Detail) -> Markup {
                     @if let Some(who) = &s.on_behalf_of { dt { "On behalf of" } dd { (who) } }
                 }
                 (plan_links(&d.plans))
+                (lease_link(&d.events, &act.id))
                 dt { "Digest" } dd.mono { (act.digest) }
             }
         }

@@ -314,6 +314,29 @@ pub(super) fn plan_links(plans: &[PlanView]) -> Markup {
     }
 }
 
+/// For a call an executor makes under the lease of another session's plan step: which step of
+/// which plan it runs, linked, so that the reviewer judges it as part of that plan. Read from
+/// the session's journal (`plan.step_matched` with the lease's token).
+pub(super) fn lease_link(events: &[airlock_store::StoredEvent], action_id: &str) -> Markup {
+    let leased = events.iter().find(|e| {
+        e.kind == "plan.step_matched"
+            && e.payload.get("action_id").and_then(Value::as_str) == Some(action_id)
+            && e.payload.get("token").is_some_and(Value::is_u64)
+    });
+    let Some(e) = leased else { return html! {} };
+    let text = |k: &str| e.payload.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (plan, session, step) = (text("plan_id"), text("plan_session_id"), text("step"));
+    let token = e.payload.get("token").and_then(Value::as_u64).unwrap_or_default();
+    html! {
+        dt { "Plan step" }
+        dd {
+            "step " span.mono { (reveal(&step)) } " of plan "
+            a href=(plan_href(&session, &plan)) { (plan) }
+            " " span.small { "handed to this agent: lease " (token) ", plan's session " span.mono { (session) } }
+        }
+    }
+}
+
 /// A call matched to a step, linked to its approval when it had one.
 fn matched_call(id: &str, action: Option<&Action>) -> Markup {
     html! {
