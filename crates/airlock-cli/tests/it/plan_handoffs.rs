@@ -38,12 +38,32 @@ fn executors(extra: &str) -> String {
     )
 }
 
-async fn approve(al: &Airlock, approval: &str) {
+/// The planner proposes `plan` in `session`, alice and bob approve it; its id.
+async fn approved_plan(al: &Airlock, session: &str, plan: Value) -> String {
+    let r = al.post(&format!("/v1/sessions/{session}/plans"), BOT, plan).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let approval = r.body["versions"][0]["approval_id"].as_str().unwrap();
     for human in [ALICE, BOB] {
-        let r =
+        let v =
             al.post(&format!("/v1/approvals/{approval}/approve"), human, json!({"comment": "plan reads well"})).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(v.status, StatusCode::OK, "{}", v.body);
     }
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// An executor's call in its own session under `lease`.
+async fn leased(al: &Airlock, token: &str, session: &str, tool: &str, arguments: Value, lease: &Value) -> Reply {
+    let body = json!({"tool": tool, "arguments": arguments, "plan_lease": lease});
+    al.post(&format!("/v1/sessions/{session}/actions"), token, body).await
+}
+
+/// A page of the review UI as alice sees it.
+async fn ui_page(al: &Airlock, path: &str) -> String {
+    let (_, cookie) = sign_in(al, ALICE).await;
+    let page = client().get(format!("{}{path}", al.url)).header("cookie", cookie.expect("a UI session")).send().await;
+    let page = page.unwrap();
+    assert_eq!(page.status(), 200, "{path}");
+    page.text().await.unwrap()
 }
 
 fn rule(action: &Value) -> &str {
@@ -55,24 +75,20 @@ async fn a_late_call_with_a_stale_fencing_token_is_denied_and_the_step_runs_once
     let fx = Fixture::with_extra(POLICY, &executors(""));
     let al = fx.start();
     let planner = al.session(BOT).await;
-    let plan = al
-        .post(
-            &format!("/v1/sessions/{planner}/plans"),
-            BOT,
-            json!({
-                "goal": "roll the new edge certificates out",
-                "steps": [
-                    {"id": "issue", "tool": "pki.issue", "description": "the planner issues them"},
-                    {"id": "deploy", "tool": "pki.deploy", "assignee": "exec-*", "lease_seconds": 1,
-                     "description": "an executor deploys them",
-                     "arguments": {"type": "object", "properties": {"fleet": {"const": "edge"}}, "required": ["fleet"]}}
-                ]
-            }),
-        )
-        .await;
-    assert_eq!(plan.status, StatusCode::ACCEPTED, "{}", plan.body);
-    let pid = plan.body["id"].as_str().unwrap().to_string();
-    approve(&al, plan.body["versions"][0]["approval_id"].as_str().unwrap()).await;
+    let pid = approved_plan(
+        &al,
+        &planner,
+        json!({
+            "goal": "roll the new edge certificates out",
+            "steps": [
+                {"id": "issue", "tool": "pki.issue", "description": "the planner issues them"},
+                {"id": "deploy", "tool": "pki.deploy", "assignee": "exec-*", "lease_seconds": 1,
+                 "description": "an executor deploys them",
+                 "arguments": {"type": "object", "properties": {"fleet": {"const": "edge"}}, "required": ["fleet"]}}
+            ]
+        }),
+    )
+    .await;
     let claim = format!("/v1/sessions/{planner}/plans/{pid}/steps/deploy/claim");
 
     // The planner hands the step over: it can't claim it, and its own call for it is drift.
@@ -101,14 +117,15 @@ async fn a_late_call_with_a_stale_fencing_token_is_denied_and_the_step_runs_once
 
     // The first executor wakes up and calls with its old token, in its own session: denied.
     let session_a = al.session(EXEC_A).await;
-    let late = al
-        .post(
-            &format!("/v1/sessions/{session_a}/actions"),
-            EXEC_A,
-            json!({"tool": "pki.deploy", "arguments": {"fleet": "edge"},
-                   "plan_lease": {"plan_id": pid, "step": "deploy", "token": 1}}),
-        )
-        .await;
+    let late = leased(
+        &al,
+        EXEC_A,
+        &session_a,
+        "pki.deploy",
+        json!({"fleet": "edge"}),
+        &json!({"plan_id": pid, "step": "deploy", "token": 1}),
+    )
+    .await;
     assert_eq!(late.status, StatusCode::FORBIDDEN, "{}", late.body);
     assert_eq!(rule(&late.body), "airlock.plan_lease");
     assert!(
@@ -120,26 +137,14 @@ async fn a_late_call_with_a_stale_fencing_token_is_denied_and_the_step_runs_once
     // The second executor's call runs on the plan's approval: no approval of its own.
     let session_b = al.session(EXEC_B).await;
     let lease = json!({"plan_id": pid, "step": "deploy", "token": 2});
-    let ran = al
-        .post(
-            &format!("/v1/sessions/{session_b}/actions"),
-            EXEC_B,
-            json!({"tool": "pki.deploy", "arguments": {"fleet": "edge"}, "plan_lease": lease}),
-        )
-        .await;
+    let ran = leased(&al, EXEC_B, &session_b, "pki.deploy", json!({"fleet": "edge"}), &lease).await;
     assert_eq!(ran.status, StatusCode::OK, "{}", ran.body);
     assert_eq!((ran.body["status"].as_str(), rule(&ran.body)), (Some("executing"), "airlock.plan"), "{}", ran.body);
     let id = ran.body["id"].as_str().unwrap();
     let done = al.post(&format!("/v1/actions/{id}/result"), EXEC_B, json!({"ok": true})).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     // Once: the same lease admits nothing more, and nobody can claim the step again.
-    let again = al
-        .post(
-            &format!("/v1/sessions/{session_b}/actions"),
-            EXEC_B,
-            json!({"tool": "pki.deploy", "arguments": {"fleet": "edge", "retry": 1}, "plan_lease": lease}),
-        )
-        .await;
+    let again = leased(&al, EXEC_B, &session_b, "pki.deploy", json!({"fleet": "edge", "retry": 1}), &lease).await;
     assert_eq!((again.status, rule(&again.body)), (StatusCode::FORBIDDEN, "airlock.plan_lease"), "{}", again.body);
     al.post(&claim, EXEC_A, json!({})).await.assert_problem(StatusCode::CONFLICT, "is done");
 
@@ -164,15 +169,7 @@ async fn a_late_call_with_a_stale_fencing_token_is_denied_and_the_step_runs_once
         assert!(summaries.iter().any(|s| s.contains(needle)), "{needle}: {summaries:#?}");
     }
     // So does the plan's page in the review UI, with who held each lease.
-    let (_, cookie) = sign_in(&al, ALICE).await;
-    let page = client()
-        .get(format!("{}/ui/sessions/{planner}/plans/{pid}", al.url))
-        .header("cookie", cookie.expect("a UI session"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let html = ui_page(&al, &format!("/ui/sessions/{planner}/plans/{pid}")).await;
     assert!(html.contains("claims of this step") && html.contains("exec-b") && html.contains("superseded"), "{html}");
     // Another agent's session stays out of reach of the executors.
     assert_eq!(al.get(&format!("/v1/sessions/{planner}/plans"), EXEC_A).await.status, StatusCode::NOT_FOUND);
@@ -193,16 +190,13 @@ async fn an_executor_speaking_mcp_runs_its_step_under_the_lease_in_meta() {
     let al = fx.start();
     al.wait_for_upstream("fake").await;
     let planner = al.session(BOT).await;
-    let plan = al
-        .post(
-            &format!("/v1/sessions/{planner}/plans"),
-            BOT,
-            json!({"goal": "announce the maintenance window",
+    let pid = approved_plan(
+        &al,
+        &planner,
+        json!({"goal": "announce the maintenance window",
                    "steps": [{"id": "announce", "tool": "fake__echo", "assignee": "exec-a"}]}),
-        )
-        .await;
-    let pid = plan.body["id"].as_str().unwrap().to_string();
-    approve(&al, plan.body["versions"][0]["approval_id"].as_str().unwrap()).await;
+    )
+    .await;
     let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", al.url)).auth_header(EXEC_A);
     let c = ClientConfig::new(ClientCapabilities::default(), Implementation::new("executor", "1"))
         .serve(StreamableHttpClientTransport::from_config(config))
@@ -264,30 +258,28 @@ async fn a_production_step_handed_off_still_asks_and_its_approval_shows_the_plan
     let fx = Fixture::with_extra(PROD_POLICY, &executors(""));
     let al = fx.start();
     let planner = al.session(BOT).await;
-    let plan = al
-        .post(
-            &format!("/v1/sessions/{planner}/plans"),
-            BOT,
-            json!({"goal": "ship release 7",
+    let pid = approved_plan(
+        &al,
+        &planner,
+        json!({"goal": "ship release 7",
                    "steps": [{"id": "ship", "tool": "deploy.release", "assignee": "exec-a",
                               "arguments": {"type": "object", "properties": {"env": {"const": "production"}}}}]}),
-        )
-        .await;
-    let pid = plan.body["id"].as_str().unwrap().to_string();
-    approve(&al, plan.body["versions"][0]["approval_id"].as_str().unwrap()).await;
+    )
+    .await;
     let lease = al.post(&format!("/v1/sessions/{planner}/plans/{pid}/steps/ship/claim"), EXEC_A, json!({})).await;
     assert_eq!(lease.status, StatusCode::CREATED, "{}", lease.body);
 
     // The plan's approval does not cover an `each_call` rule: the executor's call waits.
     let session_a = al.session(EXEC_A).await;
-    let held = al
-        .post(
-            &format!("/v1/sessions/{session_a}/actions"),
-            EXEC_A,
-            json!({"tool": "deploy.release", "arguments": {"env": "production"},
-                   "plan_lease": {"plan_id": pid, "step": "ship", "token": 1}}),
-        )
-        .await;
+    let held = leased(
+        &al,
+        EXEC_A,
+        &session_a,
+        "deploy.release",
+        json!({"env": "production"}),
+        &json!({"plan_id": pid, "step": "ship", "token": 1}),
+    )
+    .await;
     assert_eq!(held.status, StatusCode::ACCEPTED, "{}", held.body);
     assert_eq!(held.body["status"], "pending_approval");
     assert_eq!(rule(&held.body), "PROD1", "{}", held.body);
@@ -302,15 +294,7 @@ async fn a_production_step_handed_off_still_asks_and_its_approval_shows_the_plan
 
     // Its approval page says which plan step it runs, linked to the plan.
     let approval = held.body["approval_id"].as_str().unwrap();
-    let (_, cookie) = sign_in(&al, ALICE).await;
-    let page = client()
-        .get(format!("{}/ui/approvals/{approval}", al.url))
-        .header("cookie", cookie.expect("a UI session"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let html = ui_page(&al, &format!("/ui/approvals/{approval}")).await;
     assert!(html.contains("Plan step"), "{html}");
     assert!(html.contains(&format!(r#"href="/ui/sessions/{planner}/plans/{pid}""#)), "{html}");
     assert!(html.contains("lease 1"), "{html}");

@@ -240,29 +240,7 @@ impl Engine {
             action.arguments = stored;
         }
 
-        commit.event(session_id, EventKind::ActionRequested, now, requested_payload(&action));
-        let (input, facts) = match &recorded {
-            Some((input, facts)) => (Some(input), Some(facts)),
-            None => (None, None),
-        };
-        commit.event(
-            session_id,
-            EventKind::ActionDecided,
-            now,
-            json!({
-                "action_id": action.id,
-                "status": action.status,
-                "decision": action.decision,
-                "input": input,
-                "facts": facts,
-                "rate_limited_unjournaled": unjournaled,
-            }),
-        );
-        if let Some(a) = &approval {
-            commit.event(session_id, EventKind::ApprovalRequested, now, to_value(a));
-            commit.project(Projection::Approval(a.clone()));
-            crate::notify::enqueue(&self.inner.config, &mut commit, "approval.requested", a, &action, now);
-        }
+        self.journal_decision(&mut commit, &action, recorded.as_ref(), unjournaled, approval.as_ref(), now);
         if let Some(pause) = &settled.pause {
             self.pause(&mut session, pause, &mut commit, now);
         }
@@ -482,8 +460,44 @@ fn check_request(request: &ActionRequest) -> Result<()> {
     Ok(())
 }
 
+impl Engine {
+    /// Journals a decided call (or plan proposal): `action.requested`, `action.decided` with the
+    /// exact policy input and facts (so that it can be replayed), and its approval with the
+    /// `approval.requested` notifications when it is held.
+    pub(super) fn journal_decision(
+        &self,
+        commit: &mut Commit,
+        action: &Action,
+        recorded: Option<&(Value, PolicyFacts)>,
+        rate_limited_unjournaled: Option<u64>,
+        approval: Option<&Approval>,
+        now: DateTime<Utc>,
+    ) {
+        let session_id = &action.session_id;
+        commit.event(session_id, EventKind::ActionRequested, now, requested_payload(action));
+        commit.event(
+            session_id,
+            EventKind::ActionDecided,
+            now,
+            json!({
+                "action_id": action.id,
+                "status": action.status,
+                "decision": action.decision,
+                "input": recorded.map(|(input, _)| input),
+                "facts": recorded.map(|(_, facts)| facts),
+                "rate_limited_unjournaled": rate_limited_unjournaled,
+            }),
+        );
+        if let Some(a) = approval {
+            commit.event(session_id, EventKind::ApprovalRequested, now, to_value(a));
+            commit.project(Projection::Approval(a.clone()));
+            crate::notify::enqueue(&self.inner.config, commit, "approval.requested", a, action, now);
+        }
+    }
+}
+
 /// The `action.requested` event.
-pub(super) fn requested_payload(action: &Action) -> Value {
+fn requested_payload(action: &Action) -> Value {
     json!({
         "action_id": action.id,
         "seq": action.seq,

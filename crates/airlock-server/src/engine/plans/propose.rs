@@ -176,17 +176,7 @@ impl Engine {
         }
 
         let mut commit = Commit::default();
-        commit.event(session_id, EventKind::ActionRequested, now, super::super::submit::requested_payload(&action));
-        let (input, facts) = match &recorded {
-            Some((input, facts)) => (Some(input), Some(facts)),
-            None => (None, None),
-        };
-        commit.event(
-            session_id,
-            EventKind::ActionDecided,
-            now,
-            json!({"action_id": action.id, "status": action.status, "decision": action.decision, "input": input, "facts": facts}),
-        );
+        self.journal_decision(&mut commit, &action, recorded.as_ref(), None, approval.as_ref(), now);
         commit.event(
             session_id,
             EventKind::PlanProposed,
@@ -201,11 +191,6 @@ impl Engine {
                 now,
                 json!({"plan_id": id, "version": version, "action_id": action.id, "votes": [], "mfa": false, "by": "policy"}),
             );
-        }
-        if let Some(a) = &approval {
-            commit.event(session_id, EventKind::ApprovalRequested, now, to_value(a));
-            commit.project(Projection::Approval(a.clone()));
-            crate::notify::enqueue(&self.inner.config, &mut commit, "approval.requested", a, &action, now);
         }
         if let Some(pause) = &settled.pause {
             self.pause(&mut session, pause, &mut commit, now);
